@@ -1,0 +1,1 @@
+"""Benchmarks (make bench); never run by the tests."""

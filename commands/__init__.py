@@ -1,0 +1,1 @@
+"""The write side: command models, the event store and the application service."""

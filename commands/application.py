@@ -1,0 +1,324 @@
+"""The application service: each command loads the few aggregates it needs, calls one domain
+method and hands the changes to the group committer, which appends them atomically.
+
+The acting user always comes from the verified token (``actor``), never from a body.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Callable
+from uuid import UUID, uuid4
+
+from commands import models
+from commands.event_store import EventStore
+from commands.group_commit import Batch, GroupCommitter, Outcome
+from commands.idempotency import IdempotencyRecord
+from domain.engagement import StoryReplies, StoryView, response_type_for
+from domain.errors import NotFound
+from domain.highlights import Highlight, HighlightReel
+from domain.platform import Platform
+from domain.social import CloseFriendship, Follow
+from domain.stories import Story
+from domain.visibility import Relationship
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What a command answers, before the HTTP layer adds the log position."""
+
+    status: int
+    body: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class Idempotency:
+    key: str
+    fingerprint: str
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def parse_id(value: str, what: str) -> UUID:
+    """Path ids: anything that is not a UUID names nothing (404, not 422)."""
+    try:
+        return UUID(value)
+    except (ValueError, AttributeError, TypeError):
+        raise NotFound(f"{what} not found") from None
+
+
+class StoriesApplication:
+    def __init__(
+        self,
+        store: EventStore,
+        committer: GroupCommitter,
+        platform: Platform,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        self.store = store
+        self.committer = committer
+        self.platform = platform
+        self.clock = clock
+
+    # -- running commands -----------------------------------------------------------------
+
+    async def execute(
+        self, actor: str, command: Callable[[Batch, datetime], Answer], idempotency: Idempotency | None = None
+    ) -> tuple[Answer, int]:
+        """Run ``command`` through the group committer; (answer, log position)."""
+        if idempotency is None:
+            outcome = await self.committer.run(lambda batch: command(batch, self.clock()))
+            return outcome.result, outcome.position
+        outcome = await self.committer.run(lambda batch: self._run_once(batch, actor, command, idempotency))
+        answer, replayed_from = outcome.result
+        if replayed_from is not None:
+            return answer, replayed_from
+        # The record is stored right after the command's own events: one before it is the
+        # command's position, on the first answer and on every replay alike.
+        return answer, outcome.position - 1
+
+    def _run_once(
+        self, batch: Batch, actor: str, command: Callable[[Batch, datetime], Answer], idem: Idempotency
+    ) -> tuple[Answer, int | None]:
+        record_id = IdempotencyRecord.stream_for(actor, idem.key)
+        record = batch.load(IdempotencyRecord, record_id)
+        if record is not None:
+            record.check_same_request(idem.fingerprint)
+            position = self.store.position_of(record_id, 1)
+            return Answer(record.answer.status, record.answer.body), (position or 1) - 1
+        now = self.clock()
+        answer = command(batch, now)
+        batch.add(IdempotencyRecord.record(actor, idem.key, idem.fingerprint, answer.status, answer.body, now))
+        return answer, None
+
+    # -- loading ------------------------------------------------------------------------
+
+    @staticmethod
+    def _story(batch: Batch, story_id: str) -> Story:
+        story = batch.load(Story, parse_id(story_id, "story"))
+        if story is None:
+            raise NotFound("story not found")
+        return story
+
+    def _relationship(self, batch: Batch, story: Story, viewer_id: str, *, audience: bool = False) -> Relationship:
+        """Load only the graph edges this story's rules can ask about."""
+        owner = story.owner_id
+        if viewer_id == owner or viewer_id in story.hidden_from_ids:
+            return Relationship()
+        privacy = story.fields["privacy"]
+        wants_follow = audience or privacy in ("followers", "friends")
+        wants_reverse = (audience and self.platform is Platform.ENTATIVA) or privacy == "friends"
+
+        def active(cls, stream) -> bool:
+            edge = batch.load(cls, stream)
+            return edge is not None and edge.active
+
+        follows = wants_follow and active(Follow, Follow.stream_for(viewer_id, owner))
+        return Relationship(
+            follows_owner=follows,
+            followed_by_owner=follows and wants_reverse and active(Follow, Follow.stream_for(owner, viewer_id)),
+            close_friend=privacy == "close_friends" and active(CloseFriendship, CloseFriendship.stream_for(owner, viewer_id)),
+        )
+
+    # -- stories ------------------------------------------------------------------------
+
+    def create_story(self, actor: str, body: models.CreateStory) -> Callable[[Batch, datetime], Answer]:
+        fields = body.fields()
+
+        def run(batch: Batch, now: datetime) -> Answer:
+            story = Story.create(uuid4(), actor, fields, self.platform, now)
+            batch.add(story)
+            return Answer(201, {"story_id": str(story.id), "expires_at": story.fields["expires_at"]})
+
+        return run
+
+    def view_story(self, actor: str, story_id: str) -> Callable[[Batch, datetime], Answer]:
+        def run(batch: Batch, now: datetime) -> Answer:
+            story = self._story(batch, story_id)
+            current = batch.load(StoryView, StoryView.stream_for(story.id, actor))
+            view = StoryView.view(current, story, actor, self._relationship(batch, story, actor), now)
+            batch.add(view)
+            return Answer(202, {"story_id": str(story.id), "counted": view is not None})
+
+        return run
+
+    def reply_to_story(self, actor: str, story_id: str, body: models.ReplyToStory) -> Callable[[Batch, datetime], Answer]:
+        def run(batch: Batch, now: datetime) -> Answer:
+            story = self._story(batch, story_id)
+            current = batch.load(StoryReplies, StoryReplies.stream_for(story.id, actor))
+            relationship = self._relationship(batch, story, actor, audience=True)
+            replies = StoryReplies.reply(current, story, actor, body.text, relationship, self.platform, now)
+            batch.add(replies)
+            return Answer(201, {"story_id": str(story.id), "reply_number": replies.count})
+
+        return run
+
+    def interact(self, actor: str, story_id: str, body: models.Interact) -> Callable[[Batch, datetime], Answer]:
+        values = body.model_dump(exclude_none=True)
+
+        def run(batch: Batch, now: datetime) -> Answer:
+            story = self._story(batch, story_id)
+            relationship = self._relationship(batch, story, actor)
+            story.check_can_engage(actor, relationship, now)  # hide the sticker list from outsiders
+            kind = response_type_for(story, body.sticker_index)
+            current = batch.load(kind, kind.stream_for(story.id, actor, body.sticker_index))
+            response = kind.respond(current, story, body.sticker_index, actor, values, relationship, now)
+            batch.add(response)
+            result = {"story_id": str(story.id), "sticker_index": body.sticker_index, "sticker_type": kind.STICKER_TYPE}
+            state = response or current
+            if kind.STICKER_TYPE == "quiz":
+                result.update(correct=state.result.correct, correct_answer_index=state.result.correct_answer_index)
+            elif kind.STICKER_TYPE == "countdown":
+                result["following"] = bool(state and state.following)
+            return Answer(200, result)
+
+        return run
+
+    def delete_story(self, actor: str, story_id: str) -> Callable[[Batch, datetime], Answer]:
+        def run(batch: Batch, now: datetime) -> Answer:
+            story = self._story(batch, story_id)
+            if actor != story.owner_id and not story.deleted:
+                # 403 only to those who can see the story; to others it does not exist.
+                relationship = self._relationship(batch, story, actor)
+                if not (story.is_live(now) and story.audience_allows(actor, relationship)):
+                    raise NotFound("story not found")
+            story.delete(actor, now)
+            batch.add(story)
+            return Answer(204)
+
+        return run
+
+    def expire_story(self, story_id: UUID) -> Callable[[Batch, datetime], Answer]:
+        def run(batch: Batch, now: datetime) -> Answer:
+            story = batch.load(Story, story_id)
+            if story is None:
+                raise NotFound("story not found")
+            story.expire(now)
+            batch.add(story)
+            return Answer(200, {"story_id": str(story_id)})
+
+        return run
+
+    # -- highlights ---------------------------------------------------------------------
+
+    @staticmethod
+    def _stories(batch: Batch, story_ids: list[str]) -> dict[str, Story | None]:
+        out: dict[str, Story | None] = {}
+        for raw in story_ids:
+            try:
+                out[raw] = batch.load(Story, UUID(raw))
+            except ValueError:
+                out[raw] = None
+        return out
+
+    @staticmethod
+    def _highlight(batch: Batch, highlight_id: str) -> Highlight:
+        highlight = batch.load(Highlight, parse_id(highlight_id, "highlight"))
+        if highlight is None or highlight.deleted:
+            raise NotFound("highlight not found")
+        return highlight
+
+    def create_highlight(self, actor: str, body: models.CreateHighlight) -> Callable[[Batch, datetime], Answer]:
+        fields = body.model_dump(mode="json", exclude_none=True)
+
+        def run(batch: Batch, now: datetime) -> Answer:
+            highlight = Highlight.create(uuid4(), actor, fields, self._stories(batch, body.story_ids), now)
+            reel = HighlightReel.open(batch.load(HighlightReel, HighlightReel.stream_for(actor)), actor)
+            reel.file(highlight.id, now)
+            batch.add(highlight, reel)
+            return Answer(201, {"highlight_id": str(highlight.id)})
+
+        return run
+
+    def update_highlight(self, actor: str, highlight_id: str, body: models.UpdateHighlight) -> Callable[[Batch, datetime], Answer]:
+        changes = body.changes()
+
+        def run(batch: Batch, now: datetime) -> Answer:
+            highlight = self._highlight(batch, highlight_id)
+            highlight.update(actor, changes, now)
+            batch.add(highlight)
+            return Answer(200, {"highlight_id": str(highlight.id)})
+
+        return run
+
+    def add_highlight_stories(self, actor: str, highlight_id: str, body: models.HighlightStories) -> Callable[[Batch, datetime], Answer]:
+        def run(batch: Batch, now: datetime) -> Answer:
+            highlight = self._highlight(batch, highlight_id)
+            highlight.check_owner(actor)
+            highlight.add_stories(actor, body.story_ids, self._stories(batch, body.story_ids), now)
+            batch.add(highlight)
+            return Answer(200, {"highlight_id": str(highlight.id), "story_ids": list(highlight.story_ids)})
+
+        return run
+
+    def remove_highlight_stories(self, actor: str, highlight_id: str, body: models.HighlightStories) -> Callable[[Batch, datetime], Answer]:
+        def run(batch: Batch, now: datetime) -> Answer:
+            highlight = self._highlight(batch, highlight_id)
+            highlight.remove_stories(actor, body.story_ids, now)
+            batch.add(highlight)
+            return Answer(200, {"highlight_id": str(highlight.id), "story_ids": list(highlight.story_ids)})
+
+        return run
+
+    def delete_highlight(self, actor: str, highlight_id: str) -> Callable[[Batch, datetime], Answer]:
+        def run(batch: Batch, now: datetime) -> Answer:
+            highlight = self._highlight(batch, highlight_id)
+            highlight.delete(actor, now)
+            reel = HighlightReel.open(batch.load(HighlightReel, HighlightReel.stream_for(actor)), actor)
+            reel.unfile(highlight.id, now)
+            batch.add(highlight, reel)
+            return Answer(204)
+
+        return run
+
+    def reorder_highlights(self, actor: str, body: models.ReorderHighlights) -> Callable[[Batch, datetime], Answer]:
+        def run(batch: Batch, now: datetime) -> Answer:
+            reel = HighlightReel.open(batch.load(HighlightReel, HighlightReel.stream_for(actor)), actor)
+            reel.reorder(body.highlight_ids, now)
+            batch.add(reel)
+            return Answer(200, {"highlight_ids": list(reel.highlight_ids)})
+
+        return run
+
+    # -- social graph -------------------------------------------------------------------
+
+    def add_close_friend(self, actor: str, friend_id: str) -> Callable[[Batch, datetime], Answer]:
+        def run(batch: Batch, now: datetime) -> Answer:
+            current = batch.load(CloseFriendship, CloseFriendship.stream_for(actor, friend_id))
+            batch.add(CloseFriendship.add(current, actor, friend_id, now))
+            return Answer(201, {"user_id": friend_id, "close_friend": True})
+
+        return run
+
+    def remove_close_friend(self, actor: str, friend_id: str) -> Callable[[Batch, datetime], Answer]:
+        def run(batch: Batch, now: datetime) -> Answer:
+            entry = batch.load(CloseFriendship, CloseFriendship.stream_for(actor, friend_id))
+            if entry is None:
+                raise NotFound("not on your close-friends list", code="not_close_friend")
+            entry.remove(now)
+            batch.add(entry)
+            return Answer(204)
+
+        return run
+
+    def follow(self, actor: str, followee_id: str) -> Callable[[Batch, datetime], Answer]:
+        def run(batch: Batch, now: datetime) -> Answer:
+            current = batch.load(Follow, Follow.stream_for(actor, followee_id))
+            batch.add(Follow.follow(current, actor, followee_id, now))
+            return Answer(200, {"user_id": followee_id, "following": True})
+
+        return run
+
+    def unfollow(self, actor: str, followee_id: str) -> Callable[[Batch, datetime], Answer]:
+        def run(batch: Batch, now: datetime) -> Answer:
+            edge = batch.load(Follow, Follow.stream_for(actor, followee_id))
+            if edge is None:
+                raise NotFound("you do not follow this user", code="not_following")
+            edge.unfollow(now)
+            batch.add(edge)
+            return Answer(204)
+
+        return run

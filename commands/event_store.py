@@ -1,0 +1,182 @@
+"""The event log, on eventsourcing's own SQLite or PostgreSQL recorders.
+
+Our aggregates are plain Python (``domain/``); this module maps their events to eventsourcing's
+stored events and back, so upcasting (``class_version`` / ``upcast_vN_vN+1``) happens in one
+place for every reader: command handlers, projectors, the relay and replay.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence, TypeVar
+from urllib.parse import parse_qs, unquote, urlparse
+from uuid import UUID, uuid5
+
+from eventsourcing.persistence import (
+    DatetimeAsISO,
+    EventStore as LibraryEventStore,
+    InfrastructureFactory,
+    IntegrityError,
+    JSONTranscoder,
+    OperationalError,
+    InterfaceError,
+    UUIDAsHex,
+)
+from eventsourcing.utils import Environment
+
+from domain.aggregate import Aggregate, DomainEvent
+from domain.catalogue import EVENT_TYPES
+from domain.ids import NAMESPACE
+
+A = TypeVar("A", bound=Aggregate)
+_DOMAIN_EVENTS = frozenset(EVENT_TYPES.values())
+
+
+class StreamConflict(Exception):
+    """Another writer appended to one of the streams first (optimistic concurrency)."""
+
+
+class StoreUnavailable(Exception):
+    """The database cannot be reached."""
+
+
+@dataclass(frozen=True)
+class LoggedEvent:
+    """A domain event with its place in the one global log order."""
+
+    position: int
+    event: DomainEvent
+
+    @property
+    def event_id(self) -> UUID:
+        # Stable across reads and re-publication, so consumers can deduplicate on it.
+        return uuid5(NAMESPACE, f"{self.event.originator_id}:{self.event.originator_version}")
+
+    def envelope(self, platform: str) -> dict:
+        """The contract's JSON envelope."""
+        event = self.event
+        return {
+            "event_id": str(self.event_id),
+            "event_type": event.event_type,
+            "stream_id": str(event.originator_id),
+            "stream_version": event.originator_version,
+            "position": self.position,
+            "occurred_at": event.occurred_at.isoformat(),
+            "platform": platform,
+            "schema_version": event.class_version,
+            "data": event.data(),
+        }
+
+
+def persistence_env(url: str) -> dict[str, str]:
+    """eventsourcing's settings for ``sqlite:///path`` or ``postgresql://user:pw@host:port/db?schema=s``."""
+    parsed = urlparse(url)
+    if parsed.scheme == "sqlite":
+        path = unquote(parsed.path)
+        if parsed.netloc:  # sqlite://relative/path
+            path = parsed.netloc + path
+        if path.startswith("//"):
+            path = path[1:]
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        return {"PERSISTENCE_MODULE": "eventsourcing.sqlite", "SQLITE_DBNAME": path, "SQLITE_LOCK_TIMEOUT": "30"}
+    if parsed.scheme in ("postgresql", "postgres"):
+        query = parse_qs(parsed.query)
+        env = {
+            "PERSISTENCE_MODULE": "eventsourcing.postgres",
+            "POSTGRES_DBNAME": parsed.path.lstrip("/") or "stories",
+            "POSTGRES_HOST": parsed.hostname or "127.0.0.1",
+            "POSTGRES_PORT": str(parsed.port or 5432),
+            "POSTGRES_USER": unquote(parsed.username or os.environ.get("USER", "postgres")),
+            "POSTGRES_PASSWORD": unquote(parsed.password or ""),
+            "POSTGRES_POOL_SIZE": "10",
+            "POSTGRES_CONNECT_TIMEOUT": "5",
+        }
+        if "schema" in query:
+            env["POSTGRES_SCHEMA"] = query["schema"][0]
+        return env
+    raise ValueError(f"unsupported event store URL {url!r}: use sqlite:///path or postgresql://...")
+
+
+class EventStore:
+    """Loads aggregates, appends events atomically, reads the log in position order."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        env = Environment("stories", persistence_env(url))
+        self._factory = InfrastructureFactory.construct(env)
+        transcoder = JSONTranscoder()
+        transcoder.register(UUIDAsHex())
+        transcoder.register(DatetimeAsISO())
+        self._mapper = self._factory.mapper(transcoder=transcoder)
+        try:
+            self.recorder = self._factory.application_recorder()
+        except (OperationalError, InterfaceError) as error:
+            raise StoreUnavailable(str(error)) from error
+        self._events = LibraryEventStore(mapper=self._mapper, recorder=self.recorder)
+
+    def load(self, cls: type[A], aggregate_id: UUID) -> A | None:
+        try:
+            return cls.replay(aggregate_id, self._events.get(aggregate_id))
+        except (OperationalError, InterfaceError) as error:
+            raise StoreUnavailable(str(error)) from error
+
+    def append(self, events: Sequence[DomainEvent]) -> list[int]:
+        """Store ``events`` in one transaction, in this order; their positions in the log."""
+        if not events:
+            return []
+        try:
+            recordings = self._events.put(events)
+        except IntegrityError as error:
+            raise StreamConflict(str(error)) from error
+        except (OperationalError, InterfaceError) as error:
+            raise StoreUnavailable(str(error)) from error
+        return [r.notification.id for r in recordings]
+
+    def position_of(self, aggregate_id: UUID, version: int) -> int | None:
+        """Where one stored event sits in the log (eventsourcing has no public call for this)."""
+        datastore = self.recorder.datastore
+        table = self.recorder.events_table_name
+        try:
+            with datastore.transaction(commit=False) as cursor:
+                if hasattr(datastore, "schema"):  # PostgreSQL
+                    cursor.execute(
+                        f'SELECT notification_id FROM "{datastore.schema}"."{table}" '
+                        "WHERE originator_id = %s AND originator_version = %s",
+                        (aggregate_id, version),
+                    )
+                    row = cursor.fetchone()
+                    return row["notification_id"] if row else None
+                cursor.execute(
+                    f"SELECT rowid FROM {table} WHERE originator_id = ? AND originator_version = ?",
+                    (aggregate_id.hex, version),
+                )
+                row = cursor.fetchone()
+                return row[0] if row else None
+        except (OperationalError, InterfaceError) as error:
+            raise StoreUnavailable(str(error)) from error
+
+    def head(self) -> int:
+        """The position of the newest event (0 for an empty log)."""
+        try:
+            return self.recorder.max_notification_id() or 0
+        except (OperationalError, InterfaceError) as error:
+            raise StoreUnavailable(str(error)) from error
+
+    def read(self, after: int = 0, until: int | None = None, batch_size: int = 1000) -> Iterator[LoggedEvent]:
+        """Domain events after ``after`` up to ``until``, in log order (internal records skipped)."""
+        while True:
+            rows = self.recorder.select_notifications(after + 1, batch_size, stop=until)
+            if not rows:
+                return
+            for row in rows:
+                event = self._mapper.to_domain_event(row)
+                if type(event) in _DOMAIN_EVENTS:
+                    yield LoggedEvent(row.id, event)
+            after = rows[-1].id
+            if len(rows) < batch_size:
+                return
+
+    def close(self) -> None:
+        self._factory.close()

@@ -1,0 +1,170 @@
+"""Request bodies of the command API, as pydantic models.
+
+They check shapes and single-field bounds, and document the API (OpenAPI is generated from them).
+Rules across fields and against stored state live in ``domain/``; the numbers come from there.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+from domain import engagement, highlights, stickers as st, stories
+from domain.ids import USER_ID_PATTERN
+
+UserId = Annotated[str, StringConstraints(pattern=USER_ID_PATTERN)]
+Colour = Annotated[str, StringConstraints(pattern=stories.COLOUR_PATTERN)]
+Unit = Annotated[float, Field(ge=0, le=1)]
+ShortText = Annotated[str, StringConstraints(min_length=1, max_length=st.TEXT_LIMIT)]
+Url = Annotated[AnyHttpUrl, Field(max_length=2048)]
+IdList = Annotated[list[Annotated[str, StringConstraints(min_length=1, max_length=64)]], Field(max_length=highlights.MAX_STORIES)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
+
+
+class Option(Strict):
+    text: ShortText
+
+
+class Poll(Strict):
+    question: ShortText
+    options: list[Option] = Field(min_length=st.MIN_OPTIONS, max_length=st.MAX_OPTIONS)
+
+
+class Quiz(Poll):
+    correct_answer_index: int = Field(ge=0, lt=st.MAX_OPTIONS)
+
+
+class Question(Strict):
+    text: ShortText
+
+
+class Countdown(Strict):
+    title: ShortText
+    end_time: str = Field(description="ISO 8601 date and time; UTC when no zone is given", max_length=64)
+
+
+class Slider(Strict):
+    question: ShortText
+    emoji: str = Field(default="😍", min_length=1, max_length=16)
+    min_value: float = Field(default=0.0, allow_inf_nan=False)
+    max_value: float = Field(default=1.0, allow_inf_nan=False)
+
+
+class Mention(Strict):
+    user_id: UserId
+
+
+class Location(Strict):
+    name: ShortText
+    lat: float = Field(ge=-90, le=90)
+    lng: float = Field(ge=-180, le=180)
+
+
+class Music(Strict):
+    title: ShortText
+    artist: ShortText
+    track_id: ShortText
+
+
+class Link(Strict):
+    url: Url
+    label: str | None = Field(default=None, max_length=st.TEXT_LIMIT)
+
+
+class Sticker(Strict):
+    sticker_type: Literal["poll", "quiz", "question", "countdown", "slider", "mention", "location", "music", "link"]
+    x: Unit = 0.5
+    y: Unit = 0.5
+    width: Unit = 0.3
+    height: Unit = 0.1
+    rotation: float = Field(default=0.0, ge=-180, le=180)
+    poll: Poll | None = None
+    quiz: Quiz | None = None
+    question: Question | None = None
+    countdown: Countdown | None = None
+    slider: Slider | None = None
+    mention: Mention | None = None
+    location: Location | None = None
+    music: Music | None = None
+    link: Link | None = None
+
+
+class CreateStory(Strict):
+    story_type: Literal["image", "video", "text"]
+    media_id: str | None = Field(default=None, min_length=1, max_length=128)
+    media_url: Url | None = None
+    thumbnail_url: Url | None = None
+    text_content: str | None = Field(default=None, max_length=stories.TEXT_CONTENT_LIMIT)
+    background_color: Colour | None = None
+    background_gradient: list[Colour] | None = Field(default=None, min_length=2, max_length=5)
+    duration: float = Field(default=stories.DEFAULT_DURATION, ge=1, le=15)
+    stickers: list[Sticker] = Field(default_factory=list, max_length=st.MAX_STICKERS)
+    privacy: Literal["public", "followers", "friends", "close_friends", "custom"] | None = Field(
+        default=None, description="followers (vignette) or friends (entativa) when left out"
+    )
+    allowed_viewer_ids: list[UserId] = Field(default_factory=list, max_length=stories.MAX_LISTED_USERS)
+    hidden_from_ids: list[UserId] = Field(default_factory=list, max_length=stories.MAX_LISTED_USERS)
+    allow_replies: Literal["everyone", "audience", "off"] = "everyone"
+    expires_in_hours: Literal[6, 12, 24, 48] = 24
+
+    def fields(self) -> dict:
+        """The values the domain's Story.create takes (URLs as strings; unset values left out)."""
+        return self.model_dump(mode="json", exclude_none=True)
+
+
+class ReplyToStory(Strict):
+    text: str = Field(min_length=1, max_length=engagement.REPLY_TEXT_LIMIT)
+
+
+class Interact(Strict):
+    """One body for every sticker type; which fields matter depends on the sticker."""
+
+    sticker_index: int = Field(ge=0, lt=st.MAX_STICKERS)
+    option_index: int | None = Field(default=None, ge=0, lt=st.MAX_OPTIONS, description="poll, quiz")
+    text: str | None = Field(default=None, min_length=1, max_length=engagement.ANSWER_TEXT_LIMIT, description="question")
+    action: Literal["follow", "unfollow", "tap"] | None = Field(default=None, description="countdown, link")
+    value: float | None = Field(default=None, allow_inf_nan=False, description="slider")
+
+
+class CreateHighlight(Strict):
+    title: str = Field(min_length=1, max_length=highlights.TITLE_LIMIT)
+    description: str | None = Field(default=None, max_length=highlights.DESCRIPTION_LIMIT)
+    cover: Url | None = Field(default=None, description="URL of the cover image")
+    story_ids: IdList = Field(min_length=1)
+    is_pinned: bool = False
+    is_archived: bool = False
+
+
+class UpdateHighlight(Strict):
+    title: str | None = Field(default=None, min_length=1, max_length=highlights.TITLE_LIMIT)
+    description: str | None = Field(default=None, max_length=highlights.DESCRIPTION_LIMIT)
+    cover: Url | None = None
+    is_pinned: bool | None = None
+    is_archived: bool | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> "UpdateHighlight":
+        if not self.model_fields_set:
+            raise ValueError("give at least one of title, description, cover, is_pinned, is_archived")
+        for name in ("title", "is_pinned", "is_archived"):
+            if name in self.model_fields_set and getattr(self, name) is None:
+                raise ValueError(f"{name} cannot be null")
+        return self
+
+    def changes(self) -> dict:
+        """Only the fields the client sent; ``cover: null`` removes the cover."""
+        return self.model_dump(mode="json", include=self.model_fields_set)
+
+
+class HighlightStories(Strict):
+    story_ids: IdList = Field(min_length=1)
+
+
+class ReorderHighlights(Strict):
+    highlight_ids: list[Annotated[str, StringConstraints(min_length=1, max_length=64)]] = Field(
+        max_length=highlights.MAX_HIGHLIGHTS
+    )

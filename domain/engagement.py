@@ -1,0 +1,324 @@
+"""What viewers do with a story: views, replies and sticker interactions.
+
+Each (story, user, interaction) is its own small stream with a derived id (``stream_for``), so
+a command loads only that user's history with that story: its cost does not grow with the
+story's audience, and "once per user" rules are checked against a stream of one or two events.
+Every method takes the Story (for its rules) and the caller's relationship to the owner.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Self
+from uuid import UUID
+
+from domain.aggregate import Aggregate, DomainEvent
+from domain.errors import Conflict, Forbidden, InvalidInput, field_error
+from domain.ids import stream_id
+from domain.platform import Platform
+from domain.stickers import interactive_sticker, parse_timestamp
+from domain.stories import Story
+from domain.visibility import Relationship
+
+REPLY_TEXT_LIMIT = 1000
+ANSWER_TEXT_LIMIT = 500
+
+
+@dataclass(frozen=True, kw_only=True)
+class StoryViewed(DomainEvent):
+    story_id: str
+    owner_id: str
+    viewer_id: str
+    view_number: int  # 1 for this viewer's first view: unique viewers count those
+
+
+@dataclass(frozen=True, kw_only=True)
+class StoryReplied(DomainEvent):
+    story_id: str
+    owner_id: str
+    user_id: str
+    reply_number: int
+    text: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class StickerEvent(DomainEvent):
+    story_id: str
+    owner_id: str
+    user_id: str
+    sticker_index: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class PollVoted(StickerEvent):
+    option_index: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class QuizAnswered(StickerEvent):
+    option_index: int
+    correct: bool
+    correct_answer_index: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class QuestionAnswered(StickerEvent):
+    answer_number: int
+    text: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class CountdownFollowed(StickerEvent):
+    pass
+
+
+@dataclass(frozen=True, kw_only=True)
+class CountdownUnfollowed(StickerEvent):
+    pass
+
+
+@dataclass(frozen=True, kw_only=True)
+class SliderAnswered(StickerEvent):
+    value: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class LinkTapped(StickerEvent):
+    tap_number: int
+
+
+class Engagement(Aggregate):
+    """Base for the per-(story, user) streams: ``open`` returns the stream to append to."""
+
+    KIND = ""
+    count = 0  # events in the stream so far
+
+    @classmethod
+    def stream_for(cls, story_id: UUID, user_id: str, sticker_index: int | None = None) -> UUID:
+        if sticker_index is None:
+            return stream_id(cls.KIND, story_id, user_id)
+        return stream_id(cls.KIND, story_id, sticker_index, user_id)
+
+    @classmethod
+    def open(cls, current: Self | None, story: Story, user_id: str, sticker_index: int | None = None) -> Self:
+        return current if current is not None else cls(cls.stream_for(story.id, user_id, sticker_index))
+
+    def _event_fields(self, story: Story, user_id: str, sticker_index: int) -> dict[str, Any]:
+        return dict(story_id=str(story.id), owner_id=story.owner_id, user_id=user_id, sticker_index=sticker_index)
+
+
+class StoryView(Engagement):
+    KIND = "view"
+
+    @classmethod
+    def view(
+        cls, current: StoryView | None, story: Story, viewer_id: str, relationship: Relationship, now: datetime
+    ) -> StoryView | None:
+        """Record a view; repeat views count too. The owner's own views are not recorded (None)."""
+        story.check_can_engage(viewer_id, relationship, now)
+        if viewer_id == story.owner_id:
+            return None
+        view = cls.open(current, story, viewer_id)
+        view._record(
+            StoryViewed, now, story_id=str(story.id), owner_id=story.owner_id, viewer_id=viewer_id,
+            view_number=view.count + 1,
+        )
+        return view
+
+    def _apply_StoryViewed(self, event: StoryViewed) -> None:
+        self.count += 1
+
+
+class StoryReplies(Engagement):
+    KIND = "reply"
+
+    @classmethod
+    def reply(
+        cls,
+        current: StoryReplies | None,
+        story: Story,
+        user_id: str,
+        text: str,
+        relationship: Relationship,
+        platform: Platform,
+        now: datetime,
+    ) -> StoryReplies:
+        story.check_can_engage(user_id, relationship, now)
+        story.check_not_owner(user_id, "reply")
+        policy = story.fields["allow_replies"]
+        if policy == "off":
+            raise Forbidden("the owner turned replies off", code="replies_disabled")
+        if policy == "audience" and not relationship.in_audience(platform.audience):
+            raise Forbidden(f"only the owner's {platform.audience} can reply", code="replies_restricted")
+        text = text.strip()
+        if not 1 <= len(text) <= REPLY_TEXT_LIMIT:
+            raise field_error("text", f"must be 1 to {REPLY_TEXT_LIMIT} characters")
+        replies = cls.open(current, story, user_id)
+        replies._record(
+            StoryReplied, now, story_id=str(story.id), owner_id=story.owner_id, user_id=user_id,
+            reply_number=replies.count + 1, text=text,
+        )
+        return replies
+
+    def _apply_StoryReplied(self, event: StoryReplied) -> None:
+        self.count += 1
+
+
+class StickerResponse(Engagement):
+    """One user's response stream to one sticker. Subclasses name the sticker type."""
+
+    STICKER_TYPE = ""
+
+    @classmethod
+    def respond(
+        cls,
+        current: Self | None,
+        story: Story,
+        sticker_index: int,
+        user_id: str,
+        body: dict[str, Any],
+        relationship: Relationship,
+        now: datetime,
+    ) -> Self | None:
+        """Check the shared rules, then let the subclass record; None when nothing changed."""
+        story.check_can_engage(user_id, relationship, now)
+        sticker = interactive_sticker(story.stickers, sticker_index, cls.STICKER_TYPE)
+        story.check_not_owner(user_id, "interact with stickers")
+        response = cls.open(current, story, user_id, sticker_index)
+        changed = response._respond(sticker[cls.STICKER_TYPE], story, sticker_index, user_id, body, now)
+        return response if changed else None
+
+    def _respond(self, payload: dict[str, Any], story: Story, sticker_index: int, user_id: str,
+                 body: dict[str, Any], now: datetime) -> bool:
+        raise NotImplementedError
+
+    def _option(self, payload: dict[str, Any], body: dict[str, Any]) -> int:
+        option = body.get("option_index")
+        if not isinstance(option, int) or isinstance(option, bool) or not 0 <= option < len(payload["options"]):
+            raise field_error("option_index", f"must be 0 to {len(payload['options']) - 1}")
+        return option
+
+    def _count(self, event: DomainEvent) -> None:
+        self.count += 1
+
+
+class PollBallot(StickerResponse):
+    KIND = STICKER_TYPE = "poll"
+
+    def _respond(self, payload, story, sticker_index, user_id, body, now) -> bool:
+        option = self._option(payload, body)
+        if self.count:
+            raise Conflict("you already voted in this poll", code="already_voted")
+        self._record(PollVoted, now, **self._event_fields(story, user_id, sticker_index), option_index=option)
+        return True
+
+    _apply_PollVoted = StickerResponse._count
+
+
+class QuizAttempt(StickerResponse):
+    KIND = STICKER_TYPE = "quiz"
+    result: QuizAnswered
+
+    def _respond(self, payload, story, sticker_index, user_id, body, now) -> bool:
+        option = self._option(payload, body)
+        if self.count:
+            raise Conflict("you already answered this quiz", code="already_answered")
+        correct_index = payload["correct_answer_index"]
+        self._record(
+            QuizAnswered, now, **self._event_fields(story, user_id, sticker_index),
+            option_index=option, correct=option == correct_index, correct_answer_index=correct_index,
+        )
+        return True
+
+    def _apply_QuizAnswered(self, event: QuizAnswered) -> None:
+        self.count += 1
+        self.result = event
+
+
+class QuestionAnswers(StickerResponse):
+    KIND = STICKER_TYPE = "question"
+
+    def _respond(self, payload, story, sticker_index, user_id, body, now) -> bool:
+        text = body.get("text")
+        if not isinstance(text, str) or not 1 <= len(text.strip()) <= ANSWER_TEXT_LIMIT:
+            raise field_error("text", f"must be 1 to {ANSWER_TEXT_LIMIT} characters")
+        self._record(
+            QuestionAnswered, now, **self._event_fields(story, user_id, sticker_index),
+            answer_number=self.count + 1, text=text.strip(),
+        )
+        return True
+
+    _apply_QuestionAnswered = StickerResponse._count
+
+
+class CountdownReminder(StickerResponse):
+    KIND = STICKER_TYPE = "countdown"
+    following = False
+
+    def _respond(self, payload, story, sticker_index, user_id, body, now) -> bool:
+        action = body.get("action")
+        if action not in ("follow", "unfollow"):
+            raise field_error("action", "must be follow or unfollow")
+        if action == "follow":
+            if parse_timestamp(payload["end_time"]) <= now:
+                raise Conflict("the countdown is over", code="countdown_over")
+            if self.following:
+                return False  # following is a state: asking twice changes nothing
+            self._record(CountdownFollowed, now, **self._event_fields(story, user_id, sticker_index))
+        else:
+            if not self.following:
+                return False
+            self._record(CountdownUnfollowed, now, **self._event_fields(story, user_id, sticker_index))
+        return True
+
+    def _apply_CountdownFollowed(self, event: CountdownFollowed) -> None:
+        self.following = True
+
+    def _apply_CountdownUnfollowed(self, event: CountdownUnfollowed) -> None:
+        self.following = False
+
+
+class SliderResponse(StickerResponse):
+    KIND = STICKER_TYPE = "slider"
+
+    def _respond(self, payload, story, sticker_index, user_id, body, now) -> bool:
+        low, high = payload.get("min_value", 0.0), payload.get("max_value", 1.0)
+        value = body.get("value")
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not low <= value <= high:
+            raise field_error("value", f"must be between {low} and {high}")
+        if self.count:
+            raise Conflict("you already answered this slider", code="already_answered")
+        self._record(SliderAnswered, now, **self._event_fields(story, user_id, sticker_index), value=float(value))
+        return True
+
+    _apply_SliderAnswered = StickerResponse._count
+
+
+class LinkTaps(StickerResponse):
+    KIND = STICKER_TYPE = "link"
+
+    def _respond(self, payload, story, sticker_index, user_id, body, now) -> bool:
+        if body.get("action") != "tap":
+            raise field_error("action", "must be tap")
+        self._record(LinkTapped, now, **self._event_fields(story, user_id, sticker_index), tap_number=self.count + 1)
+        return True
+
+    _apply_LinkTapped = StickerResponse._count
+
+
+RESPONSE_TYPES: dict[str, type[StickerResponse]] = {
+    cls.STICKER_TYPE: cls
+    for cls in (PollBallot, QuizAttempt, QuestionAnswers, CountdownReminder, SliderResponse, LinkTaps)
+}
+
+
+def response_type_for(story: Story, sticker_index: int) -> type[StickerResponse]:
+    """Which response stream a sticker collects; InvalidInput for decorative stickers."""
+    sticker = interactive_sticker(story.stickers, sticker_index)
+    try:
+        return RESPONSE_TYPES[sticker["sticker_type"]]
+    except KeyError:
+        raise InvalidInput(
+            f"a {sticker['sticker_type']} sticker takes no interactions", code="not_interactive"
+        ) from None

@@ -1,0 +1,233 @@
+"""Highlights: permanent, titled collections of an owner's stories, kept past expiry.
+
+A Highlight stream holds one highlight; the owner's HighlightReel stream holds the order of
+all of them, so "reorder" can check it was given the caller's whole list.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Iterable
+from uuid import UUID
+
+from domain.aggregate import Aggregate, DomainEvent
+from domain.errors import Forbidden, InvalidInput, NotFound, field_error
+from domain.ids import stream_id
+from domain.stories import Story
+
+TITLE_LIMIT = 50
+DESCRIPTION_LIMIT = 200
+MAX_STORIES = 100
+MAX_HIGHLIGHTS = 200
+EDITABLE_FIELDS = ("title", "description", "cover", "is_pinned", "is_archived")
+
+
+@dataclass(frozen=True, kw_only=True)
+class HighlightCreated(DomainEvent):
+    highlight_id: str
+    user_id: str
+    title: str
+    description: str
+    cover: str | None
+    story_ids: list[str]
+    is_pinned: bool
+    is_archived: bool
+
+
+@dataclass(frozen=True, kw_only=True)
+class HighlightUpdated(DomainEvent):
+    highlight_id: str
+    user_id: str
+    changes: dict[str, Any]  # only the fields the owner changed
+
+
+@dataclass(frozen=True, kw_only=True)
+class HighlightStoriesAdded(DomainEvent):
+    highlight_id: str
+    user_id: str
+    story_ids: list[str]
+
+
+@dataclass(frozen=True, kw_only=True)
+class HighlightStoriesRemoved(DomainEvent):
+    highlight_id: str
+    user_id: str
+    story_ids: list[str]
+
+
+@dataclass(frozen=True, kw_only=True)
+class HighlightDeleted(DomainEvent):
+    highlight_id: str
+    user_id: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class HighlightFiled(DomainEvent):
+    """The reel's record that a highlight joined the owner's list (at the end)."""
+
+    user_id: str
+    highlight_id: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class HighlightUnfiled(DomainEvent):
+    user_id: str
+    highlight_id: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class HighlightsReordered(DomainEvent):
+    user_id: str
+    highlight_ids: list[str]
+
+
+def check_highlight_fields(fields: dict[str, Any]) -> None:
+    problems = []
+    if "title" in fields and not 1 <= len((fields["title"] or "").strip()) <= TITLE_LIMIT:
+        problems.append({"field": "title", "message": f"must be 1 to {TITLE_LIMIT} characters"})
+    if len(fields.get("description") or "") > DESCRIPTION_LIMIT:
+        problems.append({"field": "description", "message": f"at most {DESCRIPTION_LIMIT} characters"})
+    if problems:
+        raise InvalidInput("the highlight breaks the rules", details=problems)
+
+
+def check_own_stories(owner_id: str, story_ids: Iterable[str], stories: dict[str, Story | None]) -> None:
+    """Every id must name a story the owner posted and has not deleted (expired is fine)."""
+    bad = [s for s in story_ids if (st := stories.get(s)) is None or st.owner_id != owner_id or st.deleted]
+    if bad:
+        raise InvalidInput(
+            "a highlight holds only your own stories",
+            code="invalid_story_ids",
+            details=[{"field": "story_ids", "message": f"not one of your stories: {s}"} for s in bad],
+        )
+
+
+class Highlight(Aggregate):
+    deleted = False
+
+    @classmethod
+    def create(
+        cls, highlight_id: UUID, owner_id: str, fields: dict[str, Any], stories: dict[str, Story | None], now: datetime
+    ) -> Highlight:
+        check_highlight_fields({"title": fields.get("title"), **fields})
+        story_ids = list(dict.fromkeys(fields.get("story_ids") or []))
+        if not 1 <= len(story_ids) <= MAX_STORIES:
+            raise field_error("story_ids", f"a highlight holds 1 to {MAX_STORIES} stories")
+        check_own_stories(owner_id, story_ids, stories)
+        highlight = cls(highlight_id)
+        highlight._record(
+            HighlightCreated, now, highlight_id=str(highlight_id), user_id=owner_id,
+            title=fields["title"].strip(), description=fields.get("description") or "", cover=fields.get("cover"),
+            story_ids=story_ids, is_pinned=bool(fields.get("is_pinned", False)),
+            is_archived=bool(fields.get("is_archived", False)),
+        )
+        return highlight
+
+    def check_owner(self, actor_id: str) -> None:
+        if self.deleted:
+            raise NotFound("highlight not found")
+        if actor_id != self.owner_id:
+            raise Forbidden("only the owner can change a highlight", code="not_owner")
+
+    def update(self, actor_id: str, changes: dict[str, Any], now: datetime) -> None:
+        self.check_owner(actor_id)
+        changes = {k: v for k, v in changes.items() if k in EDITABLE_FIELDS}
+        if not changes:
+            raise InvalidInput("nothing to change", code="empty_update",
+                               details=[{"field": "", "message": f"give one of {', '.join(EDITABLE_FIELDS)}"}])
+        check_highlight_fields(changes)
+        if "title" in changes:
+            changes["title"] = changes["title"].strip()
+        if changes.get("description") is None and "description" in changes:
+            changes["description"] = ""
+        self._record(HighlightUpdated, now, highlight_id=str(self.id), user_id=self.owner_id, changes=changes)
+
+    def add_stories(self, actor_id: str, story_ids: list[str], stories: dict[str, Story | None], now: datetime) -> bool:
+        self.check_owner(actor_id)
+        new = [s for s in dict.fromkeys(story_ids) if s not in self.story_ids]
+        if len(self.story_ids) + len(new) > MAX_STORIES:
+            raise field_error("story_ids", f"a highlight holds at most {MAX_STORIES} stories")
+        check_own_stories(self.owner_id, new, stories)
+        if not new:
+            return False
+        self._record(HighlightStoriesAdded, now, highlight_id=str(self.id), user_id=self.owner_id, story_ids=new)
+        return True
+
+    def remove_stories(self, actor_id: str, story_ids: list[str], now: datetime) -> bool:
+        self.check_owner(actor_id)
+        present = [s for s in dict.fromkeys(story_ids) if s in self.story_ids]
+        if not present:
+            return False
+        self._record(HighlightStoriesRemoved, now, highlight_id=str(self.id), user_id=self.owner_id, story_ids=present)
+        return True
+
+    def delete(self, actor_id: str, now: datetime) -> None:
+        self.check_owner(actor_id)
+        self._record(HighlightDeleted, now, highlight_id=str(self.id), user_id=self.owner_id)
+
+    def _apply_HighlightCreated(self, event: HighlightCreated) -> None:
+        self.owner_id = event.user_id
+        self.title, self.description, self.cover = event.title, event.description, event.cover
+        self.is_pinned, self.is_archived = event.is_pinned, event.is_archived
+        self.story_ids = list(event.story_ids)
+
+    def _apply_HighlightUpdated(self, event: HighlightUpdated) -> None:
+        for name, value in event.changes.items():
+            setattr(self, name, value)
+
+    def _apply_HighlightStoriesAdded(self, event: HighlightStoriesAdded) -> None:
+        self.story_ids.extend(event.story_ids)
+
+    def _apply_HighlightStoriesRemoved(self, event: HighlightStoriesRemoved) -> None:
+        gone = set(event.story_ids)
+        self.story_ids = [s for s in self.story_ids if s not in gone]
+
+    def _apply_HighlightDeleted(self, event: HighlightDeleted) -> None:
+        self.deleted = True
+
+
+class HighlightReel(Aggregate):
+    """The order of one owner's highlights."""
+
+    def __init__(self, aggregate_id: UUID) -> None:
+        super().__init__(aggregate_id)
+        self.highlight_ids: list[str] = []
+
+    @staticmethod
+    def stream_for(owner_id: str) -> UUID:
+        return stream_id("highlight-reel", owner_id)
+
+    @classmethod
+    def open(cls, current: HighlightReel | None, owner_id: str) -> HighlightReel:
+        reel = current or cls(cls.stream_for(owner_id))
+        reel.owner_id = owner_id
+        return reel
+
+    def file(self, highlight_id: UUID, now: datetime) -> None:
+        if len(self.highlight_ids) >= MAX_HIGHLIGHTS:
+            raise InvalidInput(f"at most {MAX_HIGHLIGHTS} highlights", code="too_many_highlights")
+        self._record(HighlightFiled, now, user_id=self.owner_id, highlight_id=str(highlight_id))
+
+    def unfile(self, highlight_id: UUID, now: datetime) -> None:
+        if str(highlight_id) in self.highlight_ids:
+            self._record(HighlightUnfiled, now, user_id=self.owner_id, highlight_id=str(highlight_id))
+
+    def reorder(self, highlight_ids: list[str], now: datetime) -> None:
+        if sorted(highlight_ids) != sorted(self.highlight_ids) or len(set(highlight_ids)) != len(highlight_ids):
+            raise InvalidInput(
+                "give every one of your highlights exactly once",
+                code="not_your_whole_list",
+                details=[{"field": "highlight_ids", "message": "must be a permutation of your highlights"}],
+            )
+        self._record(HighlightsReordered, now, user_id=self.owner_id, highlight_ids=list(highlight_ids))
+
+    def _apply_HighlightFiled(self, event: HighlightFiled) -> None:
+        self.owner_id = event.user_id
+        self.highlight_ids.append(event.highlight_id)
+
+    def _apply_HighlightUnfiled(self, event: HighlightUnfiled) -> None:
+        self.highlight_ids.remove(event.highlight_id)
+
+    def _apply_HighlightsReordered(self, event: HighlightsReordered) -> None:
+        self.highlight_ids = list(event.highlight_ids)

@@ -1,0 +1,95 @@
+"""Stickers: the interactive (and decorative) objects placed on a story."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from domain.errors import InvalidInput
+
+STICKER_TYPES = ("poll", "quiz", "question", "countdown", "slider", "mention", "location", "music", "link")
+# At most one of each of these per story: they collect answers.
+INTERACTIVE_TYPES = frozenset({"poll", "quiz", "question", "countdown", "slider"})
+MAX_STICKERS = 10
+MIN_OPTIONS, MAX_OPTIONS = 2, 4
+TEXT_LIMIT = 200  # any short sticker text: questions, titles, labels
+SLIDER_DEFAULT_RANGE = (0.0, 1.0)
+
+
+def parse_timestamp(value: str) -> datetime:
+    """An ISO 8601 instant; a value without a zone is taken as UTC."""
+    parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+
+
+def check_stickers(stickers: list[dict[str, Any]]) -> None:
+    """Raise InvalidInput (with one detail per problem) unless the list follows the rules."""
+    problems: list[dict[str, str]] = []
+
+    def problem(path: str, message: str) -> None:
+        problems.append({"field": f"stickers.{path}", "message": message})
+
+    if len(stickers) > MAX_STICKERS:
+        problem("", f"at most {MAX_STICKERS} stickers")
+    seen: set[str] = set()
+    for i, sticker in enumerate(stickers):
+        kind = sticker.get("sticker_type")
+        if kind not in STICKER_TYPES:
+            problem(f"{i}.sticker_type", "unknown sticker type")
+            continue
+        if kind in INTERACTIVE_TYPES:
+            if kind in seen:
+                problem(f"{i}.sticker_type", f"at most one {kind} sticker per story")
+            seen.add(kind)
+        for name in ("x", "y", "width", "height"):
+            if not 0 <= sticker.get(name, 0) <= 1:
+                problem(f"{i}.{name}", "must be between 0 and 1")
+        if not -180 <= sticker.get("rotation", 0) <= 180:
+            problem(f"{i}.rotation", "must be between -180 and 180")
+        payloads = [t for t in STICKER_TYPES if sticker.get(t) is not None]
+        if payloads != [kind]:
+            problem(f"{i}", f"needs exactly one payload object, named '{kind}'")
+            continue
+        for field, message in _payload_problems(kind, sticker[kind]):
+            problem(f"{i}.{kind}.{field}" if field else f"{i}.{kind}", message)
+    if problems:
+        raise InvalidInput("stickers break the rules", details=problems)
+
+
+def _payload_problems(kind: str, p: dict[str, Any]) -> list[tuple[str, str]]:
+    out: list[tuple[str, str]] = []
+    if kind in ("poll", "quiz"):
+        options = p.get("options") or []
+        if not MIN_OPTIONS <= len(options) <= MAX_OPTIONS:
+            out.append(("options", f"needs {MIN_OPTIONS} to {MAX_OPTIONS} options"))
+        if kind == "quiz" and not 0 <= p.get("correct_answer_index", -1) < len(options):
+            out.append(("correct_answer_index", "must point at one of the options"))
+    elif kind == "slider":
+        low, high = p.get("min_value", SLIDER_DEFAULT_RANGE[0]), p.get("max_value", SLIDER_DEFAULT_RANGE[1])
+        if not low < high:
+            out.append(("max_value", "must be greater than min_value"))
+    elif kind == "countdown":
+        try:
+            parse_timestamp(p.get("end_time", ""))
+        except (ValueError, AttributeError):
+            out.append(("end_time", "must be an ISO 8601 date and time"))
+    elif kind == "location":
+        if not -90 <= p.get("lat", 0) <= 90:
+            out.append(("lat", "must be between -90 and 90"))
+        if not -180 <= p.get("lng", 0) <= 180:
+            out.append(("lng", "must be between -180 and 180"))
+    return out
+
+
+def interactive_sticker(stickers: list[dict[str, Any]], index: int, kind: str | None = None) -> dict[str, Any]:
+    """The sticker at ``index``; InvalidInput when absent or (given ``kind``) of another type."""
+    if not 0 <= index < len(stickers):
+        raise InvalidInput(
+            "no sticker at that index",
+            code="sticker_not_found",
+            details=[{"field": "sticker_index", "message": "no sticker at that index"}],
+        )
+    sticker = stickers[index]
+    if kind is not None and sticker["sticker_type"] != kind:
+        raise InvalidInput(f"sticker {index} is a {sticker['sticker_type']} sticker, not a {kind}")
+    return sticker

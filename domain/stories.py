@@ -1,0 +1,231 @@
+"""The Story aggregate: a story's content and settings, and its life (live, deleted, expired).
+
+Its stream stays small: views, votes and answers live in streams of their own
+(``domain/engagement.py``), so a hot story's commands never load its audience's history.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+from domain.aggregate import Aggregate, DomainEvent
+from domain.errors import Conflict, Forbidden, InvalidInput, NotFound, field_error
+from domain.ids import is_user_id
+from domain.platform import Platform
+from domain.stickers import check_stickers
+from domain.visibility import Relationship, audience_allows
+
+STORY_TYPES = ("image", "video", "text")
+REPLY_POLICIES = ("everyone", "audience", "off")
+EXPIRY_HOURS = (6, 12, 24, 48)
+DEFAULT_EXPIRY_HOURS = 24
+DURATION_RANGE = (1.0, 15.0)
+DEFAULT_DURATION = 5.0
+TEXT_CONTENT_LIMIT = 2200
+MAX_LISTED_USERS = 1000  # allowed_viewer_ids / hidden_from_ids
+GRADIENT_COLOURS = (2, 5)
+COLOUR_PATTERN = r"^#(?:[0-9A-Fa-f]{6}|[0-9A-Fa-f]{8})$"
+_COLOUR = re.compile(COLOUR_PATTERN)
+
+
+@dataclass(frozen=True, kw_only=True)
+class StoryCreated(DomainEvent):
+    story_id: str
+    user_id: str
+    story_type: str
+    media_id: str | None
+    media_url: str | None
+    thumbnail_url: str | None
+    text_content: str | None
+    background_color: str | None
+    background_gradient: list[str] | None
+    duration: float
+    stickers: list[dict[str, Any]]
+    privacy: str
+    allowed_viewer_ids: list[str]
+    hidden_from_ids: list[str]
+    allow_replies: str
+    expires_at: str  # ISO 8601, UTC
+
+
+@dataclass(frozen=True, kw_only=True)
+class StoryDeleted(DomainEvent):
+    story_id: str
+    user_id: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class StoryExpired(DomainEvent):
+    story_id: str
+    user_id: str
+    expired_at: str  # the story's due time, which a late sweep does not move
+
+
+def check_story_fields(fields: dict[str, Any], platform: Platform) -> None:
+    """Cross-field rules for a new story; raises InvalidInput listing every problem."""
+    problems: list[dict[str, str]] = []
+
+    def problem(field: str, message: str) -> None:
+        problems.append({"field": field, "message": message})
+
+    story_type = fields.get("story_type")
+    if story_type not in STORY_TYPES:
+        problem("story_type", f"must be one of {', '.join(STORY_TYPES)}")
+    elif story_type in ("image", "video") and not (fields.get("media_id") or fields.get("media_url")):
+        problem("media_url", f"an {story_type} story needs media_id or media_url")
+    elif story_type == "text" and not (fields.get("text_content") or "").strip():
+        problem("text_content", "a text story needs text_content")
+    if len(fields.get("text_content") or "") > TEXT_CONTENT_LIMIT:
+        problem("text_content", f"at most {TEXT_CONTENT_LIMIT} characters")
+    if not DURATION_RANGE[0] <= fields.get("duration", DEFAULT_DURATION) <= DURATION_RANGE[1]:
+        problem("duration", "must be between 1 and 15 seconds")
+    if fields.get("expires_in_hours", DEFAULT_EXPIRY_HOURS) not in EXPIRY_HOURS:
+        problem("expires_in_hours", "must be one of 6, 12, 24, 48")
+    colour = fields.get("background_color")
+    if colour is not None and not _COLOUR.fullmatch(colour):
+        problem("background_color", "must be a #RRGGBB or #RRGGBBAA colour")
+    gradient = fields.get("background_gradient")
+    if gradient is not None and (
+        not GRADIENT_COLOURS[0] <= len(gradient) <= GRADIENT_COLOURS[1]
+        or not all(isinstance(c, str) and _COLOUR.fullmatch(c) for c in gradient)
+    ):
+        problem("background_gradient", "must list 2 to 5 #RRGGBB colours")
+    privacy = fields.get("privacy", platform.audience)
+    if privacy not in platform.privacy_values:
+        problem("privacy", f"must be one of {', '.join(platform.privacy_values)} on {platform.value}")
+    allowed = fields.get("allowed_viewer_ids") or []
+    if privacy == "custom" and not allowed:
+        problem("allowed_viewer_ids", "a custom story needs at least one allowed viewer")
+    if privacy != "custom" and allowed:
+        problem("allowed_viewer_ids", "only a custom story lists allowed viewers")
+    for name in ("allowed_viewer_ids", "hidden_from_ids"):
+        ids = fields.get(name) or []
+        if len(ids) > MAX_LISTED_USERS:
+            problem(name, f"at most {MAX_LISTED_USERS} user ids")
+        if not all(is_user_id(u) for u in ids):
+            problem(name, "every entry must be a user id")
+    if fields.get("allow_replies", "everyone") not in REPLY_POLICIES:
+        problem("allow_replies", f"must be one of {', '.join(REPLY_POLICIES)}")
+    if problems:
+        raise InvalidInput("the story breaks the rules", details=problems)
+    check_stickers(fields.get("stickers") or [])
+
+
+class Story(Aggregate):
+    owner_id: str
+    fields: dict[str, Any]
+    created_at: datetime
+    expires_at: datetime
+    deleted = False
+    expired = False
+
+    # -- commands -----------------------------------------------------------------------
+
+    @classmethod
+    def create(
+        cls, story_id: UUID, owner_id: str, fields: dict[str, Any], platform: Platform, now: datetime
+    ) -> Story:
+        """``fields`` holds the create body's values (see the contract's story schema)."""
+        check_story_fields(fields, platform)
+        if owner_id in (fields.get("hidden_from_ids") or []):
+            raise field_error("hidden_from_ids", "a story cannot be hidden from its owner")
+        hours = fields.get("expires_in_hours", DEFAULT_EXPIRY_HOURS)
+        story = cls(story_id)
+        story._record(
+            StoryCreated,
+            now,
+            story_id=str(story_id),
+            user_id=owner_id,
+            story_type=fields["story_type"],
+            media_id=fields.get("media_id"),
+            media_url=fields.get("media_url"),
+            thumbnail_url=fields.get("thumbnail_url"),
+            text_content=fields.get("text_content"),
+            background_color=fields.get("background_color"),
+            background_gradient=fields.get("background_gradient"),
+            duration=float(fields.get("duration", DEFAULT_DURATION)),
+            stickers=list(fields.get("stickers") or []),
+            privacy=fields.get("privacy", platform.audience),
+            allowed_viewer_ids=sorted(set(fields.get("allowed_viewer_ids") or [])),
+            hidden_from_ids=sorted(set(fields.get("hidden_from_ids") or [])),
+            allow_replies=fields.get("allow_replies", "everyone"),
+            expires_at=(now + timedelta(hours=hours)).isoformat(),
+        )
+        return story
+
+    def delete(self, actor_id: str, now: datetime) -> None:
+        if self.deleted:
+            raise NotFound("story not found")
+        if actor_id != self.owner_id:
+            raise Forbidden("only the owner can delete a story", code="not_owner")
+        self._record(StoryDeleted, now, story_id=str(self.id), user_id=self.owner_id)
+
+    def expire(self, now: datetime) -> None:
+        """Mark the story expired; exactly once, never before its time, never when deleted."""
+        if self.deleted:
+            raise Conflict("a deleted story does not expire", code="story_deleted")
+        if self.expired:
+            raise Conflict("the story has already expired", code="already_expired")
+        if now < self.expires_at:
+            raise Conflict("the story is not due yet", code="not_due")
+        self._record(
+            StoryExpired, now, story_id=str(self.id), user_id=self.owner_id, expired_at=self.expires_at.isoformat()
+        )
+
+    # -- rules --------------------------------------------------------------------------
+
+    def is_live(self, now: datetime) -> bool:
+        return not self.deleted and not self.expired and now < self.expires_at
+
+    def audience_allows(self, viewer_id: str, relationship: Relationship) -> bool:
+        return audience_allows(
+            owner_id=self.owner_id,
+            privacy=self.fields["privacy"],
+            allowed_viewer_ids=self.allowed_viewer_ids,
+            hidden_from_ids=self.hidden_from_ids,
+            viewer_id=viewer_id,
+            relationship=relationship,
+        )
+
+    def check_can_engage(self, actor_id: str, relationship: Relationship, now: datetime) -> None:
+        """May ``actor_id`` view, reply to or interact with the story now?
+
+        Others who may not see it get NotFound (its existence stays hidden); the owner gets
+        Conflict ``story_expired`` once it is past its time.
+        """
+        if self.deleted:
+            raise NotFound("story not found")
+        if actor_id == self.owner_id:
+            if not self.is_live(now):
+                raise Conflict("the story has expired", code="story_expired")
+            return
+        if not self.is_live(now) or not self.audience_allows(actor_id, relationship):
+            raise NotFound("story not found")
+
+    def check_not_owner(self, actor_id: str, what: str) -> None:
+        if actor_id == self.owner_id:
+            raise Forbidden(f"the owner cannot {what} on their own story", code="own_story")
+
+    @property
+    def stickers(self) -> list[dict[str, Any]]:
+        return self.fields["stickers"]
+
+    # -- evolution ----------------------------------------------------------------------
+
+    def _apply_StoryCreated(self, event: StoryCreated) -> None:
+        self.owner_id = event.user_id
+        self.fields = event.data()
+        self.allowed_viewer_ids = frozenset(event.allowed_viewer_ids)
+        self.hidden_from_ids = frozenset(event.hidden_from_ids)
+        self.created_at = event.occurred_at
+        self.expires_at = datetime.fromisoformat(event.expires_at)
+
+    def _apply_StoryDeleted(self, event: StoryDeleted) -> None:
+        self.deleted = True
+
+    def _apply_StoryExpired(self, event: StoryExpired) -> None:
+        self.expired = True

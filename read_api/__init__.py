@@ -1,0 +1,1 @@
+"""The query API: serves read models, never writes events."""

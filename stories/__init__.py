@@ -1,0 +1,1 @@
+"""Process glue shared by every Stories process: settings, auth, HTTP basics, the CLI."""

@@ -1,0 +1,3 @@
+from stories.cli import main
+
+main()

@@ -1,0 +1,99 @@
+"""The ``stories`` command: one entry point for every process and the people's tools."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Optional
+
+import orjson
+import typer
+
+from stories.settings import Settings, jwt_settings_problem
+
+cli = typer.Typer(help="Stories: event-sourced 24-hour stories.", no_args_is_help=True, add_completion=False)
+
+
+def _settings() -> Settings:
+    settings = Settings()
+    problem = jwt_settings_problem(settings)
+    if problem:
+        typer.echo(f"refusing to start: {problem}", err=True)
+        raise typer.Exit(2)
+    return settings
+
+
+def _logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def _serve(app, host: str, port: int) -> None:
+    from aiohttp import web
+
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:  # optional speed-up
+        pass
+    web.run_app(app, host=host, port=port, access_log=None, print=lambda *_: None)
+
+
+@cli.command("command-api")
+def command_api() -> None:
+    """Serve the command API (default port 8085 vignette / 8086 entativa)."""
+    from write_api.app import create_app
+
+    _logging()
+    settings = _settings()
+    logging.getLogger("stories").info("command API on %s:%s (%s)", settings.host, settings.command_port, settings.platform.value)
+    _serve(create_app(settings), settings.host, settings.command_port)
+
+
+@cli.command("run")
+def run() -> None:
+    """Every process at once on the embedded defaults (what ``make run`` calls)."""
+    command_api()
+
+
+@cli.command("token")
+def token(user_id: str, ttl: int = typer.Option(3600, help="seconds until it expires")) -> None:
+    """Mint a dev token (HS256 with STORIES_JWT_SECRET, or the dev secret in dev mode)."""
+    from stories.auth import mint_token
+
+    settings = _settings()
+    if settings.jwt_public_key:
+        typer.echo("RS256 is configured: mint tokens with your identity provider", err=True)
+        raise typer.Exit(2)
+    try:
+        typer.echo(mint_token(settings, user_id, ttl))
+    except ValueError as e:
+        typer.echo(str(e), err=True)
+        raise typer.Exit(2)
+
+
+@cli.command("export")
+def export(
+    after: int = typer.Option(0, help="only events after this position"),
+    until: Optional[int] = typer.Option(None, help="only events up to this position"),
+) -> None:
+    """Print every event as one JSON line, in log order."""
+    from commands.event_store import EventStore
+
+    settings = Settings()
+    store = EventStore(settings.event_store_url)
+    out = sys.stdout.buffer
+    try:
+        for logged in store.read(after, until):
+            out.write(orjson.dumps(logged.envelope(settings.platform.value)) + b"\n")
+    finally:
+        out.flush()
+        store.close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    cli(args=argv)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,57 @@
+"""Every setting, from ``STORIES_*`` environment variables, read once when a process starts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from domain.platform import Platform
+
+DEFAULT_COMMAND_PORTS = {Platform.VIGNETTE: 8085, Platform.ENTATIVA: 8086}
+DEFAULT_QUERY_PORTS = {Platform.VIGNETTE: 8185, Platform.ENTATIVA: 8186}
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="STORIES_", extra="ignore")
+
+    platform: Platform = Platform.VIGNETTE
+    host: str = "127.0.0.1"
+    command_port: int | None = Field(default=None, description="8085 (vignette) / 8086 (entativa)")
+    query_port: int | None = Field(default=None, description="8185 (vignette) / 8186 (entativa)")
+    data_dir: Path = Path(".data")
+    event_store_url: str | None = Field(default=None, description="sqlite:///DATA_DIR/events.sqlite3 when unset")
+    mongodb_url: str | None = None
+    redis_url: str | None = None
+    broker_url: str | None = None
+
+    jwt_secret: str | None = None
+    jwt_public_key: str | None = Field(default=None, description="PEM; switches to RS256")
+    jwt_audience: str | None = None
+    dev_mode: bool = Field(default=False, description="allow a built-in dev secret when none is set")
+
+    max_body_bytes: int = 64 * 1024
+    rate_limit_per_s: float = Field(default=50.0, description="per user, commands; 0 disables")
+    rate_limit_burst: int = 100
+    group_commit_max: int = 256
+
+    @model_validator(mode="after")
+    def _defaults(self) -> "Settings":
+        if self.command_port is None:
+            self.command_port = DEFAULT_COMMAND_PORTS[self.platform]
+        if self.query_port is None:
+            self.query_port = DEFAULT_QUERY_PORTS[self.platform]
+        if self.event_store_url is None:
+            self.event_store_url = f"sqlite:///{(self.data_dir / 'events.sqlite3').resolve()}"
+        return self
+
+
+DEV_SECRET = "stories-dev-secret-do-not-use-in-production"
+
+
+def jwt_settings_problem(settings: Settings) -> str | None:
+    """Why a process must refuse to start, or None."""
+    if settings.jwt_secret or settings.jwt_public_key or settings.dev_mode:
+        return None
+    return "no STORIES_JWT_SECRET or STORIES_JWT_PUBLIC_KEY set (set STORIES_DEV_MODE=true for local use)"

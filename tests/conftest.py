@@ -1,0 +1,111 @@
+"""Shared fixtures.
+
+Production backends (PostgreSQL, Redis, NATS) are the machine's services. Each run uses its own
+database / key prefix / subject so runs never collide. Without a service the tests that need it
+skip with the reason; under CI (CI=true) such a skip fails the run.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+RUN_ID = uuid.uuid4().hex[:10]
+PG_ADMIN_URL = os.environ.get("STORIES_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+REDIS_TEST_URL = os.environ.get("STORIES_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+NATS_TEST_URL = os.environ.get("STORIES_TEST_NATS_URL", "nats://127.0.0.1:4222")
+IN_CI = os.environ.get("CI", "").lower() == "true"
+BACKEND_SKIP_PREFIX = "backend unavailable:"
+
+
+def reachable(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def skip_backend(name: str, detail: str) -> None:
+    pytest.skip(f"{BACKEND_SKIP_PREFIX} {name} ({detail})")
+
+
+_BACKEND_SKIPS: list[str] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.skipped and BACKEND_SKIP_PREFIX in str(report.longrepr):
+        _BACKEND_SKIPS.append(report.nodeid)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if IN_CI and _BACKEND_SKIPS:
+        print(f"\nCI=true: {len(_BACKEND_SKIPS)} backend test(s) skipped, which fails the run:")
+        for nodeid in _BACKEND_SKIPS[:20]:
+            print("  ", nodeid)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """A fresh PostgreSQL database for this run, dropped at the end."""
+    if not reachable("127.0.0.1", 5432):
+        skip_backend("postgres", "nothing listens on 127.0.0.1:5432")
+    import psycopg
+
+    name = f"stories_test_{RUN_ID}"
+    try:
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+    except psycopg.Error as e:
+        skip_backend("postgres", str(e).strip())
+    base = PG_ADMIN_URL.rsplit("/", 1)[0]
+    yield f"{base}/{name}"
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def sqlite_url(tmp_path):
+    return f"sqlite:///{tmp_path / 'events.sqlite3'}"
+
+
+@pytest.fixture
+def postgres_schema_url(postgres_url):
+    """A fresh schema in this run's database, per test."""
+    import psycopg
+
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+    yield f"{postgres_url}?schema={schema}"
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def event_store_url(request):
+    if request.param == "sqlite":
+        return request.getfixturevalue("sqlite_url")
+    return request.getfixturevalue("postgres_schema_url")
+
+
+class FakeClock:
+    """A clock tests move by hand."""
+
+    def __init__(self, start: datetime | None = None) -> None:
+        self.now = start or datetime(2026, 1, 1, 12, 0, tzinfo=timezone.utc)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **delta) -> datetime:
+        self.now += timedelta(**delta)
+        return self.now
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()

@@ -1,0 +1,1 @@
+"""The command API: accepts commands, appends domain events."""
