@@ -39,7 +39,9 @@ class Idempotency:
 
 
 def utc_now() -> datetime:
-    return datetime.now(timezone.utc)
+    # Milliseconds: what MongoDB keeps, so every read model shows the same instant.
+    now = datetime.now(timezone.utc)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
 
 
 def parse_id(value: str, what: str) -> UUID:

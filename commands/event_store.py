@@ -164,19 +164,28 @@ class EventStore:
         except (OperationalError, InterfaceError) as error:
             raise StoreUnavailable(str(error)) from error
 
+    def read_batch(self, after: int, limit: int, until: int | None = None) -> tuple[list[LoggedEvent], int]:
+        """Up to ``limit`` log rows after ``after``: their domain events, and the position
+        reached (past internal records too, so a reader never stalls on them)."""
+        try:
+            rows = self.recorder.select_notifications(after + 1, limit, stop=until)
+        except (OperationalError, InterfaceError) as error:
+            raise StoreUnavailable(str(error)) from error
+        events = []
+        for row in rows:
+            event = self._mapper.to_domain_event(row)
+            if type(event) in _DOMAIN_EVENTS:
+                events.append(LoggedEvent(row.id, event))
+        return events, (rows[-1].id if rows else after)
+
     def read(self, after: int = 0, until: int | None = None, batch_size: int = 1000) -> Iterator[LoggedEvent]:
         """Domain events after ``after`` up to ``until``, in log order (internal records skipped)."""
         while True:
-            rows = self.recorder.select_notifications(after + 1, batch_size, stop=until)
-            if not rows:
+            events, reached = self.read_batch(after, batch_size, until)
+            yield from events
+            if reached == after or (until is not None and reached >= until):
                 return
-            for row in rows:
-                event = self._mapper.to_domain_event(row)
-                if type(event) in _DOMAIN_EVENTS:
-                    yield LoggedEvent(row.id, event)
-            after = rows[-1].id
-            if len(rows) < batch_size:
-                return
+            after = reached
 
     def close(self) -> None:
         self._factory.close()

@@ -50,10 +50,45 @@ def command_api() -> None:
     _serve(create_app(settings), settings.host, settings.command_port)
 
 
+def _with_backends(settings: Settings, *names: str) -> Settings:
+    from stories.embedded import MissingBackend, require, resolve_urls
+
+    settings = resolve_urls(settings)
+    try:
+        require(settings, *names)
+    except MissingBackend as e:
+        typer.echo(str(e), err=True)
+        raise typer.Exit(2)
+    return settings
+
+
+@cli.command("query-api")
+def query_api() -> None:
+    """Serve the query API (default port 8185 vignette / 8186 entativa)."""
+    from read_api.app import create_app
+
+    _logging()
+    settings = _with_backends(_settings(), "mongodb", "redis")
+    logging.getLogger("stories").info("query API on %s:%s (%s)", settings.host, settings.query_port, settings.platform.value)
+    _serve(create_app(settings), settings.host, settings.query_port)
+
+
+@cli.command("projector")
+def projector() -> None:
+    """Follow the log into the MongoDB read models and Redis counters."""
+    from projections.app import run_projector
+
+    _logging()
+    run_projector(_with_backends(Settings(), "mongodb", "redis"))
+
+
 @cli.command("run")
 def run() -> None:
-    """Every process at once on the embedded defaults (what ``make run`` calls)."""
-    command_api()
+    """Every process at once on the embedded defaults (what ``make run`` calls); Ctrl-C stops all."""
+    from stories.supervisor import run_everything
+
+    _logging()
+    raise typer.Exit(run_everything(_settings()))
 
 
 @cli.command("token")

@@ -12,6 +12,9 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from pydantic import BaseModel, ValidationError
 
+import pymongo.errors
+import redis.exceptions
+
 from commands.event_store import StoreUnavailable
 from domain.errors import Conflict, DomainError, Forbidden, InvalidInput, NotFound
 from stories.auth import AuthError, TokenVerifier
@@ -22,6 +25,9 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 USER = web.AppKey("user_resolver", TokenVerifier)
 REGISTRY = web.AppKey("metrics_registry", CollectorRegistry)
 
+# A dependency that does not answer is a 503 with Retry-After, never a 500.
+UNAVAILABLE = (StoreUnavailable, pymongo.errors.ConnectionFailure, redis.exceptions.ConnectionError,
+               redis.exceptions.TimeoutError)
 _STATUS_OF = {InvalidInput: 422, NotFound: 404, Forbidden: 403, Conflict: 409}
 
 
@@ -58,8 +64,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except DomainError as e:
         status = next((s for cls, s in _STATUS_OF.items() if isinstance(e, cls)), 422)
         return error_response(status, e.code, e.message, e.details)
-    except StoreUnavailable:
-        return error_response(503, "unavailable", "the event store is unreachable", headers={"Retry-After": "1"})
+    except UNAVAILABLE as e:
+        log.warning("dependency unavailable on %s %s: %s", request.method, request.path, e)
+        return error_response(503, "unavailable", "a dependency is unreachable; retry shortly", headers={"Retry-After": "1"})
     except web.HTTPException as e:
         if e.status < 400:
             raise

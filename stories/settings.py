@@ -25,6 +25,12 @@ class Settings(BaseSettings):
     mongodb_url: str | None = None
     redis_url: str | None = None
     broker_url: str | None = None
+    mongodb_database: str = "stories"
+    redis_prefix: str = Field(default="stories:", description="prefix of every Redis key (and stream)")
+
+    projector_batch: int = 1000
+    projector_metrics_port: int | None = Field(default=None, description="serve /metrics from the projector")
+    min_position_wait_s: float = Field(default=2.0, description="longest wait for X-Stories-Min-Position")
 
     jwt_secret: str | None = None
     jwt_public_key: str | None = Field(default=None, description="PEM; switches to RS256")

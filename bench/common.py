@@ -1,0 +1,452 @@
+"""Shared pieces of the benchmarks: result rows, processes, ports, tokens, load generators.
+
+Every load loop here is bounded twice: by a duration and by a hard subprocess timeout (or a
+request count). Nothing asserts on timing; the benchmarks only report.
+
+Run as a module for the helper processes the benchmarks start:
+
+    python -m bench.common ceiling-server --port P    # bare aiohttp JSON endpoint (uvloop)
+    python -m bench.common loadgen --url U ...        # the asyncio fallback load generator
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import http.client
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+BENCH_DIR = Path(__file__).resolve().parent
+ROOT = BENCH_DIR.parent
+OUT_DIR = BENCH_DIR / "out"
+PYTHON = sys.executable
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+# -- result rows ----------------------------------------------------------------------------
+
+
+@dataclass
+class Row:
+    """One line of the results table.
+
+    ``baseline`` is what ``value`` is compared against (the ceiling, or the fresh-story figure);
+    ``ratio`` is value / baseline unless given; ``goal`` is ``(">=", 0.5)`` or ``("<=", 1.1)``
+    on the ratio (or on the value when there is no baseline).
+    """
+
+    name: str
+    value: float
+    unit: str
+    baseline: float | None = None
+    baseline_name: str = ""
+    ratio: float | None = None
+    goal: tuple[str, float] | None = None
+    note: str = ""
+
+    def __post_init__(self) -> None:
+        if self.ratio is None and self.baseline:
+            self.ratio = self.value / self.baseline
+
+    def goal_met(self) -> bool | None:
+        if self.goal is None:
+            return None
+        subject = self.ratio if self.ratio is not None else self.value
+        if subject is None or subject != subject:  # NaN
+            return False
+        op, target = self.goal
+        return subject >= target if op == ">=" else subject <= target
+
+    def cells(self) -> list[str]:
+        met = self.goal_met()
+        goal = ""
+        if self.goal is not None:
+            goal = f"{'≥' if self.goal[0] == '>=' else '≤'} {self.goal[1]:g} " + ("✓ met" if met else "✗ missed")
+        baseline = ""
+        if self.baseline is not None:
+            baseline = fmt(self.baseline) + (f" ({self.baseline_name})" if self.baseline_name else "")
+        return [
+            self.name,
+            fmt(self.value),
+            self.unit,
+            baseline,
+            "" if self.ratio is None else f"{self.ratio:.3f}",
+            goal,
+        ]
+
+
+COLUMNS = ["name", "value", "unit", "ceiling/baseline", "ratio", "goal"]
+
+
+def fmt(x: float) -> str:
+    if x != x:
+        return "n/a"
+    if x == int(x) and abs(x) < 1000:
+        return str(int(x))
+    if abs(x) >= 1000:
+        return f"{x:,.0f}"
+    if abs(x) >= 100:
+        return f"{x:.1f}"
+    if abs(x) >= 1:
+        return f"{x:.2f}"
+    return f"{x:.3f}"
+
+
+# -- processes and ports --------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Process:
+    """A child process in its own process group, stopped by its pid (never by name)."""
+
+    def __init__(self, name: str, argv: Sequence[str], env: dict[str, str] | None = None, cwd: Path = ROOT) -> None:
+        OUT_DIR.mkdir(parents=True, exist_ok=True)
+        self.name = name
+        self.log_path = OUT_DIR / f"{name}.log"
+        self._log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(
+            list(argv), env=env, cwd=cwd, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def wait_http(self, port: int, path: str = "/health", timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}; see {self.log_path}:\n{self.tail()}")
+            try:
+                status, _ = http_request("GET", port, path, timeout=1.0)
+                if status == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"{self.name} did not answer {path} on port {port} within {timeout:.0f} s:\n{self.tail()}")
+
+    def tail(self, n: int = 20) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return ""
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGINT)  # aiohttp's run_app shuts down cleanly on SIGINT
+                self.proc.wait(timeout=timeout)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                try:
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                self.proc.wait(timeout=5)
+        self._log.close()
+
+    def __enter__(self) -> "Process":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+
+def http_request(
+    method: str, port: int, path: str, body: Any = None, token: str | None = None, timeout: float = 10.0
+) -> tuple[int, bytes]:
+    """One request on a fresh connection (set-up and checks; not for measuring)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        headers = {}
+        data = None
+        if body is not None:
+            data = json.dumps(body).encode()
+            headers["Content-Type"] = "application/json"
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        conn.request(method, path, body=data, headers=headers)
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
+def scrape_metrics(port: int) -> dict[str, float]:
+    """Unlabelled samples of a Prometheus text page (``name value`` lines)."""
+    status, body = http_request("GET", port, "/metrics")
+    out: dict[str, float] = {}
+    if status != 200:
+        return out
+    for line in body.decode().splitlines():
+        if line.startswith("#") or "{" in line:
+            continue
+        parts = line.split()
+        if len(parts) == 2:
+            try:
+                out[parts[0]] = float(parts[1])
+            except ValueError:
+                pass
+    return out
+
+
+# -- tokens -------------------------------------------------------------------------------
+
+
+def mint_tokens(secret: str, users: Sequence[str], ttl_s: int = 3 * 3600) -> list[str]:
+    import jwt
+
+    now = int(time.time())
+    return [jwt.encode({"sub": u, "iat": now, "exp": now + ttl_s}, secret, algorithm="HS256") for u in users]
+
+
+# -- percentiles ----------------------------------------------------------------------------
+
+
+def percentile(samples: Sequence[float], p: float) -> float:
+    """Nearest-rank percentile (p in 0..100)."""
+    if not samples:
+        return float("nan")
+    ordered = sorted(samples)
+    k = max(0, min(len(ordered) - 1, int(round(p / 100 * len(ordered) + 0.5)) - 1))
+    return ordered[k]
+
+
+def median(samples: Sequence[float]) -> float:
+    return statistics.median(samples) if samples else float("nan")
+
+
+# -- load generation ------------------------------------------------------------------------
+
+
+@dataclass
+class LoadSpec:
+    """Requests rotate over ``requests``: (path, bearer token or None) pairs, in order."""
+
+    port: int
+    requests: list[tuple[str, str | None]]
+    method: str = "POST"
+    duration_s: float = 10.0
+    connections: int = 64
+    threads: int = 1
+
+
+@dataclass
+class LoadResult:
+    generator: str
+    requests: int
+    duration_s: float
+    non_2xx: int
+    socket_errors: int
+    latency_p50_ms: float
+    latency_p99_ms: float
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.duration_s if self.duration_s else 0.0
+
+    @property
+    def ok_rps(self) -> float:
+        return (self.requests - self.non_2xx) / self.duration_s if self.duration_s else 0.0
+
+
+WRK_SCRIPT = r"""
+-- Rotates pre-formatted requests over a file of "PATH TOKEN" lines ("-" = no token);
+-- prints a JSON summary at the end.
+local reqs = {}
+local n = 0
+local i = 0
+
+function init(args)
+  local method, pairfile, offset = args[1], args[2], tonumber(args[3] or "0")
+  for line in io.lines(pairfile) do
+    local path, tok = line:match("^(%S+)%s+(%S+)$")
+    local headers = {["Content-Length"] = "0"}
+    if tok ~= "-" then headers["Authorization"] = "Bearer " .. tok end
+    reqs[#reqs + 1] = wrk.format(method, path, headers, nil)
+  end
+  n = #reqs
+  i = offset % n
+end
+
+function request()
+  i = i + 1
+  if i > n then i = 1 end
+  return reqs[i]
+end
+
+function done(summary, latency, requests)
+  io.write(string.format(
+    'WRK_JSON {"requests": %d, "duration_us": %d, "status": %d, "connect": %d, "read": %d, "write": %d, "timeout": %d, "p50_us": %d, "p99_us": %d}\n',
+    summary.requests, summary.duration, summary.errors.status, summary.errors.connect, summary.errors.read,
+    summary.errors.write, summary.errors.timeout, latency:percentile(50), latency:percentile(99)))
+end
+"""
+
+
+def wrk_path() -> str | None:
+    if os.environ.get("BENCH_LOADGEN", "").lower() == "python":
+        return None
+    return shutil.which("wrk")
+
+
+def generator_name() -> str:
+    return "wrk" if wrk_path() else "python-asyncio"
+
+
+def run_load(spec: LoadSpec, tag: str) -> LoadResult:
+    """Run one bounded load phase with wrk, or with the asyncio fallback when wrk is missing."""
+    OUT_DIR.mkdir(parents=True, exist_ok=True)
+    pairfile = OUT_DIR / f"{tag}.requests"
+    pairfile.write_text("".join(f"{path} {token or '-'}\n" for path, token in spec.requests))
+    wrk = wrk_path()
+    if wrk:
+        script = OUT_DIR / "rotate.lua"
+        script.write_text(WRK_SCRIPT)
+        argv = [
+            wrk, f"-t{spec.threads}", f"-c{spec.connections}", f"-d{int(round(spec.duration_s))}s", "--timeout", "5s",
+            "-s", str(script), f"http://127.0.0.1:{spec.port}",
+            "--", spec.method, str(pairfile), "0",
+        ]
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=spec.duration_s + 60)
+        (OUT_DIR / f"{tag}.wrk.txt").write_text(out.stdout + out.stderr)
+        line = next((l for l in out.stdout.splitlines() if l.startswith("WRK_JSON ")), None)
+        if line is None:
+            raise RuntimeError(f"wrk gave no summary (rc={out.returncode}):\n{out.stdout}\n{out.stderr}")
+        data = json.loads(line[len("WRK_JSON "):])
+        return LoadResult(
+            generator="wrk",
+            requests=data["requests"],
+            duration_s=data["duration_us"] / 1e6,
+            non_2xx=data["status"],
+            socket_errors=data["connect"] + data["read"] + data["write"] + data["timeout"],
+            latency_p50_ms=data["p50_us"] / 1000,
+            latency_p99_ms=data["p99_us"] / 1000,
+        )
+    argv = [
+        PYTHON, "-m", "bench.common", "loadgen", "--port", str(spec.port), "--method", spec.method,
+        "--requests", str(pairfile), "--duration", str(spec.duration_s),
+        "--connections", str(spec.connections),
+    ]
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=spec.duration_s + 60, cwd=ROOT)
+    (OUT_DIR / f"{tag}.loadgen.txt").write_text(out.stdout + out.stderr)
+    if out.returncode != 0:
+        raise RuntimeError(f"loadgen failed (rc={out.returncode}):\n{out.stderr[-2000:]}")
+    data = json.loads(out.stdout.strip().splitlines()[-1])
+    return LoadResult(generator="python-asyncio", **data)
+
+
+# -- helper processes -----------------------------------------------------------------------
+
+
+def _install_uvloop() -> None:
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+
+
+def serve_ceiling(port: int) -> None:
+    """The ceiling: a bare aiohttp app answering ``{"ok": true}`` to POST, served like the real one."""
+    from aiohttp import web
+
+    async def ok(request: web.Request) -> web.Response:
+        return web.Response(body=b'{"ok": true}', content_type="application/json")
+
+    async def health(request: web.Request) -> web.Response:
+        return web.Response(body=b'{"status": "ok"}', content_type="application/json")
+
+    app = web.Application()
+    app.router.add_post("/{tail:.*}", ok)
+    app.router.add_get("/health", health)
+    _install_uvloop()
+    web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=lambda *_: None)
+
+
+async def _loadgen(port: int, method: str, pairs: list[tuple[str, str]], duration: float, connections: int) -> dict:
+    import aiohttp
+
+    latencies: list[float] = []
+    counts = {"requests": 0, "non_2xx": 0, "socket_errors": 0}
+    base = f"http://127.0.0.1:{port}"
+    requests = [
+        (base + path, {"Authorization": f"Bearer {t}"} if t != "-" else {}) for path, t in pairs
+    ]
+    started = time.perf_counter()
+    deadline = started + duration
+    connector = aiohttp.TCPConnector(limit=connections, force_close=False)
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=5)) as session:
+
+        async def worker(w: int) -> None:
+            i = w
+            while time.perf_counter() < deadline:
+                url, headers = requests[i % len(requests)]
+                i += connections
+                t0 = time.perf_counter()
+                try:
+                    async with session.request(method, url, headers=headers) as response:
+                        await response.read()
+                        if not 200 <= response.status < 400:
+                            counts["non_2xx"] += 1
+                except (aiohttp.ClientError, asyncio.TimeoutError):
+                    counts["socket_errors"] += 1
+                    continue
+                counts["requests"] += 1
+                latencies.append(time.perf_counter() - t0)
+
+        await asyncio.gather(*(worker(w) for w in range(connections)))
+    elapsed = time.perf_counter() - started
+    return {
+        "requests": counts["requests"],
+        "duration_s": elapsed,
+        "non_2xx": counts["non_2xx"],
+        "socket_errors": counts["socket_errors"],
+        "latency_p50_ms": percentile(latencies, 50) * 1000,
+        "latency_p99_ms": percentile(latencies, 99) * 1000,
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.common")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    c = sub.add_parser("ceiling-server")
+    c.add_argument("--port", type=int, required=True)
+    g = sub.add_parser("loadgen")
+    g.add_argument("--port", type=int, required=True)
+    g.add_argument("--method", default="POST")
+    g.add_argument("--requests", required=True, help='file of "PATH TOKEN" lines')
+    g.add_argument("--duration", type=float, default=10.0)
+    g.add_argument("--connections", type=int, default=64)
+    args = parser.parse_args(argv)
+    if args.cmd == "ceiling-server":
+        serve_ceiling(args.port)
+    else:
+        pairs = [tuple(line.split()) for line in Path(args.requests).read_text().splitlines() if line.strip()]
+        _install_uvloop()
+        result = asyncio.run(_loadgen(args.port, args.method, pairs, min(args.duration, 120.0), args.connections))
+        print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,69 @@
+"""The projector process: one runner per view store, each in its own thread, each with its own
+position. Run several processes and the recorded positions keep them from applying twice."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+
+from prometheus_client import CollectorRegistry, Gauge, start_http_server
+
+from commands.event_store import EventStore
+from projections.mongo_views import MongoViewStore
+from projections.redis_views import Keys, RedisViewStore
+from projections.runner import ProjectionRunner
+from stories.backends import mongo_client, redis_client
+from stories.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def build_runners(settings: Settings, store: EventStore) -> list[ProjectionRunner]:
+    views = [
+        MongoViewStore(mongo_client(settings), settings.mongodb_database),
+        RedisViewStore(redis_client(settings), settings.redis_prefix),
+    ]
+    return [ProjectionRunner(store, view, settings.projector_batch) for view in views]
+
+
+def publish_log_head(settings: Settings, store: EventStore, stop: threading.Event) -> None:
+    """Tell the query API how far the log reaches, for its lag metric (it never reads the log)."""
+    client = redis_client(settings)
+    key = Keys(settings.redis_prefix).position("log_head")
+    while not stop.wait(0.5):
+        try:
+            client.set(key, store.head())
+        except Exception:
+            pass  # the runners log the outage
+
+
+def run_projector(settings: Settings, stop: threading.Event | None = None) -> None:
+    stop = stop or threading.Event()
+    store = EventStore(settings.event_store_url)
+    runners = build_runners(settings, store)
+    if settings.projector_metrics_port:
+        registry = CollectorRegistry()
+        head = Gauge("stories_log_head", "newest log position", registry=registry)
+        head.set_function(lambda: store.head())
+        for runner in runners:
+            Gauge(f"stories_projection_position_{runner.view.name}", "applied position", registry=registry
+                  ).set_function(lambda r=runner: r.position or 0)
+            Gauge(f"stories_projection_lag_{runner.view.name}", "events behind the head", registry=registry
+                  ).set_function(lambda r=runner: store.head() - (r.position or 0))
+        start_http_server(settings.projector_metrics_port, addr=settings.host, registry=registry)
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stop.set())
+    threads = [
+        threading.Thread(target=r.run_forever, args=(stop,), name=f"projector-{r.view.name}", daemon=True)
+        for r in runners
+    ]
+    threads.append(threading.Thread(target=publish_log_head, args=(settings, store, stop), daemon=True))
+    for t in threads:
+        t.start()
+    log.info("projector following the log: %s", ", ".join(r.view.name for r in runners))
+    stop.wait()
+    for t in threads:
+        t.join(timeout=10)
+    store.close()

@@ -1,0 +1,84 @@
+"""Collects a batch's document updates and merges those aimed at one document.
+
+Many events touch the same document (a hot story's counters); merging their ``$inc``s turns a
+batch of thousands of views into one write per document. Updates that cannot merge (a ``$pull``
+after a ``$push`` on one field) stay separate, in order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from pymongo import DeleteOne, UpdateOne
+
+_MERGEABLE = {
+    "$inc": lambda old, new: old + new,
+    "$set": lambda old, new: new,
+    "$setOnInsert": lambda old, new: old,
+    "$max": max,
+    "$min": min,
+}
+
+
+@dataclass
+class _Entry:
+    key: Any
+    update: dict[str, dict[str, Any]] | None  # None: delete
+    upsert: bool = True
+    fields: dict[str, str] = field(default_factory=dict)  # field path -> operator
+
+
+def _clashes(path: str, other: str) -> bool:
+    return path == other or path.startswith(other + ".") or other.startswith(path + ".")
+
+
+class DocumentWrites:
+    def __init__(self) -> None:
+        self._entries: dict[str, list[_Entry]] = {}
+        self._last: dict[tuple[str, Any], _Entry] = {}
+
+    def update(self, collection: str, key: Any, update: dict[str, dict[str, Any]], upsert: bool = True) -> None:
+        last = self._last.get((collection, key))
+        if last is not None and last.update is not None and last.upsert == upsert and self._merge(last, update):
+            return
+        entry = _Entry(key, {op: dict(values) for op, values in update.items()}, upsert)
+        entry.fields = {path: op for op, values in update.items() for path in values}
+        self._entries.setdefault(collection, []).append(entry)
+        self._last[(collection, key)] = entry
+
+    def delete(self, collection: str, key: Any) -> None:
+        entry = _Entry(key, None)
+        self._entries.setdefault(collection, []).append(entry)
+        self._last[(collection, key)] = entry
+
+    @staticmethod
+    def _merge(entry: _Entry, update: dict[str, dict[str, Any]]) -> bool:
+        # Merge only when every field either is new to the entry without overlapping another
+        # path, or was set by the same mergeable operator.
+        for op, values in update.items():
+            for path in values:
+                existing = entry.fields.get(path)
+                if existing is not None:
+                    if existing != op or op not in _MERGEABLE:
+                        return False
+                elif any(_clashes(path, other) for other in entry.fields):
+                    return False
+        for op, values in update.items():
+            target = entry.update.setdefault(op, {})
+            for path, value in values.items():
+                target[path] = _MERGEABLE[op](target[path], value) if path in target else value
+                entry.fields[path] = op
+        return True
+
+    def operations(self) -> dict[str, list[UpdateOne | DeleteOne]]:
+        return {
+            collection: [
+                DeleteOne({"_id": e.key}) if e.update is None else UpdateOne({"_id": e.key}, e.update, upsert=e.upsert)
+                for e in entries
+            ]
+            for collection, entries in self._entries.items()
+        }
+
+    def __len__(self) -> int:
+        return sum(len(entries) for entries in self._entries.values())

@@ -1,0 +1,206 @@
+"""MongoDB read models: stories as served, viewers, question answers, highlights, close friends.
+
+One small function per event type turns the event into document updates; the view store merges a
+batch's updates and writes them with the new position in one transaction.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Callable
+
+from pymongo import ASCENDING, DESCENDING, MongoClient
+from pymongo.database import Database
+
+from commands.event_store import LoggedEvent
+from domain import engagement as en, highlights as hl, social as so, stories as st
+from projections.document_writes import DocumentWrites
+from projections.runner import StalePosition
+
+POSITIONS = "projection_positions"
+
+
+def _story(w: DocumentWrites, event, update: dict) -> None:
+    w.update("stories", event.story_id, update, upsert=False)
+
+
+def _result(event: en.StickerEvent, name: str) -> str:
+    return f"results.{event.sticker_index}.{name}"
+
+
+def on_story_created(w: DocumentWrites, e: st.StoryCreated, at: LoggedEvent) -> None:
+    fields = e.data()
+    fields.update(created_at=e.occurred_at, expires_at=datetime.fromisoformat(e.expires_at), deleted=False, expired=False)
+    w.update("stories", e.story_id, {"$set": fields})
+
+
+def on_story_viewed(w: DocumentWrites, e: en.StoryViewed, at: LoggedEvent) -> None:
+    first = 1 if e.view_number == 1 else 0
+    _story(w, e, {"$inc": {"view_count": 1, "unique_viewers": first, f"views_by_hour.{e.occurred_at.hour}": 1}})
+    w.update("story_viewers", f"{e.story_id}:{e.viewer_id}", {
+        "$setOnInsert": {"story_id": e.story_id, "viewer_id": e.viewer_id, "owner_id": e.owner_id},
+        "$min": {"first_viewed_at": e.occurred_at},
+        "$max": {"last_viewed_at": e.occurred_at},
+        "$inc": {"view_count": 1},
+    })
+
+
+def on_story_replied(w, e: en.StoryReplied, at) -> None:
+    _story(w, e, {"$inc": {"reply_count": 1}})
+
+
+def on_poll_voted(w, e: en.PollVoted, at) -> None:
+    _story(w, e, {"$inc": {_result(e, f"options.{e.option_index}"): 1, _result(e, "total"): 1}})
+
+
+def on_quiz_answered(w, e: en.QuizAnswered, at) -> None:
+    _story(w, e, {"$inc": {
+        _result(e, f"options.{e.option_index}"): 1, _result(e, "total"): 1, _result(e, "correct"): int(e.correct),
+    }})
+
+
+def on_question_answered(w, e: en.QuestionAnswered, at: LoggedEvent) -> None:
+    _story(w, e, {"$inc": {_result(e, "total"): 1}})
+    w.update("question_answers", str(at.event_id), {"$set": {
+        "story_id": e.story_id, "owner_id": e.owner_id, "sticker_index": e.sticker_index, "user_id": e.user_id,
+        "text": e.text, "answered_at": e.occurred_at,
+    }})
+
+
+def on_countdown_followed(w, e: en.CountdownFollowed, at) -> None:
+    _story(w, e, {"$inc": {_result(e, "followers"): 1, _result(e, "total"): 1}})
+
+
+def on_countdown_unfollowed(w, e: en.CountdownUnfollowed, at) -> None:
+    _story(w, e, {"$inc": {_result(e, "followers"): -1}})
+
+
+def on_slider_answered(w, e: en.SliderAnswered, at) -> None:
+    _story(w, e, {"$inc": {_result(e, "sum"): e.value, _result(e, "total"): 1}})
+
+
+def on_link_tapped(w, e: en.LinkTapped, at) -> None:
+    _story(w, e, {"$inc": {_result(e, "total"): 1}})
+
+
+def on_story_deleted(w, e: st.StoryDeleted, at) -> None:
+    _story(w, e, {"$set": {"deleted": True, "deleted_at": e.occurred_at}})
+
+
+def on_story_expired(w, e: st.StoryExpired, at) -> None:
+    _story(w, e, {"$set": {"expired": True}})
+
+
+def on_highlight_created(w, e: hl.HighlightCreated, at) -> None:
+    fields = e.data()
+    fields.update(created_at=e.occurred_at, updated_at=e.occurred_at, deleted=False)
+    w.update("highlights", e.highlight_id, {"$set": fields})
+
+
+def on_highlight_updated(w, e: hl.HighlightUpdated, at) -> None:
+    w.update("highlights", e.highlight_id, {"$set": {**e.changes, "updated_at": e.occurred_at}}, upsert=False)
+
+
+def on_highlight_stories_added(w, e: hl.HighlightStoriesAdded, at) -> None:
+    w.update("highlights", e.highlight_id, {"$push": {"story_ids": {"$each": e.story_ids}}}, upsert=False)
+
+
+def on_highlight_stories_removed(w, e: hl.HighlightStoriesRemoved, at) -> None:
+    w.update("highlights", e.highlight_id, {"$pull": {"story_ids": {"$in": e.story_ids}}}, upsert=False)
+
+
+def on_highlight_deleted(w, e: hl.HighlightDeleted, at) -> None:
+    w.update("highlights", e.highlight_id, {"$set": {"deleted": True, "updated_at": e.occurred_at}}, upsert=False)
+
+
+def on_highlight_filed(w, e: hl.HighlightFiled, at) -> None:
+    w.update("highlight_reels", e.user_id, {"$push": {"highlight_ids": e.highlight_id}})
+
+
+def on_highlight_unfiled(w, e: hl.HighlightUnfiled, at) -> None:
+    w.update("highlight_reels", e.user_id, {"$pull": {"highlight_ids": e.highlight_id}})
+
+
+def on_highlights_reordered(w, e: hl.HighlightsReordered, at) -> None:
+    w.update("highlight_reels", e.user_id, {"$set": {"highlight_ids": e.highlight_ids}})
+
+
+def on_close_friend_added(w, e: so.CloseFriendAdded, at) -> None:
+    w.update("close_friends", f"{e.user_id}:{e.friend_id}", {"$set": {
+        "user_id": e.user_id, "friend_id": e.friend_id, "added_at": e.occurred_at,
+    }})
+
+
+def on_close_friend_removed(w, e: so.CloseFriendRemoved, at) -> None:
+    w.delete("close_friends", f"{e.user_id}:{e.friend_id}")
+
+
+HANDLERS: dict[type, Callable] = {
+    st.StoryCreated: on_story_created,
+    en.StoryViewed: on_story_viewed,
+    en.StoryReplied: on_story_replied,
+    en.PollVoted: on_poll_voted,
+    en.QuizAnswered: on_quiz_answered,
+    en.QuestionAnswered: on_question_answered,
+    en.CountdownFollowed: on_countdown_followed,
+    en.CountdownUnfollowed: on_countdown_unfollowed,
+    en.SliderAnswered: on_slider_answered,
+    en.LinkTapped: on_link_tapped,
+    st.StoryDeleted: on_story_deleted,
+    st.StoryExpired: on_story_expired,
+    hl.HighlightCreated: on_highlight_created,
+    hl.HighlightUpdated: on_highlight_updated,
+    hl.HighlightStoriesAdded: on_highlight_stories_added,
+    hl.HighlightStoriesRemoved: on_highlight_stories_removed,
+    hl.HighlightDeleted: on_highlight_deleted,
+    hl.HighlightFiled: on_highlight_filed,
+    hl.HighlightUnfiled: on_highlight_unfiled,
+    hl.HighlightsReordered: on_highlights_reordered,
+    so.CloseFriendAdded: on_close_friend_added,
+    so.CloseFriendRemoved: on_close_friend_removed,
+    # Follows live in Redis (the graph); nothing to write here.
+    so.UserFollowed: lambda w, e, at: None,
+    so.UserUnfollowed: lambda w, e, at: None,
+}
+
+
+def ensure_indexes(db: Database) -> None:
+    db.stories.create_index([("user_id", ASCENDING), ("created_at", ASCENDING)])
+    db.story_viewers.create_index([("story_id", ASCENDING), ("last_viewed_at", DESCENDING), ("viewer_id", ASCENDING)])
+    db.question_answers.create_index([("story_id", ASCENDING), ("sticker_index", ASCENDING), ("answered_at", DESCENDING)])
+    db.highlights.create_index([("user_id", ASCENDING)])
+    db.close_friends.create_index([("user_id", ASCENDING), ("added_at", DESCENDING)])
+
+
+class MongoViewStore:
+    """Writes a batch's merged updates and the new position in one transaction."""
+
+    name = "mongo_views"
+
+    def __init__(self, client: MongoClient, database: str) -> None:
+        self.client = client
+        self.db = client[database]
+        ensure_indexes(self.db)
+
+    def position(self) -> int:
+        doc = self.db[POSITIONS].find_one({"_id": self.name})
+        return doc["position"] if doc else 0
+
+    def apply(self, events: list[LoggedEvent], start: int, position: int) -> None:
+        writes = DocumentWrites()
+        for logged in events:
+            HANDLERS[type(logged.event)](writes, logged.event, logged)
+        operations = writes.operations()
+
+        def transaction(session) -> None:
+            current = self.db[POSITIONS].find_one({"_id": self.name}, session=session)
+            if (current["position"] if current else 0) != start:
+                raise StalePosition(self.name)  # another writer moved it: never apply twice
+            for collection, ops in operations.items():
+                self.db[collection].bulk_write(ops, ordered=True, session=session)
+            self.db[POSITIONS].update_one(
+                {"_id": self.name}, {"$set": {"position": position}}, upsert=True, session=session
+            )
+
+        with self.client.start_session() as session:
+            session.with_transaction(transaction)

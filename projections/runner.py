@@ -1,0 +1,79 @@
+"""The projection runner: follow the log from a view store's own position, in batches.
+
+A view store applies one batch and records the batch's end position in the same atomic write
+(a MongoDB transaction, a Redis MULTI/EXEC). Killed at any point, it restarts from the last
+recorded position and every effect lands exactly once.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Protocol
+
+from commands.event_store import EventStore, LoggedEvent, StoreUnavailable
+
+log = logging.getLogger(__name__)
+
+
+class StalePosition(Exception):
+    """The view store's recorded position is not where this runner started its batch."""
+
+
+class ViewStore(Protocol):
+    name: str
+
+    def position(self) -> int:
+        """The position of the last event applied (0 when none)."""
+
+    def apply(self, events: list[LoggedEvent], start: int, position: int) -> None:
+        """Apply ``events`` and move the recorded position from ``start`` to ``position``,
+        atomically; StalePosition when the recorded one is not ``start``."""
+
+
+class ProjectionRunner:
+    def __init__(
+        self, store: EventStore, view: ViewStore, batch_size: int = 1000, idle_wait_s: float = 0.05
+    ) -> None:
+        self.store, self.view = store, view
+        self.batch_size, self.idle_wait_s = batch_size, idle_wait_s
+        self.position: int | None = None
+        self.applied = 0
+
+    def run_once(self, until: int | None = None) -> int:
+        """Apply one batch; the number of log rows it covered (0 when caught up)."""
+        if self.position is None:
+            self.position = self.view.position()
+        events, reached = self.store.read_batch(self.position, self.batch_size, until)
+        if reached == self.position:
+            return 0
+        try:
+            self.view.apply(events, self.position, reached)
+        except StalePosition:
+            self.position = None  # re-read it and go on from there
+            return 0
+        covered = reached - self.position
+        self.position = reached
+        self.applied += len(events)
+        return covered
+
+    def catch_up(self, until: int | None = None) -> None:
+        """Apply everything up to ``until`` (default: the head when called)."""
+        until = self.store.head() if until is None else until
+        while (self.position or self.view.position()) < until and self.run_once(until):
+            pass
+
+    def run_forever(self, stop: threading.Event) -> None:
+        """Follow the log until ``stop`` is set; back off while a store is unreachable."""
+        backoff = 0.1
+        while not stop.is_set():
+            try:
+                if not self.run_once():
+                    stop.wait(self.idle_wait_s)
+                backoff = 0.1
+            except Exception as error:  # a dependency is down: wait, then retry from the recorded position
+                log.warning("%s projection paused: %s", self.view.name, error)
+                self.position = None
+                stop.wait(backoff)
+                backoff = min(backoff * 2, 5.0)

@@ -1,0 +1,218 @@
+"""The query API's aiohttp app: serves read models only; never reads the log or writes events."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import datetime, timezone
+from typing import Callable
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Gauge
+from pymongo import AsyncMongoClient
+from redis.asyncio import Redis
+
+from projections.mongo_views import POSITIONS, MongoViewStore
+from projections.redis_views import Keys, RedisViewStore
+from read_api.queries import Queries
+from stories.auth import TokenVerifier
+from stories.http import (
+    REGISTRY, USER, ApiError, Route, actor, add_routes, error_middleware, json_response, metrics_middleware,
+    openapi_document, ready_handler,
+)
+from stories.settings import Settings
+
+QUERIES = web.AppKey("queries", Queries)
+POSITION = web.AppKey("projection_positions", "ProjectionPositions")
+CLOCK = web.AppKey("clock", object)
+
+
+class ProjectionPositions:
+    """How far each read model has applied the log; answers are served at the lowest."""
+
+    def __init__(self, mongo: AsyncMongoClient, database: str, redis: Redis, prefix: str) -> None:
+        self._mongo = mongo[database][POSITIONS]
+        self._redis = redis
+        self._redis_key = Keys(prefix).position(RedisViewStore.name)
+        self._log_head_key = Keys(prefix).position("log_head")
+        self.mongo = self.redis = self.log_head = 0
+
+    async def refresh(self) -> int:
+        doc = await self._mongo.find_one({"_id": MongoViewStore.name})
+        self.mongo = doc["position"] if doc else 0
+        redis_position, head = await self._redis.mget(self._redis_key, self._log_head_key)
+        self.redis, self.log_head = int(redis_position or 0), int(head or 0)
+        return self.current
+
+    @property
+    def current(self) -> int:
+        return min(self.mongo, self.redis)
+
+    async def wait_for(self, position: int, timeout_s: float) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if self.current >= position or await self.refresh() >= position:
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(0.01)
+
+
+def _min_position(request: web.Request) -> int | None:
+    raw = request.headers.get("X-Stories-Min-Position") or request.query.get("min_position")
+    if raw is None:
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise ApiError(422, "validation_error", "min_position must be a whole number >= 0",
+                       [{"field": "min_position", "message": "whole number >= 0"}])
+    return value
+
+
+def _limit(request: web.Request, default: int = 50, most: int = 100) -> int:
+    raw = request.query.get("limit", str(default))
+    if not raw.isdigit() or not 1 <= int(raw) <= most:
+        raise ApiError(422, "validation_error", f"limit must be 1 to {most}",
+                       [{"field": "limit", "message": f"whole number 1 to {most}"}])
+    return int(raw)
+
+
+def _served(handler: Callable) -> Callable:
+    """Authenticate, honour read-your-writes, stamp the position served at."""
+
+    async def wrapper(request: web.Request) -> web.Response:
+        user = actor(request)
+        wanted = _min_position(request)
+        positions: ProjectionPositions = request.app[POSITION]
+        if wanted is not None and not await positions.wait_for(wanted, request.app["min_position_wait_s"]):
+            raise ApiError(503, "position_not_reached", f"read models have not reached position {wanted} yet",
+                           {"requested": wanted, "current": positions.current}, {"Retry-After": "1"})
+        served_at = positions.current
+        now = request.app[CLOCK]()
+        body = await handler(request, request.app[QUERIES], user, now)
+        return json_response(body, headers={"X-Stories-Position": str(served_at)})
+
+    wrapper.__name__ = handler.__name__
+    return wrapper
+
+
+@_served
+async def get_feed(request, q: Queries, user: str, now: datetime):
+    return {"feed": await q.feed(user, now)}
+
+
+@_served
+async def get_story(request, q: Queries, user: str, now: datetime):
+    return await q.story(request.match_info["story_id"], user, now)
+
+
+@_served
+async def get_user_stories(request, q: Queries, user: str, now: datetime):
+    return {"user_id": request.match_info["user_id"],
+            "stories": await q.user_stories(request.match_info["user_id"], user, now)}
+
+
+@_served
+async def get_archive(request, q: Queries, user: str, now: datetime):
+    return await q.archive(user, now, _limit(request), request.query.get("cursor"))
+
+
+@_served
+async def get_user_highlights(request, q: Queries, user: str, now: datetime):
+    return {"user_id": request.match_info["user_id"],
+            "highlights": await q.highlights_of(request.match_info["user_id"], user, now)}
+
+
+@_served
+async def get_highlight(request, q: Queries, user: str, now: datetime):
+    return await q.highlight(request.match_info["highlight_id"], user, now)
+
+
+@_served
+async def get_story_viewers(request, q: Queries, user: str, now: datetime):
+    return await q.viewers(request.match_info["story_id"], user, now, _limit(request), request.query.get("cursor"))
+
+
+@_served
+async def get_story_insights(request, q: Queries, user: str, now: datetime):
+    return await q.story_insights(request.match_info["story_id"], user, now)
+
+
+@_served
+async def get_user_insights(request, q: Queries, user: str, now: datetime):
+    return await q.user_insights(user)
+
+
+@_served
+async def get_close_friends(request, q: Queries, user: str, now: datetime):
+    return {"close_friends": await q.close_friends(user)}
+
+
+MIN_POSITION = {"min_position": {"type": "integer", "minimum": 0}}
+PAGE = {"limit": {"type": "integer", "minimum": 1, "maximum": 100}, "cursor": {"type": "string"}, **MIN_POSITION}
+ROUTES = [
+    Route("GET", "/api/v1/stories/feed", get_feed, "the tray", query=MIN_POSITION),
+    Route("GET", "/api/v1/stories/archive", get_archive, "your expired stories, newest first", query=PAGE),
+    Route("GET", "/api/v1/stories/user/{user_id}", get_user_stories, "a user's live stories you may see", query=MIN_POSITION),
+    Route("GET", "/api/v1/stories/{story_id}", get_story, "one story as you may see it", errors=(404,), query=MIN_POSITION),
+    Route("GET", "/api/v1/highlights/user/{user_id}", get_user_highlights, "a user's highlights", query=MIN_POSITION),
+    Route("GET", "/api/v1/highlights/{highlight_id}", get_highlight, "one highlight", errors=(404,), query=MIN_POSITION),
+    Route("GET", "/api/v1/viewers/story/{story_id}", get_story_viewers, "your story's viewers, newest first",
+          errors=(403, 404, 422), query=PAGE),
+    Route("GET", "/api/v1/viewers/story/{story_id}/insights", get_story_insights, "your story's insights",
+          errors=(403, 404), query=MIN_POSITION),
+    Route("GET", "/api/v1/viewers/user/insights", get_user_insights, "totals over your stories", query=MIN_POSITION),
+    Route("GET", "/api/v1/close-friends/", get_close_friends, "your close friends", query=MIN_POSITION),
+]
+
+
+def create_app(settings: Settings, clock: Callable[[], datetime] | None = None) -> web.Application:
+    registry = CollectorRegistry()
+    app = web.Application(middlewares=[metrics_middleware(registry), error_middleware])
+    app[REGISTRY] = registry
+    app[USER] = TokenVerifier(settings)
+    app[CLOCK] = clock or (lambda: datetime.now(timezone.utc))
+    app["max_body_bytes"] = settings.max_body_bytes
+    app["min_position_wait_s"] = settings.min_position_wait_s
+    mongo = AsyncMongoClient(settings.mongodb_url, serverSelectionTimeoutMS=2000, connectTimeoutMS=2000, tz_aware=True)
+    redis = Redis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=5)
+    app[QUERIES] = Queries(mongo, settings.mongodb_database, redis, settings.redis_prefix, settings.platform)
+    positions = ProjectionPositions(mongo, settings.mongodb_database, redis, settings.redis_prefix)
+    app[POSITION] = positions
+
+    for view in ("mongo", "redis"):
+        Gauge(f"stories_projection_position_{view}", f"log position applied by the {view} read model",
+              registry=registry).set_function(lambda v=view: getattr(positions, v))
+    Gauge("stories_projection_lag_events", "events the slowest read model is behind the log head",
+          registry=registry).set_function(lambda: max(0, positions.log_head - positions.current))
+
+    async def follow_positions(app: web.Application):
+        async def loop() -> None:
+            while True:
+                try:
+                    await positions.refresh()
+                except Exception:
+                    pass  # /ready reports it; answers keep the last known (lower) position
+                await asyncio.sleep(0.05)
+
+        task = asyncio.create_task(loop())
+        yield
+        task.cancel()
+        await mongo.close()
+        await redis.aclose()
+
+    app.cleanup_ctx.append(follow_positions)
+
+    async def mongo_check() -> None:
+        await mongo.admin.command("ping")
+
+    async def redis_check() -> None:
+        await redis.ping()
+
+    document = openapi_document(f"Stories query API ({settings.platform.value})", "1.0.0", ROUTES)
+    add_routes(app, ROUTES, document)
+    app.router.add_get("/ready", ready_handler({"mongodb": mongo_check, "redis": redis_check}))
+    return app

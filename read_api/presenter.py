@@ -1,0 +1,136 @@
+"""Shapes read-model documents into what the query API serves, for one caller."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from domain.stickers import parse_timestamp
+from read_api.tallies import percentages, rate
+
+CONTENT_FIELDS = (
+    "story_id", "user_id", "story_type", "media_id", "media_url", "thumbnail_url", "text_content",
+    "background_color", "background_gradient", "duration", "privacy", "allow_replies",
+)
+
+
+def _iso(value: Any) -> Any:
+    return value.isoformat() if isinstance(value, datetime) else value
+
+
+def base_story(doc: dict, viewer: str, now: datetime, *, viewed_by_me: bool, view_count: int, reply_count: int) -> dict:
+    """The fields every served story has (feed items are this plus raw stickers)."""
+    expires_at = doc["expires_at"] if isinstance(doc["expires_at"], datetime) else parse_timestamp(doc["expires_at"])
+    story = {name: doc.get(name) for name in CONTENT_FIELDS}
+    story.update(
+        created_at=_iso(doc["created_at"]),
+        expires_at=expires_at.isoformat(),
+        is_expired=bool(doc.get("expired")) or now >= expires_at,
+        close_friends_only=doc["privacy"] == "close_friends",
+        view_count=view_count,
+        reply_count=reply_count,
+        viewed_by_me=viewed_by_me,
+    )
+    if viewer == doc["user_id"]:  # only the owner sees who the story was meant for
+        story["allowed_viewer_ids"] = doc.get("allowed_viewer_ids", [])
+        story["hidden_from_ids"] = doc.get("hidden_from_ids", [])
+    return story
+
+
+def sticker_with_results(i: int, sticker: dict, results: dict, mine: dict, owner: bool, now: datetime,
+                         responses: list[dict] | None) -> dict:
+    """One sticker and its results; ``mine`` holds the caller's own answer where there is one."""
+    kind = sticker["sticker_type"]
+    out = {k: sticker[k] for k in ("sticker_type", "x", "y", "width", "height", "rotation")}
+    payload = dict(sticker.get(kind) or {})
+    r = results.get(str(i), {})
+    total = r.get("total", 0)
+    if kind in ("poll", "quiz"):
+        counts = [r.get("options", {}).get(str(k), 0) for k in range(len(payload["options"]))]
+        shares = percentages(counts)
+        key = "votes" if kind == "poll" else "selected_count"
+        payload["options"] = [
+            {"text": o["text"], key: c, "percentage": p} for o, c, p in zip(payload["options"], counts, shares)
+        ]
+        if kind == "poll":
+            payload.update(total_votes=total, my_vote=mine.get("option"))
+        else:
+            payload.update(total_attempts=total, correct_attempts=r.get("correct", 0), my_answer=mine.get("option"))
+            if not owner and mine.get("option") is None:
+                payload.pop("correct_answer_index", None)  # do not give the answer away before an attempt
+    elif kind == "slider":
+        payload.update(
+            average_value=round(r.get("sum", 0.0) / total, 3) if total else None,
+            response_count=total,
+            my_value=mine.get("value"),
+        )
+    elif kind == "countdown":
+        payload.update(
+            follower_count=r.get("followers", 0),
+            is_over=parse_timestamp(payload["end_time"]) <= now,
+            following=bool(mine.get("following")),
+        )
+    elif kind == "question":
+        payload["response_count"] = total
+        if owner:
+            payload["responses"] = responses or []
+    elif kind == "link" and owner:
+        payload["tap_count"] = total
+    out[kind] = payload
+    return out
+
+
+def sticker_interactions(doc: dict) -> dict[str, int]:
+    results = doc.get("results", {})
+    return {
+        f"sticker_{i}_{s['sticker_type']}": results.get(str(i), {}).get("total", 0)
+        for i, s in enumerate(doc.get("stickers", []))
+        if s["sticker_type"] in ("poll", "quiz", "question", "countdown", "slider", "link")
+    }
+
+
+def insights(doc: dict, audience_size: int) -> dict:
+    by_hour = {str(h): doc.get("views_by_hour", {}).get(str(h), 0) for h in range(24)}
+    per_sticker = sticker_interactions(doc)
+    replies = doc.get("reply_count", 0)
+    interactions = sum(per_sticker.values()) + replies
+    unique = doc.get("unique_viewers", 0)
+    peak = max(range(24), key=lambda h: (by_hour[str(h)], -h)) if any(by_hour.values()) else None
+    return {
+        "story_id": doc["_id"],
+        "total_views": doc.get("view_count", 0),
+        "unique_viewers": unique,
+        "audience_size": audience_size,
+        "reach_percentage": rate(unique, audience_size),
+        "total_interactions": interactions,
+        "interaction_rate": rate(interactions, unique),
+        "replies": replies,
+        "views_by_hour": by_hour,
+        "peak_viewing_hour": peak,
+        "sticker_interactions": per_sticker,
+    }
+
+
+def user_insights(user_id: str, docs: list[dict]) -> dict:
+    by_hour = {str(h): 0 for h in range(24)}
+    totals = {"total_views": 0, "unique_viewers": 0, "replies": 0, "total_interactions": 0}
+    stickers: dict[str, int] = {}
+    for doc in docs:
+        story = insights(doc, 0)
+        for h, n in story["views_by_hour"].items():
+            by_hour[h] += n
+        for name in totals:
+            totals[name] += story[name]
+        for kind_total in story["sticker_interactions"].items():
+            kind = kind_total[0].split("_", 2)[2]
+            stickers[kind] = stickers.get(kind, 0) + kind_total[1]
+    peak = max(range(24), key=lambda h: (by_hour[str(h)], -h)) if any(by_hour.values()) else None
+    return {
+        "user_id": user_id,
+        "story_count": len(docs),
+        **totals,
+        "interaction_rate": rate(totals["total_interactions"], totals["unique_viewers"]),
+        "views_by_hour": by_hour,
+        "peak_viewing_hour": peak,
+        "sticker_interactions": stickers,
+    }

@@ -1,0 +1,413 @@
+"""Highlight: create, update, add/remove stories, delete; HighlightReel: file, unfile, reorder."""
+
+from __future__ import annotations
+
+from uuid import UUID, uuid4
+
+import pytest
+
+from domain.errors import Forbidden, InvalidInput, NotFound
+from domain.highlights import (
+    MAX_HIGHLIGHTS,
+    Highlight,
+    HighlightCreated,
+    HighlightDeleted,
+    HighlightFiled,
+    HighlightReel,
+    HighlightsReordered,
+    HighlightStoriesAdded,
+    HighlightStoriesRemoved,
+    HighlightUnfiled,
+    HighlightUpdated,
+)
+from domain.platform import Platform
+from domain.stories import Story
+
+OWNER, OTHER = "alice", "bob"
+
+
+# -- builders ----------------------------------------------------------------------------
+
+
+def make_story(clock, owner: str = OWNER) -> Story:
+    return Story.create(uuid4(), owner, {"story_type": "text", "text_content": "hi"}, Platform.VIGNETTE, clock())
+
+
+def library(clock, count: int, owner: str = OWNER) -> dict[str, Story | None]:
+    """``count`` stories of ``owner``, by id, as the application hands them to the domain."""
+    return {str(s.id): s for s in (make_story(clock, owner) for _ in range(count))}
+
+
+def make_highlight(clock, stories: dict[str, Story | None], *, owner: str = OWNER, **overrides) -> Highlight:
+    fields = {"title": "Trips", "story_ids": list(stories)}
+    fields.update(overrides)
+    highlight = Highlight.create(uuid4(), owner, fields, stories, clock())
+    highlight.collect_events()
+    return highlight
+
+
+def problem_fields(error: InvalidInput) -> set[str]:
+    return {d["field"] for d in error.details or []}
+
+
+def state(aggregate) -> dict:
+    return {k: v for k, v in vars(aggregate).items() if k != "pending_events"}
+
+
+# -- create ---------------------------------------------------------------------------------
+
+
+def test_create_records_the_highlight(clock):
+    stories = library(clock, 2)
+    ids = list(stories)
+    highlight = Highlight.create(uuid4(), OWNER, {"title": "  Trips  ", "story_ids": ids + ids[:1]}, stories, clock())
+    [event] = highlight.collect_events()
+    assert isinstance(event, HighlightCreated)
+    assert event.highlight_id == str(highlight.id) and event.user_id == OWNER
+    assert event.title == "Trips" and event.description == "" and event.cover is None
+    assert event.story_ids == ids  # deduplicated, order kept
+    assert event.is_pinned is False and event.is_archived is False
+    assert highlight.owner_id == OWNER and highlight.story_ids == ids and not highlight.deleted
+
+
+def test_create_with_every_field(clock):
+    stories = library(clock, 1)
+    fields = {"title": "T", "description": "d" * 200, "cover": "https://cdn.example/c.jpg",
+              "story_ids": list(stories), "is_pinned": True, "is_archived": True}
+    highlight = make_highlight(clock, stories, **fields)
+    assert (highlight.title, highlight.description, highlight.cover) == ("T", "d" * 200, "https://cdn.example/c.jpg")
+    assert highlight.is_pinned and highlight.is_archived
+
+
+@pytest.mark.parametrize("title", ["x", "x" * 50, " padded title "])
+def test_title_of_1_to_50_characters(clock, title):
+    assert make_highlight(clock, library(clock, 1), title=title).title == title.strip()
+
+
+@pytest.mark.parametrize("title", ["", "   ", "x" * 51, None])
+def test_title_out_of_bounds(clock, title):
+    stories = library(clock, 1)
+    with pytest.raises(InvalidInput) as info:
+        Highlight.create(uuid4(), OWNER, {"title": title, "story_ids": list(stories)}, stories, clock())
+    assert problem_fields(info.value) == {"title"}
+
+
+def test_title_is_required(clock):
+    stories = library(clock, 1)
+    with pytest.raises(InvalidInput):
+        Highlight.create(uuid4(), OWNER, {"story_ids": list(stories)}, stories, clock())
+
+
+def test_description_at_most_200_characters(clock):
+    stories = library(clock, 1)
+    with pytest.raises(InvalidInput) as info:
+        Highlight.create(uuid4(), OWNER, {"title": "t", "description": "d" * 201, "story_ids": list(stories)},
+                         stories, clock())
+    assert problem_fields(info.value) == {"description"}
+
+
+@pytest.mark.parametrize("count", [1, 100])
+def test_1_to_100_stories(clock, count):
+    assert len(make_highlight(clock, library(clock, count)).story_ids) == count
+
+
+@pytest.mark.parametrize("count", [0, 101])
+def test_no_stories_or_more_than_100_are_rejected(clock, count):
+    stories = library(clock, count)
+    with pytest.raises(InvalidInput) as info:
+        Highlight.create(uuid4(), OWNER, {"title": "t", "story_ids": list(stories)}, stories, clock())
+    assert problem_fields(info.value) == {"story_ids"}
+
+
+def test_100_after_deduplication_is_fine(clock):
+    stories = library(clock, 100)
+    ids = list(stories)
+    assert len(make_highlight(clock, stories, story_ids=ids + ids[:5]).story_ids) == 100
+
+
+def test_only_the_owners_stories(clock):
+    mine, theirs = library(clock, 1), library(clock, 1, owner=OTHER)
+    stories = {**mine, **theirs}
+    with pytest.raises(InvalidInput) as info:
+        Highlight.create(uuid4(), OWNER, {"title": "t", "story_ids": list(stories)}, stories, clock())
+    assert info.value.code == "invalid_story_ids"
+    assert [d["message"] for d in info.value.details] == [f"not one of your stories: {next(iter(theirs))}"]
+
+
+def test_unknown_stories_are_rejected(clock):
+    stories = {**library(clock, 1), "not-a-story": None}
+    with pytest.raises(InvalidInput) as info:
+        Highlight.create(uuid4(), OWNER, {"title": "t", "story_ids": [*stories, "missing-from-map"]}, stories, clock())
+    assert len(info.value.details) == 2
+
+
+def test_deleted_stories_are_rejected(clock):
+    stories = library(clock, 2)
+    next(iter(stories.values())).delete(OWNER, clock())
+    with pytest.raises(InvalidInput):
+        Highlight.create(uuid4(), OWNER, {"title": "t", "story_ids": list(stories)}, stories, clock())
+
+
+def test_expired_stories_are_fine(clock):
+    stories = library(clock, 1)
+    story = next(iter(stories.values()))
+    story.expire(clock.advance(hours=25))
+    assert make_highlight(clock, stories).story_ids == [str(story.id)]
+
+
+# -- update ---------------------------------------------------------------------------------
+
+
+def test_update_records_only_the_given_editable_fields(clock):
+    highlight = make_highlight(clock, library(clock, 1))
+    highlight.update(OWNER, {"title": " New ", "is_pinned": True, "story_ids": [], "user_id": "x"}, clock())
+    [event] = highlight.collect_events()
+    assert isinstance(event, HighlightUpdated)
+    assert event.changes == {"title": "New", "is_pinned": True}
+    assert highlight.title == "New" and highlight.is_pinned
+    assert highlight.description == "" and highlight.owner_id == OWNER
+
+
+def test_update_every_editable_field(clock):
+    highlight = make_highlight(clock, library(clock, 1), cover="https://cdn.example/c.jpg")
+    highlight.update(OWNER, {"title": "T2", "description": "about", "cover": None, "is_pinned": True,
+                             "is_archived": True}, clock())
+    assert (highlight.title, highlight.description, highlight.cover) == ("T2", "about", None)
+    assert highlight.is_pinned and highlight.is_archived
+
+
+def test_description_null_clears_it(clock):
+    highlight = make_highlight(clock, library(clock, 1), description="old")
+    highlight.update(OWNER, {"description": None}, clock())
+    assert highlight.collect_events()[0].changes == {"description": ""}
+    assert highlight.description == ""
+
+
+def test_update_does_not_touch_the_callers_dict(clock):
+    highlight = make_highlight(clock, library(clock, 1))
+    changes = {"title": " x ", "description": None}
+    highlight.update(OWNER, changes, clock())
+    assert changes == {"title": " x ", "description": None}
+
+
+@pytest.mark.parametrize("changes", [{}, {"story_ids": ["x"]}, {"owner_id": OTHER}])
+def test_empty_update_is_rejected(clock, changes):
+    highlight = make_highlight(clock, library(clock, 1))
+    with pytest.raises(InvalidInput) as info:
+        highlight.update(OWNER, changes, clock())
+    assert info.value.code == "empty_update"
+    assert highlight.collect_events() == []
+
+
+@pytest.mark.parametrize("changes", [{"title": ""}, {"title": None}, {"title": "x" * 51}, {"description": "d" * 201}])
+def test_update_checks_the_limits(clock, changes):
+    highlight = make_highlight(clock, library(clock, 1))
+    with pytest.raises(InvalidInput):
+        highlight.update(OWNER, changes, clock())
+    assert highlight.title == "Trips" and highlight.collect_events() == []
+
+
+# -- add / remove stories ------------------------------------------------------------------------
+
+
+def test_add_stories_deduplicates_against_the_highlight_and_itself(clock):
+    stories = library(clock, 3)
+    first, second, third = stories
+    highlight = make_highlight(clock, {first: stories[first]})
+    assert highlight.add_stories(OWNER, [first, second, third, second], stories, clock()) is True
+    [event] = highlight.collect_events()
+    assert isinstance(event, HighlightStoriesAdded) and event.story_ids == [second, third]
+    assert highlight.story_ids == [first, second, third]
+
+
+def test_adding_nothing_new_returns_false(clock):
+    stories = library(clock, 2)
+    highlight = make_highlight(clock, stories)
+    assert highlight.add_stories(OWNER, list(stories), stories, clock()) is False
+    assert highlight.add_stories(OWNER, [], stories, clock()) is False
+    assert highlight.collect_events() == []
+
+
+def test_at_most_100_stories(clock):
+    stories = library(clock, 101)
+    ids = list(stories)
+    highlight = make_highlight(clock, {s: stories[s] for s in ids[:99]})
+    assert highlight.add_stories(OWNER, ids[99:100], stories, clock())
+    with pytest.raises(InvalidInput):
+        highlight.add_stories(OWNER, ids[100:], stories, clock())
+    assert len(highlight.story_ids) == 100
+    assert highlight.add_stories(OWNER, ids[:100], stories, clock()) is False  # all present: no growth
+
+
+def test_add_only_own_live_or_expired_stories(clock):
+    mine = library(clock, 2)
+    keep, gone = mine
+    highlight = make_highlight(clock, {keep: mine[keep]})
+    theirs = library(clock, 1, owner=OTHER)
+    with pytest.raises(InvalidInput):
+        highlight.add_stories(OWNER, list(theirs), theirs, clock())
+    mine[gone].delete(OWNER, clock())
+    with pytest.raises(InvalidInput):
+        highlight.add_stories(OWNER, [gone], mine, clock())
+    assert highlight.collect_events() == [] and highlight.story_ids == [keep]
+
+
+def test_remove_stories(clock):
+    stories = library(clock, 3)
+    a, b, c = stories
+    highlight = make_highlight(clock, stories)
+    assert highlight.remove_stories(OWNER, [c, a, c, "unknown"], clock()) is True
+    [event] = highlight.collect_events()
+    assert isinstance(event, HighlightStoriesRemoved) and event.story_ids == [c, a]
+    assert highlight.story_ids == [b]
+
+
+def test_removing_nothing_present_returns_false(clock):
+    highlight = make_highlight(clock, library(clock, 1))
+    assert highlight.remove_stories(OWNER, ["unknown"], clock()) is False
+    assert highlight.remove_stories(OWNER, [], clock()) is False
+    assert highlight.collect_events() == []
+
+
+# -- delete, ownership ----------------------------------------------------------------------------
+
+
+def test_delete(clock):
+    highlight = make_highlight(clock, library(clock, 1))
+    highlight.delete(OWNER, clock())
+    [event] = highlight.collect_events()
+    assert isinstance(event, HighlightDeleted) and event.highlight_id == str(highlight.id)
+    assert highlight.deleted
+
+
+def commands(stories):
+    ids = list(stories)
+    return {
+        "update": lambda h, actor, now: h.update(actor, {"title": "x"}, now),
+        "add": lambda h, actor, now: h.add_stories(actor, ids, stories, now),
+        "remove": lambda h, actor, now: h.remove_stories(actor, ids, now),
+        "delete": lambda h, actor, now: h.delete(actor, now),
+    }
+
+
+@pytest.mark.parametrize("command", ["update", "add", "remove", "delete"])
+def test_others_are_forbidden(clock, command):
+    stories = library(clock, 2)
+    highlight = make_highlight(clock, dict([next(iter(stories.items()))]))
+    before = state(highlight)
+    with pytest.raises(Forbidden) as info:
+        commands(stories)[command](highlight, OTHER, clock())
+    assert info.value.code == "not_owner"
+    assert state(highlight) == before and highlight.collect_events() == []
+
+
+@pytest.mark.parametrize("command", ["update", "add", "remove", "delete"])
+@pytest.mark.parametrize("actor", [OWNER, OTHER])
+def test_deleted_highlight_is_not_found(clock, command, actor):
+    stories = library(clock, 2)
+    highlight = make_highlight(clock, dict([next(iter(stories.items()))]))
+    highlight.delete(OWNER, clock())
+    highlight.collect_events()
+    with pytest.raises(NotFound):
+        commands(stories)[command](highlight, actor, clock())
+    assert highlight.collect_events() == []
+
+
+def test_replayed_highlight_has_the_same_state(clock):
+    stories = library(clock, 3)
+    ids = list(stories)
+    highlight = Highlight.create(uuid4(), OWNER, {"title": "t", "story_ids": ids[:1]}, stories, clock())
+    highlight.add_stories(OWNER, ids, stories, clock())
+    highlight.remove_stories(OWNER, ids[1:2], clock())
+    highlight.update(OWNER, {"description": "d", "is_archived": True}, clock())
+    events = highlight.collect_events()
+    assert state(Highlight.replay(highlight.id, events)) == state(highlight)
+
+
+# -- HighlightReel ----------------------------------------------------------------------------------
+
+
+def make_reel(clock, count: int = 0) -> tuple[HighlightReel, list[str]]:
+    reel = HighlightReel.open(None, OWNER)
+    ids = [uuid4() for _ in range(count)]
+    for hid in ids:
+        reel.file(hid, clock())
+    reel.collect_events()
+    return reel, [str(h) for h in ids]
+
+
+def test_reel_stream_is_per_owner(clock):
+    reel = HighlightReel.open(None, OWNER)
+    assert reel.id == HighlightReel.stream_for(OWNER) != HighlightReel.stream_for(OTHER)
+    assert reel.owner_id == OWNER and reel.highlight_ids == []
+    assert HighlightReel.open(reel, OWNER) is reel
+
+
+def test_file_appends_at_the_end(clock):
+    reel, ids = make_reel(clock, 2)
+    new = uuid4()
+    reel.file(new, clock())
+    [event] = reel.collect_events()
+    assert isinstance(event, HighlightFiled) and event.highlight_id == str(new) and event.user_id == OWNER
+    assert reel.highlight_ids == ids + [str(new)]
+
+
+def test_at_most_200_highlights(clock):
+    reel, _ = make_reel(clock, MAX_HIGHLIGHTS)
+    with pytest.raises(InvalidInput) as info:
+        reel.file(uuid4(), clock())
+    assert info.value.code == "too_many_highlights"
+    assert len(reel.highlight_ids) == MAX_HIGHLIGHTS
+
+
+def test_unfile(clock):
+    reel, ids = make_reel(clock, 3)
+    reel.unfile(UUID(ids[1]), clock())
+    [event] = reel.collect_events()
+    assert isinstance(event, HighlightUnfiled) and event.highlight_id == ids[1]
+    assert reel.highlight_ids == [ids[0], ids[2]]
+
+
+def test_unfile_of_an_absent_highlight_changes_nothing(clock):
+    reel, ids = make_reel(clock, 1)
+    reel.unfile(uuid4(), clock())
+    assert reel.collect_events() == [] and reel.highlight_ids == ids
+
+
+def test_reorder_to_a_permutation(clock):
+    reel, ids = make_reel(clock, 3)
+    new_order = [ids[2], ids[0], ids[1]]
+    reel.reorder(new_order, clock())
+    [event] = reel.collect_events()
+    assert isinstance(event, HighlightsReordered) and event.highlight_ids == new_order
+    assert reel.highlight_ids == new_order
+
+
+@pytest.mark.parametrize(
+    "make_order",
+    [
+        lambda ids: ids[:2],  # one left out
+        lambda ids: ids + [str(uuid4())],  # a stranger added
+        lambda ids: [ids[0], ids[0], ids[1]],  # a duplicate instead of one
+        lambda ids: ids + [ids[0]],  # a duplicate on top
+        lambda ids: [],
+        lambda ids: [ids[0], ids[1], str(uuid4())],  # one swapped for another
+    ],
+)
+def test_reorder_must_be_the_whole_list_exactly_once(clock, make_order):
+    reel, ids = make_reel(clock, 3)
+    with pytest.raises(InvalidInput) as info:
+        reel.reorder(make_order(ids), clock())
+    assert info.value.code == "not_your_whole_list"
+    assert reel.highlight_ids == ids and reel.collect_events() == []
+
+
+def test_reel_replays_to_the_same_order(clock):
+    reel = HighlightReel.open(None, OWNER)
+    ids = [uuid4() for _ in range(4)]
+    for hid in ids:
+        reel.file(hid, clock())
+    reel.unfile(ids[1], clock())
+    reel.reorder([str(ids[3]), str(ids[0]), str(ids[2])], clock())
+    events = reel.collect_events()
+    assert state(HighlightReel.replay(reel.id, events)) == state(reel)
