@@ -28,7 +28,12 @@ def machine() -> dict[str, str]:
                 break
     except OSError:
         pass
+    try:
+        load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        load = "unknown"
     return {
+        "loadavg": load,
         "nproc": str(os.cpu_count()),
         "cpu": cpu,
         "python": platform.python_version(),
@@ -63,6 +68,8 @@ def markdown(rows: list[Row], info: dict[str, str], started: str, elapsed_s: flo
         "",
         f"- machine: {info['nproc']} cores (nproc), {info['cpu']}, {info['os']}",
         f"- python: {info['python']}",
+        f"- load average (1/5/15 min) before / after: {info['loadavg_start']} / {info['loadavg']} "
+        "(other work on the machine skews the figures; compare ratios, rerun when in doubt)",
         f"- load generator: {generator_name()}",
         "",
         "| " + " | ".join(COLUMNS) + " |",
@@ -81,6 +88,7 @@ def markdown(rows: list[Row], info: dict[str, str], started: str, elapsed_s: flo
 def main(argv: list[str]) -> int:
     wanted = [m if m.startswith("bench.") else f"bench.{m}" for m in argv] or MODULES
     started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+    start_load = machine()["loadavg"]
     t0 = time.perf_counter()
     rows: list[Row] = []
     failed: list[str] = []
@@ -92,6 +100,7 @@ def main(argv: list[str]) -> int:
             traceback.print_exc()
             failed.append(name)
     info = machine()
+    info["loadavg_start"] = start_load
     print_rows(rows, f"Stories benchmarks — {info['nproc']} cores, {info['cpu']}, Python {info['python']}")
     if rows:
         (BENCH_DIR / "RESULTS.md").write_text(markdown(rows, info, started, time.perf_counter() - t0, failed))

@@ -209,6 +209,44 @@ def scrape_metrics(port: int) -> dict[str, float]:
     return out
 
 
+class CpuMeter:
+    """CPU used by one process (all threads) and by the whole machine between start() and stop()."""
+
+    def __init__(self, pid: int | None = None) -> None:
+        self.pid = pid
+
+    @staticmethod
+    def _proc(pid: int | None) -> float:
+        if pid is None:
+            return 0.0
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, IndexError, ValueError):
+            return float("nan")
+
+    @staticmethod
+    def _system() -> list[int]:
+        try:
+            return [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+        except OSError:
+            return []
+
+    def start(self) -> "CpuMeter":
+        self._t0, self._p0, self._s0 = time.perf_counter(), self._proc(self.pid), self._system()
+        return self
+
+    def stop(self) -> "CpuMeter":
+        elapsed = time.perf_counter() - self._t0
+        self.process_cores = (self._proc(self.pid) - self._p0) / elapsed if elapsed else float("nan")
+        s1 = self._system()
+        deltas = [b - a for a, b in zip(self._s0, s1)]
+        total = sum(deltas)
+        idle = deltas[3] + deltas[4] if len(deltas) > 4 else 0  # idle + iowait
+        self.machine_busy = (total - idle) / total if total else float("nan")
+        return self
+
+
 # -- tokens -------------------------------------------------------------------------------
 
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.common import (
-    PYTHON, ROOT, LoadResult, LoadSpec, Process, Row, free_port, generator_name, http_request, log, median,
+    PYTHON, ROOT, CpuMeter, LoadResult, LoadSpec, Process, Row, free_port, generator_name, http_request, log, median,
     mint_tokens, percentile, run_load, scrape_metrics,
 )
 
@@ -130,13 +130,15 @@ def start_command_api(data_dir: Path) -> tuple[Process, int]:
     return proc, port
 
 
-def measure_ceiling() -> LoadResult:
+def measure_ceiling() -> tuple[LoadResult, CpuMeter]:
     port = free_port()
     with Process("ceiling-server", [PYTHON, "-m", "bench.common", "ceiling-server", "--port", str(port)]) as proc:
         proc.wait_http(port)
         requests = [(f"/api/v1/stories/{i}/view", None) for i in range(LOAD_STORIES)]
         run_load(LoadSpec(port, requests, duration_s=2, connections=CONNECTIONS), "ceiling-warmup")
-        return run_load(LoadSpec(port, requests, duration_s=DURATION_S, connections=CONNECTIONS), "ceiling")
+        cpu = CpuMeter(proc.pid).start()
+        result = run_load(LoadSpec(port, requests, duration_s=DURATION_S, connections=CONNECTIONS), "ceiling")
+        return result, cpu.stop()
 
 
 def view_requests(stories: list[str], tokens: list[str]) -> list[tuple[str, str | None]]:
@@ -228,7 +230,7 @@ def run() -> list[Row]:
         log(f"seeded in {seeded.seed_s:.1f} s")
 
         log(f"ceiling: bare aiohttp JSON endpoint, {gen}, {CONNECTIONS} connections, {DURATION_S:g} s")
-        ceiling = measure_ceiling()
+        ceiling, ceiling_cpu = measure_ceiling()
         log(f"  {ceiling.rps:,.0f} req/s")
 
         log(f"minting {USERS:,} HS256 tokens")
@@ -248,7 +250,9 @@ def run() -> list[Row]:
             log(f"views: {len(requests):,} (user, story) requests rotating, {gen}, {CONNECTIONS} connections, {DURATION_S:g} s")
             run_load(LoadSpec(port, requests[-5000:], duration_s=2, connections=CONNECTIONS), "views-warmup")
             before = scrape_metrics(port)
+            views_cpu = CpuMeter(server.pid).start()
             views = run_load(LoadSpec(port, requests, duration_s=DURATION_S, connections=CONNECTIONS), "views")
+            views_cpu.stop()
             after = scrape_metrics(port)
             log(f"  {views.ok_rps:,.0f} 2xx req/s ({views.non_2xx} non-2xx, {views.socket_errors} socket errors)")
         finally:
@@ -258,9 +262,16 @@ def run() -> list[Row]:
     commands = after.get("stories_group_commit_commands", 0) - before.get("stories_group_commit_commands", 0)
     avg_batch = commands / batches if batches else float("nan")
 
-    rows.append(Row(f"ceiling: bare aiohttp POST JSON ({ceiling.generator}, c={CONNECTIONS})", ceiling.rps, "req/s"))
-    rows.append(Row("views: POST /stories/{id}/view, 10k users", views.ok_rps, "req/s",
+    rows.append(Row(f"ceiling: bare aiohttp POST JSON ({ceiling.generator}, c={CONNECTIONS})", ceiling.rps, "req/s",
+                    note=f"server used {ceiling_cpu.process_cores:.2f} cores; machine {ceiling_cpu.machine_busy:.0%} busy"))
+    rows.append(Row(f"views: POST /stories/{{id}}/view, {USERS:,} users", views.ok_rps, "req/s",
                     baseline=ceiling.rps, baseline_name="ceiling", goal=(">=", 0.5)))
+    rows.append(Row("views: command API CPU during load", views_cpu.process_cores, "cores",
+                    baseline=ceiling_cpu.process_cores, baseline_name="ceiling server",
+                    note=f"machine {views_cpu.machine_busy:.0%} busy (all processes, incl. the load generator)"))
+    rows.append(Row("views: CPU per view", views_cpu.process_cores / views.ok_rps * 1e6 if views.ok_rps else float("nan"),
+                    "µs", baseline=ceiling_cpu.process_cores / ceiling.rps * 1e6 if ceiling.rps else None,
+                    baseline_name="ceiling per request"))
     rows.append(Row("views: non-2xx + socket errors", views.non_2xx + views.socket_errors, "requests"))
     rows.append(Row("views under load: latency p50", views.latency_p50_ms, "ms",
                     baseline=ceiling.latency_p50_ms, baseline_name="ceiling p50"))

@@ -13,7 +13,7 @@ from uuid import UUID, uuid4
 
 from commands import models
 from commands.event_store import EventStore
-from commands.group_commit import Batch, GroupCommitter, Outcome
+from commands.group_commit import AfterCommit, Batch, GroupCommitter
 from commands.idempotency import IdempotencyRecord
 from domain.engagement import StoryReplies, StoryView, response_type_for
 from domain.errors import NotFound
@@ -89,8 +89,9 @@ class StoriesApplication:
         record = batch.load(IdempotencyRecord, record_id)
         if record is not None:
             record.check_same_request(idem.fingerprint)
-            position = self.store.position_of(record_id, 1)
-            return Answer(record.answer.status, record.answer.body), (position or 1) - 1
+            answer = Answer(record.answer.status, record.answer.body)
+            # The record may belong to this very batch: read its position once it is stored.
+            return AfterCommit(lambda: (answer, self.store.position_of(record_id, 1) - 1))
         now = self.clock()
         answer = command(batch, now)
         batch.add(IdempotencyRecord.record(actor, idem.key, idem.fingerprint, answer.status, answer.body, now))

@@ -8,6 +8,8 @@ place for every reader: command handlers, projectors, the relay and replay.
 from __future__ import annotations
 
 import os
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence, TypeVar
@@ -32,6 +34,7 @@ from domain.ids import NAMESPACE
 
 A = TypeVar("A", bound=Aggregate)
 _DOMAIN_EVENTS = frozenset(EVENT_TYPES.values())
+PROBE_INTERVAL_S = 1.0
 
 
 class StreamConflict(Exception):
@@ -91,7 +94,8 @@ def persistence_env(url: str) -> dict[str, str]:
             "POSTGRES_USER": unquote(parsed.username or os.environ.get("USER", "postgres")),
             "POSTGRES_PASSWORD": unquote(parsed.password or ""),
             "POSTGRES_POOL_SIZE": "10",
-            "POSTGRES_CONNECT_TIMEOUT": "5",
+            # eventsourcing retries a failed call 10 times; a short connect timeout bounds that.
+            "POSTGRES_CONNECT_TIMEOUT": "1",
         }
         if "schema" in query:
             env["POSTGRES_SCHEMA"] = query["schema"][0]
@@ -110,34 +114,74 @@ class EventStore:
         transcoder.register(UUIDAsHex())
         transcoder.register(DatetimeAsISO())
         self._mapper = self._factory.mapper(transcoder=transcoder)
+        self._recorder = None
+        self._events: LibraryEventStore | None = None
+        # Circuit breaker: while the database is down, calls fail at once (503) and one
+        # background probe waits for it, instead of every caller sitting out the driver's retries.
+        self._down = threading.Event()
+        self._probe_lock = threading.Lock()
         try:
-            self.recorder = self._factory.application_recorder()
+            self._connect()
         except (OperationalError, InterfaceError) as error:
-            raise StoreUnavailable(str(error)) from error
-        self._events = LibraryEventStore(mapper=self._mapper, recorder=self.recorder)
+            self._trip(error)
+
+    def _connect(self) -> None:
+        if self._recorder is None:
+            recorder = self._factory.application_recorder()
+            self._events = LibraryEventStore(mapper=self._mapper, recorder=recorder)
+            self._recorder = recorder
+
+    @property
+    def recorder(self):
+        self._guard()
+        return self._recorder
+
+    def _guard(self) -> None:
+        if self._down.is_set() or self._recorder is None:
+            raise StoreUnavailable("the event store is unreachable; retrying in the background")
+
+    def _trip(self, error: Exception) -> StoreUnavailable:
+        with self._probe_lock:
+            if not self._down.is_set():
+                self._down.set()
+                threading.Thread(target=self._probe, name="event-store-probe", daemon=True).start()
+        return StoreUnavailable(str(error))
+
+    def _probe(self) -> None:
+        while True:
+            time.sleep(PROBE_INTERVAL_S)
+            try:
+                self._connect()
+                self._recorder.max_notification_id()
+            except Exception:
+                continue
+            self._down.clear()
+            return
 
     def load(self, cls: type[A], aggregate_id: UUID) -> A | None:
+        self._guard()
         try:
             return cls.replay(aggregate_id, self._events.get(aggregate_id))
         except (OperationalError, InterfaceError) as error:
-            raise StoreUnavailable(str(error)) from error
+            raise self._trip(error) from error
 
     def append(self, events: Sequence[DomainEvent]) -> list[int]:
         """Store ``events`` in one transaction, in this order; their positions in the log."""
         if not events:
             return []
+        self._guard()
         try:
             recordings = self._events.put(events)
         except IntegrityError as error:
             raise StreamConflict(str(error)) from error
         except (OperationalError, InterfaceError) as error:
-            raise StoreUnavailable(str(error)) from error
+            raise self._trip(error) from error
         return [r.notification.id for r in recordings]
 
     def position_of(self, aggregate_id: UUID, version: int) -> int | None:
         """Where one stored event sits in the log (eventsourcing has no public call for this)."""
-        datastore = self.recorder.datastore
-        table = self.recorder.events_table_name
+        recorder = self.recorder
+        datastore, table = recorder.datastore, recorder.events_table_name
         try:
             with datastore.transaction(commit=False) as cursor:
                 if hasattr(datastore, "schema"):  # PostgreSQL
@@ -155,22 +199,24 @@ class EventStore:
                 row = cursor.fetchone()
                 return row[0] if row else None
         except (OperationalError, InterfaceError) as error:
-            raise StoreUnavailable(str(error)) from error
+            raise self._trip(error) from error
 
     def head(self) -> int:
         """The position of the newest event (0 for an empty log)."""
+        recorder = self.recorder
         try:
-            return self.recorder.max_notification_id() or 0
+            return recorder.max_notification_id() or 0
         except (OperationalError, InterfaceError) as error:
-            raise StoreUnavailable(str(error)) from error
+            raise self._trip(error) from error
 
     def read_batch(self, after: int, limit: int, until: int | None = None) -> tuple[list[LoggedEvent], int]:
         """Up to ``limit`` log rows after ``after``: their domain events, and the position
         reached (past internal records too, so a reader never stalls on them)."""
+        recorder = self.recorder
         try:
-            rows = self.recorder.select_notifications(after + 1, limit, stop=until)
+            rows = recorder.select_notifications(after + 1, limit, stop=until)
         except (OperationalError, InterfaceError) as error:
-            raise StoreUnavailable(str(error)) from error
+            raise self._trip(error) from error
         events = []
         for row in rows:
             event = self._mapper.to_domain_event(row)

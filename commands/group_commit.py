@@ -80,6 +80,13 @@ class _Item:
     events: list[DomainEvent] = field(default_factory=list)
 
 
+class AfterCommit:
+    """A result to finish in the writer thread once the batch is stored (it may read the log)."""
+
+    def __init__(self, finish: Callable[[], Any]) -> None:
+        self.finish = finish
+
+
 @dataclass(frozen=True)
 class Outcome:
     result: Any
@@ -177,7 +184,8 @@ class GroupCommitter:
                 if head is None:
                     head = self.store.head()
                 position = head
-            it.future.set_result(Outcome(it.result, position))
+            result = it.result.finish() if isinstance(it.result, AfterCommit) else it.result
+            it.future.set_result(Outcome(result, position))
 
     def _run_each_alone(self, items: list[_Item]) -> None:
         for item in items:

@@ -22,7 +22,8 @@ IdList = Annotated[list[Annotated[str, StringConstraints(min_length=1, max_lengt
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
+    # strict: JSON true is not the number 1, "5" is not 5.
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class Option(Strict):

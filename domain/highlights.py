@@ -130,7 +130,8 @@ class Highlight(Aggregate):
         if actor_id != self.owner_id:
             raise Forbidden("only the owner can change a highlight", code="not_owner")
 
-    def update(self, actor_id: str, changes: dict[str, Any], now: datetime) -> None:
+    def update(self, actor_id: str, changes: dict[str, Any], now: datetime) -> bool:
+        """Record the fields that really change; False when none does."""
         self.check_owner(actor_id)
         changes = {k: v for k, v in changes.items() if k in EDITABLE_FIELDS}
         if not changes:
@@ -141,7 +142,11 @@ class Highlight(Aggregate):
             changes["title"] = changes["title"].strip()
         if changes.get("description") is None and "description" in changes:
             changes["description"] = ""
+        changes = {k: v for k, v in changes.items() if getattr(self, k) != v}
+        if not changes:
+            return False
         self._record(HighlightUpdated, now, highlight_id=str(self.id), user_id=self.owner_id, changes=changes)
+        return True
 
     def add_stories(self, actor_id: str, story_ids: list[str], stories: dict[str, Story | None], now: datetime) -> bool:
         self.check_owner(actor_id)
@@ -159,6 +164,9 @@ class Highlight(Aggregate):
         present = [s for s in dict.fromkeys(story_ids) if s in self.story_ids]
         if not present:
             return False
+        if len(present) == len(self.story_ids):
+            raise field_error("story_ids", "a highlight keeps at least one story; delete the highlight instead",
+                              code="highlight_would_be_empty")
         self._record(HighlightStoriesRemoved, now, highlight_id=str(self.id), user_id=self.owner_id, story_ids=present)
         return True
 
@@ -213,14 +221,18 @@ class HighlightReel(Aggregate):
         if str(highlight_id) in self.highlight_ids:
             self._record(HighlightUnfiled, now, user_id=self.owner_id, highlight_id=str(highlight_id))
 
-    def reorder(self, highlight_ids: list[str], now: datetime) -> None:
+    def reorder(self, highlight_ids: list[str], now: datetime) -> bool:
+        """False when the order is already this one (nothing recorded)."""
         if sorted(highlight_ids) != sorted(self.highlight_ids) or len(set(highlight_ids)) != len(highlight_ids):
             raise InvalidInput(
                 "give every one of your highlights exactly once",
                 code="not_your_whole_list",
                 details=[{"field": "highlight_ids", "message": "must be a permutation of your highlights"}],
             )
+        if highlight_ids == self.highlight_ids:
+            return False
         self._record(HighlightsReordered, now, user_id=self.owner_id, highlight_ids=list(highlight_ids))
+        return True
 
     def _apply_HighlightFiled(self, event: HighlightFiled) -> None:
         self.owner_id = event.user_id
@@ -230,4 +242,5 @@ class HighlightReel(Aggregate):
         self.highlight_ids.remove(event.highlight_id)
 
     def _apply_HighlightsReordered(self, event: HighlightsReordered) -> None:
+        self.owner_id = event.user_id
         self.highlight_ids = list(event.highlight_ids)

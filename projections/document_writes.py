@@ -12,6 +12,8 @@ from typing import Any
 
 from pymongo import DeleteOne, UpdateOne
 
+STAMP_SPAN = 1_000_000  # writes per batch, at most; positions up to 9e12 fit in an int64 stamp
+
 _MERGEABLE = {
     "$inc": lambda old, new: old + new,
     "$set": lambda old, new: new,
@@ -71,14 +73,30 @@ class DocumentWrites:
                 entry.fields[path] = op
         return True
 
-    def operations(self) -> dict[str, list[UpdateOne | DeleteOne]]:
-        return {
-            collection: [
-                DeleteOne({"_id": e.key}) if e.update is None else UpdateOne({"_id": e.key}, e.update, upsert=e.upsert)
-                for e in entries
-            ]
-            for collection, entries in self._entries.items()
-        }
+    def operations(self, batch_end: int) -> dict[str, list[UpdateOne | DeleteOne]]:
+        """The writes, each stamped so that running them twice changes nothing.
+
+        Every write sets ``_v`` = batch_end * STAMP_SPAN + its place in the batch, and only
+        applies where ``_v`` is lower: a batch re-run after a crash skips what already landed,
+        and two writes to one document within a batch still both apply, in order.
+        """
+        out: dict[str, list[UpdateOne | DeleteOne]] = {}
+        seq = 0
+        for collection, entries in self._entries.items():
+            ops = out.setdefault(collection, [])
+            for e in entries:
+                seq += 1
+                stamp = batch_end * STAMP_SPAN + seq
+                guard = {"_id": e.key, "_v": {"$lt": stamp}}
+                if e.update is None:
+                    ops.append(DeleteOne(guard))
+                else:
+                    update = {op: dict(values) for op, values in e.update.items()}
+                    update.setdefault("$set", {})["_v"] = stamp
+                    ops.append(UpdateOne(guard, update, upsert=e.upsert))
+        if seq >= STAMP_SPAN:
+            raise ValueError("batch too large to stamp; lower the projector batch size")
+        return out
 
     def __len__(self) -> int:
         return sum(len(entries) for entries in self._entries.values())

@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Callable
 
 from pymongo import ASCENDING, DESCENDING, MongoClient
+from pymongo.errors import BulkWriteError
 from pymongo.database import Database
 
 from commands.event_store import LoggedEvent
@@ -173,7 +174,14 @@ def ensure_indexes(db: Database) -> None:
 
 
 class MongoViewStore:
-    """Writes a batch's merged updates and the new position in one transaction."""
+    """Writes a batch idempotently, without multi-document transactions.
+
+    Before a batch it records its intent (``pending_until``) on the position document; every
+    write is stamped and guarded (``DocumentWrites.operations``); afterwards the position moves.
+    A runner killed mid-batch is followed by one that re-runs exactly that batch, and the
+    guards skip what already landed. Works on a standalone MongoDB, a replica set, or SecantusDB,
+    and an abandoned writer holds no locks.
+    """
 
     name = "mongo_views"
 
@@ -181,26 +189,47 @@ class MongoViewStore:
         self.client = client
         self.db = client[database]
         ensure_indexes(self.db)
+        self.db[POSITIONS].update_one(
+            {"_id": self.name}, {"$setOnInsert": {"position": 0, "pending_until": None}}, upsert=True
+        )
+
+    def _checkpoint(self) -> dict:
+        return self.db[POSITIONS].find_one({"_id": self.name}) or {"position": 0, "pending_until": None}
 
     def position(self) -> int:
-        doc = self.db[POSITIONS].find_one({"_id": self.name})
-        return doc["position"] if doc else 0
+        return self._checkpoint()["position"]
+
+    def pending_until(self) -> int | None:
+        return self._checkpoint().get("pending_until")
 
     def apply(self, events: list[LoggedEvent], start: int, position: int) -> None:
         writes = DocumentWrites()
         for logged in events:
             HANDLERS[type(logged.event)](writes, logged.event, logged)
-        operations = writes.operations()
+        positions = self.db[POSITIONS]
+        intent = positions.update_one(
+            {"_id": self.name, "position": start, "pending_until": {"$in": [None, position]}},
+            {"$set": {"pending_until": position}},
+        )
+        if intent.matched_count == 0:
+            raise StalePosition(self.name)
+        for collection, ops in writes.operations(position).items():
+            _write_skipping_landed(self.db[collection], ops)
+        positions.update_one(
+            {"_id": self.name, "position": start, "pending_until": position},
+            {"$set": {"position": position, "pending_until": None}},
+        )
 
-        def transaction(session) -> None:
-            current = self.db[POSITIONS].find_one({"_id": self.name}, session=session)
-            if (current["position"] if current else 0) != start:
-                raise StalePosition(self.name)  # another writer moved it: never apply twice
-            for collection, ops in operations.items():
-                self.db[collection].bulk_write(ops, ordered=True, session=session)
-            self.db[POSITIONS].update_one(
-                {"_id": self.name}, {"$set": {"position": position}}, upsert=True, session=session
-            )
 
-        with self.client.start_session() as session:
-            session.with_transaction(transaction)
+def _write_skipping_landed(collection, ops: list) -> None:
+    """Ordered bulk write; an upsert whose guard fails because its write already landed raises
+    a duplicate key error (11000): skip that one and go on with the rest, in order."""
+    while ops:
+        try:
+            collection.bulk_write(ops, ordered=True)
+            return
+        except BulkWriteError as error:
+            first = error.details["writeErrors"][0]
+            if first["code"] != 11000:
+                raise
+            ops = ops[first["index"] + 1:]

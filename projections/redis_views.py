@@ -10,7 +10,8 @@ Key layout (``P`` is the configured prefix):
   P:views / P:replies                   hashes    story id -> count
   P:answer:{story}:{i}                  hash      user -> option / value (poll, quiz, slider)
   P:countdown:{story}:{i}               set       users following a countdown
-  P:position:redis_views                string    the last applied log position
+  P:expiry:due                           zset      live stories by due time (the expirer's own view)
+  P:position:<view>                     string    the last log position each view applied
 """
 
 from __future__ import annotations
@@ -45,6 +46,8 @@ class Keys:
     @property
     def replies(self) -> str: return f"{self.p}replies"
     def position(self, name: str) -> str: return f"{self.p}position:{name}"
+    @property
+    def expiry_due(self) -> str: return f"{self.p}expiry:due"
 
 
 def story_card(e: st.StoryCreated) -> dict:
@@ -142,14 +145,18 @@ HANDLERS: dict[type, Callable] = {
 class RedisViewStore:
     """Queues a batch's commands in one MULTI/EXEC with the new position (WATCHed)."""
 
-    name = "redis_views"
-
-    def __init__(self, client: redis.Redis, prefix: str) -> None:
+    def __init__(self, client: redis.Redis, prefix: str, name: str = "redis_views",
+                 handlers: dict[type, Callable] | None = None) -> None:
         self.client = client
         self.keys = Keys(prefix)
+        self.name = name
+        self.handlers = HANDLERS if handlers is None else handlers
 
     def position(self) -> int:
         return int(self.client.get(self.keys.position(self.name)) or 0)
+
+    def pending_until(self) -> None:
+        return None  # MULTI/EXEC: a batch lands whole or not at all
 
     def apply(self, events: list[LoggedEvent], start: int, position: int) -> None:
         key = self.keys.position(self.name)
@@ -159,7 +166,9 @@ class RedisViewStore:
                 raise StalePosition(self.name)
             pipe.multi()
             for logged in events:
-                HANDLERS[type(logged.event)](pipe, self.keys, logged.event)
+                handler = self.handlers.get(type(logged.event))
+                if handler is not None:
+                    handler(pipe, self.keys, logged.event)
             pipe.set(key, position)
             try:
                 pipe.execute()

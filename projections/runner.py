@@ -27,6 +27,9 @@ class ViewStore(Protocol):
     def position(self) -> int:
         """The position of the last event applied (0 when none)."""
 
+    def pending_until(self) -> int | None:
+        """Where a batch that was started but not finished ends; it must be re-run exactly."""
+
     def apply(self, events: list[LoggedEvent], start: int, position: int) -> None:
         """Apply ``events`` and move the recorded position from ``start`` to ``position``,
         atomically; StalePosition when the recorded one is not ``start``."""
@@ -45,7 +48,15 @@ class ProjectionRunner:
         """Apply one batch; the number of log rows it covered (0 when caught up)."""
         if self.position is None:
             self.position = self.view.position()
+            pending = self.view.pending_until()
+            if pending is not None and pending > self.position:
+                # A batch was cut short: re-run exactly it, so its writes' guards line up.
+                events, reached = self.store.read_batch(self.position, pending - self.position, pending)
+                return self._apply(events, reached)
         events, reached = self.store.read_batch(self.position, self.batch_size, until)
+        return self._apply(events, reached)
+
+    def _apply(self, events: list[LoggedEvent], reached: int) -> int:
         if reached == self.position:
             return 0
         try:

@@ -82,6 +82,70 @@ def projector() -> None:
     run_projector(_with_backends(Settings(), "mongodb", "redis"))
 
 
+@cli.command("expirer")
+def expirer(once: bool = typer.Option(False, "--once", help="run one sweep and exit")) -> None:
+    """The expiry projector: append StoryExpired for every story past its time, exactly once."""
+    import asyncio
+    import signal
+
+    from commands.event_store import EventStore
+    from projections.expiry import Expirer
+    from stories.backends import redis_client
+
+    _logging()
+    settings = _with_backends(Settings(), "redis")
+    store = EventStore(settings.event_store_url)
+    worker = Expirer(store, redis_client(settings), settings.redis_prefix, settings.platform)
+
+    async def main() -> None:
+        if once:
+            typer.echo(f"expired {await worker.sweep()} stories")
+            return
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await worker.run(settings.expiry_interval_s, stop)
+
+    try:
+        asyncio.run(main())
+    finally:
+        worker.close()
+        store.close()
+
+
+@cli.command("relay")
+def relay() -> None:
+    """Publish the event log to STORIES_BROKER_URL (Redis Streams or NATS JetStream), in order."""
+    from brokers.__main__ import main as brokers_main
+
+    _logging()
+    _with_backends(Settings(), "redis", "broker")  # fail early with a clear message
+    raise typer.Exit(brokers_main(["relay"]))
+
+
+@cli.command("tail")
+def tail_events(
+    from_start: bool = typer.Option(False, "--from-start", help="from the oldest kept event, not from now"),
+    limit: Optional[int] = typer.Option(None, help="stop after this many events"),
+) -> None:
+    """Print the broker's events as another service would consume them: position type stream."""
+    import asyncio
+
+    from brokers.tail import tail
+
+    settings = _with_backends(Settings(), "broker")
+    asyncio.run(tail(settings.broker_url, settings.broker_prefix, from_start, limit, sys.stdout))
+
+
+@cli.command("asyncapi")
+def asyncapi() -> None:
+    """Print the AsyncAPI 3.0 document of every published event type."""
+    from brokers.asyncapi import asyncapi_document
+
+    typer.echo(orjson.dumps(asyncapi_document(Settings().broker_prefix), option=orjson.OPT_INDENT_2).decode())
+
+
 @cli.command("run")
 def run() -> None:
     """Every process at once on the embedded defaults (what ``make run`` calls); Ctrl-C stops all."""

@@ -29,6 +29,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _die_with_parent() -> None:
+    """Run in the child before exec: on Linux, get SIGTERM when the parent dies (no orphans)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -83,7 +93,7 @@ def start_secantus(data_dir: Path) -> EmbeddedServer:
     proc = subprocess.Popen(
         [str(exe), "--config", str(config), "--host", "127.0.0.1", "--port", str(port),
          "--storage-path", str(path), "--log-level", "WARNING"],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_die_with_parent,
     )
     url = f"mongodb://127.0.0.1:{port}/?directConnection=true"
 
@@ -108,6 +118,7 @@ def start_valkey(data_dir: Path) -> EmbeddedServer:
         [str(get_binary_path()), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(path),
          "--appendonly", "yes", "--appendfsync", "everysec", "--save", "", "--daemonize", "no"],
         stdout=log, stderr=subprocess.STDOUT, cwd=path, start_new_session=True,
+        preexec_fn=_die_with_parent,
     )
     url = f"redis://127.0.0.1:{port}/0"
 

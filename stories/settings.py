@@ -28,6 +28,12 @@ class Settings(BaseSettings):
     mongodb_database: str = "stories"
     redis_prefix: str = Field(default="stories:", description="prefix of every Redis key (and stream)")
 
+    broker_prefix: str = Field(default="stories", description="stream <prefix>.events / JetStream <PREFIX>")
+    broker_max_len: int = Field(default=1_000_000, description="Redis MAXLEN ~ / JetStream max_msgs; 0 = unbounded")
+    relay_batch: int = 500
+
+    expiry_interval_s: float = Field(default=5.0, description="expirer sweep interval (it also wakes at the next due time)")
+
     projector_batch: int = 1000
     projector_metrics_port: int | None = Field(default=None, description="serve /metrics from the projector")
     min_position_wait_s: float = Field(default=2.0, description="longest wait for X-Stories-Min-Position")

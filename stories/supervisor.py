@@ -15,7 +15,7 @@ from stories import embedded
 from stories.settings import Settings
 
 log = logging.getLogger("stories.run")
-PROCESSES = ("command-api", "query-api", "projector")
+PROCESSES = ("command-api", "query-api", "projector", "expirer", "relay")
 
 
 def run_everything(settings: Settings) -> int:
@@ -43,7 +43,7 @@ def run_everything(settings: Settings) -> int:
             log.info("embedded %s at %s (data in %s)", server.name, server.url, data_dir)
         exe = Path(sys.executable).parent / "stories"
         for name in PROCESSES:
-            children[name] = subprocess.Popen([str(exe), name], env=env)
+            children[name] = subprocess.Popen([str(exe), name], env=env, preexec_fn=embedded._die_with_parent)
         log.info("command API http://%s:%s  query API http://%s:%s  (Ctrl-C stops everything)",
                  settings.host, settings.command_port, settings.host, settings.query_port)
         while not stop.wait(0.5):

@@ -109,3 +109,60 @@ class FakeClock:
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
+
+
+# -- read-side backends ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def mongodb_url(tmp_path_factory):
+    """An embedded SecantusDB server (MongoDB wire protocol) for the whole run."""
+    from stories.embedded import start_secantus
+
+    server = start_secantus(tmp_path_factory.mktemp("secantus"))
+    yield server.url
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_url():
+    """The machine's Redis service; each test gets its own key prefix (``redis_prefix``)."""
+    if not reachable("127.0.0.1", 6379):
+        skip_backend("redis", "nothing listens on 127.0.0.1:6379")
+    return REDIS_TEST_URL
+
+
+@pytest.fixture
+def redis_prefix(redis_url):
+    import redis
+
+    prefix = f"stories-test:{RUN_ID}:{uuid.uuid4().hex[:8]}:"
+    yield prefix
+    client = redis.Redis.from_url(redis_url)
+    keys = list(client.scan_iter(match=prefix + "*", count=1000))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
+@pytest.fixture
+def mongodb_database(mongodb_url):
+    from pymongo import MongoClient
+
+    import pymongo
+
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    yield name
+    with MongoClient(mongodb_url) as client, pymongo.timeout(20):
+        client.drop_database(name)
+
+
+@pytest.fixture
+def read_side_settings(tmp_path, mongodb_url, mongodb_database, redis_url, redis_prefix):
+    """Settings for a read side on this test's own database and key prefix (SQLite log)."""
+    from stories.settings import Settings
+
+    return Settings(
+        data_dir=tmp_path, mongodb_url=mongodb_url, mongodb_database=mongodb_database,
+        redis_url=redis_url, redis_prefix=redis_prefix, jwt_secret="test-secret",
+    )

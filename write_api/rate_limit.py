@@ -18,7 +18,7 @@ class RateLimiter:
         now = self.clock()
         tokens, at = self._buckets.get(user, (float(self.burst), now))
         tokens = min(self.burst, tokens + (now - at) * self.rate)
-        if tokens >= 1:
+        if tokens >= 1 - 1e-9:  # float drift must not refuse a client that waited Retry-After
             self._buckets[user] = (tokens - 1, now)
             if len(self._buckets) > 100_000:  # forget idle users so memory stays bounded
                 self._buckets = {u: b for u, b in self._buckets.items() if now - b[1] < 60}

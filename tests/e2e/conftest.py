@@ -119,12 +119,13 @@ class CommandApi:
         headers: dict[str, str] | None = None,
         token: str | None = None,
         chunked: bool = False,
+        timeout: float = REQUEST_TIMEOUT_S,
     ) -> Response:
         """One request. ``user`` mints a token; ``token`` passes one as is; ``json_body`` is sent
         as application/json; ``data`` + ``content_type`` send raw bytes."""
         self.check_nothing_stored()
         return self._send(method, path, user, json_body, data=data, content_type=content_type,
-                          headers=headers, token=token, chunked=chunked)
+                          headers=headers, token=token, chunked=chunked, timeout=timeout)
 
     def _send(
         self,
@@ -138,6 +139,7 @@ class CommandApi:
         headers: dict[str, str] | None = None,
         token: str | None = None,
         chunked: bool = False,
+        timeout: float = REQUEST_TIMEOUT_S,
     ) -> Response:
         if method != "GET":
             self._count = None  # it may have written: the next export check re-reads
@@ -155,7 +157,7 @@ class CommandApi:
             if content_type is not None:
                 hdrs["Content-Type"] = content_type
         hdrs.update(headers or {})
-        conn = http.client.HTTPConnection(self.host, self.port, timeout=REQUEST_TIMEOUT_S)
+        conn = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
         try:
             if chunked and body is not None:
                 pieces = [body[i:i + 8192] for i in range(0, len(body), 8192)]
@@ -203,8 +205,10 @@ class CommandApi:
         if not self._pending:
             self._pending_base = self.export_count()
         resp = self._send(method, path, *args, **kw)
+        if resp.status != expected_status:
+            self._pending = []  # the test fails here; no follow-up error about what it stored
+            raise AssertionError(f"{method} {path}: expected {expected_status}, got {resp!r}")
         self._pending.append(f"{method} {path} -> {resp.status}")
-        assert resp.status == expected_status, resp
         assert (resp.header("content-type") or "").startswith("application/json"), resp.headers
         error = resp.body["error"]
         assert isinstance(error["code"], str) and error["code"] and isinstance(error["message"], str), resp

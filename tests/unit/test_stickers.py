@@ -235,7 +235,7 @@ def test_each_broken_rule_is_reported_with_its_field(case):
     assert field in found, (field, found)
 
 
-@HYPOTHESIS
+@settings(max_examples=100, deadline=None)
 @given(valid_sticker_lists(), st.data())
 def test_interactive_sticker_finds_the_right_sticker(stickers, data):
     if stickers:

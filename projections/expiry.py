@@ -1,0 +1,98 @@
+"""The expiry projector: keeps the due time of every live story and expires each when due.
+
+It follows the log into its own Redis view (``P:expiry:due``, a sorted set by due time, with its
+own position) and, every ``STORIES_EXPIRY_INTERVAL_S`` or at the next due time if sooner, issues
+the expire command for each due story. ``StoryExpired`` is appended at most once per story:
+the command goes through optimistic concurrency on the story's stream and the domain refuses a
+second expiry, so racing expirers, a restart mid-sweep or a sweep hours late all end with one event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import datetime, timezone
+from typing import Callable
+from uuid import UUID
+
+import redis
+
+from commands.application import StoriesApplication
+from commands.event_store import EventStore
+from commands.group_commit import GroupCommitter
+from domain import stories as st
+from domain.errors import DomainError
+from domain.platform import Platform
+from projections.redis_views import Keys, RedisViewStore
+from projections.runner import ProjectionRunner
+
+log = logging.getLogger(__name__)
+SWEEP_LIMIT = 1000
+
+
+def on_created(p, k: Keys, e: st.StoryCreated) -> None:
+    p.zadd(k.expiry_due, {e.story_id: datetime.fromisoformat(e.expires_at).timestamp()})
+
+
+def on_gone(p, k: Keys, e: st.StoryDeleted | st.StoryExpired) -> None:
+    p.zrem(k.expiry_due, e.story_id)
+
+
+SCHEDULE_HANDLERS = {st.StoryCreated: on_created, st.StoryDeleted: on_gone, st.StoryExpired: on_gone}
+
+
+class Expirer:
+    def __init__(self, store: EventStore, client: redis.Redis, prefix: str, platform: Platform,
+                 clock: Callable[[], datetime] | None = None) -> None:
+        self.client, self.keys = client, Keys(prefix)
+        self.schedule = ProjectionRunner(
+            store, RedisViewStore(client, prefix, name="expiry_schedule", handlers=SCHEDULE_HANDLERS), 5000)
+        self.clock = clock or (lambda: datetime.now(timezone.utc))
+        self.committer = GroupCommitter(store)
+        self.app = StoriesApplication(store, self.committer, platform, clock=self.clock)
+        self.expired = 0
+
+    async def sweep(self) -> int:
+        """Catch the schedule up, then expire every due story; how many this sweep expired."""
+        await asyncio.to_thread(self.schedule.catch_up)
+        now = self.clock().timestamp()
+        due = [d.decode() for d in self.client.zrangebyscore(self.keys.expiry_due, "-inf", now, 0, SWEEP_LIMIT)]
+        results = await asyncio.gather(*(self._expire(story_id) for story_id in due))
+        count = sum(results)
+        self.expired += count
+        if due:
+            await asyncio.to_thread(self.schedule.catch_up)  # drop what we just expired
+        return count
+
+    async def _expire(self, story_id: str) -> int:
+        try:
+            await self.app.execute("expirer", self.app.expire_story(UUID(story_id)))
+            return 1
+        except DomainError as e:
+            # already expired or deleted (another expirer won), or not due by our clock yet
+            log.debug("story %s not expired: %s", story_id, e.code)
+            return 0
+
+    def seconds_to_next_due(self, interval_s: float) -> float:
+        head = self.client.zrange(self.keys.expiry_due, 0, 0, withscores=True)
+        if not head:
+            return interval_s
+        return max(0.0, min(interval_s, head[0][1] - self.clock().timestamp()))
+
+    async def run(self, interval_s: float, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                count = await self.sweep()
+                if count:
+                    log.info("expired %d stories", count)
+                wait = self.seconds_to_next_due(interval_s)
+            except Exception as error:  # a dependency is down: try again next interval
+                log.warning("expiry sweep failed: %s", error)
+                wait = interval_s
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=max(wait, 0.05))
+            except asyncio.TimeoutError:
+                pass
+
+    def close(self) -> None:
+        self.committer.close()

@@ -1,0 +1,134 @@
+"""The projector against the real Mongo wire server (SecantusDB) and the machine's Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import redis
+from pymongo import MongoClient
+
+from commands.event_store import EventStore
+from commands.synthetic_load import generate
+from domain.platform import Platform
+from projections.mongo_views import MongoViewStore
+from projections.redis_views import RedisViewStore
+from projections.runner import ProjectionRunner
+from tests.read_models import dump_mongo, dump_redis, positions
+
+
+def _project(store: EventStore, mongo: MongoClient, database: str, rclient: redis.Redis, prefix: str, batch: int) -> None:
+    for view in (MongoViewStore(mongo, database), RedisViewStore(rclient, prefix)):
+        ProjectionRunner(store, view, batch).catch_up()
+
+
+def _recorded_views(store: EventStore) -> int:
+    """Accepted views less the owners' own (accepted, not recorded)."""
+    return sum(1 for logged in store.read() if logged.event.event_type == "StoryViewed")
+
+
+@pytest.fixture
+def generated_log(read_side_settings, clock):
+    store = EventStore(read_side_settings.event_store_url)
+    tally = asyncio.run(generate(store, Platform.VIGNETTE, users=40, stories=60, engagements=1500, clock=clock))
+    yield store, tally
+    store.close()
+
+
+def test_projection_in_small_batches_equals_one_rebuild(generated_log, read_side_settings, mongodb_url, redis_url):
+    store, tally = generated_log
+    s = read_side_settings
+    mongo, rclient = MongoClient(mongodb_url, tz_aware=True), redis.Redis.from_url(redis_url)
+    _project(store, mongo, s.mongodb_database, rclient, s.redis_prefix, batch=37)
+    rebuilt_db, rebuilt_prefix = s.mongodb_database + "_rebuilt", s.redis_prefix[:-1] + "-rebuilt:"
+    try:
+        _project(store, mongo, rebuilt_db, rclient, rebuilt_prefix, batch=5000)
+        assert dump_mongo(mongo, s.mongodb_database) == dump_mongo(mongo, rebuilt_db)
+        assert dump_redis(rclient, s.redis_prefix) == dump_redis(rclient, rebuilt_prefix)
+        # Every recorded view is counted once, in both stores.
+        recorded = _recorded_views(store)
+        assert sum(d.get("view_count", 0) for d in mongo[s.mongodb_database].stories.find()) == recorded
+        assert sum(int(v) for v in rclient.hvals(s.redis_prefix + "views")) == recorded
+        assert positions(mongo, s.mongodb_database, rclient, s.redis_prefix) == (store.head(), store.head())
+    finally:
+        mongo.drop_database(rebuilt_db)
+        for key in rclient.scan_iter(match=rebuilt_prefix + "*"):
+            rclient.delete(key)
+
+
+def test_a_second_runner_never_applies_a_batch_twice(generated_log, read_side_settings, mongodb_url, redis_url):
+    store, tally = generated_log
+    s = read_side_settings
+    mongo, rclient = MongoClient(mongodb_url, tz_aware=True), redis.Redis.from_url(redis_url)
+    views = [MongoViewStore(mongo, s.mongodb_database), RedisViewStore(rclient, s.redis_prefix)]
+    for view in views:
+        first, second = ProjectionRunner(store, view, 100), ProjectionRunner(store, view, 100)
+        while first.run_once() | second.run_once():  # interleaved, both from the same start
+            pass
+    recorded = _recorded_views(store)
+    assert sum(d.get("view_count", 0) for d in mongo[s.mongodb_database].stories.find()) == recorded
+    assert sum(int(v) for v in rclient.hvals(s.redis_prefix + "views")) == recorded
+
+
+def _projector_process(settings, batch: int) -> subprocess.Popen:
+    env = dict(
+        os.environ,
+        STORIES_EVENT_STORE_URL=settings.event_store_url, STORIES_MONGODB_URL=settings.mongodb_url,
+        STORIES_MONGODB_DATABASE=settings.mongodb_database, STORIES_REDIS_URL=settings.redis_url,
+        STORIES_REDIS_PREFIX=settings.redis_prefix, STORIES_PROJECTOR_BATCH=str(batch),
+        STORIES_DATA_DIR=str(settings.data_dir),
+    )
+    exe = Path(sys.executable).parent / "stories"
+    return subprocess.Popen([str(exe), "projector"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+@pytest.fixture
+def long_log(read_side_settings, clock):
+    store = EventStore(read_side_settings.event_store_url)
+    asyncio.run(generate(store, Platform.VIGNETTE, users=60, stories=120, engagements=15000, clock=clock))
+    yield store
+    store.close()
+
+
+def test_sigkill_mid_batch_loses_and_doubles_nothing(long_log, read_side_settings, mongodb_url, redis_url):
+    store = long_log
+    s = read_side_settings
+    mongo, rclient = MongoClient(mongodb_url, tz_aware=True), redis.Redis.from_url(redis_url)
+    head = store.head()
+    rng = random.Random(3)
+    kills_mid_stream = 0
+    deadline = time.monotonic() + 180
+    # Small batches keep the projector busy long enough to be killed several times mid-stream.
+    while kills_mid_stream < 4:
+        assert time.monotonic() < deadline, "could not kill the projector mid-stream"
+        proc = _projector_process(s, batch=rng.choice([3, 5, 8]))
+        time.sleep(rng.uniform(1.3, 2.0))  # start-up takes ~1.2 s
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        mongo_at, redis_at = positions(mongo, s.mongodb_database, rclient, s.redis_prefix)
+        assert min(mongo_at, redis_at) < head, "caught up before the kill: make the log longer"
+        kills_mid_stream += 1
+    proc = _projector_process(s, batch=50)
+    while positions(mongo, s.mongodb_database, rclient, s.redis_prefix) != (head, head):
+        assert proc.poll() is None, proc.stderr.read().decode()
+        assert time.monotonic() < deadline, "projector did not catch up"
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=20) == 0
+    rebuilt_db, rebuilt_prefix = s.mongodb_database + "_rebuilt", s.redis_prefix[:-1] + "-rebuilt:"
+    try:
+        _project(store, mongo, rebuilt_db, rclient, rebuilt_prefix, batch=1000)
+        assert dump_mongo(mongo, s.mongodb_database) == dump_mongo(mongo, rebuilt_db)
+        assert dump_redis(rclient, s.redis_prefix) == dump_redis(rclient, rebuilt_prefix)
+    finally:
+        mongo.drop_database(rebuilt_db)
+        for key in rclient.scan_iter(match=rebuilt_prefix + "*"):
+            rclient.delete(key)

@@ -1,0 +1,43 @@
+"""Dump read models to plain data, to compare a live projection with a rebuild."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis
+from pymongo import MongoClient
+
+from projections.mongo_views import POSITIONS
+
+COLLECTIONS = ("stories", "story_viewers", "question_answers", "highlights", "highlight_reels", "close_friends")
+
+
+def dump_mongo(client: MongoClient, database: str) -> dict[str, list[dict]]:
+    db = client[database]
+    # ``_v`` stamps where a write's batch ended: it differs between batchings, by design.
+    return {name: sorted(db[name].find({}, {"_v": 0}), key=lambda d: str(d["_id"])) for name in COLLECTIONS}
+
+
+def dump_redis(client: redis.Redis, prefix: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for raw in client.scan_iter(match=prefix + "*", count=1000):
+        key = raw.decode()[len(prefix):]
+        if key.startswith("position:"):
+            continue
+        kind = client.type(raw).decode()
+        if kind == "string":
+            out[key] = client.get(raw)
+        elif kind == "set":
+            out[key] = sorted(client.smembers(raw))
+        elif kind == "hash":
+            out[key] = dict(sorted(client.hgetall(raw).items()))
+        elif kind == "zset":
+            out[key] = client.zrange(raw, 0, -1, withscores=True)
+        else:
+            out[key] = kind
+    return dict(sorted(out.items()))
+
+
+def positions(client: MongoClient, database: str, rclient: redis.Redis, prefix: str) -> tuple[int, int]:
+    doc = client[database][POSITIONS].find_one({"_id": "mongo_views"})
+    return (doc["position"] if doc else 0), int(rclient.get(prefix + "position:redis_views") or 0)
