@@ -111,6 +111,7 @@ class CreateStory(Strict):
     hidden_from_ids: list[UserId] = Field(default_factory=list, max_length=stories.MAX_LISTED_USERS)
     allow_replies: Literal["everyone", "audience", "off"] = "everyone"
     expires_in_hours: Literal[6, 12, 24, 48] = 24
+    allow_sharing: bool = Field(default=True, description="may viewers share the story in messages")
 
     def fields(self) -> dict:
         """The values the domain's Story.create takes (URLs as strings; unset values left out)."""

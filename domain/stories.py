@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, ClassVar
 from uuid import UUID
 
 from domain.aggregate import Aggregate, DomainEvent
@@ -50,6 +50,14 @@ class StoryCreated(DomainEvent):
     hidden_from_ids: list[str]
     allow_replies: str
     expires_at: str  # ISO 8601, UTC
+    allow_sharing: bool = True  # since schema version 2: may viewers share it in messages?
+
+    class_version: ClassVar[int] = 2
+
+    @staticmethod
+    def upcast_v1_v2(state: dict[str, Any]) -> None:
+        """Version 1 had no sharing setting; every story could be shared."""
+        state.setdefault("allow_sharing", True)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -154,6 +162,7 @@ class Story(Aggregate):
             hidden_from_ids=sorted(set(fields.get("hidden_from_ids") or [])),
             allow_replies=fields.get("allow_replies", "everyone"),
             expires_at=(now + timedelta(hours=hours)).isoformat(),
+            allow_sharing=bool(fields.get("allow_sharing", True)),
         )
         return story
 

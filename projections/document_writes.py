@@ -56,6 +56,9 @@ class DocumentWrites:
 
     @staticmethod
     def _merge(entry: _Entry, update: dict[str, dict[str, Any]]) -> bool:
+        # A $setOnInsert after an earlier write to the same document never applies (the
+        # document exists by then), so it is dropped rather than merged.
+        update = {op: values for op, values in update.items() if op != "$setOnInsert"}
         # Merge only when every field either is new to the entry without overlapping another
         # path, or was set by the same mergeable operator.
         for op, values in update.items():
@@ -97,6 +100,10 @@ class DocumentWrites:
         if seq >= STAMP_SPAN:
             raise ValueError("batch too large to stamp; lower the projector batch size")
         return out
+
+    def updates(self, collection: str) -> list[tuple[Any, dict | None]]:
+        """(key, update) per write to ``collection``, in order; None for a delete."""
+        return [(e.key, e.update) for e in self._entries.get(collection, [])]
 
     def __len__(self) -> int:
         return sum(len(entries) for entries in self._entries.values())

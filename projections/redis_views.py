@@ -26,6 +26,9 @@ from commands.event_store import LoggedEvent
 from domain import engagement as en, highlights as hl, social as so, stories as st
 from projections.runner import StalePosition
 
+# Key kinds that make up the read models (replay clears these; relay and expirer keep theirs).
+READ_MODEL_KEYS = ("following:", "followers:", "cf:", "live:", "card:", "seen:", "views", "replies",
+                   "answer:", "countdown:", "position:redis_views")
 SEEN_TTL = int(timedelta(hours=49).total_seconds())  # longer than any story lives
 
 

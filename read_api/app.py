@@ -13,12 +13,15 @@ from pymongo import AsyncMongoClient
 from redis.asyncio import Redis
 
 from projections.mongo_views import POSITIONS, MongoViewStore
-from projections.redis_views import Keys, RedisViewStore
+from projections.redis_views import Keys
+
+REDIS_VIEWS = "redis_views"  # the projector's Redis view store name (RedisViewStore default)
 from read_api.queries import Queries
 from stories.auth import TokenVerifier
+from domain.errors import DomainError
 from stories.http import (
-    REGISTRY, USER, ApiError, Route, actor, add_routes, error_middleware, json_response, metrics_middleware,
-    openapi_document, ready_handler,
+    REGISTRY, USER, ApiError, Route, actor, add_routes, error_middleware, error_response_of, json_response,
+    metrics_middleware, openapi_document, ready_handler,
 )
 from stories.settings import Settings
 
@@ -33,7 +36,7 @@ class ProjectionPositions:
     def __init__(self, mongo: AsyncMongoClient, database: str, redis: Redis, prefix: str) -> None:
         self._mongo = mongo[database][POSITIONS]
         self._redis = redis
-        self._redis_key = Keys(prefix).position(RedisViewStore.name)
+        self._redis_key = Keys(prefix).position(REDIS_VIEWS)
         self._log_head_key = Keys(prefix).position("log_head")
         self.mongo = self.redis = self.log_head = 0
 
@@ -92,7 +95,12 @@ def _served(handler: Callable) -> Callable:
                            {"requested": wanted, "current": positions.current}, {"Retry-After": "1"})
         served_at = positions.current
         now = request.app[CLOCK]()
-        body = await handler(request, request.app[QUERIES], user, now)
+        try:
+            body = await handler(request, request.app[QUERIES], user, now)
+        except (ApiError, DomainError) as error:  # refusals are answers too: say where they stand
+            response = error_response_of(error)
+            response.headers["X-Stories-Position"] = str(served_at)
+            return response
         return json_response(body, headers={"X-Stories-Position": str(served_at)})
 
     wrapper.__name__ = handler.__name__
@@ -214,5 +222,13 @@ def create_app(settings: Settings, clock: Callable[[], datetime] | None = None) 
 
     document = openapi_document(f"Stories query API ({settings.platform.value})", "1.0.0", ROUTES)
     add_routes(app, ROUTES, document)
+    from brokers.asyncapi import asyncapi_document
+
+    events_document = asyncapi_document(settings.broker_prefix)
+
+    async def asyncapi(request: web.Request) -> web.Response:
+        return json_response(events_document)
+
+    app.router.add_get("/asyncapi.json", asyncapi)
     app.router.add_get("/ready", ready_handler({"mongodb": mongo_check, "redis": redis_check}))
     return app

@@ -10,7 +10,7 @@ from read_api.tallies import percentages, rate
 
 CONTENT_FIELDS = (
     "story_id", "user_id", "story_type", "media_id", "media_url", "thumbnail_url", "text_content",
-    "background_color", "background_gradient", "duration", "privacy", "allow_replies",
+    "background_color", "background_gradient", "duration", "privacy", "allow_replies", "allow_sharing",
 )
 
 

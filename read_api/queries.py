@@ -47,12 +47,13 @@ def encode_cursor(*parts: Any) -> str:
     return base64.urlsafe_b64encode(orjson.dumps(parts)).decode()
 
 
-def decode_cursor(cursor: str) -> list:
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    """Our cursors are (ISO time, id) pairs; anything else is the client's mistake (422)."""
     try:
         value = orjson.loads(base64.urlsafe_b64decode(cursor.encode()))
-        if isinstance(value, list):
-            return value
-    except (ValueError, orjson.JSONDecodeError):
+        if isinstance(value, list) and len(value) == 2 and all(isinstance(v, str) for v in value):
+            return parse_timestamp(value[0]), value[1]
+    except (ValueError, TypeError, orjson.JSONDecodeError):
         pass
     raise InvalidInput("cursor is not one this API gave out", details=[{"field": "cursor", "message": "invalid"}])
 
@@ -171,8 +172,7 @@ class Queries:
         if cursor:
             created, story_id = decode_cursor(cursor)
             query = {"$and": [query, {"$or": [
-                {"created_at": {"$lt": parse_timestamp(created)}},
-                {"created_at": parse_timestamp(created), "_id": {"$lt": story_id}},
+                {"created_at": {"$lt": created}}, {"created_at": created, "_id": {"$lt": story_id}},
             ]}]}
         docs = [d async for d in self.db.stories.find(query).sort([("created_at", -1), ("_id", -1)]).limit(limit + 1)]
         more = len(docs) > limit
@@ -256,8 +256,7 @@ class Queries:
         doc = await self._owned_story(story_id, viewer, now)
         query: dict[str, Any] = {"story_id": story_id}
         if cursor:
-            last_at, last_user = decode_cursor(cursor)
-            at = parse_timestamp(last_at)
+            at, last_user = decode_cursor(cursor)
             query["$or"] = [{"last_viewed_at": {"$lt": at}}, {"last_viewed_at": at, "viewer_id": {"$gt": last_user}}]
         found = self.db.story_viewers.find(query).sort([("last_viewed_at", -1), ("viewer_id", 1)]).limit(limit + 1)
         rows = [r async for r in found]

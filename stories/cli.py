@@ -174,20 +174,147 @@ def token(user_id: str, ttl: int = typer.Option(3600, help="seconds until it exp
 @cli.command("export")
 def export(
     after: int = typer.Option(0, help="only events after this position"),
-    until: Optional[int] = typer.Option(None, help="only events up to this position"),
+    until: Optional[str] = typer.Option(None, help="up to this position or ISO 8601 time"),
+    fmt: str = typer.Option("jsonl", "--format", help="jsonl (the envelope) or csv (flat columns)"),
+    types: list[str] = typer.Option([], "--type", help="only these event types (repeatable)"),
+    progress: bool = typer.Option(True, help="progress on stderr"),
 ) -> None:
-    """Print every event as one JSON line, in log order."""
+    """Stream events in log order: one JSON envelope per line, or CSV with the data as JSON."""
+    import csv
+
+    from rich.progress import Progress
+
     from commands.event_store import EventStore
+    from domain.catalogue import EVENT_TYPES
+    from projections.replay import parse_until
+
+    settings = Settings()
+    unknown = sorted(set(types) - set(EVENT_TYPES))
+    if fmt not in ("jsonl", "csv") or unknown:
+        typer.echo(f"unknown format or event types: {fmt} {unknown}", err=True)
+        raise typer.Exit(2)
+    store = EventStore(settings.event_store_url)
+    last = parse_until(store, until)
+    out = sys.stdout
+    writer = csv.writer(out) if fmt == "csv" else None
+    if writer:
+        writer.writerow(["position", "event_id", "event_type", "stream_id", "stream_version", "occurred_at",
+                         "platform", "schema_version", "data"])
+    wanted = set(types)
+    with Progress(disable=not progress, transient=True, console=_stderr_console()) as bar:
+        task = bar.add_task("exporting", total=max(last - after, 1))
+        position = after
+        try:
+            while position < last:
+                events, reached = store.read_batch(position, 5000, last)
+                for logged in events:
+                    if wanted and logged.event.event_type not in wanted:
+                        continue
+                    envelope = logged.envelope(settings.platform.value)
+                    if writer:
+                        writer.writerow([*(envelope[k] for k in ("position", "event_id", "event_type", "stream_id",
+                                         "stream_version", "occurred_at", "platform", "schema_version")),
+                                         orjson.dumps(envelope["data"]).decode()])
+                    else:
+                        out.write(orjson.dumps(envelope).decode() + "\n")
+                if reached == position:
+                    break
+                bar.update(task, advance=reached - position)
+                position = reached
+        finally:
+            out.flush()
+            store.close()
+
+
+def _stderr_console():
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+@cli.command("replay")
+def replay(
+    until: Optional[str] = typer.Option(None, help="rebuild the world as it was at this position or ISO time"),
+    yes: bool = typer.Option(False, "--yes", help="drop and rebuild the configured read models in place"),
+    database: Optional[str] = typer.Option(None, help="target MongoDB database (default: a fresh one)"),
+    prefix: Optional[str] = typer.Option(None, help="target Redis key prefix (default: a fresh one)"),
+) -> None:
+    """Rebuild every read model from the log, into fresh databases or (--yes) the configured ones."""
+    import time
+
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from commands.event_store import EventStore
+    from projections.replay import clear_read_models, parse_until, rebuild
+    from stories.backends import mongo_client, redis_client
+
+    settings = _with_backends(Settings(), "mongodb", "redis")
+    stamp = time.strftime("%Y%m%d%H%M%S")
+    if yes:
+        database, prefix = settings.mongodb_database, settings.redis_prefix
+    else:
+        database = database or f"{settings.mongodb_database}_replay_{stamp}"
+        prefix = prefix or f"{settings.redis_prefix.rstrip(':')}-replay-{stamp}:"
+    store = EventStore(settings.event_store_url)
+    mongo, client = mongo_client(settings), redis_client(settings)
+    if yes:
+        clear_read_models(mongo, database, client, prefix)
+    target = parse_until(store, until)
+    started = time.monotonic()
+    columns = [TextColumn("replay"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+               TextColumn("{task.fields[rate]} ev/s"), TimeRemainingColumn()]
+    with Progress(*columns, console=_stderr_console()) as bar:
+        task = bar.add_task("replay", total=target, rate="-")
+
+        def progress(position: int) -> None:
+            elapsed = time.monotonic() - started
+            bar.update(task, completed=position, rate=f"{position / elapsed:,.0f}" if elapsed else "-")
+
+        applied = rebuild(store, mongo, database, client, prefix, target, progress)
+    elapsed = time.monotonic() - started
+    typer.echo(f"replayed {applied} events up to position {target} in {elapsed:.1f} s "
+               f"({applied / elapsed if elapsed else 0:,.0f} events/s) into MongoDB database "
+               f"{database!r} and Redis prefix {prefix!r}")
+    store.close()
+
+
+@cli.command("story-at")
+def story_at(story_id: str, at: str = typer.Option(..., "--at", help="ISO 8601 time")) -> None:
+    """A story, its sticker results and counts as they were at a moment, from the log alone."""
+    from commands.event_store import EventStore
+    from domain.stickers import parse_timestamp
+    from projections.replay import story_at as compute
+
+    store = EventStore(Settings().event_store_url)
+    try:
+        story = compute(store, story_id, parse_timestamp(at))
+    finally:
+        store.close()
+    if story is None:
+        typer.echo(f"no story {story_id} at {at}", err=True)
+        raise typer.Exit(1)
+    typer.echo(orjson.dumps(story, option=orjson.OPT_INDENT_2).decode())
+
+
+@cli.command("generate")
+def generate_load(
+    users: int = typer.Option(200), stories: int = typer.Option(500), engagements: int = typer.Option(20000),
+    seed: int = typer.Option(7),
+) -> None:
+    """Append a reproducible mixed workload through the write path (demos, benchmarks)."""
+    import asyncio
+
+    from commands.event_store import EventStore
+    from commands.synthetic_load import generate
 
     settings = Settings()
     store = EventStore(settings.event_store_url)
-    out = sys.stdout.buffer
     try:
-        for logged in store.read(after, until):
-            out.write(orjson.dumps(logged.envelope(settings.platform.value)) + b"\n")
+        tally = asyncio.run(generate(store, settings.platform, users=users, stories=stories,
+                                     engagements=engagements, seed=seed))
     finally:
-        out.flush()
         store.close()
+    typer.echo(f"accepted {tally.accepted}; refused {tally.rejected}; log head {tally.last_position}")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -54,16 +54,20 @@ def _aiohttp_error(error: web.HTTPException) -> web.Response:
     return error_response(error.status, codes.get(error.status, "http_error"), message)
 
 
+def error_response_of(error: ApiError | DomainError) -> web.Response:
+    if isinstance(error, ApiError):
+        return error_response(error.status, error.code, error.message, error.details, error.headers)
+    status = next((s for cls, s in _STATUS_OF.items() if isinstance(error, cls)), 422)
+    return error_response(status, error.code, error.message, error.details)
+
+
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every error leaves as the contract's JSON shape; a 5xx other than 503 is logged as a bug."""
     try:
         return await handler(request)
-    except ApiError as e:
-        return error_response(e.status, e.code, e.message, e.details, e.headers)
-    except DomainError as e:
-        status = next((s for cls, s in _STATUS_OF.items() if isinstance(e, cls)), 422)
-        return error_response(status, e.code, e.message, e.details)
+    except (ApiError, DomainError) as e:
+        return error_response_of(e)
     except UNAVAILABLE as e:
         log.warning("dependency unavailable on %s %s: %s", request.method, request.path, e)
         return error_response(503, "unavailable", "a dependency is unreachable; retry shortly", headers={"Retry-After": "1"})

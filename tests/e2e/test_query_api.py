@@ -103,11 +103,6 @@ def _b64(raw: bytes) -> str:
     return base64.urlsafe_b64encode(raw).decode()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: read_api/queries.py archive()/viewers() unpack and parse decoded cursors without checks: a "
-    "well-formed base64 JSON list of the wrong length or with a non-timestamp first item raises "
-    "ValueError/TypeError/AttributeError outside decode_cursor, which the error middleware turns into 500 "
-    "instead of 422"))
 @pytest.mark.parametrize("raw", [b"[1]", b'["x","y"]', b'[1,"y"]', b"[]", b'["2026-01-01T00:00:00Z","a","b"]'])
 def test_422_cursor_of_the_wrong_shape(read_side, uid, raw):
     owner = uid("owner")
@@ -142,11 +137,6 @@ def test_every_answer_carries_the_position_it_was_served_at(read_side, uid):
         assert plain.status == 200 and int(plain.header("x-stories-position")) >= 0
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG (contract: 'Every query answer carries X-Stories-Position'): 404 and 403 answers from the "
-    "query API leave without X-Stories-Position, because read_api/app.py _served only stamps the "
-    "header on successful answers; a client that read with min_position cannot tell at which "
-    "position the story was found invisible/absent"))
 def test_not_found_and_forbidden_answers_carry_the_position(read_side, uid):
     owner, stranger = uid("owner"), uid("stranger")
     story, at = read_side.story(owner, privacy="public")

@@ -1,0 +1,56 @@
+"""Events stored in an old shape are read in the new one by every reader of the log."""
+
+from __future__ import annotations
+
+import orjson
+from eventsourcing.persistence import StoredEvent
+from pymongo import MongoClient
+import redis
+
+from commands.event_store import EventStore
+from domain.platform import Platform
+from domain.stories import Story, StoryCreated
+from projections.mongo_views import MongoViewStore
+from projections.redis_views import RedisViewStore
+from projections.runner import ProjectionRunner
+
+V1_FIELDS = {
+    "story_type": "text", "media_id": None, "media_url": None, "thumbnail_url": None, "text_content": "old",
+    "background_color": None, "background_gradient": None, "duration": 5.0, "stickers": [], "privacy": "public",
+    "allowed_viewer_ids": [], "hidden_from_ids": [], "allow_replies": "everyone",
+}
+
+
+def store_v1_story(store: EventStore, story_id, when) -> None:
+    """Write a StoryCreated exactly as version 1 stored it: no allow_sharing, no class_version."""
+    state = {"occurred_at": {"_type_": "datetime_iso", "_data_": when.isoformat()}, "story_id": str(story_id),
+             "user_id": "alice", "expires_at": when.replace(year=when.year + 1).isoformat(), **V1_FIELDS}
+    topic = f"{StoryCreated.__module__}:{StoryCreated.__qualname__}"
+    store.recorder.insert_events([StoredEvent(story_id, 1, topic, orjson.dumps(state))])
+
+
+def test_a_v1_story_created_is_upcast_for_every_reader(sqlite_url, clock, mongodb_url, mongodb_database,
+                                                      redis_url, redis_prefix):
+    from uuid import uuid4
+
+    store = EventStore(sqlite_url)
+    story_id = uuid4()
+    store_v1_story(store, story_id, clock())
+
+    # the command side (aggregate load)
+    story = store.load(Story, story_id)
+    assert story.fields["allow_sharing"] is True
+    # the log readers (relay, export and replay all read through read_batch)
+    [logged] = list(store.read())
+    envelope = logged.envelope("vignette")
+    assert envelope["schema_version"] == 2 and envelope["data"]["allow_sharing"] is True
+    # the projector
+    mongo = MongoClient(mongodb_url, tz_aware=True)
+    ProjectionRunner(store, MongoViewStore(mongo, mongodb_database)).catch_up()
+    ProjectionRunner(store, RedisViewStore(redis.Redis.from_url(redis_url), redis_prefix)).catch_up()
+    assert mongo[mongodb_database].stories.find_one({"_id": str(story_id)})["allow_sharing"] is True
+    # and new events are stored in the new shape, with their version
+    new = Story.create(uuid4(), "bob", {**V1_FIELDS, "allow_sharing": False}, Platform.VIGNETTE, clock())
+    store.append(new.collect_events())
+    assert [e.event.data()["allow_sharing"] for e in store.read()] == [True, False]
+    store.close()
