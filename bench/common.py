@@ -57,6 +57,7 @@ class Row:
     ratio: float | None = None
     goal: tuple[str, float] | None = None
     note: str = ""
+    goal_on_value: bool = False  # judge the goal on ``value`` even when there is a baseline
 
     def __post_init__(self) -> None:
         if self.ratio is None and self.baseline:
@@ -65,7 +66,7 @@ class Row:
     def goal_met(self) -> bool | None:
         if self.goal is None:
             return None
-        subject = self.ratio if self.ratio is not None else self.value
+        subject = self.value if self.goal_on_value or self.ratio is None else self.ratio
         if subject is None or subject != subject:  # NaN
             return False
         op, target = self.goal
@@ -75,7 +76,7 @@ class Row:
         met = self.goal_met()
         goal = ""
         if self.goal is not None:
-            goal = f"{'≥' if self.goal[0] == '>=' else '≤'} {self.goal[1]:g} " + ("✓ met" if met else "✗ missed")
+            goal = f"{'≥' if self.goal[0] == '>=' else '≤'} {self.goal[1]:g}{' ' + self.unit if self.goal_on_value else ''} " + ("✓ met" if met else "✗ missed")
         baseline = ""
         if self.baseline is not None:
             baseline = fmt(self.baseline) + (f" ({self.baseline_name})" if self.baseline_name else "")
@@ -393,6 +394,324 @@ def run_load(spec: LoadSpec, tag: str) -> LoadResult:
     return LoadResult(generator="python-asyncio", **data)
 
 
+# -- embedded servers and the whole stack ----------------------------------------------------
+
+SECRET = "bench-secret-not-for-production-use-0123456789"
+STORIES_BIN = Path(PYTHON).parent / "stories"
+
+
+class EmbeddedBackends:
+    """SecantusDB + Valkey (the embedded defaults) with data under ``data_dir``; stopped on exit."""
+
+    def __init__(self, data_dir: Path) -> None:
+        from stories.embedded import start_secantus, start_valkey
+
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self.mongo = start_secantus(data_dir)
+        try:
+            self.redis = start_valkey(data_dir)
+        except Exception:
+            self.mongo.stop()
+            raise
+        self.mongo_url, self.redis_url = self.mongo.url, self.redis.url
+
+    def close(self) -> None:
+        self.redis.stop()
+        self.mongo.stop()
+
+    def __enter__(self) -> "EmbeddedBackends":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def stories_env(data_dir: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STORIES_")}
+    env.update(STORIES_DATA_DIR=str(data_dir), STORIES_JWT_SECRET=SECRET, STORIES_RATE_LIMIT_PER_S="0",
+               STORIES_HOST="127.0.0.1", STORIES_PLATFORM="vignette")
+    env.update(extra)
+    return env
+
+
+class Stack:
+    """``stories run`` (every process: command API, query API, projector, expirer, relay, and the
+    embedded SecantusDB + Valkey) on free ports with its data in ``data_dir``."""
+
+    def __init__(self, data_dir: Path, name: str = "stories-run", **extra: str) -> None:
+        self.data_dir = data_dir
+        self.command_port, self.query_port = free_port(), free_port()
+        env = stories_env(data_dir, STORIES_COMMAND_PORT=str(self.command_port),
+                          STORIES_QUERY_PORT=str(self.query_port), **extra)
+        self.process = Process(name, [str(STORIES_BIN), "run"], env=env)
+        try:
+            self.process.wait_http(self.command_port, timeout=90)
+            self.process.wait_http(self.query_port, "/ready", timeout=90)
+            state = json.loads((data_dir / "embedded.json").read_text())
+            self.mongo_url, self.redis_url = state["mongodb"]["url"], state["redis"]["url"]
+        except Exception:
+            self.process.stop(timeout=20)
+            raise
+        self.event_store_url = f"sqlite:///{(data_dir / 'events.sqlite3').resolve()}"
+
+    def stop(self) -> None:
+        self.process.stop(timeout=30)
+
+    def __enter__(self) -> "Stack":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+
+class PositionReader:
+    """Reads the log head (SQLite) and both read models' recorded positions directly: what the
+    query API serves at is min(mongo, redis)."""
+
+    def __init__(self, event_store_url: str, mongo_url: str, redis_url: str, database: str = "stories",
+                 prefix: str = "stories:") -> None:
+        import redis
+        from pymongo import MongoClient
+
+        from commands.event_store import EventStore
+
+        self.store = EventStore(event_store_url)
+        self.mongo = MongoClient(mongo_url)
+        self.positions = self.mongo[database]["projection_positions"]
+        self.redis = redis.Redis.from_url(redis_url)
+        self.redis_key = f"{prefix}position:redis_views"
+
+    def read(self) -> tuple[int, int, int]:
+        head = self.store.head()
+        doc = self.positions.find_one({"_id": "mongo_views"})
+        return head, (doc or {}).get("position", 0), int(self.redis.get(self.redis_key) or 0)
+
+    def wait_caught_up(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            head, m, r = self.read()
+            if min(m, r) >= head:
+                return True
+            time.sleep(0.1)
+        return False
+
+    def close(self) -> None:
+        self.store.close()
+        self.mongo.close()
+        self.redis.close()
+
+
+class LagSampler:
+    """Samples (t, head, mongo, redis) every ``interval_s`` in a thread, for at most ``limit_s``."""
+
+    def __init__(self, reader: PositionReader, interval_s: float = 0.05, limit_s: float = 600.0) -> None:
+        import threading
+
+        self.reader, self.interval_s, self.limit_s = reader, interval_s, limit_s
+        self.samples: list[tuple[float, int, int, int]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="lag-sampler", daemon=True)
+
+    def _run(self) -> None:
+        deadline = time.monotonic() + self.limit_s
+        next_at = time.monotonic()
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            try:
+                head, m, r = self.reader.read()
+                self.samples.append((time.monotonic(), head, m, r))
+            except Exception as error:  # a sample lost is reported, not fatal
+                log(f"lag sample failed: {error}")
+            next_at += self.interval_s
+            self._stop.wait(max(0.0, next_at - time.monotonic()))
+
+    def start(self) -> "LagSampler":
+        self._thread.start()
+        return self
+
+    def stop(self) -> "LagSampler":
+        self._stop.set()
+        self._thread.join(timeout=10)
+        return self
+
+    def lag(self, t0: float = float("-inf"), t1: float = float("inf")) -> dict[str, float]:
+        """Lag over the samples taken in [t0, t1]:
+
+        * events: head - min(mongo, redis) at each sample;
+        * seconds: at each sample, how long ago the oldest event the read models have not applied
+          was appended (0 when caught up). The append time of position p is taken as the first
+          sample whose head reached p, so it is accurate to one sampling interval.
+        """
+        samples = self.samples
+        events, seconds = [], []
+        first_seen: list[tuple[int, float]] = []  # (head, t) where head grew
+        for t, head, m, r in samples:
+            if not first_seen or head > first_seen[-1][0]:
+                first_seen.append((head, t))
+        import bisect
+
+        heads = [h for h, _ in first_seen]
+        for t, head, m, r in samples:
+            if not t0 <= t <= t1:
+                continue
+            applied = min(m, r)
+            events.append(max(0, head - applied))
+            if applied >= head:
+                seconds.append(0.0)
+            else:
+                k = bisect.bisect_left(heads, applied + 1)  # first sample whose head covered applied + 1
+                seconds.append(max(0.0, t - first_seen[k][1]) if k < len(first_seen) else 0.0)
+        return {
+            "samples": len(events),
+            "events_p50": percentile(events, 50), "events_p99": percentile(events, 99),
+            "events_max": max(events) if events else float("nan"),
+            "s_p50": percentile(seconds, 50), "s_p99": percentile(seconds, 99),
+            "s_max": max(seconds) if seconds else float("nan"),
+        }
+
+
+# -- open-loop (paced) load: a steady offered rate ---------------------------------------------
+
+
+@dataclass
+class PacedResult:
+    offered_rps: float
+    sent: int
+    duration_s: float
+    ok: int
+    statuses: dict[str, int]
+    errors: int
+    late: int
+    latency_p50_ms: float
+    latency_p99_ms: float
+    answers: list[tuple[float, int]]  # (monotonic time answered, position) of each 2xx with a position
+
+    @property
+    def ok_rps(self) -> float:
+        return self.ok / self.duration_s if self.duration_s else 0.0
+
+
+def run_paced(port: int, requests: list[tuple[str, str, str, str | None]], rate: float, duration_s: float,
+              tag: str, max_in_flight: int = 256) -> PacedResult:
+    """Offer ``rate`` requests/s for ``duration_s`` (open loop: sends on schedule, not on answers;
+    at most ``max_in_flight`` outstanding, a send that finds none free is counted ``late`` and waits).
+    ``requests``: (method, path, token, json body or None), used in order, wrapping around.
+    Runs in its own process (``python -m bench.common paced``), so it does not share our GIL."""
+    OUT_DIR.mkdir(parents=True, exist_ok=True)
+    reqfile = OUT_DIR / f"{tag}.paced.jsonl"
+    with open(reqfile, "w") as f:
+        for method, path, token, body in requests:
+            f.write(json.dumps([method, path, token, body]) + "\n")
+    outfile = OUT_DIR / f"{tag}.paced.out.json"
+    argv = [PYTHON, "-m", "bench.common", "paced", "--port", str(port), "--requests", str(reqfile),
+            "--rate", str(rate), "--duration", str(duration_s), "--max-in-flight", str(max_in_flight),
+            "--out", str(outfile)]
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=duration_s + 90, cwd=ROOT)
+    if out.returncode != 0:
+        raise RuntimeError(f"paced load failed (rc={out.returncode}):\n{out.stderr[-2000:]}")
+    data = json.loads(outfile.read_text())
+    data["answers"] = [tuple(a) for a in data["answers"]]
+    return PacedResult(**data)
+
+
+async def _paced(port: int, requests: list[list], rate: float, duration: float, max_in_flight: int) -> dict:
+    import aiohttp
+
+    base = f"http://127.0.0.1:{port}"
+    prepared = []
+    for method, path, token, body in requests:
+        headers = {"Authorization": f"Bearer {token}"}
+        data = None
+        if body is not None:
+            data = json.dumps(body).encode()
+            headers["Content-Type"] = "application/json"
+        prepared.append((method, base + path, headers, data))
+    latencies: list[float] = []
+    answers: list[tuple[float, int]] = []
+    statuses: dict[str, int] = {}
+    counts = {"errors": 0, "late": 0, "ok": 0}
+    slots = asyncio.Semaphore(max_in_flight)
+    connector = aiohttp.TCPConnector(limit=max_in_flight)
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=10)) as session:
+
+        async def one(method: str, url: str, headers: dict, data: bytes | None) -> None:
+            t0 = time.monotonic()
+            try:
+                async with session.request(method, url, headers=headers, data=data) as response:
+                    await response.read()
+                    t1 = time.monotonic()
+                    key = str(response.status)
+                    statuses[key] = statuses.get(key, 0) + 1
+                    if 200 <= response.status < 300:
+                        counts["ok"] += 1
+                        latencies.append(t1 - t0)
+                        position = response.headers.get("X-Stories-Position")
+                        if position and position.isdigit():
+                            answers.append((t1, int(position)))
+            except (aiohttp.ClientError, asyncio.TimeoutError):
+                counts["errors"] += 1
+            finally:
+                slots.release()
+
+        tasks = set()
+        started = time.monotonic()
+        n = int(rate * duration)
+        for i in range(n):
+            due = started + i / rate
+            delay = due - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            if slots.locked():
+                counts["late"] += 1
+            await slots.acquire()
+            task = asyncio.create_task(one(*prepared[i % len(prepared)]))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+        sent_by = time.monotonic()
+        if tasks:
+            await asyncio.wait(tasks, timeout=15)
+    return {
+        "offered_rps": rate, "sent": n, "duration_s": max(sent_by - started, 1e-9), "ok": counts["ok"],
+        "statuses": statuses, "errors": counts["errors"], "late": counts["late"],
+        "latency_p50_ms": percentile(latencies, 50) * 1000, "latency_p99_ms": percentile(latencies, 99) * 1000,
+        "answers": answers,
+    }
+
+
+def sequential_get(port: int, path: str, token: str | None, count: int, warmup: int = 10,
+                   limit_s: float = 120.0) -> tuple[list[float], dict[int, int], int]:
+    """``count`` GETs one after another on one keep-alive connection: (latencies s, statuses, bytes of the last)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+    size = 0
+    deadline = time.monotonic() + limit_s
+    try:
+        for i in range(warmup + count):
+            if time.monotonic() > deadline:
+                log(f"sequential GET {path}: time limit after {len(latencies)} requests")
+                break
+            t0 = time.perf_counter()
+            conn.request("GET", path, headers=headers)
+            response = conn.getresponse()
+            body = response.read()
+            dt = time.perf_counter() - t0
+            statuses[response.status] = statuses.get(response.status, 0) + 1
+            size = len(body)
+            if i >= warmup:
+                latencies.append(dt)
+    finally:
+        conn.close()
+    return latencies, statuses, size
+
+
+def loadavg() -> str:
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "unknown"
+
+
 # -- helper processes -----------------------------------------------------------------------
 
 
@@ -476,8 +795,20 @@ def main(argv: list[str] | None = None) -> None:
     g.add_argument("--requests", required=True, help='file of "PATH TOKEN" lines')
     g.add_argument("--duration", type=float, default=10.0)
     g.add_argument("--connections", type=int, default=64)
+    p = sub.add_parser("paced")
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--requests", required=True, help="JSON lines [method, path, token, body]")
+    p.add_argument("--rate", type=float, required=True)
+    p.add_argument("--duration", type=float, default=10.0)
+    p.add_argument("--max-in-flight", type=int, default=256)
+    p.add_argument("--out", required=True)
     args = parser.parse_args(argv)
-    if args.cmd == "ceiling-server":
+    if args.cmd == "paced":
+        requests = [json.loads(line) for line in Path(args.requests).read_text().splitlines() if line.strip()]
+        _install_uvloop()
+        result = asyncio.run(_paced(args.port, requests, args.rate, min(args.duration, 300.0), args.max_in_flight))
+        Path(args.out).write_text(json.dumps(result))
+    elif args.cmd == "ceiling-server":
         serve_ceiling(args.port)
     else:
         pairs = [tuple(line.split()) for line in Path(args.requests).read_text().splitlines() if line.strip()]

@@ -32,15 +32,15 @@ CONFLICT_RETRIES = 3
 class Batch:
     """The aggregates a batch of commands has loaded or created, in the order events happen."""
 
-    def __init__(self, store: EventStore) -> None:
-        self._store = store
+    def __init__(self, store: EventStore, load: Callable[[type, UUID], Aggregate | None] | None = None) -> None:
+        self._load = load or store.load
         self._aggregates: dict[UUID, Aggregate | None] = {}
         self._marks: dict[UUID, int] = {}  # per aggregate: pending events before this command
         self.events: list[DomainEvent] = []  # the batch's events, in command order
 
     def load(self, cls: type[A], aggregate_id: UUID) -> A | None:
         if aggregate_id not in self._aggregates:
-            self._aggregates[aggregate_id] = self._store.load(cls, aggregate_id)
+            self._aggregates[aggregate_id] = self._load(cls, aggregate_id)
         aggregate = self._aggregates[aggregate_id]
         self._mark(aggregate_id, aggregate)
         return aggregate  # type: ignore[return-value]
@@ -78,6 +78,10 @@ class _Item:
     future: Future = field(default_factory=Future)
     result: Any = None
     events: list[DomainEvent] = field(default_factory=list)
+
+
+class _RerunAlone(Exception):
+    pass
 
 
 class AfterCommit:
@@ -147,22 +151,19 @@ class GroupCommitter:
     def _commit(self, items: list[_Item]) -> None:
         self.batches += 1
         self.commands += len(items)
-        batch = Batch(self.store)
         accepted: list[_Item] = []
-        for item in items:
-            try:
-                item.result = item.fn(batch)
-            except Exception as error:
-                if batch.end_command():
-                    # It failed after recording: the batch's shared state is suspect, so
-                    # every command gets a clean run of its own.
-                    log.error("command failed after recording events; rerunning batch alone: %r", error)
-                    self._run_each_alone(items)
-                    return
-                item.future.set_exception(error)
-                continue
-            item.events = batch.end_command()
-            accepted.append(item)
+        try:
+            with self.store.reading() as load:
+                batch = Batch(self.store, load)
+                self._run_commands(items, batch, accepted)
+        except _RerunAlone:
+            self._run_each_alone(items)
+            return
+        except StoreUnavailable as error:
+            for it in items:
+                if not it.future.done():
+                    it.future.set_exception(error)
+            return
         try:
             positions = self.store.append(batch.events)
         except StreamConflict:
@@ -173,6 +174,23 @@ class GroupCommitter:
                 it.future.set_exception(error)
             return
         self._resolve(accepted, batch.events, positions)
+
+    def _run_commands(self, items: list[_Item], batch: Batch, accepted: list[_Item]) -> None:
+        for item in items:
+            try:
+                item.result = item.fn(batch)
+            except Exception as error:
+                if isinstance(error, StoreUnavailable):
+                    raise
+                if batch.end_command():
+                    # It failed after recording: the batch's shared state is suspect, so
+                    # every command gets a clean run of its own.
+                    log.error("command failed after recording events; rerunning batch alone: %r", error)
+                    raise _RerunAlone() from error
+                item.future.set_exception(error)
+                continue
+            item.events = batch.end_command()
+            accepted.append(item)
 
     def _resolve(self, items: list[_Item], events: list[DomainEvent], positions: list[int]) -> None:
         by_event = {id(e): p for e, p in zip(events, positions)}

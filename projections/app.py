@@ -12,19 +12,28 @@ from prometheus_client import CollectorRegistry, Gauge, start_http_server
 from commands.event_store import EventStore
 from projections.mongo_views import MongoViewStore
 from projections.redis_views import Keys, RedisViewStore
-from projections.runner import ProjectionRunner
+from projections.runner import Partition, ProjectionRunner
 from stories.backends import mongo_client, redis_client
 from stories.settings import Settings
 
 log = logging.getLogger(__name__)
 
 
+def partitions(settings: Settings) -> list[Partition]:
+    """The partitions this process projects: one when STORIES_PROJECTOR_PARTITION is set, else all."""
+    count = settings.projector_partitions
+    chosen = [settings.projector_partition] if settings.projector_partition is not None else range(count)
+    return [Partition(i, count) for i in chosen]
+
+
 def build_runners(settings: Settings, store: EventStore) -> list[ProjectionRunner]:
-    views = [
-        MongoViewStore(mongo_client(settings), settings.mongodb_database),
-        RedisViewStore(redis_client(settings), settings.redis_prefix),
-    ]
-    return [ProjectionRunner(store, view, settings.projector_batch) for view in views]
+    mongo, client = mongo_client(settings), redis_client(settings)
+    runners = []
+    for part in partitions(settings):
+        for view in (MongoViewStore(mongo, settings.mongodb_database, part.name("mongo_views")),
+                     RedisViewStore(client, settings.redis_prefix, part.name("redis_views"))):
+            runners.append(ProjectionRunner(store, view, settings.projector_batch, partition=part))
+    return runners
 
 
 def publish_log_head(settings: Settings, store: EventStore, stop: threading.Event) -> None:
@@ -44,13 +53,12 @@ def run_projector(settings: Settings, stop: threading.Event | None = None) -> No
     runners = build_runners(settings, store)
     if settings.projector_metrics_port:
         registry = CollectorRegistry()
-        head = Gauge("stories_log_head", "newest log position", registry=registry)
-        head.set_function(lambda: store.head())
+        Gauge("stories_log_head", "newest log position", registry=registry).set_function(store.head)
+        position = Gauge("stories_projection_position", "applied log position", ["view"], registry=registry)
+        lag = Gauge("stories_projection_lag_events", "events behind the log head", ["view"], registry=registry)
         for runner in runners:
-            Gauge(f"stories_projection_position_{runner.view.name}", "applied position", registry=registry
-                  ).set_function(lambda r=runner: r.position or 0)
-            Gauge(f"stories_projection_lag_{runner.view.name}", "events behind the head", registry=registry
-                  ).set_function(lambda r=runner: store.head() - (r.position or 0))
+            position.labels(runner.view.name).set_function(lambda r=runner: r.position or 0)
+            lag.labels(runner.view.name).set_function(lambda r=runner: store.head() - (r.position or 0))
         start_http_server(settings.projector_metrics_port, addr=settings.host, registry=registry)
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGINT, signal.SIGTERM):

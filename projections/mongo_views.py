@@ -183,9 +183,8 @@ class MongoViewStore:
     and an abandoned writer holds no locks.
     """
 
-    name = "mongo_views"
-
-    def __init__(self, client: MongoClient, database: str) -> None:
+    def __init__(self, client: MongoClient, database: str, name: str = "mongo_views") -> None:
+        self.name = name
         self.client = client
         self.db = client[database]
         ensure_indexes(self.db)

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
+import zlib
+from dataclasses import dataclass
 from typing import Protocol
 
 from commands.event_store import EventStore, LoggedEvent, StoreUnavailable
@@ -35,11 +36,35 @@ class ViewStore(Protocol):
         atomically; StalePosition when the recorded one is not ``start``."""
 
 
+@dataclass(frozen=True)
+class Partition:
+    """One of ``count`` shares of the log, by story (or by stream for events of no story).
+
+    Every read-model document is written by events of one partition only, and the few Redis
+    keys shared across partitions take commutative updates (set adds, counter increments), so
+    partitions can be projected by separate processes, each with its own positions.
+    """
+
+    index: int = 0
+    count: int = 1
+
+    def owns(self, logged: LoggedEvent) -> bool:
+        if self.count == 1:
+            return True
+        event = logged.event
+        key = getattr(event, "story_id", None) or str(event.originator_id)
+        return zlib.crc32(key.encode()) % self.count == self.index
+
+    def name(self, base: str) -> str:
+        return base if self.count == 1 else f"{base}.p{self.index}of{self.count}"
+
+
 class ProjectionRunner:
     def __init__(
-        self, store: EventStore, view: ViewStore, batch_size: int = 1000, idle_wait_s: float = 0.05
+        self, store: EventStore, view: ViewStore, batch_size: int = 1000, idle_wait_s: float = 0.05,
+        partition: Partition = Partition(),
     ) -> None:
-        self.store, self.view = store, view
+        self.store, self.view, self.partition = store, view, partition
         self.batch_size, self.idle_wait_s = batch_size, idle_wait_s
         self.position: int | None = None
         self.applied = 0
@@ -59,6 +84,8 @@ class ProjectionRunner:
     def _apply(self, events: list[LoggedEvent], reached: int) -> int:
         if reached == self.position:
             return 0
+        if self.partition.count > 1:
+            events = [e for e in events if self.partition.owns(e)]
         try:
             self.view.apply(events, self.position, reached)
         except StalePosition:

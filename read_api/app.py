@@ -12,10 +12,11 @@ from prometheus_client import CollectorRegistry, Gauge
 from pymongo import AsyncMongoClient
 from redis.asyncio import Redis
 
-from projections.mongo_views import POSITIONS, MongoViewStore
+from projections.mongo_views import POSITIONS
+from projections.runner import Partition
 from projections.redis_views import Keys
 
-REDIS_VIEWS = "redis_views"  # the projector's Redis view store name (RedisViewStore default)
+MONGO_VIEWS, REDIS_VIEWS = "mongo_views", "redis_views"  # the projector's view store names
 from read_api.queries import Queries
 from stories.auth import TokenVerifier
 from domain.errors import DomainError
@@ -33,18 +34,21 @@ CLOCK = web.AppKey("clock", object)
 class ProjectionPositions:
     """How far each read model has applied the log; answers are served at the lowest."""
 
-    def __init__(self, mongo: AsyncMongoClient, database: str, redis: Redis, prefix: str) -> None:
+    def __init__(self, mongo: AsyncMongoClient, database: str, redis: Redis, prefix: str, partitions: int) -> None:
         self._mongo = mongo[database][POSITIONS]
         self._redis = redis
-        self._redis_key = Keys(prefix).position(REDIS_VIEWS)
+        parts = [Partition(i, partitions) for i in range(partitions)]
+        self._mongo_names = [p.name(MONGO_VIEWS) for p in parts]
+        self._redis_keys = [Keys(prefix).position(p.name(REDIS_VIEWS)) for p in parts]
         self._log_head_key = Keys(prefix).position("log_head")
         self.mongo = self.redis = self.log_head = 0
 
     async def refresh(self) -> int:
-        doc = await self._mongo.find_one({"_id": MongoViewStore.name})
-        self.mongo = doc["position"] if doc else 0
-        redis_position, head = await self._redis.mget(self._redis_key, self._log_head_key)
-        self.redis, self.log_head = int(redis_position or 0), int(head or 0)
+        """Each read model is as far as its slowest partition."""
+        docs = {d["_id"]: d["position"] async for d in self._mongo.find({"_id": {"$in": self._mongo_names}})}
+        self.mongo = min(docs.get(name, 0) for name in self._mongo_names)
+        *redis_positions, head = await self._redis.mget(*self._redis_keys, self._log_head_key)
+        self.redis, self.log_head = min(int(p or 0) for p in redis_positions), int(head or 0)
         return self.current
 
     @property
@@ -188,7 +192,8 @@ def create_app(settings: Settings, clock: Callable[[], datetime] | None = None) 
     mongo = AsyncMongoClient(settings.mongodb_url, serverSelectionTimeoutMS=2000, connectTimeoutMS=2000, tz_aware=True)
     redis = Redis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=5)
     app[QUERIES] = Queries(mongo, settings.mongodb_database, redis, settings.redis_prefix, settings.platform)
-    positions = ProjectionPositions(mongo, settings.mongodb_database, redis, settings.redis_prefix)
+    positions = ProjectionPositions(mongo, settings.mongodb_database, redis, settings.redis_prefix,
+                                    settings.projector_partitions)
     app[POSITION] = positions
 
     for view in ("mongo", "redis"):

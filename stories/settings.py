@@ -35,6 +35,8 @@ class Settings(BaseSettings):
     expiry_interval_s: float = Field(default=5.0, description="expirer sweep interval (it also wakes at the next due time)")
 
     projector_batch: int = 1000
+    projector_partitions: int = Field(default=1, ge=1, description="shares of the log the projection is split into")
+    projector_partition: int | None = Field(default=None, description="the one share this projector runs (default: all)")
     projector_metrics_port: int | None = Field(default=None, description="serve /metrics from the projector")
     min_position_wait_s: float = Field(default=2.0, description="longest wait for X-Stories-Min-Position")
 

@@ -1,0 +1,1 @@
+"""API schema fuzzing: schemathesis against the running command and query APIs."""

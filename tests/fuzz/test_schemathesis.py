@@ -1,0 +1,70 @@
+"""Schemathesis against both OpenAPI documents, on the real processes, with a valid token.
+
+Every generated request (positive and negative data, schemathesis' coverage cases and the
+Hypothesis fuzzing phase) must get:
+
+- no 5xx other than 503 (``not_a_server_error``; a 503 with ``Retry-After`` is the contract's
+  "dependency down / min_position not reached" answer and is documented on every operation);
+- a status the document lists (``status_code_conformance``);
+- a body matching the documented schema for that status (``response_schema_conformance``);
+- the documented content type (``content_type_conformance``).
+
+The run is bounded and deterministic: a fixed seed, ``derandomize``, no example database,
+``MAX_EXAMPLES`` per operation, and each API must have received at least ``MIN_REQUESTS``.
+"""
+
+from __future__ import annotations
+
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, settings
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance, response_schema_conformance, status_code_conformance,
+)
+
+pytestmark = pytest.mark.timeout(600)
+
+CHECKS = [not_a_server_error, status_code_conformance, response_schema_conformance, content_type_conformance]
+MIN_REQUESTS = 1000  # per API
+MAX_SECONDS = 180  # per API
+# Fuzzing-phase examples per operation; coverage cases come on top. 15 command operations,
+# 10 query operations: both stay well above MIN_REQUESTS.
+COMMAND_MAX_EXAMPLES = 80
+QUERY_MAX_EXAMPLES = 100
+
+FUZZ_SETTINGS = dict(deadline=None, derandomize=True, database=None, print_blob=True,
+                     suppress_health_check=list(HealthCheck))
+
+command_api = schemathesis.pytest.from_fixture("command_schema")
+query_api = schemathesis.pytest.from_fixture("query_schema")
+
+
+@command_api.parametrize()
+@settings(max_examples=COMMAND_MAX_EXAMPLES, **FUZZ_SETTINGS)
+def test_command_api(case: schemathesis.Case) -> None:
+    case.call_and_validate(checks=CHECKS)
+
+
+def test_command_api_request_budget(command_stats) -> None:
+    """Runs after test_command_api: enough requests, in bounded time."""
+    if command_stats.requests == 0:
+        pytest.skip("test_command_api did not run")
+    print("\n" + command_stats.summary())
+    assert command_stats.requests >= MIN_REQUESTS, command_stats.summary()
+    assert command_stats.seconds < MAX_SECONDS, command_stats.summary()
+
+
+@query_api.parametrize()
+@settings(max_examples=QUERY_MAX_EXAMPLES, **FUZZ_SETTINGS)
+def test_query_api(case: schemathesis.Case) -> None:
+    case.call_and_validate(checks=CHECKS)
+
+
+def test_query_api_request_budget(query_stats) -> None:
+    """Runs after test_query_api: enough requests, in bounded time."""
+    if query_stats.requests == 0:
+        pytest.skip("test_query_api did not run")
+    print("\n" + query_stats.summary())
+    assert query_stats.requests >= MIN_REQUESTS, query_stats.summary()
+    assert query_stats.seconds < MAX_SECONDS, query_stats.summary()
