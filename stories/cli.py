@@ -27,7 +27,7 @@ def _logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
-def _serve(app, host: str, port: int) -> None:
+def _serve(app, host: str, port: int, reuse_port: bool = False) -> None:
     from aiohttp import web
 
     try:
@@ -36,18 +36,31 @@ def _serve(app, host: str, port: int) -> None:
         uvloop.install()
     except ImportError:  # optional speed-up
         pass
-    web.run_app(app, host=host, port=port, access_log=None, print=lambda *_: None)
+    web.run_app(app, host=host, port=port, access_log=None, print=lambda *_: None, reuse_port=reuse_port or None)
 
 
 @cli.command("command-api")
 def command_api() -> None:
     """Serve the command API (default port 8085 vignette / 8086 entativa)."""
+    import os
+    import subprocess
+
+    from stories.embedded import _die_with_parent
     from write_api.app import create_app
 
     _logging()
     settings = _settings()
-    logging.getLogger("stories").info("command API on %s:%s (%s)", settings.host, settings.command_port, settings.platform.value)
-    _serve(create_app(settings), settings.host, settings.command_port)
+    workers = settings.command_workers
+    if workers > 1 and not os.environ.get("STORIES_COMMAND_WORKER"):
+        # More processes on the same port, each with its own group committer: the GIL bounds
+        # one process; the log's optimistic concurrency keeps them correct together.
+        env = dict(os.environ, STORIES_COMMAND_WORKER="1")
+        for _ in range(workers - 1):
+            exe = os.path.join(os.path.dirname(sys.executable), "stories")
+            subprocess.Popen([exe, "command-api"], env=env, preexec_fn=_die_with_parent)
+    logging.getLogger("stories").info("command API on %s:%s (%s, %d worker(s))", settings.host,
+                                      settings.command_port, settings.platform.value, workers)
+    _serve(create_app(settings), settings.host, settings.command_port, reuse_port=workers > 1)
 
 
 def _with_backends(settings: Settings, *names: str) -> Settings:

@@ -49,6 +49,7 @@ class Settings(BaseSettings):
     rate_limit_per_s: float = Field(default=50.0, description="per user, commands; 0 disables")
     rate_limit_burst: int = 100
     group_commit_max: int = 256
+    command_workers: int = Field(default=1, ge=1, description="command API processes sharing the port (SO_REUSEPORT)")
 
     @model_validator(mode="after")
     def _defaults(self) -> "Settings":

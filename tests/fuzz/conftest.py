@@ -214,7 +214,7 @@ def load_schema(base_url: str, token: str, seeded: Seeded, stats: FuzzStats) -> 
             case.headers["Authorization"] = f"Bearer {data}"
 
     # retry_on=[]: a 401 is an answer to check, not a reason to fetch a token again.
-    schema.auth(FixedUserToken, refresh_interval=None, retry_on=[])
+    schema.auth(refresh_interval=None, retry_on=[])(FixedUserToken)
     schema.hook("before_generate_path_parameters")(_seeded_paths(seeded.path_values()))
     schema.hook("before_generate_body")(_seeded_bodies(seeded.story_ids + [UNKNOWN_ID]))
 

@@ -1,0 +1,75 @@
+"""End to end: commands/s the command API sustains while the projector keeps lag p99 under 1 s.
+
+``stories run`` (command API, query API, projector, expirer, relay, embedded SecantusDB + Valkey)
+on a temp data dir. Views and poll votes (half each, every vote by a new user) are offered at a
+steady rate (open loop) for BENCH_E2E_STEP_S per step, stepping up through BENCH_E2E_RATES; the log
+head and both read models' positions are sampled every 50 ms. A step holds when lag p99 < 1 s
+(lag = how long ago the oldest event not yet in both read models was appended) and at least 95 %
+of the offered commands were answered 2xx within the step. Stops at the first step that does not
+hold; between steps it waits (bounded) for the projector to catch up.
+
+Knobs: BENCH_E2E_RATES ("100,200,400,600,800,1000,1300,1600,2000"), BENCH_E2E_STEP_S (8).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from pathlib import Path
+
+from bench.common import SECRET, LagSampler, PositionReader, Row, Stack, loadavg, log, mint_tokens, run_paced
+from bench.read_side import create_poll_stories, lag_requests
+
+RATES = [float(x) for x in os.environ.get("BENCH_E2E_RATES", "100,200,400,600,800,1000,1300,1600,2000").split(",")]
+STEP_S = float(os.environ.get("BENCH_E2E_STEP_S", "8"))
+LAG_GOAL_S = 1.0
+
+
+def run() -> list[Row]:
+    rows: list[Row] = []
+    steps = []
+    with tempfile.TemporaryDirectory(prefix="stories-bench-e2e-") as tmp, Stack(Path(tmp)) as stack:
+        reader = PositionReader(stack.event_store_url, stack.mongo_url, stack.redis_url)
+        try:
+            stories = create_poll_stories(stack.command_port, 16)
+            for step, rate in enumerate(RATES):
+                users = int(rate * STEP_S / 2) + 100
+                tokens = mint_tokens(SECRET, [f"e2e{step}-{i}" for i in range(users)])
+                requests = lag_requests(stories, tokens)
+                reader.wait_caught_up(30)
+                load = loadavg()
+                sampler = LagSampler(reader).start()
+                t0 = time.monotonic()
+                result = run_paced(stack.command_port, requests, rate, STEP_S, f"e2e-{int(rate)}")
+                t1 = time.monotonic()
+                sampler.stop()
+                lag = sampler.lag(t0, t1)
+                held = lag["s_p99"] < LAG_GOAL_S and result.ok >= 0.95 * result.sent
+                steps.append((rate, result, lag, held, load))
+                log(f"  offered {rate:,.0f}/s: {result.ok_rps:,.0f} 2xx/s (sent {result.sent}, statuses {result.statuses}, "
+                    f"errors {result.errors}, late {result.late}), latency p99 {result.latency_p99_ms:.0f} ms; "
+                    f"lag p50 {lag['s_p50'] * 1000:.0f} ms p99 {lag['s_p99'] * 1000:.0f} ms "
+                    f"({lag['events_p99']:.0f} events); {'held' if held else 'did not hold'}; load {load}")
+                if not held:
+                    break
+        finally:
+            reader.close()
+    best = max((s for s in steps if s[3]), key=lambda s: s[0], default=None)
+    trail = "; ".join(f"{r:,.0f}/s -> {res.ok_rps:,.0f} 2xx/s, lag p99 {lag['s_p99'] * 1000:,.0f} ms"
+                      f"{'' if held else ' ✗'}" for r, res, lag, held, _ in steps)
+    rows.append(Row("end to end: highest offered rate held (lag p99 < 1 s, >= 95 % 2xx)",
+                    best[1].ok_rps if best else 0.0, "commands/s",
+                    note=f"steps of {STEP_S:g} s, views + poll votes via `stories run`: {trail}"))
+    for rate, res, lag, held, load in steps:
+        rows.append(Row(f"end to end @ {rate:,.0f}/s offered: lag p99", lag["s_p99"] * 1000, "ms",
+                        goal=("<=", 1000), goal_on_value=True,
+                        note=f"{res.ok_rps:,.0f} 2xx/s; command latency p50 {res.latency_p50_ms:.0f} / p99 "
+                             f"{res.latency_p99_ms:.0f} ms; lag events p99 {lag['events_p99']:.0f}; load {load}"))
+    return rows
+
+
+if __name__ == "__main__":
+    from bench.__main__ import print_rows
+
+    print_rows(run())
