@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Callable
 from uuid import UUID
 
 import redis
 
-from commands.application import StoriesApplication
+from commands.application import StoriesApplication, utc_now
 from commands.event_store import EventStore
 from commands.group_commit import GroupCommitter
 from domain import stories as st
@@ -47,21 +47,26 @@ class Expirer:
         self.client, self.keys = client, Keys(prefix)
         self.schedule = ProjectionRunner(
             store, RedisViewStore(client, prefix, name="expiry_schedule", handlers=SCHEDULE_HANDLERS), 5000)
-        self.clock = clock or (lambda: datetime.now(timezone.utc))
+        self.clock = clock or utc_now
         self.committer = GroupCommitter(store)
         self.app = StoriesApplication(store, self.committer, platform, clock=self.clock)
         self.expired = 0
 
     async def sweep(self) -> int:
-        """Catch the schedule up, then expire every due story; how many this sweep expired."""
-        await asyncio.to_thread(self.schedule.catch_up)
-        now = self.clock().timestamp()
-        due = [d.decode() for d in self.client.zrangebyscore(self.keys.expiry_due, "-inf", now, 0, SWEEP_LIMIT)]
-        results = await asyncio.gather(*(self._expire(story_id) for story_id in due))
-        count = sum(results)
-        self.expired += count
-        if due:
+        """Catch the schedule up, then expire every due story, a page at a time; how many
+        this sweep expired."""
+        count = 0
+        while True:
+            await asyncio.to_thread(self.schedule.catch_up)  # also drops what the last page expired
+            now = self.clock().timestamp()
+            due = [d.decode() for d in self.client.zrangebyscore(self.keys.expiry_due, "-inf", now, 0, SWEEP_LIMIT)]
+            expired = sum(await asyncio.gather(*(self._expire(story_id) for story_id in due)))
+            count += expired
+            if len(due) < SWEEP_LIMIT or not expired:
+                break
+        if count:
             await asyncio.to_thread(self.schedule.catch_up)  # drop what we just expired
+        self.expired += count
         return count
 
     async def _expire(self, story_id: str) -> int:

@@ -52,113 +52,50 @@ def _answer(answer: Answer, position: int) -> web.Response:
 # -- handlers ------------------------------------------------------------------------------
 
 
-async def create_story(request: web.Request) -> web.Response:
-    user = actor(request)
-    body = await read_json(request, models.CreateStory)
-    return await _execute(request, user, request.app[APP].create_story(user, body), body)
+def command(method: str, body: type | None = None, *path_params: str) -> Callable:
+    """A handler: the actor from the token, path ids, the validated body, one application call."""
 
+    async def handle(request: web.Request) -> web.Response:
+        user = actor(request)
+        payload = await read_json(request, body) if body else await read_json(request, required=False)
+        args = [request.match_info[name] for name in path_params] + ([payload] if body else [])
+        built = getattr(request.app[APP], method)(user, *args)
+        return await _execute(request, user, built, payload if body else None)
 
-async def view_story(request: web.Request) -> web.Response:
-    user = actor(request)
-    await read_json(request, required=False)
-    story_id = request.match_info["story_id"]
-    return await _execute(request, user, request.app[APP].view_story(user, story_id))
-
-
-async def reply_to_story(request: web.Request) -> web.Response:
-    user = actor(request)
-    body = await read_json(request, models.ReplyToStory)
-    story_id = request.match_info["story_id"]
-    return await _execute(request, user, request.app[APP].reply_to_story(user, story_id, body), body)
-
-
-async def interact_with_story(request: web.Request) -> web.Response:
-    user = actor(request)
-    body = await read_json(request, models.Interact)
-    story_id = request.match_info["story_id"]
-    return await _execute(request, user, request.app[APP].interact(user, story_id, body), body)
-
-
-async def delete_story(request: web.Request) -> web.Response:
-    user = actor(request)
-    return await _execute(request, user, request.app[APP].delete_story(user, request.match_info["story_id"]))
-
-
-async def create_highlight(request: web.Request) -> web.Response:
-    user = actor(request)
-    body = await read_json(request, models.CreateHighlight)
-    return await _execute(request, user, request.app[APP].create_highlight(user, body), body)
-
-
-async def update_highlight(request: web.Request) -> web.Response:
-    user = actor(request)
-    body = await read_json(request, models.UpdateHighlight)
-    highlight_id = request.match_info["highlight_id"]
-    return await _execute(request, user, request.app[APP].update_highlight(user, highlight_id, body), body)
-
-
-async def add_highlight_stories(request: web.Request) -> web.Response:
-    user = actor(request)
-    body = await read_json(request, models.HighlightStories)
-    highlight_id = request.match_info["highlight_id"]
-    return await _execute(request, user, request.app[APP].add_highlight_stories(user, highlight_id, body), body)
-
-
-async def remove_highlight_stories(request: web.Request) -> web.Response:
-    user = actor(request)
-    body = await read_json(request, models.HighlightStories)
-    highlight_id = request.match_info["highlight_id"]
-    return await _execute(request, user, request.app[APP].remove_highlight_stories(user, highlight_id, body), body)
-
-
-async def delete_highlight(request: web.Request) -> web.Response:
-    user = actor(request)
-    return await _execute(request, user, request.app[APP].delete_highlight(user, request.match_info["highlight_id"]))
-
-
-async def reorder_highlights(request: web.Request) -> web.Response:
-    user = actor(request)
-    body = await read_json(request, models.ReorderHighlights)
-    return await _execute(request, user, request.app[APP].reorder_highlights(user, body), body)
-
-
-async def add_close_friend(request: web.Request) -> web.Response:
-    user = actor(request)
-    return await _execute(request, user, request.app[APP].add_close_friend(user, request.match_info["user_id"]))
-
-
-async def remove_close_friend(request: web.Request) -> web.Response:
-    user = actor(request)
-    return await _execute(request, user, request.app[APP].remove_close_friend(user, request.match_info["user_id"]))
-
-
-async def follow_user(request: web.Request) -> web.Response:
-    user = actor(request)
-    return await _execute(request, user, request.app[APP].follow(user, request.match_info["user_id"]))
-
-
-async def unfollow_user(request: web.Request) -> web.Response:
-    user = actor(request)
-    return await _execute(request, user, request.app[APP].unfollow(user, request.match_info["user_id"]))
+    handle.__name__ = method
+    return handle
 
 
 S, H = "/api/v1/stories", "/api/v1/highlights"
+SID, HID, UID = "story_id", "highlight_id", "user_id"
 ROUTES = [
-    Route("POST", S, create_story, "create a story", models.CreateStory, 201, (409,)),
-    Route("POST", S + "/{story_id}/view", view_story, "mark a story viewed", None, 202, (404, 409)),
-    Route("POST", S + "/{story_id}/reply", reply_to_story, "reply to a story", models.ReplyToStory, 201, (403, 404, 409)),
-    Route("POST", S + "/{story_id}/interact", interact_with_story, "interact with a sticker", models.Interact, 200, (403, 404, 409)),
-    Route("DELETE", S + "/{story_id}", delete_story, "delete your story", None, 204, (403, 404)),
-    Route("POST", H, create_highlight, "create a highlight", models.CreateHighlight, 201, (409,)),
-    Route("POST", H + "/reorder", reorder_highlights, "reorder your highlights", models.ReorderHighlights, 200, (409,)),
-    Route("PATCH", H + "/{highlight_id}", update_highlight, "edit a highlight", models.UpdateHighlight, 200, (403, 404)),
-    Route("POST", H + "/{highlight_id}/stories", add_highlight_stories, "add stories to a highlight", models.HighlightStories, 200, (403, 404, 409)),
-    Route("DELETE", H + "/{highlight_id}/stories", remove_highlight_stories, "remove stories from a highlight", models.HighlightStories, 200, (403, 404)),
-    Route("DELETE", H + "/{highlight_id}", delete_highlight, "delete a highlight", None, 204, (403, 404)),
-    Route("POST", "/api/v1/close-friends/{user_id}", add_close_friend, "add a close friend", None, 201, (409,)),
-    Route("DELETE", "/api/v1/close-friends/{user_id}", remove_close_friend, "remove a close friend", None, 204, (404,)),
-    Route("PUT", "/api/v1/following/{user_id}", follow_user, "follow a user", None, 200, ()),
-    Route("DELETE", "/api/v1/following/{user_id}", unfollow_user, "unfollow a user", None, 204, (404,)),
+    Route("POST", S, command("create_story", models.CreateStory), "create a story", models.CreateStory, 201, (409,)),
+    Route("POST", S + "/{story_id}/view", command("view_story", None, SID), "mark a story viewed", None, 202,
+          (404, 409)),
+    Route("POST", S + "/{story_id}/reply", command("reply_to_story", models.ReplyToStory, SID), "reply to a story",
+          models.ReplyToStory, 201, (403, 404, 409)),
+    Route("POST", S + "/{story_id}/interact", command("interact", models.Interact, SID), "interact with a sticker",
+          models.Interact, 200, (403, 404, 409)),
+    Route("DELETE", S + "/{story_id}", command("delete_story", None, SID), "delete your story", None, 204, (403, 404)),
+    Route("POST", H, command("create_highlight", models.CreateHighlight), "create a highlight",
+          models.CreateHighlight, 201, (409,)),
+    Route("POST", H + "/reorder", command("reorder_highlights", models.ReorderHighlights), "reorder your highlights",
+          models.ReorderHighlights, 200, (409,)),
+    Route("PATCH", H + "/{highlight_id}", command("update_highlight", models.UpdateHighlight, HID),
+          "edit a highlight", models.UpdateHighlight, 200, (403, 404)),
+    Route("POST", H + "/{highlight_id}/stories", command("add_highlight_stories", models.HighlightStories, HID),
+          "add stories to a highlight", models.HighlightStories, 200, (403, 404, 409)),
+    Route("DELETE", H + "/{highlight_id}/stories", command("remove_highlight_stories", models.HighlightStories, HID),
+          "remove stories from a highlight", models.HighlightStories, 200, (403, 404)),
+    Route("DELETE", H + "/{highlight_id}", command("delete_highlight", None, HID), "delete a highlight", None, 204,
+          (403, 404)),
+    Route("POST", "/api/v1/close-friends/{user_id}", command("add_close_friend", None, UID), "add a close friend",
+          None, 201, (409,)),
+    Route("DELETE", "/api/v1/close-friends/{user_id}", command("remove_close_friend", None, UID),
+          "remove a close friend", None, 204, (404,)),
+    Route("PUT", "/api/v1/following/{user_id}", command("follow", None, UID), "follow a user", None, 200, ()),
+    Route("DELETE", "/api/v1/following/{user_id}", command("unfollow", None, UID), "unfollow a user", None, 204,
+          (404,)),
 ]
 
 SUCCESS_SCHEMA = {

@@ -18,6 +18,7 @@ schemathesis and attach:
 
 from __future__ import annotations
 
+import os
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ from typing import Any, Callable, Iterator
 import pytest
 import schemathesis
 from hypothesis import strategies as st
+from schemathesis.openapi.checks import UndefinedStatusCode
 
 from tests.e2e.conftest import CommandApi, launch as launch_command_api
 from tests.e2e.read_side import ReadSide, cleanup as cleanup_read_side, launch as launch_read_side
@@ -147,6 +149,8 @@ class FuzzStats:
     by_status: Counter = field(default_factory=Counter)
     started: float | None = None
     finished: float | None = None
+    # (operation, status, error code) of undocumented statuses tolerated as known findings
+    tolerated: Counter = field(default_factory=Counter)
 
     def record(self, case: schemathesis.Case, response: schemathesis.Response) -> None:
         if self.started is None:
@@ -163,8 +167,36 @@ class FuzzStats:
     def summary(self) -> str:
         ops = "\n".join(f"    {n:5d}  {label}" for label, n in sorted(self.by_operation.items()))
         statuses = ", ".join(f"{s}: {n}" for s, n in sorted(self.by_status.items()))
-        return (f"{self.api}: {self.requests} requests in {self.seconds:.1f}s\n"
+        text = (f"{self.api}: {self.requests} requests in {self.seconds:.1f}s\n"
                 f"  by status: {statuses}\n  by operation:\n{ops}")
+        if self.tolerated:
+            known = "\n".join(f"    {n:5d}  {op} -> {status} ({code})"
+                              for (op, status, code), n in sorted(self.tolerated.items()))
+            text += f"\n  undocumented statuses tolerated as known findings:\n{known}"
+        return text
+
+
+# -- known findings -------------------------------------------------------------------------
+
+# Statuses the APIs really return that their generated /openapi.json does not list, found by the
+# fuzzer (status_code_conformance). They are findings about stories/http.py::openapi_document
+# (the Route tables' ``errors``), not bugs in the handlers. The fuzz run tolerates exactly these
+# (operation, status) pairs, and only while the document still lacks them: once a status is
+# documented the check passes on its own, and the strict-xfail tests in test_fuzz_regressions.py
+# that read the live document start failing, which says: delete the entry here.
+KNOWN_UNDOCUMENTED: dict[tuple[str, str], set[int]] = {
+}
+
+# STORIES_FUZZ_DISCOVER=1: tolerate (and list in the summary) every undocumented status, to see
+# all of them in one run instead of the first per operation.
+DISCOVER = os.environ.get("STORIES_FUZZ_DISCOVER") == "1"
+
+
+def _error_code(response: schemathesis.Response) -> str:
+    try:
+        return str(response.json()["error"]["code"])
+    except Exception:
+        return "?"
 
 
 # -- schemas ---------------------------------------------------------------------------------
@@ -218,6 +250,18 @@ def load_schema(base_url: str, token: str, seeded: Seeded, stats: FuzzStats) -> 
     schema.hook("before_generate_path_parameters")(_seeded_paths(seeded.path_values()))
     schema.hook("before_generate_body")(_seeded_bodies(seeded.story_ids + [UNKNOWN_ID]))
 
+    @schema.hook("filter_failure")
+    def known_undocumented(context: schemathesis.HookContext, failure: Any, case: schemathesis.Case,
+                           response: schemathesis.Response) -> bool:
+        """Drop an "undocumented status" failure that is a known finding (see KNOWN_UNDOCUMENTED)."""
+        if not isinstance(failure, UndefinedStatusCode):
+            return True
+        key = (case.operation.method.upper(), case.operation.path)
+        if not (DISCOVER or response.status_code in KNOWN_UNDOCUMENTED.get(key, ())):
+            return True
+        stats.tolerated[(case.operation.label, response.status_code, _error_code(response))] += 1
+        return False
+
     @schema.hook("after_call")
     def count(context: schemathesis.HookContext, case: schemathesis.Case, response: schemathesis.Response) -> None:
         stats.record(case, response)
@@ -265,14 +309,27 @@ def query_side(tmp_path_factory: pytest.TempPathFactory, mongodb_url: str, redis
         cleanup_read_side(side)
 
 
+_STATS: list[FuzzStats] = []  # printed in the terminal summary
+
+
 @pytest.fixture(scope="module")
 def command_stats() -> FuzzStats:
-    return FuzzStats("command API")
+    _STATS.append(FuzzStats("command API"))
+    return _STATS[-1]
 
 
 @pytest.fixture(scope="module")
 def query_stats() -> FuzzStats:
-    return FuzzStats("query API")
+    _STATS.append(FuzzStats("query API"))
+    return _STATS[-1]
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    ran = [stats for stats in _STATS if stats.requests]
+    if ran:
+        terminalreporter.section("schemathesis fuzzing")
+        for stats in ran:
+            terminalreporter.write_line(stats.summary())
 
 
 @pytest.fixture(scope="module")
@@ -286,6 +343,20 @@ def query_schema(query_side, query_stats) -> schemathesis.BaseSchema:
     side, seeded = query_side
     return load_schema(f"http://127.0.0.1:{side.query_port}", side.token(FUZZ_USER, ttl=3600), seeded, query_stats)
 
-# TEMP experiment
-import _pytest.python as _pp
-_pp.Function._nodeid = property(lambda self: self.nodeid, lambda self, value: None)
+
+# -- pytest 9.2 compatibility shim -----------------------------------------------------------
+# schemathesis 4.32.5's lazy ``from_fixture(...).parametrize()`` reads and writes
+# ``request.node._nodeid`` (to label each operation's subtest). pytest 9.2 keeps node ids in
+# ``Node._id`` and has no ``_nodeid`` any more, so every lazily parametrized test fails with
+# "AttributeError: 'Function' object has no attribute '_nodeid'". Give ``Function`` a read-only
+# ``_nodeid`` (writes are ignored: results are still reported per operation as subtests, labelled
+# "METHOD /path"). Only on a pytest that lacks the attribute; drop this once schemathesis
+# supports pytest 9.2.
+def _install_nodeid_shim() -> None:
+    from _pytest import nodes, python
+
+    if "_id" in getattr(nodes.Node, "__slots__", ()) and not hasattr(python.Function, "_nodeid"):
+        python.Function._nodeid = property(lambda self: self.nodeid, lambda self, value: None)
+
+
+_install_nodeid_shim()

@@ -446,11 +446,6 @@ def test_run_drains_a_backlog_larger_than_one_sweep_page(world, clock, monkeypat
     assert expired_counts(store) == Counter({i: 1 for i in ids})
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: Expirer.sweep() (projections/expiry.py, zrangebyscore(..., 0, SWEEP_LIMIT)) takes one "
-    "page of at most SWEEP_LIMIT=1000 due stories, so one sweep -- and `stories expirer --once` -- "
-    "leaves the rest of a backlog live (1000 of 1010 here) although sweep()'s docstring says it "
-    "expires every due story; run() recovers (it re-sweeps at once), --once does not"))
 def test_one_sweep_expires_every_due_story_even_past_the_page_size(world, clock):
     store, writer, expirer = world
     n = expiry.SWEEP_LIMIT + 10  # e.g. the expirer was down while more than a page fell due

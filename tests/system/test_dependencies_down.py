@@ -140,7 +140,7 @@ async def test_mongodb_then_redis_down_under_load(tmp_path, own_secantus, own_va
     try:
         users = [f"user{i}-{tag}" for i in range(12)]
         load = Load(stack, users, seed)
-        running = asyncio.create_task(load.run(workers=6, pause_s=0.01, stop=stop))
+        running = asyncio.create_task(load.run(workers=4, pause_s=0.04, stop=stop))
         try:
             while len(load.highlight_ids) < 1 and not running.done():  # warm up: something to read
                 await asyncio.sleep(0.2)
