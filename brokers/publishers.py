@@ -150,7 +150,10 @@ class NatsJetStreamPublisher:
         js = connection.jetstream()
         config = self.stream_config()
         try:
-            await js.stream_info(self.stream)  # also sets up nats-py's request inbox before any burst
+            info = await js.stream_info(self.stream)  # also sets up nats-py's request inbox before any burst
+            # Keep what operators set (replicas, placement, limits); only our settings change.
+            config.num_replicas = info.config.num_replicas
+            config.placement = info.config.placement
             await js.update_stream(config)
         except NotFoundError:
             await js.add_stream(config)
