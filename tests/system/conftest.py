@@ -127,6 +127,7 @@ class Stack:
         self.broker_prefix = broker_prefix
         self.current: dict[str, Process] = {p.name: p for p in side.processes}
         self.kills: Counter = Counter()
+        self.mid_batch_kills = 0
 
     # processes
     def start(self, name: str) -> Process:
@@ -455,6 +456,23 @@ def assert_counts_match(stack: Stack, load: Load) -> None:
     assert views == {s: n for s, n in load.views.items() if n}, "Redis view counters"
     assert replies == {s: n for s, n in load.replies.items() if n}, "Redis reply counters"
     assert followers == len(load.follows)
+
+
+def assert_query_api_counts(stack: Stack, load: Load) -> None:
+    """The same counts as the query API serves them to each story's owner."""
+    from tests.e2e.read_side import http_request
+
+    tokens = {u: stack.side.token(u) for u in load.users}
+    for story, owner in load.stories:
+        resp = http_request("127.0.0.1", stack.side.query_port, "GET", f"{S}/{story}",
+                            headers={"Authorization": f"Bearer {tokens[owner]}"})
+        assert resp.status == 200, resp
+        served = resp.body
+        assert served["view_count"] == load.views[story], (story, served["view_count"], load.views[story])
+        assert served["reply_count"] == load.replies[story], story
+        poll = served["stickers"][0]["poll"]
+        assert poll["total_votes"] == sum(load.votes[story].values()), (story, poll)
+        assert [o["votes"] for o in poll["options"]] == [load.votes[story][0], load.votes[story][1]], poll
 
 
 def event_counts(events: list[dict]) -> Counter:

@@ -19,7 +19,7 @@ import uuid
 import pytest
 
 from tests.system.conftest import (
-    Load, Stack, assert_counts_match, assert_log_matches, assert_subscriber_saw_everything_once, launch_stack,
+    Load, Stack, assert_counts_match, assert_query_api_counts, assert_log_matches, assert_subscriber_saw_everything_once, launch_stack,
     teardown_stack,
 )
 
@@ -29,22 +29,31 @@ LOAD_S = float(os.environ.get("STORIES_CHAOS_SECONDS", "20"))
 KILLS_EACH = 4
 
 
-async def chaos(stack: Stack, seconds: float, rng: random.Random, log: list[str]) -> None:
-    """SIGKILL the projector and the relay at random moments, restart each shortly after."""
+async def chaos(stack: Stack, name: str, seconds: float, rng: random.Random, log: list[str]) -> None:
+    """SIGKILL ``name`` at random moments, each time restarting it after a random pause (long
+    enough, sometimes, for a backlog to build up, so the next kill may land mid-batch)."""
     started = time.monotonic()
-    plan = sorted(
-        (rng.uniform(0.5, seconds - 1.5), name) for name in ("projector", "relay") for _ in range(KILLS_EACH)
-    )
-    for at, name in plan:
-        await asyncio.sleep(max(0.0, at - (time.monotonic() - started)))
-        if not stack.alive(name):  # still down from a kill a moment ago: bring it back first
-            stack.start(name)
-            await asyncio.sleep(rng.uniform(0.3, 1.0))
+    deadline = started + seconds - 0.5
+    while stack.kills[name] < KILLS_EACH and time.monotonic() < deadline:
+        await asyncio.sleep(rng.uniform(1.0, 3.0))
+        mid_batch = ""
         stack.kill(name)
-        log.append(f"{time.monotonic() - started:5.1f}s kill {name}")
-        await asyncio.sleep(rng.uniform(0.0, 0.8))
+        if name == "projector":
+            pending = await asyncio.to_thread(pending_until, stack)
+            mid_batch = f" (MongoDB batch up to {pending} cut short)" if pending else ""
+            stack.mid_batch_kills += bool(pending)
+        log.append(f"{time.monotonic() - started:5.1f}s kill {name}{mid_batch}")
+        await asyncio.sleep(rng.uniform(0.1, 1.5))
         stack.start(name)
         log.append(f"{time.monotonic() - started:5.1f}s start {name}")
+
+
+def pending_until(stack: Stack) -> int | None:
+    from projections.mongo_views import POSITIONS
+
+    with stack.mongo() as client:
+        doc = client[stack.side.mongodb_database][POSITIONS].find_one({"_id": "mongo_views"}) or {}
+    return doc.get("pending_until")
 
 
 async def test_kill_projector_and_relay_under_load(tmp_path, own_secantus, redis_url):
@@ -58,8 +67,10 @@ async def test_kill_projector_and_relay_under_load(tmp_path, own_secantus, redis
         users = [f"user{i}-{tag}" for i in range(20)]
         load = Load(stack, users, seed)
         events: list[str] = []
-        await asyncio.gather(load.run(LOAD_S, workers=12), chaos(stack, LOAD_S, rng, events))
-        print("\n".join(events))
+        await asyncio.gather(load.run(LOAD_S, workers=12), chaos(stack, "projector", LOAD_S, rng, events),
+                             chaos(stack, "relay", LOAD_S, random.Random(rng.random()), events))
+        print("\n".join(sorted(events)))
+        print(f"kills {dict(stack.kills)}, {stack.mid_batch_kills} of the projector's in the middle of a MongoDB batch")
         print(load.summary())
         assert not load.problems, load.problems[:20]
         assert stack.kills["projector"] >= 3 and stack.kills["relay"] >= 3, stack.kills
@@ -73,6 +84,7 @@ async def test_kill_projector_and_relay_under_load(tmp_path, own_secantus, redis
         logged = stack.export()
         assert_log_matches(logged, load)
         assert_counts_match(stack, load)
+        assert_query_api_counts(stack, load)
 
         t0 = time.monotonic()
         print(stack.replay(replay_db, replay_prefix).strip(), f"({time.monotonic() - t0:.1f}s)")

@@ -23,7 +23,7 @@ import aiohttp
 import pytest
 
 from tests.system.conftest import (
-    Load, OwnedServer, Stack, assert_counts_match, assert_log_matches, assert_subscriber_saw_everything_once,
+    Load, OwnedServer, Stack, assert_counts_match, assert_query_api_counts, assert_log_matches, assert_subscriber_saw_everything_once,
     launch_stack, mongo_ready, redis_ready, teardown_stack,
 )
 
@@ -169,6 +169,7 @@ async def test_mongodb_then_redis_down_under_load(tmp_path, own_secantus, own_va
         logged = stack.export()
         assert_log_matches(logged, load)
         assert_counts_match(stack, load)
+        assert_query_api_counts(stack, load)
         print(f"broker: {assert_subscriber_saw_everything_once(stack, logged)}; log: {len(logged)} events")
     finally:
         stop.set()

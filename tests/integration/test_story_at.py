@@ -1,0 +1,53 @@
+"""`stories story-at`: a story as it was at a moment, from the log alone."""
+
+from __future__ import annotations
+
+import asyncio
+
+from commands import models
+from commands.application import StoriesApplication
+from commands.event_store import EventStore
+from commands.group_commit import GroupCommitter
+from domain.platform import Platform
+from projections.replay import position_at, story_at
+
+POLL = {"sticker_type": "poll", "poll": {"question": "?", "options": [{"text": "a"}, {"text": "b"}]}}
+
+
+def test_story_at_shows_counts_and_results_as_they_were(sqlite_url, clock):
+    store = EventStore(sqlite_url)
+    committer = GroupCommitter(store)
+    app = StoriesApplication(store, committer, Platform.VIGNETTE, clock=clock)
+
+    async def scenario():
+        body = models.CreateStory.model_validate({"story_type": "text", "text_content": "hi", "privacy": "public",
+                                                  "stickers": [POLL]})
+        answer, _ = await app.execute("alice", app.create_story("alice", body))
+        story_id = answer.body["story_id"]
+        for i in range(3):
+            clock.advance(minutes=1)
+            await app.execute(f"v{i}", app.view_story(f"v{i}", story_id))
+            await app.execute(f"v{i}", app.interact(f"v{i}", story_id, models.Interact(sticker_index=0, option_index=0)))
+        middle = clock.advance(minutes=1)
+        for i in range(3, 5):
+            clock.advance(minutes=1)
+            await app.execute(f"v{i}", app.view_story(f"v{i}", story_id))
+            await app.execute(f"v{i}", app.interact(f"v{i}", story_id, models.Interact(sticker_index=0, option_index=1)))
+        await app.execute("v0", app.view_story("v0", story_id))  # a repeat view
+        return story_id, middle
+
+    try:
+        story_id, middle = asyncio.run(scenario())
+        then = story_at(store, story_id, middle)
+        assert (then["view_count"], then["unique_viewers"]) == (3, 3)
+        poll = then["stickers"][0]["poll"]
+        assert poll["total_votes"] == 3 and [o["votes"] for o in poll["options"]] == [3, 0]
+        now = story_at(store, story_id, clock.advance(minutes=1))
+        assert (now["view_count"], now["unique_viewers"]) == (6, 5)
+        poll = now["stickers"][0]["poll"]
+        assert [o["votes"] for o in poll["options"]] == [3, 2] and [o["percentage"] for o in poll["options"]] == [60.0, 40.0]
+        assert story_at(store, "no-such-story", middle) is None
+        assert 0 < position_at(store, middle) < store.head()
+    finally:
+        committer.close()
+        store.close()
