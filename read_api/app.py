@@ -21,8 +21,8 @@ from read_api.queries import Queries
 from stories.auth import TokenVerifier
 from domain.errors import DomainError
 from stories.http import (
-    REGISTRY, USER, ApiError, Route, actor, add_routes, error_middleware, error_response_of, json_response,
-    metrics_middleware, openapi_document, ready_handler,
+    REGISTRY, UNAVAILABLE, USER, ApiError, Route, actor, add_routes, error_middleware, error_response_of,
+    json_response, metrics_middleware, openapi_document, ready_handler, unavailable_response,
 )
 from stories.settings import Settings
 
@@ -88,24 +88,27 @@ def _limit(request: web.Request, default: int = 50, most: int = 100) -> int:
 
 
 def _served(handler: Callable) -> Callable:
-    """Authenticate, honour read-your-writes, stamp the position served at."""
+    """Authenticate, honour read-your-writes, stamp the position served at (on refusals too:
+    every answer past authentication says where the read models stood)."""
 
     async def wrapper(request: web.Request) -> web.Response:
         user = actor(request)
-        wanted = _min_position(request)
         positions: ProjectionPositions = request.app[POSITION]
-        if wanted is not None and not await positions.wait_for(wanted, request.app["min_position_wait_s"]):
-            raise ApiError(503, "position_not_reached", f"read models have not reached position {wanted} yet",
-                           {"requested": wanted, "current": positions.current}, {"Retry-After": "1"})
-        served_at = positions.current
-        now = request.app[CLOCK]()
         try:
-            body = await handler(request, request.app[QUERIES], user, now)
-        except (ApiError, DomainError) as error:  # refusals are answers too: say where they stand
+            wanted = _min_position(request)
+            if wanted is not None and not await positions.wait_for(wanted, request.app["min_position_wait_s"]):
+                raise ApiError(503, "position_not_reached", f"read models have not reached position {wanted} yet",
+                               {"requested": wanted, "current": positions.current}, {"Retry-After": "1"})
+            served_at = positions.current
+            body = await handler(request, request.app[QUERIES], user, request.app[CLOCK]())
+        except (ApiError, DomainError) as error:
             response = error_response_of(error)
-            response.headers["X-Stories-Position"] = str(served_at)
-            return response
-        return json_response(body, headers={"X-Stories-Position": str(served_at)})
+        except UNAVAILABLE as error:
+            response = unavailable_response(request, error)
+        else:
+            return json_response(body, headers={"X-Stories-Position": str(served_at)})
+        response.headers["X-Stories-Position"] = str(positions.current)
+        return response
 
     wrapper.__name__ = handler.__name__
     return wrapper

@@ -61,6 +61,11 @@ def error_response_of(error: ApiError | DomainError) -> web.Response:
     return error_response(status, error.code, error.message, error.details)
 
 
+def unavailable_response(request: web.Request, error: Exception) -> web.Response:
+    log.warning("dependency unavailable on %s %s: %s", request.method, request.path, error)
+    return error_response(503, "unavailable", "a dependency is unreachable; retry shortly", headers={"Retry-After": "1"})
+
+
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every error leaves as the contract's JSON shape; a 5xx other than 503 is logged as a bug."""
@@ -69,8 +74,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except (ApiError, DomainError) as e:
         return error_response_of(e)
     except UNAVAILABLE as e:
-        log.warning("dependency unavailable on %s %s: %s", request.method, request.path, e)
-        return error_response(503, "unavailable", "a dependency is unreachable; retry shortly", headers={"Retry-After": "1"})
+        return unavailable_response(request, e)
     except web.HTTPException as e:
         if e.status < 400:
             raise

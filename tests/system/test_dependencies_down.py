@@ -29,7 +29,7 @@ from tests.system.conftest import (
 
 pytestmark = pytest.mark.timeout(180)
 
-OUTAGE_S = 6.0
+OUTAGE_S = 5.0
 ANSWER_WITHIN_S = 3.5  # "within ~3 s": the stores' 2 s connect / selection timeouts plus slack
 RECOVER_WITHIN_S = 30.0
 # Endpoints that cannot answer without the store (everything else may answer 200 from the other).
@@ -111,12 +111,32 @@ async def wait_query_healthy(stack: Stack, paths, owner: str, token: str) -> Non
     raise AssertionError(f"query API not healthy again after {RECOVER_WITHIN_S}s: {last}")
 
 
+async def check_health(stack: Stack, down: str | None) -> None:
+    """/health is liveness (always 200); the query API's /ready names the store that is down."""
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
+        for port in (stack.side.command_port, stack.side.query_port):
+            async with session.get(f"http://127.0.0.1:{port}/health") as resp:
+                assert resp.status == 200
+        async with session.get(f"http://127.0.0.1:{stack.side.command_port}/ready") as resp:
+            assert resp.status == 200, await resp.text()  # the command API needs only the log
+        started = time.monotonic()
+        async with session.get(f"http://127.0.0.1:{stack.side.query_port}/ready") as resp:
+            body = await resp.json()
+            assert time.monotonic() - started < ANSWER_WITHIN_S
+            if down is None:
+                assert resp.status == 200, body
+            else:
+                assert resp.status == 503 and resp.headers.get("Retry-After"), body
+                assert set(body["error"]["details"]) == {down}, body
+
+
 async def outage(stack: Stack, server: OwnedServer, store: str, load: Load, paths, owner: str, token: str,
                  ready, report: list[str]) -> None:
     accepted_before = sum(load.accepted.values())
     server.stop()  # SIGTERM
     down_at = time.monotonic()
     answers = await probe(stack, paths, owner, OUTAGE_S, token)
+    await check_health(stack, down=store)
     accepted_during = sum(load.accepted.values()) - accepted_before
     stack.check_alive()  # nobody died of it
     report.append(f"{store} down {time.monotonic() - down_at:.1f}s: {len(answers)} query answers "
@@ -127,6 +147,7 @@ async def outage(stack: Stack, server: OwnedServer, store: str, load: Load, path
     started = time.monotonic()
     await asyncio.to_thread(stack.wait_caught_up)
     await wait_query_healthy(stack, paths, owner, token)
+    await check_health(stack, down=None)
     report.append(f"{store} back: caught up and query API healthy in {time.monotonic() - started:.1f}s")
 
 
