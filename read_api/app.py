@@ -69,19 +69,19 @@ def _min_position(request: web.Request) -> int | None:
     raw = request.headers.get("X-Stories-Min-Position") or request.query.get("min_position")
     if raw is None:
         return None
-    try:
-        value = int(raw)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise ApiError(422, "validation_error", "min_position must be a whole number >= 0",
-                       [{"field": "min_position", "message": "whole number >= 0"}])
+    value = int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 19 else -1
+    if not 0 <= value <= MAX_POSITION:
+        raise ApiError(422, "validation_error", "min_position must be a whole number from 0 to 2^63-1",
+                       [{"field": "min_position", "message": "whole number from 0 to 2^63-1"}])
     return value
+
+
+MAX_POSITION = 2**63 - 1  # log positions are 64-bit in SQLite and PostgreSQL
 
 
 def _limit(request: web.Request, default: int = 50, most: int = 100) -> int:
     raw = request.query.get("limit", str(default))
-    if not raw.isdigit() or not 1 <= int(raw) <= most:
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 3) or not 1 <= int(raw) <= most:
         raise ApiError(422, "validation_error", f"limit must be 1 to {most}",
                        [{"field": "limit", "message": f"whole number 1 to {most}"}])
     return int(raw)
@@ -166,7 +166,7 @@ async def get_close_friends(request, q: Queries, user: str, now: datetime):
     return {"close_friends": await q.close_friends(user)}
 
 
-MIN_POSITION = {"min_position": {"type": "integer", "minimum": 0}}
+MIN_POSITION = {"min_position": {"type": "integer", "minimum": 0, "maximum": 2**63 - 1}}
 PAGE = {"limit": {"type": "integer", "minimum": 1, "maximum": 100}, "cursor": {"type": "string"}, **MIN_POSITION}
 ROUTES = [
     Route("GET", "/api/v1/stories/feed", get_feed, "the tray", query=MIN_POSITION),

@@ -230,6 +230,7 @@ def openapi_document(title: str, version: str, routes: list[Route], success_sche
         op["responses"][str(route.status)] = ok
         error_ref = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
         statuses = set(route.errors) | ({401} if route.auth else set()) | ({400, 413, 415, 422} if route.body else set())
+        statuses |= {422} if route.query else set()  # a bad query parameter
         statuses |= {429, 503} if route.method != "GET" else {503}
         for status in sorted(statuses):
             op["responses"][str(status)] = {"description": _REASONS.get(status, "error"), **error_ref}

@@ -90,10 +90,10 @@ ROUTES = [
     Route("DELETE", H + "/{highlight_id}", command("delete_highlight", None, HID), "delete a highlight", None, 204,
           (403, 404)),
     Route("POST", "/api/v1/close-friends/{user_id}", command("add_close_friend", None, UID), "add a close friend",
-          None, 201, (409,)),
+          None, 201, (409, 422)),
     Route("DELETE", "/api/v1/close-friends/{user_id}", command("remove_close_friend", None, UID),
           "remove a close friend", None, 204, (404,)),
-    Route("PUT", "/api/v1/following/{user_id}", command("follow", None, UID), "follow a user", None, 200, ()),
+    Route("PUT", "/api/v1/following/{user_id}", command("follow", None, UID), "follow a user", None, 200, (422,)),
     Route("DELETE", "/api/v1/following/{user_id}", command("unfollow", None, UID), "unfollow a user", None, 204,
           (404,)),
 ]

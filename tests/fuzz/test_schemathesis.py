@@ -9,8 +9,16 @@ Hypothesis fuzzing phase) must get:
 - a body matching the documented schema for that status (``response_schema_conformance``);
 - the documented content type (``content_type_conformance``).
 
+Known findings do not fail the run but are counted in the "schemathesis fuzzing" terminal
+summary: statuses missing from the document (``conftest.KNOWN_UNDOCUMENTED``) and known bugs
+(``conftest.known_bug``), each pinned by a strict xfail in test_fuzz_regressions.py. The 503
+``position_not_reached`` answer to a fuzzed ``min_position`` is the contract's, not a failure.
+
 The run is bounded and deterministic: a fixed seed, ``derandomize``, no example database,
-``MAX_EXAMPLES`` per operation, and each API must have received at least ``MIN_REQUESTS``.
+``*_MAX_EXAMPLES`` per operation, and each API must have received at least ``MIN_REQUESTS`` within
+``MAX_SECONDS``. The schemathesis phases are its defaults: explicit examples (none in these
+documents), coverage cases (boundary values, positive and negative) and fuzzing (Hypothesis,
+positive and negative data).
 """
 
 from __future__ import annotations
@@ -31,7 +39,7 @@ MAX_SECONDS = 180  # per API
 # Fuzzing-phase examples per operation; coverage cases come on top. 15 command operations,
 # 10 query operations: both stay well above MIN_REQUESTS.
 COMMAND_MAX_EXAMPLES = 80
-QUERY_MAX_EXAMPLES = 100
+QUERY_MAX_EXAMPLES = 120
 
 FUZZ_SETTINGS = dict(deadline=None, derandomize=True, database=None, print_blob=True,
                      suppress_health_check=list(HealthCheck))
