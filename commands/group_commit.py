@@ -19,7 +19,7 @@ from typing import Any, Callable, TypeVar
 from uuid import UUID
 
 from domain.aggregate import Aggregate, DomainEvent
-from domain.errors import Conflict, DomainError
+from domain.errors import Conflict
 from commands.event_store import EventStore, StoreUnavailable, StreamConflict
 
 log = logging.getLogger(__name__)

@@ -13,7 +13,7 @@ import zlib
 from dataclasses import dataclass
 from typing import Protocol
 
-from commands.event_store import EventStore, LoggedEvent, StoreUnavailable
+from commands.event_store import EventStore, LoggedEvent
 
 log = logging.getLogger(__name__)
 

@@ -14,9 +14,7 @@ from __future__ import annotations
 import asyncio
 import http.client
 import json
-import os
 import secrets
-import socket
 import subprocess
 import sys
 import time
@@ -29,6 +27,8 @@ from typing import Any, Iterator
 import jwt
 import pytest
 
+from tests.e2e.conftest import Response as CommandResponse, clean_env, free_port
+
 BIN = Path(sys.executable).parent
 STORIES = str(BIN / "stories")
 START_TIMEOUT_S = 30.0
@@ -37,42 +37,11 @@ REQUEST_TIMEOUT_S = 15.0
 _NOT_SET = object()
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def clean_env(extra: dict[str, Any]) -> dict[str, str]:
-    """The caller's environment without any STORIES_* setting, plus ``extra``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("STORIES_")}
-    env.update({k: str(v) for k, v in extra.items()})
-    return env
-
-
-@dataclass
-class Response:
-    status: int
-    headers: dict[str, str]  # lower-cased names
-    raw: bytes
-
-    @property
-    def body(self) -> Any:
-        try:
-            return json.loads(self.raw) if self.raw else None
-        except ValueError:
-            return self.raw.decode("utf-8", "replace")
-
+class Response(CommandResponse):
     @property
     def position(self) -> int:
         """X-Stories-Position (a write's log position, or the position a query was served at)."""
         return int(self.headers["x-stories-position"])
-
-    def header(self, name: str) -> str | None:
-        return self.headers.get(name.lower())
-
-    def __repr__(self) -> str:
-        return f"<Response {self.status} {self.raw[:400]!r}>"
 
 
 @dataclass
