@@ -1,7 +1,8 @@
 """``make bench``: run every benchmark module, print one table, write bench/RESULTS.md.
 
 A benchmark module has ``run() -> list[Row]``; add it to MODULES to include it.
-Run one alone with ``python -m bench write_side``.
+Run one alone with ``python -m bench write_side`` (BENCH_RESULTS_FILE=path writes the table
+there instead of bench/RESULTS.md). Modules: write_side, read_side, replay, relay, end_to_end.
 """
 
 from __future__ import annotations
@@ -71,6 +72,8 @@ def markdown(rows: list[Row], info: dict[str, str], started: str, elapsed_s: flo
         f"- load average (1/5/15 min) before / after: {info['loadavg_start']} / {info['loadavg']} "
         "(other work on the machine skews the figures; compare ratios, rerun when in doubt)",
         f"- load generator: {generator_name()}",
+        "- knobs (environment): " + (", ".join(f"`{k}={v}`" for k, v in sorted(os.environ.items()) if k.startswith("BENCH_"))
+                       or "none set (full sizes)"),
         "",
         "| " + " | ".join(COLUMNS) + " |",
         "| " + " | ".join("---" if c in ("name", "unit", "goal", "ceiling/baseline") else "---:" for c in COLUMNS) + " |",
@@ -103,8 +106,9 @@ def main(argv: list[str]) -> int:
     info["loadavg_start"] = start_load
     print_rows(rows, f"Stories benchmarks — {info['nproc']} cores, {info['cpu']}, Python {info['python']}")
     if rows:
-        (BENCH_DIR / "RESULTS.md").write_text(markdown(rows, info, started, time.perf_counter() - t0, failed))
-        log(f"wrote {BENCH_DIR / 'RESULTS.md'}")
+        target = Path(os.environ.get("BENCH_RESULTS_FILE") or BENCH_DIR / "RESULTS.md")
+        target.write_text(markdown(rows, info, started, time.perf_counter() - t0, failed))
+        log(f"wrote {target}")
     return 1 if failed else 0
 
 

@@ -133,7 +133,7 @@ if __name__ == "__main__":
 
 REPLAY_EVENTS = int(os.environ.get("BENCH_REPLAY_EVENTS", "1000000"))
 REPLAY_LIMIT_S = float(os.environ.get("BENCH_REPLAY_LIMIT_S", "300"))
-SLICE = int(os.environ.get("BENCH_REPLAY_SLICE", "20000"))
+SLICE = int(os.environ.get("BENCH_REPLAY_SLICE", "60000"))
 
 
 class _TimeUp(Exception):
