@@ -183,11 +183,12 @@ class MongoViewStore:
     and an abandoned writer holds no locks.
     """
 
-    def __init__(self, client: MongoClient, database: str, name: str = "mongo_views") -> None:
+    def __init__(self, client: MongoClient, database: str, name: str = "mongo_views", indexes: bool = True) -> None:
         self.name = name
         self.client = client
         self.db = client[database]
-        ensure_indexes(self.db)
+        if indexes:  # a rebuild into an empty database creates them after the load instead
+            ensure_indexes(self.db)
         self.db[POSITIONS].update_one(
             {"_id": self.name}, {"$setOnInsert": {"position": 0, "pending_until": None}}, upsert=True
         )

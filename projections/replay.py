@@ -3,6 +3,7 @@ was at a moment (``stories story-at``), find the log position of a moment in tim
 
 from __future__ import annotations
 
+import threading
 from datetime import datetime
 from typing import Any, Callable
 
@@ -12,7 +13,7 @@ from pymongo import MongoClient
 from commands.event_store import EventStore
 from domain.stickers import parse_timestamp
 from projections.document_writes import DocumentWrites
-from projections.mongo_views import HANDLERS as MONGO_HANDLERS, MongoViewStore
+from projections.mongo_views import HANDLERS as MONGO_HANDLERS, MongoViewStore, ensure_indexes
 from projections.redis_views import READ_MODEL_KEYS, RedisViewStore
 from projections.runner import ProjectionRunner
 from read_api import presenter
@@ -59,17 +60,29 @@ def rebuild(
     on_progress: Callable[[int], None] = lambda position: None, batch: int = REPLAY_BATCH,
 ) -> int:
     """Project the log up to ``until`` into (empty) read models; the events applied."""
-    runners = [
-        ProjectionRunner(store, MongoViewStore(mongo, database), batch),
-        ProjectionRunner(store, RedisViewStore(client, prefix), batch),
-    ]
-    done = False
-    while not done:
-        done = True
-        for runner in runners:
-            if runner.run_once(until):
-                done = False
+    mongo_view = MongoViewStore(mongo, database, indexes=False)  # indexes after the load: faster
+    runners = [ProjectionRunner(store, mongo_view, batch), ProjectionRunner(store, RedisViewStore(client, prefix), batch)]
+
+    errors: list[BaseException] = []
+
+    def follow(runner: ProjectionRunner) -> None:
+        try:
+            while runner.run_once(until):
+                pass
+        except BaseException as error:  # re-raised below, in the caller's thread
+            errors.append(error)
+
+    # Both stores at once: each mostly waits on its server, so the waits overlap.
+    threads = [threading.Thread(target=follow, args=(r,), daemon=True) for r in runners]
+    for t in threads:
+        t.start()
+    while any(t.is_alive() for t in threads):
+        for t in threads:
+            t.join(timeout=0.5)
         on_progress(min(r.position or 0 for r in runners))
+    if errors:
+        raise errors[0]
+    ensure_indexes(mongo[database])
     return runners[0].applied
 
 
