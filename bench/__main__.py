@@ -17,7 +17,7 @@ from pathlib import Path
 
 from bench.common import BENCH_DIR, COLUMNS, Row, generator_name, log
 
-MODULES = ["bench.write_side", "bench.read_side", "bench.replay", "bench.relay", "bench.end_to_end"]
+MODULES = ["bench.write_side", "bench.read_side", "bench.replay", "bench.relay", "bench.end_to_end", "bench.scale_out"]
 
 
 def machine() -> dict[str, str]:
