@@ -62,25 +62,17 @@ def generated_log(events: int, users: int = 2000, stories: int = 20000, seed: in
 
 
 async def _generate(path: Path, events: int, users: int, stories: int, seed: int) -> dict:
-    from commands import models
     from commands.application import StoriesApplication
     from commands.event_store import EventStore
     from commands.group_commit import GroupCommitter
-    from commands.synthetic_load import STICKERS, SyntheticLoad
+    from commands.synthetic_load import SyntheticLoad
     from domain.platform import Platform
 
     class MostlyPublic(SyntheticLoad):
-        def _story_body(self) -> models.CreateStory:
+        def _privacy(self) -> str:
             r = self.rng.random()
-            privacy = ("public" if r < 0.7 else self.app.platform.audience if r < 0.8
-                       else "close_friends" if r < 0.9 else "custom")
-            body = {
-                "story_type": "image", "media_url": f"https://cdn.example.org/{self.rng.randrange(10**9)}.jpg",
-                "privacy": privacy, "stickers": self.rng.sample(STICKERS, self.rng.randint(0, 3)),
-            }
-            if privacy == "custom":
-                body["allowed_viewer_ids"] = self.rng.sample(self.users, 5)
-            return models.CreateStory.model_validate(body)
+            return ("public" if r < 0.7 else self.app.platform.audience if r < 0.8
+                    else "close_friends" if r < 0.9 else "custom")
 
     store = EventStore(f"sqlite:///{path.resolve()}")
     committer = GroupCommitter(store)

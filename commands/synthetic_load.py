@@ -53,8 +53,11 @@ class SyntheticLoad:
         self.tally.count(kind, True)
         self.tally.last_position = max(self.tally.last_position, position)
 
+    def _privacy(self) -> str:
+        return self.rng.choice(["public", "public", self.app.platform.audience, "close_friends", "custom"])
+
     def _story_body(self) -> models.CreateStory:
-        privacy = self.rng.choice(["public", "public", self.app.platform.audience, "close_friends", "custom"])
+        privacy = self._privacy()
         body = {
             "story_type": "image", "media_url": f"https://cdn.example.org/{self.rng.randrange(10**9)}.jpg",
             "privacy": privacy, "stickers": self.rng.sample(STICKERS, self.rng.randint(0, 3)),

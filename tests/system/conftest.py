@@ -76,24 +76,8 @@ class OwnedServer:
         embedded._wait(proc, ready, self.server.name, timeout)
 
 
-def mongo_ready(url: str):
-    def ready() -> bool:
-        with MongoClient(url, serverSelectionTimeoutMS=300) as client:
-            client.admin.command("ping")
-        return True
-
-    return ready
-
-
-def redis_ready(url: str):
-    def ready() -> bool:
-        client = redis.Redis.from_url(url, socket_connect_timeout=0.3)
-        try:
-            return bool(client.ping())
-        finally:
-            client.close()
-
-    return ready
+# The readiness checks are the embedded servers' own.
+mongo_ready, redis_ready = embedded.mongo_ready, embedded.redis_ready
 
 
 @pytest.fixture
