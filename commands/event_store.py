@@ -8,6 +8,7 @@ place for every reader: command handlers, projectors, the relay and replay.
 from __future__ import annotations
 
 import os
+import random
 import threading
 import time
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from eventsourcing.persistence import (
     EventStore as LibraryEventStore,
     InfrastructureFactory,
     IntegrityError,
+    InternalError,
     JSONTranscoder,
     OperationalError,
     InterfaceError,
@@ -37,6 +39,7 @@ from domain.ids import NAMESPACE
 A = TypeVar("A", bound=Aggregate)
 _DOMAIN_EVENTS = frozenset(EVENT_TYPES.values())
 PROBE_INTERVAL_S = 1.0
+CREATE_ATTEMPTS = 8
 
 
 class StreamConflict(Exception):
@@ -129,9 +132,22 @@ class EventStore:
 
     def _connect(self) -> None:
         if self._recorder is None:
-            recorder = self._factory.application_recorder()
+            recorder = self._create_recorder()
             self._events = LibraryEventStore(mapper=self._mapper, recorder=recorder)
             self._recorder = recorder
+
+    def _create_recorder(self):
+        # The recorder creates its tables, types and functions "if not exists"; processes that
+        # start together (compose, scale-out) race on PostgreSQL's catalogue and the loser gets
+        # "tuple concurrently updated" or a duplicate key. Once the winner commits, a retry finds
+        # everything in place.
+        for attempt in range(CREATE_ATTEMPTS):
+            try:
+                return self._factory.application_recorder()
+            except (InternalError, IntegrityError):
+                if attempt == CREATE_ATTEMPTS - 1:
+                    raise
+                time.sleep(random.uniform(0.05, 0.2) * (attempt + 1))
 
     @property
     def recorder(self):

@@ -82,3 +82,21 @@ def test_concurrent_appends_get_distinct_increasing_positions(event_store_url, c
     assert len(set(positions)) == 80
     assert [e.position for e in store.read()] == sorted(positions)
     store.close()
+
+
+def test_processes_starting_together_on_a_fresh_database_all_come_up(postgres_schema_url):
+    """Compose and scale-out start several processes at once; each creates the tables "if not
+    exists", and PostgreSQL's catalogue makes all but one fail unless the store retries."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys; from commands.event_store import EventStore; "
+        "store = EventStore(sys.argv[1]); print(store.head())"
+    )
+    procs = [subprocess.Popen([sys.executable, "-c", script, postgres_schema_url],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(6)]
+    for proc in procs:
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err.decode()[-2000:]
+        assert out.strip() == b"0"
