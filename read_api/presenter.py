@@ -19,7 +19,7 @@ def _iso(value: Any) -> Any:
 
 
 def base_story(doc: dict, viewer: str, now: datetime, *, viewed_by_me: bool, view_count: int, reply_count: int) -> dict:
-    """The fields every served story has (feed items are this plus raw stickers)."""
+    """The fields every served story has (feed items are this plus their stickers without results)."""
     expires_at = doc["expires_at"] if isinstance(doc["expires_at"], datetime) else parse_timestamp(doc["expires_at"])
     story = {name: doc.get(name) for name in CONTENT_FIELDS}
     story.update(
@@ -35,6 +35,19 @@ def base_story(doc: dict, viewer: str, now: datetime, *, viewed_by_me: bool, vie
         story["allowed_viewer_ids"] = doc.get("allowed_viewer_ids", [])
         story["hidden_from_ids"] = doc.get("hidden_from_ids", [])
     return story
+
+
+def stickers_for_others(stickers: list[dict]) -> list[dict]:
+    """A feed item's stickers as others get them: without a quiz's answer. The feed carries no
+    per-viewer results, so it never knows whether this viewer has answered; the story endpoint
+    gives the answer after an attempt."""
+    if not any(s["sticker_type"] == "quiz" for s in stickers):
+        return stickers
+    return [
+        {**s, "quiz": {k: v for k, v in s["quiz"].items() if k != "correct_answer_index"}}
+        if s["sticker_type"] == "quiz" else s
+        for s in stickers
+    ]
 
 
 def sticker_with_results(i: int, sticker: dict, results: dict, mine: dict, owner: bool, now: datetime,

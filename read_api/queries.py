@@ -215,7 +215,8 @@ class Queries:
                 continue
             item = presenter.base_story(doc, viewer, now, viewed_by_me=bool(was_seen),
                                         view_count=int(v or 0), reply_count=int(r or 0))
-            item["stickers"] = doc.get("stickers", [])
+            item["stickers"] = (doc.get("stickers", []) if doc["user_id"] == viewer
+                                else presenter.stickers_for_others(doc.get("stickers", [])))
             item["_doc"] = doc
             by_author.setdefault(doc["user_id"], []).append(item)
             if doc["privacy"] == "close_friends" and doc["user_id"] != viewer:

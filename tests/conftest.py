@@ -13,6 +13,12 @@ import uuid
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from hypothesis import HealthCheck, settings
+
+# Property tests check rules, not speed: on a loaded CI machine a slow example or slow data
+# generation is not a failure (benchmarks under bench/ measure speed).
+settings.register_profile("stories", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("stories")
 
 RUN_ID = uuid.uuid4().hex[:10]
 PG_ADMIN_URL = os.environ.get("STORIES_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")

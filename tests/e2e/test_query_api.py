@@ -505,3 +505,15 @@ def test_close_friends_with_is_mutual(read_side, uid):
     listed = read_side.read("/api/v1/close-friends/", owner, at).body["close_friends"]
     assert [(x["user_id"], x["is_mutual"]) for x in listed] == [(follows_me, False), (mutual, True)]
     assert read_side.read("/api/v1/close-friends/", mutual, at).body["close_friends"] == []
+
+
+def test_feed_never_gives_a_quiz_answer_away(read_side, uid):
+    owner, follower = uid("owner"), uid("follower")
+    read_side.follow(follower, owner)
+    story, at = read_side.story(owner, privacy="public", stickers=STICKERS)
+    theirs = read_side.read(f"{S}/feed", follower, at).body["feed"]
+    quiz = next(s["quiz"] for s in theirs[0]["stories"][0]["stickers"] if s["sticker_type"] == "quiz")
+    assert "correct_answer_index" not in quiz and [o["text"] for o in quiz["options"]] == ["3", "4"]
+    mine = read_side.read(f"{S}/feed", owner, at).body["feed"]
+    own_quiz = next(s["quiz"] for s in mine[0]["stories"][0]["stickers"] if s["sticker_type"] == "quiz")
+    assert own_quiz["correct_answer_index"] == 1

@@ -405,3 +405,19 @@ def test_interactive_sticker_checks_the_type():
         interactive_sticker(stickers, 1, "poll")
     with pytest.raises(InvalidInput):
         interactive_sticker(stickers, 0, "quiz")
+
+
+@HYPOTHESIS
+@given(valid_sticker_lists())
+def test_feed_stickers_for_others_hide_only_the_quiz_answer(stickers):
+    from read_api.presenter import stickers_for_others
+
+    original = copy.deepcopy(stickers)
+    shown = stickers_for_others(stickers)
+    assert stickers == original  # the card itself is left alone
+    assert len(shown) == len(stickers)
+    for mine, theirs in zip(stickers, shown):
+        if mine["sticker_type"] == "quiz":
+            assert "correct_answer_index" not in theirs["quiz"]
+            mine = {**mine, "quiz": {k: v for k, v in mine["quiz"].items() if k != "correct_answer_index"}}
+        assert theirs == mine
