@@ -19,6 +19,7 @@ from projections.redis_views import Keys
 MONGO_VIEWS, REDIS_VIEWS = "mongo_views", "redis_views"  # the projector's view store names
 from read_api.queries import Queries
 from stories.auth import TokenVerifier
+from stories.backends import async_mongo_client, async_redis_client
 from domain.errors import DomainError
 from stories.http import (
     REGISTRY, UNAVAILABLE, USER, ApiError, Route, actor, add_routes, error_middleware, error_response_of,
@@ -192,8 +193,7 @@ def create_app(settings: Settings, clock: Callable[[], datetime] | None = None) 
     app[CLOCK] = clock or (lambda: datetime.now(timezone.utc))
     app["max_body_bytes"] = settings.max_body_bytes
     app["min_position_wait_s"] = settings.min_position_wait_s
-    mongo = AsyncMongoClient(settings.mongodb_url, serverSelectionTimeoutMS=2000, connectTimeoutMS=2000, tz_aware=True)
-    redis = Redis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=5)
+    mongo, redis = async_mongo_client(settings), async_redis_client(settings)
     app[QUERIES] = Queries(mongo, settings.mongodb_database, redis, settings.redis_prefix, settings.platform)
     positions = ProjectionPositions(mongo, settings.mongodb_database, redis, settings.redis_prefix,
                                     settings.projector_partitions)

@@ -14,6 +14,9 @@ CONTENT_FIELDS = (
 )
 
 
+OWNER_ONLY_FIELDS = ("allowed_viewer_ids", "hidden_from_ids")
+
+
 def _iso(value: Any) -> Any:
     return value.isoformat() if isinstance(value, datetime) else value
 
@@ -32,9 +35,30 @@ def base_story(doc: dict, viewer: str, now: datetime, *, viewed_by_me: bool, vie
         viewed_by_me=viewed_by_me,
     )
     if viewer == doc["user_id"]:  # only the owner sees who the story was meant for
-        story["allowed_viewer_ids"] = doc.get("allowed_viewer_ids", [])
-        story["hidden_from_ids"] = doc.get("hidden_from_ids", [])
+        story.update((name, doc.get(name, [])) for name in OWNER_ONLY_FIELDS)
     return story
+
+
+def feed_item(card: dict, now: datetime, *, viewed_by_me: bool, view_count: int, reply_count: int) -> dict | None:
+    """A story's Redis card (its StoryCreated data and ``created_at``: the served content already)
+    as a feed item, or None once past its expiry. The owner's shape: others get ``feed_item_for_others``."""
+    if now >= parse_timestamp(card["expires_at"]):
+        return None
+    card["is_expired"] = False
+    card["close_friends_only"] = card["privacy"] == "close_friends"
+    card["view_count"] = view_count
+    card["reply_count"] = reply_count
+    card["viewed_by_me"] = viewed_by_me
+    return card
+
+
+def feed_item_for_others(item: dict) -> dict:
+    """Without whom the story was meant for, and without a quiz's answer (see ``stickers_for_others``).
+    Changes ``item`` in place: feed items are parsed afresh for every answer."""
+    for name in OWNER_ONLY_FIELDS:
+        del item[name]
+    item["stickers"] = stickers_for_others(item["stickers"])
+    return item
 
 
 def stickers_for_others(stickers: list[dict]) -> list[dict]:

@@ -8,7 +8,7 @@ side and the query side cannot disagree.
 from __future__ import annotations
 
 import base64
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -22,7 +22,6 @@ from domain.visibility import Relationship, audience_allows
 from projections.redis_views import Keys
 from read_api import presenter
 
-MAX_LIFETIME = timedelta(hours=48)
 RESPONSES_SHOWN = 100
 
 
@@ -184,19 +183,16 @@ class Queries:
     # -- feed -----------------------------------------------------------------------------
 
     async def feed(self, viewer: str, now: datetime) -> list[dict]:
+        # A fixed number of Redis commands whatever the number of authors: one ZUNION of the
+        # authors' live sets, then one pipeline of four multi-key reads. The cards are stored in
+        # the served shape, so each item is one parse plus its counters.
         k = self.keys
         if self.platform is Platform.ENTATIVA:
             authors = await self.redis.sinter(k.following(viewer), k.followers(viewer))
         else:
             authors = await self.redis.smembers(k.following(viewer))
         authors = [a.decode() for a in authors if a.decode() != viewer]
-        everyone = [viewer, *authors]
-        since = (now - MAX_LIFETIME).timestamp()
-        async with self.redis.pipeline(transaction=False) as p:
-            for author in everyone:
-                p.zrangebyscore(k.live(author), since, "+inf")
-            live = await p.execute()
-        ids = [sid.decode() for ids in live for sid in ids]
+        ids = [sid.decode() for sid in await self.redis.zunion([k.live(a) for a in (viewer, *authors)])]
         if not ids:
             return []
         async with self.redis.pipeline(transaction=False) as p:
@@ -206,39 +202,33 @@ class Queries:
             p.hmget(k.replies, ids)
             cards, seen, views, replies = await p.execute()
         by_author: dict[str, list[dict]] = {}
-        close_asks = []
-        for story_id, card, was_seen, v, r in zip(ids, cards, seen, views, replies):
-            if card is None:
+        for card, was_seen, v, r in zip(cards, seen, views, replies):
+            if card is None:  # deleted meanwhile
                 continue
-            doc = orjson.loads(card)
-            if not now < parse_timestamp(doc["expires_at"]):
-                continue
-            item = presenter.base_story(doc, viewer, now, viewed_by_me=bool(was_seen),
-                                        view_count=int(v or 0), reply_count=int(r or 0))
-            item["stickers"] = (doc.get("stickers", []) if doc["user_id"] == viewer
-                                else presenter.stickers_for_others(doc.get("stickers", [])))
-            item["_doc"] = doc
-            by_author.setdefault(doc["user_id"], []).append(item)
-            if doc["privacy"] == "close_friends" and doc["user_id"] != viewer:
-                close_asks.append(doc["user_id"])
+            item = presenter.feed_item(orjson.loads(card), now, viewed_by_me=bool(was_seen),
+                                       view_count=int(v or 0), reply_count=int(r or 0))
+            if item is not None:  # None: past its expiry, StoryExpired not yet projected
+                by_author.setdefault(item["user_id"], []).append(item)
+        close_asks = sorted({a for a, items in by_author.items()
+                             if a != viewer and any(i["close_friends_only"] for i in items)})
         close_of = {}
         if close_asks:
-            askers = sorted(set(close_asks))
             async with self.redis.pipeline(transaction=False) as p:
-                for author in askers:
+                for author in close_asks:
                     p.sismember(k.close_friends(author), viewer)
-                close_of = dict(zip(askers, await p.execute()))
+                close_of = dict(zip(close_asks, await p.execute()))
         entries = []
         for author, items in by_author.items():
-            # Authors here are followed (friends on entativa) by the viewer, by construction.
-            relationship = Relationship(follows_owner=True, followed_by_owner=self.platform is Platform.ENTATIVA,
-                                        close_friend=bool(close_of.get(author)))
-            shown = [i for i in items if author == viewer or may_see(i["_doc"], viewer, relationship)]
+            if author == viewer:
+                shown = items
+            else:
+                # Authors here are followed (friends on entativa) by the viewer, by construction.
+                relationship = Relationship(follows_owner=True, followed_by_owner=self.platform is Platform.ENTATIVA,
+                                            close_friend=bool(close_of.get(author)))
+                shown = [presenter.feed_item_for_others(i) for i in items if may_see(i, viewer, relationship)]
             if not shown:
                 continue
             shown.sort(key=lambda i: i["created_at"])
-            for i in shown:
-                del i["_doc"]
             entries.append({
                 "user_id": author,
                 "stories": shown,

@@ -579,3 +579,26 @@ def test_redis_handlers(event, expected):
 
 def test_redis_and_mongo_handle_the_same_event_types():
     assert set(redis_views.HANDLERS) == set(mongo_views.HANDLERS)
+
+
+QUIZ = {"sticker_type": "quiz", "x": 0.5, "y": 0.2, "width": 0.3, "height": 0.1, "rotation": 0.0,
+        "quiz": {"question": "2+2?", "options": [{"text": "3"}, {"text": "4"}], "correct_answer_index": 1}}
+
+
+@pytest.mark.parametrize("privacy", ["public", "close_friends", "custom"])
+def test_a_card_is_served_in_the_feed_exactly_as_a_story_base(privacy):
+    """The feed serves Redis cards without re-shaping them: they must be what ``base_story`` gives."""
+    from read_api import presenter
+
+    e = story_created(privacy=privacy, stickers=[*STICKERS, QUIZ], allowed_viewer_ids=["bob"])
+    now = T + timedelta(hours=1)
+    card = orjson.loads(orjson.dumps(redis_views.story_card(e)))
+    counts = dict(viewed_by_me=True, view_count=12, reply_count=3)
+    item = presenter.feed_item(card, now, **counts)
+    assert item == {**presenter.base_story(card, "alice", now, **counts), "stickers": [*STICKERS, QUIZ]}
+    theirs = presenter.feed_item_for_others(copy.deepcopy(item))
+    assert theirs == {**presenter.base_story(card, "bob", now, **counts),
+                      "stickers": presenter.stickers_for_others([*STICKERS, QUIZ])}
+    assert "correct_answer_index" not in theirs["stickers"][-1]["quiz"]
+    assert "hidden_from_ids" not in theirs and "allowed_viewer_ids" not in theirs
+    assert presenter.feed_item(dict(card), T + timedelta(hours=24), **counts) is None  # expired, not yet projected
