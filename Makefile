@@ -31,6 +31,9 @@ test-fast: install
 	$(BIN)/pytest -q tests/unit
 
 bench: install
+	@command -v wrk >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && \
+		(apt-get install -y -qq wrk >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq wrk >/dev/null 2>&1)) || \
+		echo "note: wrk is not installed; the HTTP benchmarks use the slower asyncio load generator"; }
 	$(BIN)/python -m bench
 
 clean:
