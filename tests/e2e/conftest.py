@@ -107,25 +107,12 @@ class CommandApi:
 
     # -- HTTP ---------------------------------------------------------------------------
 
-    def request(
-        self,
-        method: str,
-        path: str,
-        user: str | None = None,
-        json_body: Any = _NOT_SET,
-        *,
-        data: bytes | None = None,
-        content_type: str | None = None,
-        headers: dict[str, str] | None = None,
-        token: str | None = None,
-        chunked: bool = False,
-        timeout: float = REQUEST_TIMEOUT_S,
-    ) -> Response:
+    def request(self, method: str, path: str, user: str | None = None, json_body: Any = _NOT_SET,
+                **options: Any) -> Response:
         """One request. ``user`` mints a token; ``token`` passes one as is; ``json_body`` is sent
-        as application/json; ``data`` + ``content_type`` send raw bytes."""
+        as application/json; ``data`` + ``content_type`` send raw bytes (every option: ``_send``)."""
         self.check_nothing_stored()
-        return self._send(method, path, user, json_body, data=data, content_type=content_type,
-                          headers=headers, token=token, chunked=chunked, timeout=timeout)
+        return self._send(method, path, user, json_body, **options)
 
     def _send(
         self,
@@ -230,15 +217,20 @@ class CommandApi:
     # -- process ------------------------------------------------------------------------
 
     def log(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-4000:]
-        except OSError:
-            return ""
+        return log_tail(self.log_path)
 
     def stop(self) -> None:
         if self in RUNNING:
             RUNNING.remove(self)
         stop_process(self.process)
+
+
+def log_tail(path: Path) -> str:
+    """The end of a process's log, for assertion messages."""
+    try:
+        return path.read_text(errors="replace")[-4000:]
+    except OSError:
+        return ""
 
 
 def stop_process(process: subprocess.Popen, timeout: float = STOP_TIMEOUT_S) -> None:

@@ -27,7 +27,7 @@ from typing import Any, Iterator
 import jwt
 import pytest
 
-from tests.e2e.conftest import Response as CommandResponse, clean_env, free_port, stop_process
+from tests.e2e.conftest import Response as CommandResponse, clean_env, free_port, log_tail, stop_process
 
 BIN = Path(sys.executable).parent
 STORIES = str(BIN / "stories")
@@ -52,10 +52,7 @@ class Process:
     port: int | None = None
 
     def log(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-4000:]
-        except OSError:
-            return ""
+        return log_tail(self.log_path)
 
     def stop(self) -> None:
         stop_process(self.process, STOP_TIMEOUT_S)
