@@ -191,8 +191,8 @@ class Queries:
             authors = await self.redis.sinter(k.following(viewer), k.followers(viewer))
         else:
             authors = await self.redis.smembers(k.following(viewer))
-        authors = [a.decode() for a in authors if a.decode() != viewer]
-        ids = [sid.decode() for sid in await self.redis.zunion([k.live(a) for a in (viewer, *authors)])]
+        everyone = {viewer, *(a.decode() for a in authors)}
+        ids = [sid.decode() for sid in await self.redis.zunion([k.live(a) for a in everyone])]
         if not ids:
             return []
         async with self.redis.pipeline(transaction=False) as p:

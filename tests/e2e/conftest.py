@@ -248,22 +248,25 @@ class StartupFailed(Exception):
     pass
 
 
-def _wait_healthy(api: CommandApi, timeout: float) -> None:
+def wait_healthy(name: str, process: subprocess.Popen, host: str, port: int, log: Callable[[], str],
+                 timeout: float) -> None:
+    """Until GET /health answers 200; StartupFailed with the log's tail if the process exits or times out."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if api.process.poll() is not None:
-            raise StartupFailed(f"command API exited with {api.process.returncode}:\n{api.log()}")
+        if process.poll() is not None:
+            raise StartupFailed(f"{name} exited with {process.returncode}:\n{log()}")
         try:
-            conn = http.client.HTTPConnection(api.host, api.port, timeout=1)
-            conn.request("GET", "/health")
-            if conn.getresponse().status == 200:
+            conn = http.client.HTTPConnection(host, port, timeout=1)
+            try:
+                conn.request("GET", "/health")
+                if conn.getresponse().status == 200:
+                    return
+            finally:
                 conn.close()
-                return
-            conn.close()
         except OSError:
             pass
         time.sleep(0.05)
-    raise StartupFailed(f"command API not healthy after {timeout}s:\n{api.log()}")
+    raise StartupFailed(f"{name} not healthy after {timeout}s:\n{log()}")
 
 
 def launch(data_dir: Path, start_timeout: float = START_TIMEOUT_S, **settings: Any) -> CommandApi:
@@ -287,7 +290,7 @@ def launch(data_dir: Path, start_timeout: float = START_TIMEOUT_S, **settings: A
         )
     api = CommandApi(f"http://127.0.0.1:{port}", "127.0.0.1", port, secret, data_dir, env, process, log_path)
     try:
-        _wait_healthy(api, start_timeout)
+        wait_healthy("command API", api.process, api.host, api.port, api.log, start_timeout)
     except BaseException:
         api.stop()
         raise

@@ -27,7 +27,9 @@ from typing import Any, Iterator
 import jwt
 import pytest
 
-from tests.e2e.conftest import Response as CommandResponse, clean_env, free_port, log_tail, stop_process
+from tests.e2e.conftest import (
+    Response as CommandResponse, clean_env, free_port, log_tail, stop_process, wait_healthy,
+)
 
 BIN = Path(sys.executable).parent
 STORIES = str(BIN / "stories")
@@ -58,10 +60,6 @@ class Process:
         stop_process(self.process, STOP_TIMEOUT_S)
 
 
-class StartupFailed(Exception):
-    pass
-
-
 def http_request(host: str, port: int, method: str, path: str, body: bytes | None = None,
                  headers: dict[str, str] | None = None, timeout: float = REQUEST_TIMEOUT_S) -> Response:
     conn = http.client.HTTPConnection(host, port, timeout=timeout)
@@ -75,17 +73,7 @@ def http_request(host: str, port: int, method: str, path: str, body: bytes | Non
 
 
 def _wait_healthy(proc: Process, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.process.poll() is not None:
-            raise StartupFailed(f"{proc.name} exited with {proc.process.returncode}:\n{proc.log()}")
-        try:
-            if http_request("127.0.0.1", proc.port, "GET", "/health", timeout=1).status == 200:
-                return
-        except OSError:
-            pass
-        time.sleep(0.05)
-    raise StartupFailed(f"{proc.name} not healthy after {timeout}s:\n{proc.log()}")
+    wait_healthy(proc.name, proc.process, "127.0.0.1", proc.port, proc.log, timeout)
 
 
 @dataclass

@@ -440,6 +440,6 @@ def test_what_is_served_equals_the_privacy_model(platform, clock, tmp_path, mong
         "redis_url": redis_url,
     })
     run_state_machine_as_test(machine, settings=settings(
-        max_examples=30, stateful_step_count=25, deadline=None, derandomize=False,
+        max_examples=30, stateful_step_count=25, derandomize=False,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
     ))

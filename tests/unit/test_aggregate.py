@@ -29,7 +29,7 @@ from domain.stories import Story
 from domain.visibility import Relationship
 from tests.conftest import FakeClock
 
-HYPOTHESIS = settings(max_examples=150, deadline=None)
+HYPOTHESIS = settings(max_examples=150)
 OWNER, OTHER = "alice", "bob"
 ORIGINATOR_FIELDS = {"originator_id", "originator_version", "occurred_at"}
 STICKERS = [

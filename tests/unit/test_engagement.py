@@ -337,7 +337,7 @@ def test_poll_option_must_be_an_index_of_an_option(clock, body):
     assert info.value.details[0]["field"] == "option_index"
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=150)
 @given(st.lists(st.tuples(st.sampled_from(["u1", "u2", "u3", "u4", "u5", "u6"]), st.integers(0, 2)), max_size=30))
 def test_poll_tally_counts_each_voter_once(votes):
     clock = FakeClock()  # hypothesis runs many examples per test: no function-scoped fixture

@@ -277,7 +277,7 @@ def test_zero_rate_disables_the_limit():
     assert all(limiter.retry_after("u") == 0 for _ in range(1000))
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=100)
 @given(rate=st.sampled_from([0.5, 1, 2, 5]), burst=st.integers(1, 5),
        gaps=st.lists(st.floats(min_value=0, max_value=3), min_size=1, max_size=40))
 def test_never_more_than_burst_plus_rate_times_elapsed(rate, burst, gaps):
@@ -318,7 +318,7 @@ def reversed_keys(value):
     return value
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=150)
 @given(st.dictionaries(st.text(max_size=5), json_values, max_size=5))
 def test_fingerprint_is_stable_under_key_order_at_every_depth(body):
     assert request_fingerprint("POST", "/api/v1/stories", body) == request_fingerprint(

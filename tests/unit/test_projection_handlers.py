@@ -300,7 +300,7 @@ def collect(sequence) -> DocumentWrites:
     return w
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=400)
 @given(INITIAL, steps)
 def test_merged_writes_equal_one_by_one(initial, sequence):
     start = {k: v for k, v in initial.items() if v is not None}
@@ -318,7 +318,7 @@ def test_merged_writes_equal_one_by_one(initial, sequence):
     assert len(w) <= len(sequence)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300)
 @given(INITIAL, steps, st.integers(min_value=0, max_value=30))
 def test_a_batch_run_again_after_a_crash_changes_nothing(initial, sequence, landed):
     """The stamps make a re-run of a batch (after a crash part-way) skip what already landed."""

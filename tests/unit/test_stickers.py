@@ -20,7 +20,7 @@ from domain.stickers import (
 )
 
 DECORATIVE_TYPES = tuple(t for t in STICKER_TYPES if t not in INTERACTIVE_TYPES)  # mention, location, music, link
-HYPOTHESIS = settings(max_examples=150, deadline=None)
+HYPOTHESIS = settings(max_examples=150)
 
 
 # -- builders ----------------------------------------------------------------------------
@@ -235,7 +235,7 @@ def test_each_broken_rule_is_reported_with_its_field(case):
     assert field in found, (field, found)
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=100)
 @given(valid_sticker_lists(), st.data())
 def test_interactive_sticker_finds_the_right_sticker(stickers, data):
     if stickers:

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from read_api.tallies import percentages, rate
 
-HYPOTHESIS = settings(max_examples=400, deadline=None)
+HYPOTHESIS = settings(max_examples=400)
 counts_lists = st.lists(st.integers(min_value=0, max_value=10**7), min_size=0, max_size=12)
 small_counts = st.lists(st.integers(min_value=0, max_value=20), min_size=1, max_size=6)
 

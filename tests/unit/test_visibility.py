@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from domain.visibility import Relationship, audience_allows
 
-HYPOTHESIS = settings(max_examples=200, deadline=None)
+HYPOTHESIS = settings(max_examples=200)
 USERS = ["alice", "bob", "carol", "dave", "erin"]
 PRIVACY = ["public", "followers", "friends", "close_friends", "custom"]
 
@@ -126,7 +126,7 @@ def test_unknown_privacy_hides(privacy):
 
 
 @given(relationships)
-@settings(max_examples=20, deadline=None)
+@settings(max_examples=20)
 def test_relationship_friends_and_in_audience(r):
     assert r.friends == (r.follows_owner and r.followed_by_owner)
     assert r.in_audience("followers") == r.follows_owner
