@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from domain.platform import Platform
@@ -29,7 +30,8 @@ class Settings(BaseSettings):
     redis_prefix: str = Field(default="stories:", description="prefix of every Redis key (and stream)")
 
     broker_prefix: str = Field(default="stories", description="stream <prefix>.events / JetStream <PREFIX>")
-    broker_max_len: int = Field(default=1_000_000, description="Redis MAXLEN ~ / JetStream max_msgs; 0 = unbounded")
+    broker_max_len: int = Field(default=0, description="optional count cap (Redis MAXLEN ~ / JetStream max_msgs); 0 = none, retention is by age")
+    broker_retention: timedelta = Field(default=timedelta(days=7), description="brokers keep events this long (seconds or ISO 8601, e.g. P7D)")
     relay_batch: int = 500
 
     expiry_interval_s: float = Field(default=5.0, description="expirer sweep interval (it also wakes at the next due time)")
@@ -45,11 +47,37 @@ class Settings(BaseSettings):
     jwt_audience: str | None = None
     dev_mode: bool = Field(default=False, description="allow a built-in dev secret when none is set")
 
+    # Contract limits, enforced by the command side (409 limit_reached).
+    limit_live_stories: int = Field(default=100, ge=1, description="live stories per author")
+    limit_follows: int = Field(default=7_500, ge=1, description="accounts one user follows")
+    limit_close_friends: int = Field(default=1_500, ge=1, description="close friends per user")
+    limit_highlight_stories: int = Field(default=100, ge=1, description="stories per highlight")
+    limit_highlights: int = Field(default=200, ge=1, description="highlights per user")
+
+    cursor_secret: str | None = Field(default=None, description="HMAC key of page cursors (default: derived from the JWT key)")
+    redis_grace: timedelta = Field(default=timedelta(hours=1), description="per-story Redis keys expire this long after the story (safety net)")
+    simulated_clock: str | None = Field(
+        default=None, description="dev mode only, for the soak: ORIGIN_ISO,REAL_EPOCH_S,SCALE: every process's clock reads "
+        "ORIGIN + (real now - REAL_EPOCH) * SCALE")
+
     max_body_bytes: int = 64 * 1024
     rate_limit_per_s: float = Field(default=50.0, description="per user, commands; 0 disables")
     rate_limit_burst: int = 100
     group_commit_max: int = 256
     command_workers: int = Field(default=1, ge=1, description="command API processes sharing the port (SO_REUSEPORT)")
+
+    @field_validator("broker_retention", "redis_grace", mode="before")
+    @classmethod
+    def _duration(cls, value: object) -> object:
+        """Durations as ISO 8601 (P7D), seconds (3600), or a number with d/h/m/s (7d, 12h)."""
+        if isinstance(value, str):
+            text = value.strip().lower()
+            units = {"d": 86400, "h": 3600, "m": 60, "s": 1}
+            if text[-1:] in units and text[:-1].replace(".", "", 1).isdigit():
+                return timedelta(seconds=float(text[:-1]) * units[text[-1]])
+            if text.replace(".", "", 1).isdigit():
+                return timedelta(seconds=float(text))
+        return value
 
     @model_validator(mode="after")
     def _defaults(self) -> "Settings":
