@@ -2,7 +2,9 @@
 
 A benchmark module has ``run() -> list[Row]``; add it to MODULES to include it.
 Run one alone with ``python -m bench write_side`` (BENCH_RESULTS_FILE=path writes the table
-there instead of bench/RESULTS.md). Modules: write_side, read_side, replay, relay, end_to_end.
+there instead of bench/RESULTS.md). Modules: write_side, read_side, replay, relay, end_to_end,
+scale_out, soak. The soak takes options: ``python -m bench soak --days 14 --scale 2880 --users 300``
+(they set BENCH_SOAK_DAYS / BENCH_SOAK_SCALE / BENCH_SOAK_USERS; ``--seed``, ``--relay`` too).
 """
 
 from __future__ import annotations
@@ -17,7 +19,33 @@ from pathlib import Path
 
 from bench.common import BENCH_DIR, COLUMNS, Row, generator_name, log
 
-MODULES = ["bench.write_side", "bench.read_side", "bench.replay", "bench.relay", "bench.end_to_end", "bench.scale_out"]
+MODULES = ["bench.write_side", "bench.read_side", "bench.replay", "bench.relay", "bench.end_to_end", "bench.scale_out",
+           "bench.soak"]
+SOAK_OPTIONS = {"--days": "BENCH_SOAK_DAYS", "--scale": "BENCH_SOAK_SCALE", "--users": "BENCH_SOAK_USERS",
+                "--seed": "BENCH_SOAK_SEED"}
+
+
+def take_options(argv: list[str]) -> list[str]:
+    """Module names left after the soak's options (``--days N``, ``--days=N``, ``--relay``) have
+    been moved into the environment, where the soak reads them (and RESULTS.md lists them)."""
+    names: list[str] = []
+    args = iter(argv)
+    for arg in args:
+        name, eq, value = arg.partition("=")
+        if name in SOAK_OPTIONS:
+            value = value if eq else next(args, "")
+            try:
+                float(value)
+            except ValueError:
+                raise SystemExit(f"{name} needs a number, got {value!r}")
+            os.environ[SOAK_OPTIONS[name]] = value
+        elif arg == "--relay":
+            os.environ["BENCH_SOAK_RELAY"] = "1"
+        elif arg.startswith("-"):
+            raise SystemExit(f"unknown option {arg}; options: {', '.join(SOAK_OPTIONS)}, --relay")
+        else:
+            names.append(arg)
+    return names
 
 
 def machine() -> dict[str, str]:
@@ -89,6 +117,7 @@ def markdown(rows: list[Row], info: dict[str, str], started: str, elapsed_s: flo
 
 
 def main(argv: list[str]) -> int:
+    argv = take_options(argv)
     wanted = [m if m.startswith("bench.") else f"bench.{m}" for m in argv] or MODULES
     started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
     start_load = machine()["loadavg"]

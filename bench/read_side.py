@@ -13,10 +13,12 @@
     offered at a steady rate (open loop) for BENCH_LAG_S; every 50 ms the log head (SQLite) and
     both read models' recorded positions are sampled; lag in events and in seconds (how long ago
     the oldest not-yet-applied event was appended) p50/p99.
-(c) feed query: one viewer following BENCH_FEED_AUTHORS authors with BENCH_FEED_STORIES live
-    stories, seeded through the write path in-process before the stack starts, projected by the
-    stack's projector; then sequential GET /api/v1/stories/feed over HTTP against the real query
-    API, vs GET /health on the same process.
+(c) feed page: one viewer following BENCH_FEED_AUTHORS authors with BENCH_FEED_STORIES live
+    stories, and a second following BENCH_FEED_WIDE_AUTHORS (the follows limit: the first
+    viewer's authors plus as many more, one story each), seeded through the write path
+    in-process before the stack starts, projected by the stack's projector; then sequential
+    GET /api/v1/stories/feed?limit=20 (the first page) over HTTP against the real query API, vs
+    GET /health on the same process.
 
 Knobs: BENCH_READ_EVENTS (10000), BENCH_LAG_RATE (300 commands/s), BENCH_LAG_S (15),
 BENCH_FEED_AUTHORS (1000), BENCH_FEED_STORIES (5000), BENCH_FEED_REQUESTS (200).
@@ -42,6 +44,8 @@ LAG_S = float(os.environ.get("BENCH_LAG_S", "15"))
 FEED_AUTHORS = int(os.environ.get("BENCH_FEED_AUTHORS", "1000"))
 FEED_STORIES = int(os.environ.get("BENCH_FEED_STORIES", "5000"))
 FEED_REQUESTS = int(os.environ.get("BENCH_FEED_REQUESTS", "200"))
+FEED_WIDE_AUTHORS = int(os.environ.get("BENCH_FEED_WIDE_AUTHORS", "7500"))  # the follows limit
+FEED_PAGE = 20
 PROJECT_LIMIT_S = 600.0
 PROJECTOR_BATCH = 1000
 
@@ -66,9 +70,10 @@ def projector_work(store, until: int, batch: int = PROJECTOR_BATCH) -> dict:
     the MongoDB ops per collection and the Redis command count; plus the event count."""
     from projections.document_writes import DocumentWrites
     from projections.mongo_views import HANDLERS as MONGO
-    from projections.redis_views import HANDLERS as REDIS, Keys
+    from projections.redis_views import HANDLERS as REDIS, BatchWrites, Keys
 
     keys = Keys("count:")
+    live: dict = {}  # what Redis holds of live stories, carried from batch to batch as the real store does
     mongo_batches: list[int] = []
     redis_batches: list[int] = []
     docs: set = set()
@@ -80,11 +85,13 @@ def projector_work(store, until: int, batch: int = PROJECTOR_BATCH) -> dict:
             break
         writes = DocumentWrites()
         pipe = _CountingPipe()
+        redis_writes = BatchWrites(pipe, live=live)
         for logged in batch_events:
             MONGO[type(logged.event)](writes, logged.event, logged)
             handler = REDIS.get(type(logged.event))
             if handler is not None:
-                handler(pipe, keys, logged.event)
+                handler(redis_writes, keys, logged.event)
+        redis_writes.set_expiries()
         ops = writes.operations(reached)
         mongo_batches.append(sum(len(v) for v in ops.values()))
         for collection, entries in writes._entries.items():
@@ -249,9 +256,10 @@ POLL_STORY = {
 }
 
 
-def seed_feed(data_dir: Path, viewer: str) -> dict:
+def seed_feed(data_dir: Path, viewer: str, wide_viewer: str) -> dict:
     """Through the write path (application service + group commit, in-process): the viewer follows
-    FEED_AUTHORS authors who post FEED_STORIES stories between them (public and followers-only)."""
+    FEED_AUTHORS authors who post FEED_STORIES stories between them (public and followers-only);
+    the wide viewer follows those and FEED_WIDE_AUTHORS - FEED_AUTHORS more, who post one each."""
     from commands import models
     from commands.application import StoriesApplication
     from commands.event_store import EventStore
@@ -263,10 +271,12 @@ def seed_feed(data_dir: Path, viewer: str) -> dict:
     committer = GroupCommitter(store)
     app = StoriesApplication(store, committer, Platform.VIGNETTE)
     authors = [f"author-{i}" for i in range(FEED_AUTHORS)]
+    more = [f"author-{i}" for i in range(FEED_AUTHORS, FEED_WIDE_AUTHORS)]
 
     async def go() -> int:
         started = time.perf_counter()
         jobs = [app.execute(viewer, app.follow(viewer, a)) for a in authors]
+        jobs += [app.execute(wide_viewer, app.follow(wide_viewer, a)) for a in authors + more]
         for i in range(0, len(jobs), 512):
             await asyncio.gather(*jobs[i:i + 512])
         bodies = []
@@ -276,6 +286,10 @@ def seed_feed(data_dir: Path, viewer: str) -> dict:
             if k % 10 == 0:
                 body["stickers"] = [POLL_STORY["stickers"][0]]
             bodies.append((authors[k % len(authors)], models.CreateStory.model_validate(body)))
+        for k, author in enumerate(more):
+            body = {"story_type": "image", "media_url": f"https://cdn.example.org/w{k}.jpg",
+                    "privacy": "public" if k % 2 else "followers"}
+            bodies.append((author, models.CreateStory.model_validate(body)))
         created = 0
         for i in range(0, len(bodies), 512):
             answers = await asyncio.gather(*(app.execute(a, app.create_story(a, b)) for a, b in bodies[i:i + 512]))
@@ -334,12 +348,38 @@ def write_to_visible(answers: list[tuple[float, int]], samples: list[tuple[float
     return out
 
 
+def measure_feed_page(stack, viewer: str, authors: int, head: int, health_lat: list[float], goal: float) -> list[Row]:
+    import json
+
+    token = mint_tokens(SECRET, [viewer])[0]
+    path = f"/api/v1/stories/feed?limit={FEED_PAGE}"
+    # the query API refreshes its served position every 50 ms; make sure it serves the seed
+    http_request("GET", stack.query_port, f"{path}&min_position={head}", token=token)
+    log(f"(c) feed page: {FEED_REQUESTS} sequential GET {path} as {viewer}")
+    lat, statuses, size = sequential_get(stack.query_port, path, token, FEED_REQUESTS, warmup=10)
+    status, body = http_request("GET", stack.query_port, path, token=token, timeout=30)
+    page = json.loads(body) if status == 200 else {"items": []}
+    entries, items = len(page["items"]), sum(len(e["stories"]) for e in page["items"])
+    log(f"  p50 {median(lat) * 1000:.1f} ms p99 {percentile(lat, 99) * 1000:.1f} ms; {entries} entries, "
+        f"{items} stories, {size:,} bytes; statuses {statuses}")
+    return [
+        Row(f"(c) feed page (limit {FEED_PAGE}), {authors:,} followed authors: p99", percentile(lat, 99) * 1000, "ms",
+            baseline=percentile(health_lat, 99) * 1000, baseline_name="GET /health p99", goal=("<=", goal),
+            goal_on_value=True,
+            note=f"p50 {median(lat) * 1000:.1f} ms vs /health p50 {median(health_lat) * 1000:.2f} ms; {entries} entries, "
+                 f"{items} stories, {size / 1e3:.1f} kB per page; statuses {statuses}"),
+        Row(f"(c) feed page, {authors:,} followed authors: p50", median(lat) * 1000, "ms",
+            baseline=median(health_lat) * 1000, baseline_name="GET /health p50"),
+    ]
+
+
 def measure_stack(tmp: Path) -> list[Row]:
     data_dir = tmp / "stack"
-    viewer = "feed-viewer"
-    log(f"(c) seeding: {viewer} follows {FEED_AUTHORS:,} authors with {FEED_STORIES:,} stories (write path, in-process)")
+    viewer, wide_viewer = "feed-viewer", "feed-viewer-wide"
+    log(f"(c) seeding: {viewer} follows {FEED_AUTHORS:,} authors with {FEED_STORIES:,} stories, {wide_viewer} "
+        f"{FEED_WIDE_AUTHORS:,} authors (write path, in-process)")
     t0 = time.perf_counter()
-    seeded = seed_feed(data_dir, viewer)
+    seeded = seed_feed(data_dir, viewer, wide_viewer)
     log(f"  {seeded['created']:,} stories, log head {seeded['head']:,}, {time.perf_counter() - t0:.1f} s")
     rows: list[Row] = []
     with Stack(data_dir) as stack:
@@ -348,28 +388,9 @@ def measure_stack(tmp: Path) -> list[Row]:
             t0 = time.perf_counter()
             caught = reader.wait_caught_up(300)
             log(f"  the stack's projector caught up with the seed in {time.perf_counter() - t0:.1f} s ({caught})")
-            token = mint_tokens(SECRET, [viewer])[0]
-            # the query API refreshes its served position every 50 ms; make sure it serves the seed
-            http_request("GET", stack.query_port, f"/api/v1/stories/feed?min_position={seeded['head']}", token=token)
-
-            log(f"(c) feed: {FEED_REQUESTS} sequential GET /api/v1/stories/feed, then as many GET /health")
-            feed_lat, feed_status, feed_bytes = sequential_get(stack.query_port, "/api/v1/stories/feed", token,
-                                                               FEED_REQUESTS, warmup=10)
             health_lat, _, _ = sequential_get(stack.query_port, "/health", None, FEED_REQUESTS, warmup=10)
-            status, body = http_request("GET", stack.query_port, "/api/v1/stories/feed", token=token, timeout=30)
-            import json
-
-            feed = json.loads(body)["feed"] if status == 200 else []
-            entries, items = len(feed), sum(len(e["stories"]) for e in feed)
-            log(f"  feed p50 {median(feed_lat) * 1000:.1f} ms p99 {percentile(feed_lat, 99) * 1000:.1f} ms; "
-                f"{entries} entries, {items} stories, {feed_bytes:,} bytes; statuses {feed_status}")
-            rows.append(Row(f"(c) feed: {FEED_AUTHORS:,} followed authors, {items:,} live stories: p99",
-                            percentile(feed_lat, 99) * 1000, "ms", baseline=percentile(health_lat, 99) * 1000,
-                            baseline_name="GET /health p99", goal=("<=", 20), goal_on_value=True,
-                            note=f"p50 {median(feed_lat) * 1000:.1f} ms vs /health p50 {median(health_lat) * 1000:.2f} ms; "
-                                 f"{entries} entries, {feed_bytes / 1e6:.2f} MB per answer; statuses {feed_status}"))
-            rows.append(Row("(c) feed: p50", median(feed_lat) * 1000, "ms", baseline=median(health_lat) * 1000,
-                            baseline_name="GET /health p50"))
+            for who, authors, goal in ((viewer, FEED_AUTHORS, 10), (wide_viewer, FEED_WIDE_AUTHORS, 25)):
+                rows += measure_feed_page(stack, who, authors, seeded["head"], health_lat, goal)
 
             log(f"(b) lag: {LAG_RATE:g} commands/s (views + poll votes, open loop) for {LAG_S:g} s; sampling every 50 ms")
             stories = create_poll_stories(stack.command_port, 16)

@@ -4,6 +4,7 @@ Defaults come from the ``STORIES_*`` settings (``stories/settings.py``); every o
 
     python -m brokers relay --broker-url redis://127.0.0.1:6379/0
     python -m brokers relay --broker-url nats://127.0.0.1:4222 --position-redis-url redis://127.0.0.1:6379/0
+    python -m brokers relay --retention 3d --metrics-port 9102     # keep 3 days; serve /metrics
     python -m brokers tail --broker-url nats://127.0.0.1:4222 --from-start --limit 20
     python -m brokers asyncapi > asyncapi.json
 """
@@ -25,6 +26,24 @@ def _settings():
     return resolve_urls(Settings())  # a running `stories run` with this data dir lends its servers
 
 
+def _duration(text: str):
+    """``604800``, ``7d`` / ``12h`` / ``30m`` / ``10s`` or ISO 8601 (``P7D``), as STORIES_BROKER_RETENTION."""
+    from datetime import timedelta
+
+    from pydantic import TypeAdapter, ValidationError
+
+    value = text.strip().lower()
+    units = {"d": 86400, "h": 3600, "m": 60, "s": 1}
+    try:
+        if value[-1:] in units and value[:-1].replace(".", "", 1).isdigit():
+            return timedelta(seconds=float(value[:-1]) * units[value[-1]])
+        if value.replace(".", "", 1).isdigit():
+            return timedelta(seconds=float(value))
+        return TypeAdapter(timedelta).validate_python(text.strip().upper())
+    except ValidationError:
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (try 604800, 7d or P7D)") from None
+
+
 def _parser(settings) -> argparse.ArgumentParser:
     prefix = settings.broker_prefix
     parser = argparse.ArgumentParser(prog="python -m brokers", description=__doc__.split("\n")[0])
@@ -41,8 +60,14 @@ def _parser(settings) -> argparse.ArgumentParser:
     relay.add_argument("--position-key-prefix", default=settings.redis_prefix,
                        help="the position key is <this>relay:position:<redis|nats> (default %(default)s)")
     relay.add_argument("--batch-size", type=int, default=settings.relay_batch)
+    relay.add_argument("--retention", type=_duration, default=settings.broker_retention,
+                       help="keep events this long: seconds, 7d / 12h / 30m, or ISO 8601 (P7D); 0: no age limit "
+                            "(Redis MINID ~ / JetStream max_age; STORIES_BROKER_RETENTION, default 7 days)")
     relay.add_argument("--max-len", type=int, default=settings.broker_max_len,
-                       help="Redis MAXLEN ~ / JetStream max_msgs (0: unbounded)")
+                       help="optional count cap, Redis MAXLEN ~ / JetStream max_msgs (0, the default: none)")
+    relay.add_argument("--metrics-port", type=int, default=getattr(settings, "relay_metrics_port", None),
+                       help="serve the relay's /metrics (stories_broker_oldest_event_age_seconds) on this port")
+    relay.add_argument("--metrics-host", default=settings.host)
     relay.add_argument("--batch-pause-s", type=float, default=0.0, help="sleep between batches (throttle)")
 
     tail = commands.add_parser("tail", help="print the broker's events: <position> <event_type> <stream_id>")
@@ -88,6 +113,14 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
 
+    from brokers.relay import RelayMetrics
+
+    metrics = RelayMetrics()
+    if args.metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(args.metrics_port, addr=args.metrics_host, registry=metrics.registry)
+
     async def _run() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -96,7 +129,8 @@ def main(argv: list[str] | None = None) -> int:
         await run_relay(
             args.event_store_url, args.broker_url, args.platform, prefix=args.prefix,
             position_redis_url=position_url, position_key_prefix=args.position_key_prefix,
-            batch_size=args.batch_size, max_len=args.max_len, batch_pause_s=args.batch_pause_s, stop=stop,
+            batch_size=args.batch_size, max_len=args.max_len, retention=args.retention,
+            batch_pause_s=args.batch_pause_s, stop=stop, metrics=metrics,
         )
 
     asyncio.run(_run())

@@ -37,7 +37,7 @@ def _specification(prefix: str, redis_url: str, nats_url: str):
     jstream = JStream(nats_stream_name(prefix), subjects=[f"{prefix}.events.>"], declare=False)
     for event_type, model in ENVELOPE_MODELS.items():
         redis_broker.publisher(
-            stream=StreamSub(redis_stream_name(prefix), maxlen=DEFAULT_MAX_LEN), schema=model,
+            stream=StreamSub(redis_stream_name(prefix), maxlen=DEFAULT_MAX_LEN or None), schema=model,
             title=f"redis:{redis_stream_name(prefix)}:{event_type}",
             description=f"{event_type} events on Redis stream {redis_stream_name(prefix)} "
                         f"(header event_type={event_type}; correlation_id = event_id)",

@@ -12,6 +12,11 @@ Killed at any point (SIGKILL included) it restarts from the last recorded positi
 is lost; the batch in flight may be published again, and consumers deduplicate on ``event_id``
 (JetStream also drops re-publications within its duplicate window, on ``Nats-Msg-Id``). Losing
 the recorded position altogether is safe too: the relay then re-publishes from the start.
+
+Brokers keep events by age (``STORIES_BROKER_RETENTION``). Every ``maintain_every_s`` (5 s), also
+while the log is idle, the relay trims the broker by age (Redis; JetStream does it itself) and
+refreshes ``stories_broker_oldest_event_age_seconds`` on its registry (``RelayMetrics``), which
+``python -m brokers relay --metrics-port N`` serves at ``/metrics``.
 """
 
 from __future__ import annotations
@@ -19,11 +24,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 from typing import Any, Protocol
 
+from prometheus_client import CollectorRegistry, Gauge
+
 from commands.event_store import EventStore, LoggedEvent
-from brokers.publishers import DEFAULT_MAX_LEN, Publisher, broker_kind, make_publisher
+from brokers.publishers import DEFAULT_MAX_LEN, DEFAULT_RETENTION, Publisher, broker_kind, make_publisher
 
 log = logging.getLogger(__name__)
 
@@ -87,16 +96,36 @@ class MemoryPositionStore:
         pass
 
 
+class RelayMetrics:
+    """The relay's Prometheus gauges, on a registry of their own."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        self.oldest_event_age = Gauge(
+            "stories_broker_oldest_event_age_seconds",
+            "age of the oldest event the broker still keeps (0: none); about the retention in steady "
+            "state, so a consumer further behind than this has lost events",
+            registry=self.registry,
+        )
+        self.position = Gauge("stories_relay_position", "last log position the broker confirmed",
+                              registry=self.registry)
+
+
 class Relay:
     def __init__(
         self, store: EventStore, publisher: Publisher, position_store: PositionStore, platform: str,
         batch_size: int = 500, idle_wait_s: float = 0.05, batch_pause_s: float = 0.0,
+        metrics: RelayMetrics | None = None, maintain_every_s: float = 5.0,
     ) -> None:
         self.store, self.publisher, self.positions = store, publisher, position_store
         self.platform = str(platform)
         self.batch_size, self.idle_wait_s, self.batch_pause_s = batch_size, idle_wait_s, batch_pause_s
         self.position: int | None = None  # the last position the broker confirmed (None: re-read it)
         self.published = 0
+        self.metrics = metrics or RelayMetrics()
+        self.metrics.position.set_function(lambda: self.position or 0)
+        self.maintain_every_s = maintain_every_s
+        self._next_maintenance = 0.0  # time.monotonic() of the next maintain()
         # The log's recorders are blocking: read them off the event loop, always from one thread.
         self._reader = ThreadPoolExecutor(1, thread_name_prefix="relay-read")
 
@@ -119,6 +148,24 @@ class Relay:
         self.published += len(events)
         return reached - start
 
+    async def maintain(self) -> float | None:
+        """Trim the broker by age and refresh the oldest-event gauge; the age (None: nothing kept).
+        Failures are logged and leave the gauge as it was: publishing goes on regardless."""
+        self._next_maintenance = time.monotonic() + self.maintain_every_s
+        try:
+            trim = getattr(self.publisher, "trim", None)
+            if trim is not None:
+                await trim()
+            oldest = getattr(self.publisher, "oldest_event_age_s", None)
+            if oldest is None:
+                return None
+            age = await oldest()
+        except Exception as error:
+            log.warning("relay cannot trim or inspect %s: %s", self.publisher.kind, error)
+            return None
+        self.metrics.oldest_event_age.set(age or 0.0)
+        return age
+
     async def catch_up(self, until: int | None = None) -> None:
         """Publish everything up to ``until`` (default: the head when called)."""
         until = self.store.head() if until is None else until
@@ -131,6 +178,8 @@ class Relay:
         """Follow the log until ``stop`` is set; back off while the log or the broker is unreachable."""
         backoff = 0.1
         while not stop.is_set():
+            if time.monotonic() >= self._next_maintenance:
+                await self.maintain()
             try:
                 covered = await self.run_once()
                 backoff = 0.1
@@ -161,14 +210,16 @@ async def _wait(stop: Any, seconds: float) -> None:
 async def run_relay(
     event_store_url: str, broker_url: str, platform: str, *, prefix: str = "stories",
     position_redis_url: str | None = None, position_key_prefix: str = "stories:", batch_size: int = 500,
-    max_len: int | None = DEFAULT_MAX_LEN, batch_pause_s: float = 0.0, stop: asyncio.Event | None = None,
+    max_len: int | None = DEFAULT_MAX_LEN, retention: timedelta | float | None = DEFAULT_RETENTION,
+    batch_pause_s: float = 0.0, stop: asyncio.Event | None = None, metrics: RelayMetrics | None = None,
     **publisher_options: Any,
 ) -> Relay:
     """The relay process: follow ``event_store_url`` into ``broker_url`` until ``stop`` is set.
 
     Its position lives in Redis under ``<position_key_prefix>relay:position:<redis|nats>``, on
-    ``position_redis_url`` (default: the broker itself when it is Redis). ``max_len`` bounds the
-    Redis stream (MAXLEN ~) and the JetStream stream (max_msgs); 0 or None: unbounded."""
+    ``position_redis_url`` (default: the broker itself when it is Redis). The broker keeps events
+    ``retention`` long (Redis MINID ~, JetStream max_age; None or 0: no age limit); ``max_len`` > 0
+    adds a count cap (Redis MAXLEN ~, JetStream max_msgs), 0 or None: none."""
     kind = broker_kind(broker_url)
     if position_redis_url is None:
         if kind != "redis":
@@ -176,9 +227,9 @@ async def run_relay(
         position_redis_url = broker_url
     stop = stop or asyncio.Event()
     store = EventStore(event_store_url)
-    publisher = make_publisher(broker_url, prefix, max_len or None, **publisher_options)
+    publisher = make_publisher(broker_url, prefix, max_len or None, retention, **publisher_options)
     positions = RedisPositionStore(position_redis_url, position_key(position_key_prefix, kind))
-    relay = Relay(store, publisher, positions, platform, batch_size, batch_pause_s=batch_pause_s)
+    relay = Relay(store, publisher, positions, platform, batch_size, batch_pause_s=batch_pause_s, metrics=metrics)
     try:
         while not stop.is_set():  # the broker may not be up yet
             try:

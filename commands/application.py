@@ -18,6 +18,7 @@ from commands.idempotency import IdempotencyRecord
 from domain.engagement import StoryReplies, StoryView, response_type_for
 from domain.errors import NotFound
 from domain.highlights import Highlight, HighlightReel
+from domain.limits import CLOSE_FRIENDS, FOLLOWS, Limits, LiveStories, Tally
 from domain.platform import Platform
 from domain.social import CloseFriendship, Follow
 from domain.stories import Story
@@ -59,11 +60,13 @@ class StoriesApplication:
         committer: GroupCommitter,
         platform: Platform,
         clock: Callable[[], datetime] = utc_now,
+        limits: Limits = Limits(),
     ) -> None:
         self.store = store
         self.committer = committer
         self.platform = platform
         self.clock = clock
+        self.limits = limits
 
     # -- running commands -----------------------------------------------------------------
 
@@ -126,14 +129,27 @@ class StoriesApplication:
             close_friend=privacy == "close_friends" and active(CloseFriendship, CloseFriendship.stream_for(owner, viewer_id)),
         )
 
+    # Counts against the limits: private records of which only the newest is read (domain/limits.py).
+    # They are handed to the batch before the domain aggregates, so a command's position is
+    # that of its last domain event.
+
+    @staticmethod
+    def _live_stories(batch: Batch, owner_id: str) -> LiveStories:
+        return LiveStories.open(batch.load_last(LiveStories, LiveStories.stream_for(owner_id)), owner_id)
+
+    @staticmethod
+    def _tally(batch: Batch, kind: str, user_id: str) -> Tally:
+        return Tally.open(batch.load_last(Tally, Tally.stream_for(kind, user_id)), kind, user_id)
+
     # -- stories ------------------------------------------------------------------------
 
     def create_story(self, actor: str, body: models.CreateStory) -> Callable[[Batch, datetime], Answer]:
         fields = body.fields()
 
         def run(batch: Batch, now: datetime) -> Answer:
-            story = Story.create(uuid4(), actor, fields, self.platform, now)
-            batch.add(story)
+            live = self._live_stories(batch, actor)
+            story = Story.create(uuid4(), actor, fields, self.platform, now, live, self.limits.live_stories)
+            batch.add(live, story)
             return Answer(201, {"story_id": str(story.id), "expires_at": story.fields["expires_at"]})
 
         return run
@@ -188,8 +204,9 @@ class StoriesApplication:
                 relationship = self._relationship(batch, story, actor)
                 if not (story.is_live(now) and story.audience_allows(actor, relationship)):
                     raise NotFound("story not found")
-            story.delete(actor, now)
-            batch.add(story)
+            live = self._live_stories(batch, story.owner_id) if actor == story.owner_id and not story.deleted else None
+            story.delete(actor, now, live)
+            batch.add(live, story)
             return Answer(204)
 
         return run
@@ -228,9 +245,10 @@ class StoriesApplication:
         fields = body.model_dump(mode="json", exclude_none=True)
 
         def run(batch: Batch, now: datetime) -> Answer:
-            highlight = Highlight.create(uuid4(), actor, fields, self._stories(batch, body.story_ids), now)
+            highlight = Highlight.create(uuid4(), actor, fields, self._stories(batch, body.story_ids), now,
+                                         self.limits.highlight_stories)
             reel = HighlightReel.open(batch.load(HighlightReel, HighlightReel.stream_for(actor)), actor)
-            reel.file(highlight.id, now)
+            reel.file(highlight.id, now, self.limits.highlights)
             batch.add(highlight, reel)
             return Answer(201, {"highlight_id": str(highlight.id)})
 
@@ -251,7 +269,8 @@ class StoriesApplication:
         def run(batch: Batch, now: datetime) -> Answer:
             highlight = self._highlight(batch, highlight_id)
             highlight.check_owner(actor)
-            highlight.add_stories(actor, body.story_ids, self._stories(batch, body.story_ids), now)
+            highlight.add_stories(actor, body.story_ids, self._stories(batch, body.story_ids), now,
+                                  self.limits.highlight_stories)
             batch.add(highlight)
             return Answer(200, {"highlight_id": str(highlight.id), "story_ids": list(highlight.story_ids)})
 
@@ -291,7 +310,9 @@ class StoriesApplication:
     def add_close_friend(self, actor: str, friend_id: str) -> Callable[[Batch, datetime], Answer]:
         def run(batch: Batch, now: datetime) -> Answer:
             current = batch.load(CloseFriendship, CloseFriendship.stream_for(actor, friend_id))
-            batch.add(CloseFriendship.add(current, actor, friend_id, now))
+            tally = self._tally(batch, CLOSE_FRIENDS, actor)
+            entry = CloseFriendship.add(current, actor, friend_id, now, tally, self.limits.close_friends)
+            batch.add(tally, entry)
             return Answer(201, {"user_id": friend_id, "close_friend": True})
 
         return run
@@ -301,8 +322,9 @@ class StoriesApplication:
             entry = batch.load(CloseFriendship, CloseFriendship.stream_for(actor, friend_id))
             if entry is None:
                 raise NotFound("not on your close-friends list", code="not_close_friend")
-            entry.remove(now)
-            batch.add(entry)
+            tally = self._tally(batch, CLOSE_FRIENDS, actor)
+            entry.remove(now, tally)
+            batch.add(tally, entry)
             return Answer(204)
 
         return run
@@ -310,7 +332,9 @@ class StoriesApplication:
     def follow(self, actor: str, followee_id: str) -> Callable[[Batch, datetime], Answer]:
         def run(batch: Batch, now: datetime) -> Answer:
             current = batch.load(Follow, Follow.stream_for(actor, followee_id))
-            batch.add(Follow.follow(current, actor, followee_id, now))
+            tally = self._tally(batch, FOLLOWS, actor)
+            edge = Follow.follow(current, actor, followee_id, now, tally, self.limits.follows)
+            batch.add(tally, edge)
             return Answer(200, {"user_id": followee_id, "following": True})
 
         return run
@@ -320,8 +344,9 @@ class StoriesApplication:
             edge = batch.load(Follow, Follow.stream_for(actor, followee_id))
             if edge is None:
                 raise NotFound("you do not follow this user", code="not_following")
-            edge.unfollow(now)
-            batch.add(edge)
+            tally = self._tally(batch, FOLLOWS, actor)
+            edge.unfollow(now, tally)
+            batch.add(tally, edge)
             return Answer(204)
 
         return run

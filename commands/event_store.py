@@ -176,17 +176,23 @@ class EventStore:
             self._down.clear()
             return
 
-    def load(self, cls: type[A], aggregate_id: UUID) -> A | None:
+    def load(self, cls: type[A], aggregate_id: UUID, *, last: bool = False) -> A | None:
+        """Replay the stream; with ``last``, only its newest event (for streams whose every
+        event holds the whole state, e.g. the limit tallies: O(1) however long they grow)."""
         self._guard()
         try:
+            if last:
+                rows = self.recorder.select_events(aggregate_id, desc=True, limit=1)
+                return cls.replay(aggregate_id, map(self._mapper.to_domain_event, rows))
             return cls.replay(aggregate_id, self._events.get(aggregate_id))
         except (OperationalError, InterfaceError) as error:
             raise self._trip(error) from error
 
     @contextmanager
-    def reading(self) -> Iterator[Callable[[type[A], UUID], A | None]]:
+    def reading(self) -> Iterator[Callable[..., A | None]]:
         """A loader that reads many streams through one connection and one read transaction
-        (a group-commit batch loads dozens; opening a transaction per load dominated its cost)."""
+        (a group-commit batch loads dozens; opening a transaction per load dominated its cost).
+        ``load(cls, id, last=True)`` reads only the stream's newest event (see ``load``)."""
         recorder = self.recorder
         datastore, table = recorder.datastore, recorder.events_table_name
         postgres = hasattr(datastore, "schema")
@@ -195,13 +201,14 @@ class EventStore:
                    "WHERE originator_id = %s ORDER BY originator_version")
         else:
             sql = f"SELECT originator_version, topic, state FROM {table} WHERE originator_id = ? ORDER BY originator_version"
+        sql_last = sql + " DESC LIMIT 1"
         to_event = self._mapper.to_domain_event
         try:
             with datastore.transaction(commit=False) as cursor:
 
-                def load(cls: type[A], aggregate_id: UUID) -> A | None:
+                def load(cls: type[A], aggregate_id: UUID, *, last: bool = False) -> A | None:
                     try:
-                        cursor.execute(sql, (aggregate_id if postgres else aggregate_id.hex,))
+                        cursor.execute(sql_last if last else sql, (aggregate_id if postgres else aggregate_id.hex,))
                         rows = cursor.fetchall()
                     except (OperationalError, InterfaceError) as error:
                         raise self._trip(error) from error

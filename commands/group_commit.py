@@ -45,6 +45,16 @@ class Batch:
         self._mark(aggregate_id, aggregate)
         return aggregate  # type: ignore[return-value]
 
+    def load_last(self, cls: type[A], aggregate_id: UUID) -> A | None:
+        """Like ``load``, from the stream's newest event only: for streams whose every event
+        holds the whole state (the limit tallies), so the cost does not grow with the stream.
+        Appending after it still conflicts with a concurrent writer on the next version."""
+        if aggregate_id not in self._aggregates:
+            self._aggregates[aggregate_id] = self._load(cls, aggregate_id, last=True)
+        aggregate = self._aggregates[aggregate_id]
+        self._mark(aggregate_id, aggregate)
+        return aggregate  # type: ignore[return-value]
+
     def add(self, *aggregates: Aggregate | None) -> None:
         """Hand over aggregates the command created or changed (None is ignored)."""
         for aggregate in aggregates:

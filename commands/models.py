@@ -18,7 +18,10 @@ Colour = Annotated[str, StringConstraints(pattern=stories.COLOUR_PATTERN)]
 Unit = Annotated[float, Field(ge=0, le=1)]
 ShortText = Annotated[str, StringConstraints(min_length=1, max_length=st.TEXT_LIMIT)]
 Url = Annotated[AnyHttpUrl, Field(max_length=2048)]
-IdList = Annotated[list[Annotated[str, StringConstraints(min_length=1, max_length=64)]], Field(max_length=highlights.MAX_STORIES)]
+# A request's cap, not the limit: stories per highlight and highlights per user are settings the
+# domain enforces (409 limit_reached); this only bounds one body.
+MAX_IDS_PER_REQUEST = 1000
+IdList = Annotated[list[Annotated[str, StringConstraints(min_length=1, max_length=64)]], Field(max_length=MAX_IDS_PER_REQUEST)]
 
 
 class Strict(BaseModel):
@@ -132,10 +135,24 @@ class Interact(Strict):
     value: float | None = Field(default=None, allow_inf_nan=False, description="slider")
 
 
+class Cover(Strict):
+    """A highlight's cover; every field is optional."""
+
+    story_id: str | None = Field(default=None, min_length=1, max_length=64,
+                                 description="one of the highlight's stories")
+    media_url: Url | None = Field(default=None, description="an image (http or https URL)")
+    emoji: str | None = Field(default=None, min_length=1, max_length=highlights.COVER_EMOJI_LIMIT)
+    color: Annotated[str, StringConstraints(pattern=highlights.COVER_COLOUR_PATTERN)] | None = Field(
+        default=None, description="#RRGGBB")
+
+    def stored(self) -> dict:
+        return self.model_dump(mode="json", exclude_none=True)
+
+
 class CreateHighlight(Strict):
     title: str = Field(min_length=1, max_length=highlights.TITLE_LIMIT)
     description: str | None = Field(default=None, max_length=highlights.DESCRIPTION_LIMIT)
-    cover: Url | None = Field(default=None, description="URL of the cover image")
+    cover: Cover | None = Field(default=None, description="{story_id?, media_url?, emoji?, color?}")
     story_ids: IdList = Field(min_length=1)
     is_pinned: bool = False
     is_archived: bool = False
@@ -144,7 +161,7 @@ class CreateHighlight(Strict):
 class UpdateHighlight(Strict):
     title: str | None = Field(default=None, min_length=1, max_length=highlights.TITLE_LIMIT)
     description: str | None = Field(default=None, max_length=highlights.DESCRIPTION_LIMIT)
-    cover: Url | None = None
+    cover: Cover | None = Field(default=None, description="{story_id?, media_url?, emoji?, color?}; null removes it")
     is_pinned: bool | None = None
     is_archived: bool | None = None
 
@@ -159,7 +176,10 @@ class UpdateHighlight(Strict):
 
     def changes(self) -> dict:
         """Only the fields the client sent; ``cover: null`` removes the cover."""
-        return self.model_dump(mode="json", include=self.model_fields_set)
+        changes = self.model_dump(mode="json", include=self.model_fields_set)
+        if self.cover is not None:
+            changes["cover"] = self.cover.stored()
+        return changes
 
 
 class HighlightStories(Strict):
@@ -168,5 +188,5 @@ class HighlightStories(Strict):
 
 class ReorderHighlights(Strict):
     highlight_ids: list[Annotated[str, StringConstraints(min_length=1, max_length=64)]] = Field(
-        max_length=highlights.MAX_HIGHLIGHTS
+        max_length=MAX_IDS_PER_REQUEST
     )

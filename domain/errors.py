@@ -45,3 +45,8 @@ class Conflict(DomainError):
 def field_error(field: str, message: str, *, code: str = "validation_error") -> InvalidInput:
     """An InvalidInput naming one field, shaped like the API's 422 details."""
     return InvalidInput(message, code=code, details=[{"field": field, "message": message}])
+
+
+def limit_reached(kind: str, limit: int, message: str) -> Conflict:
+    """A contract limit would be exceeded (HTTP 409 ``limit_reached``, ``details`` names it)."""
+    return Conflict(message, code="limit_reached", details={"limit": limit, "kind": kind})

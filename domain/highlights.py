@@ -6,21 +6,32 @@ all of them, so "reorder" can check it was given the caller's whole list.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Iterable
+from typing import Any, ClassVar, Iterable
 from uuid import UUID
 
 from domain.aggregate import Aggregate, DomainEvent
-from domain.errors import Forbidden, InvalidInput, NotFound, field_error
+from domain.errors import Forbidden, InvalidInput, NotFound, field_error, limit_reached
 from domain.ids import stream_id
+from domain.limits import HIGHLIGHT_STORIES, HIGHLIGHTS, Limits
 from domain.stories import Story
 
 TITLE_LIMIT = 50
 DESCRIPTION_LIMIT = 200
-MAX_STORIES = 100
-MAX_HIGHLIGHTS = 200
+MAX_STORIES = Limits.highlight_stories  # the defaults; the configured limits are parameters
+MAX_HIGHLIGHTS = Limits.highlights
 EDITABLE_FIELDS = ("title", "description", "cover", "is_pinned", "is_archived")
+COVER_FIELDS = ("story_id", "media_url", "emoji", "color")
+COVER_EMOJI_LIMIT = 16
+COVER_COLOUR_PATTERN = r"^#[0-9A-Fa-f]{6}$"
+_COVER_COLOUR = re.compile(COVER_COLOUR_PATTERN)
+
+
+def _cover_from_url(cover: Any) -> Any:
+    """Version 1 stored the cover as an image URL string."""
+    return {"media_url": cover} if isinstance(cover, str) else cover
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -29,10 +40,17 @@ class HighlightCreated(DomainEvent):
     user_id: str
     title: str
     description: str
-    cover: str | None
+    cover: dict[str, Any] | None  # {story_id?, media_url?, emoji?, color?}: strings
     story_ids: list[str]
     is_pinned: bool
     is_archived: bool
+
+    class_version: ClassVar[int] = 2
+
+    @staticmethod
+    def upcast_v1_v2(state: dict[str, Any]) -> None:
+        """Version 1's cover was a URL string; version 2's is an object."""
+        state["cover"] = _cover_from_url(state.get("cover"))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -40,6 +58,15 @@ class HighlightUpdated(DomainEvent):
     highlight_id: str
     user_id: str
     changes: dict[str, Any]  # only the fields the owner changed
+
+    class_version: ClassVar[int] = 2
+
+    @staticmethod
+    def upcast_v1_v2(state: dict[str, Any]) -> None:
+        """Version 1's cover was a URL string; version 2's is an object."""
+        changes = state.get("changes") or {}
+        if "cover" in changes:
+            state["changes"] = {**changes, "cover": _cover_from_url(changes["cover"])}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -92,6 +119,42 @@ def check_highlight_fields(fields: dict[str, Any]) -> None:
         raise InvalidInput("the highlight breaks the rules", details=problems)
 
 
+def _same_id(value: str) -> str:
+    try:
+        return str(UUID(value))
+    except (ValueError, AttributeError, TypeError):
+        return value
+
+
+def check_cover(cover: Any, story_ids: Iterable[str]) -> dict[str, str] | None:
+    """The cover object ``{story_id?, media_url?, emoji?, color?}`` (None: no cover); its
+    ``story_id`` must be one of the highlight's stories. Returns it in its stored form."""
+    if cover is None:
+        return None
+    if not isinstance(cover, dict):
+        raise field_error("cover", "must be an object {story_id?, media_url?, emoji?, color?}")
+    problems = [{"field": f"cover.{k}", "message": "unknown field"} for k in cover if k not in COVER_FIELDS]
+    cover = {k: v for k, v in cover.items() if v is not None}
+    if not all(isinstance(v, str) for v in cover.values()):
+        problems.append({"field": "cover", "message": "every cover field is a string"})
+    else:
+        if "media_url" in cover and not cover["media_url"].startswith(("http://", "https://")):
+            problems.append({"field": "cover.media_url", "message": "must be an http(s) URL"})
+        if "emoji" in cover and not 1 <= len(cover["emoji"]) <= COVER_EMOJI_LIMIT:
+            problems.append({"field": "cover.emoji", "message": f"1 to {COVER_EMOJI_LIMIT} characters"})
+        if "color" in cover and not _COVER_COLOUR.fullmatch(cover["color"]):
+            problems.append({"field": "cover.color", "message": "must be a #RRGGBB colour"})
+        if "story_id" in cover:
+            ids = {_same_id(s): s for s in story_ids}
+            if _same_id(cover["story_id"]) not in ids:
+                problems.append({"field": "cover.story_id", "message": "must be one of the highlight's stories"})
+            else:
+                cover["story_id"] = ids[_same_id(cover["story_id"])]
+    if problems:
+        raise InvalidInput("the cover breaks the rules", code="invalid_cover", details=problems)
+    return cover
+
+
 def check_own_stories(owner_id: str, story_ids: Iterable[str], stories: dict[str, Story | None]) -> None:
     """Every id must name a story the owner posted and has not deleted (expired is fine)."""
     bad = [s for s in story_ids if (st := stories.get(s)) is None or st.owner_id != owner_id or st.deleted]
@@ -103,22 +166,31 @@ def check_own_stories(owner_id: str, story_ids: Iterable[str], stories: dict[str
         )
 
 
+def _check_story_limit(count: int, limit: int) -> None:
+    if count > limit:
+        raise limit_reached(HIGHLIGHT_STORIES, limit, f"a highlight holds at most {limit} stories")
+
+
 class Highlight(Aggregate):
     deleted = False
 
     @classmethod
     def create(
-        cls, highlight_id: UUID, owner_id: str, fields: dict[str, Any], stories: dict[str, Story | None], now: datetime
+        cls, highlight_id: UUID, owner_id: str, fields: dict[str, Any], stories: dict[str, Story | None], now: datetime,
+        limit: int = MAX_STORIES,
     ) -> Highlight:
+        """``limit``: stories per highlight (more is Conflict ``limit_reached``)."""
         check_highlight_fields({"title": fields.get("title"), **fields})
         story_ids = list(dict.fromkeys(fields.get("story_ids") or []))
-        if not 1 <= len(story_ids) <= MAX_STORIES:
-            raise field_error("story_ids", f"a highlight holds 1 to {MAX_STORIES} stories")
+        if not story_ids:
+            raise field_error("story_ids", "a highlight holds at least one story")
+        _check_story_limit(len(story_ids), limit)
         check_own_stories(owner_id, story_ids, stories)
+        cover = check_cover(fields.get("cover"), story_ids)
         highlight = cls(highlight_id)
         highlight._record(
             HighlightCreated, now, highlight_id=str(highlight_id), user_id=owner_id,
-            title=fields["title"].strip(), description=fields.get("description") or "", cover=fields.get("cover"),
+            title=fields["title"].strip(), description=fields.get("description") or "", cover=cover,
             story_ids=story_ids, is_pinned=bool(fields.get("is_pinned", False)),
             is_archived=bool(fields.get("is_archived", False)),
         )
@@ -138,6 +210,8 @@ class Highlight(Aggregate):
             raise InvalidInput("nothing to change", code="empty_update",
                                details=[{"field": "", "message": f"give one of {', '.join(EDITABLE_FIELDS)}"}])
         check_highlight_fields(changes)
+        if "cover" in changes:
+            changes["cover"] = check_cover(changes["cover"], self.story_ids)
         if "title" in changes:
             changes["title"] = changes["title"].strip()
         if changes.get("description") is None and "description" in changes:
@@ -148,11 +222,13 @@ class Highlight(Aggregate):
         self._record(HighlightUpdated, now, highlight_id=str(self.id), user_id=self.owner_id, changes=changes)
         return True
 
-    def add_stories(self, actor_id: str, story_ids: list[str], stories: dict[str, Story | None], now: datetime) -> bool:
+    def add_stories(
+        self, actor_id: str, story_ids: list[str], stories: dict[str, Story | None], now: datetime,
+        limit: int = MAX_STORIES,
+    ) -> bool:
         self.check_owner(actor_id)
         new = [s for s in dict.fromkeys(story_ids) if s not in self.story_ids]
-        if len(self.story_ids) + len(new) > MAX_STORIES:
-            raise field_error("story_ids", f"a highlight holds at most {MAX_STORIES} stories")
+        _check_story_limit(len(self.story_ids) + len(new), limit)
         check_own_stories(self.owner_id, new, stories)
         if not new:
             return False
@@ -212,9 +288,10 @@ class HighlightReel(Aggregate):
         reel.owner_id = owner_id
         return reel
 
-    def file(self, highlight_id: UUID, now: datetime) -> None:
-        if len(self.highlight_ids) >= MAX_HIGHLIGHTS:
-            raise InvalidInput(f"at most {MAX_HIGHLIGHTS} highlights", code="too_many_highlights")
+    def file(self, highlight_id: UUID, now: datetime, limit: int = MAX_HIGHLIGHTS) -> None:
+        """``limit``: highlights per user (one more is Conflict ``limit_reached``)."""
+        if len(self.highlight_ids) >= limit:
+            raise limit_reached(HIGHLIGHTS, limit, f"you have the most highlights allowed ({limit})")
         self._record(HighlightFiled, now, user_id=self.owner_id, highlight_id=str(highlight_id))
 
     def unfile(self, highlight_id: UUID, now: datetime) -> None:

@@ -11,6 +11,7 @@ from datetime import datetime
 from domain.aggregate import Aggregate, DomainEvent
 from domain.errors import Conflict, NotFound, field_error
 from domain.ids import is_user_id, stream_id
+from domain.limits import Tally
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -54,19 +55,31 @@ class Follow(Aggregate):
         return stream_id("follow", follower_id, followee_id)
 
     @classmethod
-    def follow(cls, current: Follow | None, follower_id: str, followee_id: str, now: datetime) -> Follow | None:
-        """Start following; None when already following (PUT is idempotent)."""
+    def follow(
+        cls, current: Follow | None, follower_id: str, followee_id: str, now: datetime,
+        tally: Tally | None = None, limit: int | None = None,
+    ) -> Follow | None:
+        """Start following; None when already following (PUT is idempotent, and a re-follow is
+        not a new follow). With ``tally`` (the follower's follow count) and ``limit``, Conflict
+        ``limit_reached`` when the follower already follows ``limit`` accounts."""
         _check_other_user(follower_id, followee_id, "follow")
         edge = current or cls(cls.stream_for(follower_id, followee_id))
         if edge.active:
             return None
+        counted = tally is not None and limit is not None
+        if counted:
+            tally.check_room(limit)
         edge._record(UserFollowed, now, follower_id=follower_id, followee_id=followee_id)
+        if counted:
+            tally.take(limit, now)
         return edge
 
-    def unfollow(self, now: datetime) -> None:
+    def unfollow(self, now: datetime, tally: Tally | None = None) -> None:
         if not self.active:
             raise NotFound("you do not follow this user", code="not_following")
         self._record(UserUnfollowed, now, follower_id=self.follower_id, followee_id=self.followee_id)
+        if tally is not None:
+            tally.give_back(now)
 
     def _apply_UserFollowed(self, event: UserFollowed) -> None:
         self.active = True
@@ -86,18 +99,30 @@ class CloseFriendship(Aggregate):
         return stream_id("close-friend", user_id, friend_id)
 
     @classmethod
-    def add(cls, current: CloseFriendship | None, user_id: str, friend_id: str, now: datetime) -> CloseFriendship:
+    def add(
+        cls, current: CloseFriendship | None, user_id: str, friend_id: str, now: datetime,
+        tally: Tally | None = None, limit: int | None = None,
+    ) -> CloseFriendship:
+        """With ``tally`` (the user's close-friends count) and ``limit``, Conflict
+        ``limit_reached`` when the list already holds ``limit`` people."""
         _check_other_user(user_id, friend_id, "add")
         entry = current or cls(cls.stream_for(user_id, friend_id))
         if entry.active:
             raise Conflict("already on your close-friends list", code="already_close_friend")
+        counted = tally is not None and limit is not None
+        if counted:
+            tally.check_room(limit)
         entry._record(CloseFriendAdded, now, user_id=user_id, friend_id=friend_id)
+        if counted:
+            tally.take(limit, now)
         return entry
 
-    def remove(self, now: datetime) -> None:
+    def remove(self, now: datetime, tally: Tally | None = None) -> None:
         if not self.active:
             raise NotFound("not on your close-friends list", code="not_close_friend")
         self._record(CloseFriendRemoved, now, user_id=self.user_id, friend_id=self.friend_id)
+        if tally is not None:
+            tally.give_back(now)
 
     def _apply_CloseFriendAdded(self, event: CloseFriendAdded) -> None:
         self.active = True

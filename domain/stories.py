@@ -15,6 +15,7 @@ from uuid import UUID
 from domain.aggregate import Aggregate, DomainEvent
 from domain.errors import Conflict, Forbidden, InvalidInput, NotFound, field_error
 from domain.ids import is_user_id
+from domain.limits import LiveStories
 from domain.platform import Platform
 from domain.stickers import check_stickers
 from domain.visibility import Relationship, audience_allows
@@ -135,13 +136,20 @@ class Story(Aggregate):
 
     @classmethod
     def create(
-        cls, story_id: UUID, owner_id: str, fields: dict[str, Any], platform: Platform, now: datetime
+        cls, story_id: UUID, owner_id: str, fields: dict[str, Any], platform: Platform, now: datetime,
+        live: LiveStories | None = None, limit: int | None = None,
     ) -> Story:
-        """``fields`` holds the create body's values (see the contract's story schema)."""
+        """``fields`` holds the create body's values (see the contract's story schema).
+
+        With ``live`` (the author's live-stories ledger) and ``limit``, the story takes a live
+        slot, or Conflict ``limit_reached`` when the author already has ``limit`` live stories.
+        """
         check_story_fields(fields, platform)
         if owner_id in (fields.get("hidden_from_ids") or []):
             raise field_error("hidden_from_ids", "a story cannot be hidden from its owner")
         hours = fields.get("expires_in_hours", DEFAULT_EXPIRY_HOURS)
+        if live is not None and limit is not None:
+            live.admit(str(story_id), now + timedelta(hours=hours), limit, now)
         story = cls(story_id)
         story._record(
             StoryCreated,
@@ -166,12 +174,15 @@ class Story(Aggregate):
         )
         return story
 
-    def delete(self, actor_id: str, now: datetime) -> None:
+    def delete(self, actor_id: str, now: datetime, live: LiveStories | None = None) -> None:
+        """With ``live`` (the owner's ledger), a live story frees its slot."""
         if self.deleted:
             raise NotFound("story not found")
         if actor_id != self.owner_id:
             raise Forbidden("only the owner can delete a story", code="not_owner")
         self._record(StoryDeleted, now, story_id=str(self.id), user_id=self.owner_id)
+        if live is not None:
+            live.release(str(self.id), now)
 
     def expire(self, now: datetime) -> None:
         """Mark the story expired; exactly once, never before its time, never when deleted."""

@@ -6,6 +6,8 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+from datetime import datetime
+from typing import Callable
 
 from prometheus_client import CollectorRegistry, Gauge, start_http_server
 
@@ -31,7 +33,8 @@ def build_runners(settings: Settings, store: EventStore) -> list[ProjectionRunne
     runners = []
     for part in partitions(settings):
         for view in (MongoViewStore(mongo, settings.mongodb_database, part.name("mongo_views")),
-                     RedisViewStore(client, settings.redis_prefix, part.name("redis_views"))):
+                     RedisViewStore(client, settings.redis_prefix, part.name("redis_views"),
+                                    grace=settings.redis_grace)):
             runners.append(ProjectionRunner(store, view, settings.projector_batch, partition=part))
     return runners
 
@@ -47,8 +50,16 @@ def publish_log_head(settings: Settings, store: EventStore, stop: threading.Even
             pass  # the runners log the outage
 
 
-def run_projector(settings: Settings, stop: threading.Event | None = None) -> None:
+def run_projector(settings: Settings, stop: threading.Event | None = None,
+                  clock: Callable[[], datetime] | None = None) -> None:
+    """``clock``: the process's clock (``stories.clock.clock_from``). The projections themselves
+    take every time from the events they apply; it is built here so that a bad
+    STORIES_SIMULATED_CLOCK refuses the projector at start-up like every other process."""
     stop = stop or threading.Event()
+    if clock is None:
+        from stories.clock import clock_from
+
+        clock = clock_from(settings)
     store = EventStore(settings.event_store_url)
     runners = build_runners(settings, store)
     if settings.projector_metrics_port:

@@ -48,6 +48,8 @@ class Expirer:
         self.schedule = ProjectionRunner(
             store, RedisViewStore(client, prefix, name="expiry_schedule", handlers=SCHEDULE_HANDLERS), 5000)
         self.clock = clock or utc_now
+        # Simulated seconds per real second (STORIES_SIMULATED_CLOCK); waits are real seconds.
+        self.scale = float(getattr(self.clock, "scale", 1.0) or 1.0)
         self.committer = GroupCommitter(store)
         self.app = StoriesApplication(store, self.committer, platform, clock=self.clock)
         self.expired = 0
@@ -79,10 +81,12 @@ class Expirer:
             return 0
 
     def seconds_to_next_due(self, interval_s: float) -> float:
+        """Real seconds to wait: until the next due time on our clock (divided by its scale when
+        the clock is simulated and accelerated), at most ``interval_s``."""
         head = self.client.zrange(self.keys.expiry_due, 0, 0, withscores=True)
         if not head:
             return interval_s
-        return max(0.0, min(interval_s, head[0][1] - self.clock().timestamp()))
+        return max(0.0, min(interval_s, (head[0][1] - self.clock().timestamp()) / self.scale))
 
     async def run(self, interval_s: float, stop: asyncio.Event) -> None:
         while not stop.is_set():

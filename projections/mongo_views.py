@@ -1,7 +1,7 @@
 """MongoDB read models: stories as served, viewers, question answers, highlights, close friends.
 
 One small function per event type turns the event into document updates; the view store merges a
-batch's updates and writes them with the new position in one transaction.
+batch's updates and writes them idempotently (stamped and guarded, no transaction: see MongoViewStore).
 """
 
 from __future__ import annotations
@@ -167,10 +167,11 @@ HANDLERS: dict[type, Callable] = {
 
 def ensure_indexes(db: Database) -> None:
     db.stories.create_index([("user_id", ASCENDING), ("created_at", ASCENDING)])
-    db.story_viewers.create_index([("story_id", ASCENDING), ("last_viewed_at", DESCENDING), ("viewer_id", ASCENDING)])
+    db.story_viewers.create_index([("story_id", ASCENDING), ("first_viewed_at", DESCENDING), ("viewer_id", ASCENDING)])
+    db.question_answers.create_index([("story_id", ASCENDING), ("answered_at", DESCENDING), ("_id", DESCENDING)])
     db.question_answers.create_index([("story_id", ASCENDING), ("sticker_index", ASCENDING), ("answered_at", DESCENDING)])
     db.highlights.create_index([("user_id", ASCENDING)])
-    db.close_friends.create_index([("user_id", ASCENDING), ("added_at", DESCENDING)])
+    db.close_friends.create_index([("user_id", ASCENDING), ("added_at", DESCENDING), ("friend_id", ASCENDING)])
 
 
 class MongoViewStore:

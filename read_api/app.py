@@ -14,9 +14,10 @@ from redis.asyncio import Redis
 
 from projections.mongo_views import POSITIONS
 from projections.runner import Partition
-from projections.redis_views import Keys
+from projections.redis_schema import Keys
 
 MONGO_VIEWS, REDIS_VIEWS = "mongo_views", "redis_views"  # the projector's view store names
+from read_api.pages import DEFAULT_LIMIT, MAX_LIMIT, Cursors
 from read_api.queries import Queries
 from stories.auth import TokenVerifier
 from stories.backends import async_mongo_client, async_redis_client
@@ -25,7 +26,7 @@ from stories.http import (
     REGISTRY, UNAVAILABLE, USER, ApiError, Route, actor, add_routes, error_middleware, error_response_of,
     json_response, metrics_middleware, openapi_document, ready_handler, unavailable_response,
 )
-from stories.settings import Settings
+from stories.settings import Settings, cursor_secret
 
 QUERIES = web.AppKey("queries", Queries)
 POSITION = web.AppKey("projection_positions", "ProjectionPositions")
@@ -80,12 +81,16 @@ def _min_position(request: web.Request) -> int | None:
 MAX_POSITION = 2**63 - 1  # log positions are 64-bit in SQLite and PostgreSQL
 
 
-def _limit(request: web.Request, default: int = 50, most: int = 100) -> int:
-    raw = request.query.get("limit", str(default))
-    if not (raw.isascii() and raw.isdigit() and len(raw) <= 3) or not 1 <= int(raw) <= most:
-        raise ApiError(422, "validation_error", f"limit must be 1 to {most}",
-                       [{"field": "limit", "message": f"whole number 1 to {most}"}])
+def _limit(request: web.Request) -> int:
+    raw = request.query.get("limit", str(DEFAULT_LIMIT))
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 3) or not 1 <= int(raw) <= MAX_LIMIT:
+        raise ApiError(422, "validation_error", f"limit must be 1 to {MAX_LIMIT}",
+                       [{"field": "limit", "message": f"whole number 1 to {MAX_LIMIT}"}])
     return int(raw)
+
+
+def _paging(request: web.Request) -> tuple[int, str | None]:
+    return _limit(request), request.query.get("cursor")
 
 
 def _served(handler: Callable) -> Callable:
@@ -117,7 +122,7 @@ def _served(handler: Callable) -> Callable:
 
 @_served
 async def get_feed(request, q: Queries, user: str, now: datetime):
-    return {"feed": await q.feed(user, now)}
+    return await q.feed(user, now, *_paging(request))
 
 
 @_served
@@ -127,29 +132,37 @@ async def get_story(request, q: Queries, user: str, now: datetime):
 
 @_served
 async def get_user_stories(request, q: Queries, user: str, now: datetime):
-    return {"user_id": request.match_info["user_id"],
-            "stories": await q.user_stories(request.match_info["user_id"], user, now)}
+    return await q.user_stories(request.match_info["user_id"], user, now, *_paging(request))
 
 
 @_served
 async def get_archive(request, q: Queries, user: str, now: datetime):
-    return await q.archive(user, now, _limit(request), request.query.get("cursor"))
+    return await q.archive(user, now, *_paging(request))
 
 
 @_served
 async def get_user_highlights(request, q: Queries, user: str, now: datetime):
-    return {"user_id": request.match_info["user_id"],
-            "highlights": await q.highlights_of(request.match_info["user_id"], user, now)}
+    return await q.highlights_of(request.match_info["user_id"], user, now, *_paging(request))
 
 
 @_served
 async def get_highlight(request, q: Queries, user: str, now: datetime):
-    return await q.highlight(request.match_info["highlight_id"], user, now)
+    return await q.highlight(request.match_info["highlight_id"], user, now, *_paging(request))
 
 
 @_served
 async def get_story_viewers(request, q: Queries, user: str, now: datetime):
-    return await q.viewers(request.match_info["story_id"], user, now, _limit(request), request.query.get("cursor"))
+    return await q.viewers(request.match_info["story_id"], user, now, *_paging(request))
+
+
+@_served
+async def get_story_answers(request, q: Queries, user: str, now: datetime):
+    raw = request.query.get("sticker_index")
+    if raw is not None and not (raw.isascii() and raw.isdigit() and int(raw) < 10):
+        raise ApiError(422, "validation_error", "sticker_index must be 0 to 9",
+                       [{"field": "sticker_index", "message": "whole number 0 to 9"}])
+    return await q.answers(request.match_info["story_id"], user, now, *_paging(request),
+                           sticker_index=None if raw is None else int(raw))
 
 
 @_served
@@ -164,24 +177,34 @@ async def get_user_insights(request, q: Queries, user: str, now: datetime):
 
 @_served
 async def get_close_friends(request, q: Queries, user: str, now: datetime):
-    return {"close_friends": await q.close_friends(user)}
+    return await q.close_friends(user, *_paging(request))
 
 
 MIN_POSITION = {"min_position": {"type": "integer", "minimum": 0, "maximum": 2**63 - 1}}
-PAGE = {"limit": {"type": "integer", "minimum": 1, "maximum": 100}, "cursor": {"type": "string"}, **MIN_POSITION}
+PAGE = {"limit": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT},
+        "cursor": {"type": "string"}, **MIN_POSITION}
 ROUTES = [
-    Route("GET", "/api/v1/stories/feed", get_feed, "the tray", query=MIN_POSITION),
-    Route("GET", "/api/v1/stories/archive", get_archive, "your expired stories, newest first", query=PAGE),
-    Route("GET", "/api/v1/stories/user/{user_id}", get_user_stories, "a user's live stories you may see", query=MIN_POSITION),
+    Route("GET", "/api/v1/stories/feed", get_feed, "the tray: a page of authors with live stories", errors=(422,),
+          query=PAGE),
+    Route("GET", "/api/v1/stories/archive", get_archive, "your expired stories, newest first", errors=(422,),
+          query=PAGE),
+    Route("GET", "/api/v1/stories/user/{user_id}", get_user_stories, "a user's live stories you may see, oldest first",
+          errors=(422,), query=PAGE),
     Route("GET", "/api/v1/stories/{story_id}", get_story, "one story as you may see it", errors=(404,), query=MIN_POSITION),
-    Route("GET", "/api/v1/highlights/user/{user_id}", get_user_highlights, "a user's highlights", query=MIN_POSITION),
-    Route("GET", "/api/v1/highlights/{highlight_id}", get_highlight, "one highlight", errors=(404,), query=MIN_POSITION),
-    Route("GET", "/api/v1/viewers/story/{story_id}", get_story_viewers, "your story's viewers, newest first",
+    Route("GET", "/api/v1/highlights/user/{user_id}", get_user_highlights, "a user's highlights (no stories)",
+          errors=(422,), query=PAGE),
+    Route("GET", "/api/v1/highlights/{highlight_id}", get_highlight, "one highlight, its stories a page",
+          errors=(404, 422), query=PAGE),
+    Route("GET", "/api/v1/viewers/story/{story_id}", get_story_viewers, "your story's viewers, latest first view first",
           errors=(403, 404, 422), query=PAGE),
+    Route("GET", "/api/v1/viewers/story/{story_id}/answers", get_story_answers,
+          "your story's question responses, newest first", errors=(403, 404, 422),
+          query={**PAGE, "sticker_index": {"type": "integer", "minimum": 0, "maximum": 9}}),
     Route("GET", "/api/v1/viewers/story/{story_id}/insights", get_story_insights, "your story's insights",
           errors=(403, 404), query=MIN_POSITION),
     Route("GET", "/api/v1/viewers/user/insights", get_user_insights, "totals over your stories", query=MIN_POSITION),
-    Route("GET", "/api/v1/close-friends/", get_close_friends, "your close friends", query=MIN_POSITION),
+    Route("GET", "/api/v1/close-friends/", get_close_friends, "your close friends", errors=(422,), query=PAGE),
+    Route("GET", "/api/v1/close-friends", get_close_friends, "your close friends", errors=(422,), query=PAGE),
 ]
 
 
@@ -194,7 +217,8 @@ def create_app(settings: Settings, clock: Callable[[], datetime] | None = None) 
     app["max_body_bytes"] = settings.max_body_bytes
     app["min_position_wait_s"] = settings.min_position_wait_s
     mongo, redis = async_mongo_client(settings), async_redis_client(settings)
-    app[QUERIES] = Queries(mongo, settings.mongodb_database, redis, settings.redis_prefix, settings.platform)
+    app[QUERIES] = Queries(mongo, settings.mongodb_database, redis, settings.redis_prefix, settings.platform,
+                           Cursors(cursor_secret(settings)))
     positions = ProjectionPositions(mongo, settings.mongodb_database, redis, settings.redis_prefix,
                                     settings.projector_partitions)
     app[POSITION] = positions

@@ -22,7 +22,7 @@ def _iso(value: Any) -> Any:
 
 
 def base_story(doc: dict, viewer: str, now: datetime, *, viewed_by_me: bool, view_count: int, reply_count: int) -> dict:
-    """The fields every served story has (feed items are this plus their stickers without results)."""
+    """The fields every served story has; ``Queries._present`` adds the stickers with results."""
     expires_at = doc["expires_at"] if isinstance(doc["expires_at"], datetime) else parse_timestamp(doc["expires_at"])
     story = {name: doc.get(name) for name in CONTENT_FIELDS}
     story.update(
@@ -37,41 +37,6 @@ def base_story(doc: dict, viewer: str, now: datetime, *, viewed_by_me: bool, vie
     if viewer == doc["user_id"]:  # only the owner sees who the story was meant for
         story.update((name, doc.get(name, [])) for name in OWNER_ONLY_FIELDS)
     return story
-
-
-def feed_item(card: dict, now: datetime, *, viewed_by_me: bool, view_count: int, reply_count: int) -> dict | None:
-    """A story's Redis card (its StoryCreated data and ``created_at``: the served content already)
-    as a feed item, or None once past its expiry. The owner's shape: others get ``feed_item_for_others``."""
-    if now >= parse_timestamp(card["expires_at"]):
-        return None
-    card["is_expired"] = False
-    card["close_friends_only"] = card["privacy"] == "close_friends"
-    card["view_count"] = view_count
-    card["reply_count"] = reply_count
-    card["viewed_by_me"] = viewed_by_me
-    return card
-
-
-def feed_item_for_others(item: dict) -> dict:
-    """Without whom the story was meant for, and without a quiz's answer (see ``stickers_for_others``).
-    Changes ``item`` in place: feed items are parsed afresh for every answer."""
-    for name in OWNER_ONLY_FIELDS:
-        del item[name]
-    item["stickers"] = stickers_for_others(item["stickers"])
-    return item
-
-
-def stickers_for_others(stickers: list[dict]) -> list[dict]:
-    """A feed item's stickers as others get them: without a quiz's answer. The feed carries no
-    per-viewer results, so it never knows whether this viewer has answered; the story endpoint
-    gives the answer after an attempt."""
-    if not any(s["sticker_type"] == "quiz" for s in stickers):
-        return stickers
-    return [
-        {**s, "quiz": {k: v for k, v in s["quiz"].items() if k != "correct_answer_index"}}
-        if s["sticker_type"] == "quiz" else s
-        for s in stickers
-    ]
 
 
 def sticker_with_results(i: int, sticker: dict, results: dict, mine: dict, owner: bool, now: datetime,
@@ -91,10 +56,13 @@ def sticker_with_results(i: int, sticker: dict, results: dict, mine: dict, owner
         ]
         if kind == "poll":
             payload.update(total_votes=total, my_vote=mine.get("option"))
-        else:
+        elif owner or mine.get("option") is not None:
             payload.update(total_attempts=total, correct_attempts=r.get("correct", 0), my_answer=mine.get("option"))
-            if not owner and mine.get("option") is None:
-                payload.pop("correct_answer_index", None)  # do not give the answer away before an attempt
+        else:
+            # Before an attempt nothing that could give the answer away: no counts, no index.
+            payload["options"] = [{"text": o["text"]} for o in payload["options"]]
+            payload.pop("correct_answer_index", None)
+            payload["my_answer"] = None
     elif kind == "slider":
         payload.update(
             average_value=round(r.get("sum", 0.0) / total, 3) if total else None,

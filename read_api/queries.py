@@ -1,28 +1,42 @@
 """Read-model queries for one caller, with the contract's visibility rules.
 
-MongoDB holds the served documents; Redis holds the graph, live-story sets, who-saw-what and the
-hot counters. Visibility uses the domain's own pure rule (``domain.visibility``), so the command
-side and the query side cannot disagree.
+Live stories are served from Redis (the tray) or MongoDB (everything else); expired ones from
+MongoDB alone, since Redis lets a story's state go when it expires. Both become one served shape
+through ``_present``. Visibility is the domain's own pure rule (``domain.visibility``), so the
+command side and the query side cannot disagree. Every list is a page (``read_api.pages``) read
+with a fixed number of round trips, whatever the caller's history.
 """
 
 from __future__ import annotations
 
-import base64
-from datetime import datetime
-from typing import Any
+import asyncio
+import os
+from datetime import datetime, timezone
+from typing import Any, Awaitable, Callable, Iterable
 
 import orjson
 from pymongo import AsyncMongoClient
+from pymongo.asynchronous.collection import AsyncCollection
 from redis.asyncio import Redis
 
 from domain.errors import Forbidden, InvalidInput, NotFound
 from domain.platform import Platform
 from domain.stickers import parse_timestamp
 from domain.visibility import Relationship, audience_allows
-from projections.redis_views import Keys
+from projections.redis_schema import RESPONSES_KEPT, Keys, answer_field, counters_from_hash
 from read_api import presenter
+from read_api.pages import Cursors, invalid_cursor, page
 
-RESPONSES_SHOWN = 100
+ANSWERED_KINDS = ("poll", "quiz", "slider", "countdown")  # stickers with a per-user answer to show
+MAX_STICKERS = 10
+
+
+def _ms(moment: datetime) -> int:
+    return int(moment.timestamp() * 1000)
+
+
+def _at(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, timezone.utc)
 
 
 def _expires(doc: dict) -> datetime:
@@ -42,27 +56,29 @@ def may_see(doc: dict, viewer: str, relationship: Relationship) -> bool:
     )
 
 
-def encode_cursor(*parts: Any) -> str:
-    return base64.urlsafe_b64encode(orjson.dumps(parts)).decode()
+def _after(sort: list[tuple[str, int]], last: list[Any]) -> dict:
+    """The keyset filter for "strictly after ``last``" in a two-field sort order."""
+    (f1, d1), (f2, d2) = sort
+    op1, op2 = ("$gt" if d1 > 0 else "$lt"), ("$gt" if d2 > 0 else "$lt")
+    return {"$or": [{f1: {op1: last[0]}}, {f1: last[0], f2: {op2: last[1]}}]}
 
 
-def decode_cursor(cursor: str) -> tuple[datetime, str]:
-    """Our cursors are (ISO time, id) pairs; anything else is the client's mistake (422)."""
-    try:
-        value = orjson.loads(base64.urlsafe_b64decode(cursor.encode()))
-        if isinstance(value, list) and len(value) == 2 and all(isinstance(v, str) for v in value):
-            return parse_timestamp(value[0]), value[1]
-    except (ValueError, TypeError, orjson.JSONDecodeError):
-        pass
-    raise InvalidInput("cursor is not one this API gave out", details=[{"field": "cursor", "message": "invalid"}])
+def _position(cursor_values: list[Any]) -> list[Any]:
+    """A decoded keyset position: [epoch ms, id]."""
+    if len(cursor_values) != 2 or not isinstance(cursor_values[0], int) or not isinstance(cursor_values[1], str):
+        raise invalid_cursor()
+    return [_at(cursor_values[0]), cursor_values[1]]
 
 
 class Queries:
-    def __init__(self, mongo: AsyncMongoClient, database: str, redis: Redis, prefix: str, platform: Platform) -> None:
+    def __init__(self, mongo: AsyncMongoClient, database: str, redis: Redis, prefix: str, platform: Platform,
+                 cursors: Cursors | None = None) -> None:
         self.db = mongo[database]
         self.redis = redis
         self.keys = Keys(prefix)
         self.platform = platform
+        # Without a configured secret (tests), cursors are good for this process only.
+        self.cursors = cursors or Cursors(os.urandom(32))
 
     # -- graph ----------------------------------------------------------------------------
 
@@ -87,6 +103,72 @@ class Queries:
             return len(await self.redis.sinter(k.following(owner), k.followers(owner)))
         return await self.redis.scard(k.followers(owner))
 
+    # -- serving stories --------------------------------------------------------------------
+
+    @staticmethod
+    def _present(doc: dict, viewer: str, now: datetime, *, seen: bool, mine: dict[int, dict],
+                 responses: list[dict] | None) -> dict:
+        """The one served shape of a story, from a MongoDB document or a Redis card with its
+        counters (``projections.redis_schema.counters_from_hash`` gives them the same fields)."""
+        owner = viewer == doc["user_id"]
+        story = presenter.base_story(doc, viewer, now, viewed_by_me=seen, view_count=doc.get("view_count", 0),
+                                     reply_count=doc.get("reply_count", 0))
+        results = doc.get("results", {})
+        story["stickers"] = [
+            presenter.sticker_with_results(i, sticker, results, mine.get(i, {}), owner, now,
+                                           responses if sticker["sticker_type"] == "question" else None)
+            for i, sticker in enumerate(doc.get("stickers", []))
+        ]
+        if owner:
+            story["unique_viewers"] = doc.get("unique_viewers", 0)
+        return story
+
+    @staticmethod
+    def _mine(doc: dict, raw: list[bytes | None] | None) -> dict[int, dict]:
+        """The caller's own answers, from ``HMGET mine:{s} 0:<viewer> ... 9:<viewer>``."""
+        out: dict[int, dict] = {}
+        for i, sticker in enumerate(doc.get("stickers", [])):
+            kind = sticker["sticker_type"]
+            value = raw[i] if raw is not None and i < len(raw) else None
+            if kind == "countdown":
+                out[i] = {"following": value is not None}
+            elif kind in ANSWERED_KINDS and value is not None:
+                out[i] = {"value": float(value)} if kind == "slider" else {"option": int(value)}
+        return out
+
+    def _ask_mine(self, p, story_id: str, viewer: str) -> None:
+        p.hmget(self.keys.answers(story_id), [answer_field(i, viewer) for i in range(MAX_STICKERS)])
+
+    async def serve_docs(self, docs: list[dict], viewer: str, now: datetime) -> list[dict]:
+        """MongoDB story documents as served: one Redis round trip for what the caller has seen
+        and answered, and the latest question responses for the owner's own stories."""
+        if not docs:
+            return []
+        live = [d for d in docs if is_live(d, now)]  # Redis keeps nothing of the others
+        seen_at: list[float | None] = []
+        mine_raw: dict[str, list] = {}
+        if live:
+            async with self.redis.pipeline(transaction=False) as p:
+                p.zmscore(self.keys.seen(viewer), [d["_id"] for d in live])
+                for d in live:
+                    self._ask_mine(p, d["_id"], viewer)
+                seen_at, *answers = await p.execute()
+            mine_raw = {d["_id"]: a for d, a in zip(live, answers)}
+        seen = {d["_id"]: s is not None for d, s in zip(live, seen_at)}
+        asking = [d for d in docs if d["user_id"] == viewer
+                  and any(s["sticker_type"] == "question" for s in d.get("stickers", []))]
+        found = await asyncio.gather(*(self._latest_responses(d["_id"]) for d in asking))
+        responses = {d["_id"]: r for d, r in zip(asking, found)}
+        return [self._present(d, viewer, now, seen=seen.get(d["_id"], False),
+                              mine=self._mine(d, mine_raw.get(d["_id"])), responses=responses.get(d["_id"]))
+                for d in docs]
+
+    async def _latest_responses(self, story_id: str) -> list[dict]:
+        found = self.db.question_answers.find(
+            {"story_id": story_id}, {"_id": 0, "user_id": 1, "text": 1, "answered_at": 1}
+        ).sort("answered_at", -1).limit(RESPONSES_KEPT)
+        return [{**r, "answered_at": r["answered_at"].isoformat()} async for r in found]
+
     # -- stories --------------------------------------------------------------------------
 
     async def _visible_story(self, story_id: str, viewer: str, now: datetime) -> dict:
@@ -105,164 +187,194 @@ class Queries:
             raise Forbidden("only the owner can see this", code="not_owner")
         return doc
 
-    async def _mine(self, doc: dict, viewer: str) -> dict[int, dict]:
-        """The caller's own answers to the story's stickers."""
-        k, story_id, out = self.keys, doc["_id"], {}
-        asks = [(i, s["sticker_type"]) for i, s in enumerate(doc.get("stickers", []))
-                if s["sticker_type"] in ("poll", "quiz", "slider", "countdown")]
-        if not asks:
-            return out
-        async with self.redis.pipeline(transaction=False) as p:
-            for i, kind in asks:
-                if kind == "countdown":
-                    p.sismember(k.countdown(story_id, i), viewer)
-                else:
-                    p.hget(k.answers(story_id, i), viewer)
-            answers = await p.execute()
-        for (i, kind), value in zip(asks, answers):
-            if kind == "countdown":
-                out[i] = {"following": bool(value)}
-            elif value is not None:
-                out[i] = {"value": float(value)} if kind == "slider" else {"option": int(value)}
-        return out
-
-    async def serve(self, doc: dict, viewer: str, now: datetime, *, seen: bool | None = None) -> dict:
-        """A full story as this caller may see it (results, their own answers, owner extras)."""
-        owner = viewer == doc["user_id"]
-        if seen is None:
-            seen = bool(await self.redis.sismember(self.keys.seen(viewer), doc["_id"]))
-        story = presenter.base_story(
-            doc, viewer, now, viewed_by_me=seen, view_count=doc.get("view_count", 0), reply_count=doc.get("reply_count", 0)
-        )
-        mine = await self._mine(doc, viewer)
-        stickers = []
-        for i, sticker in enumerate(doc.get("stickers", [])):
-            responses = None
-            if owner and sticker["sticker_type"] == "question":
-                cursor = self.db.question_answers.find(
-                    {"story_id": doc["_id"], "sticker_index": i}, {"_id": 0, "user_id": 1, "text": 1, "answered_at": 1}
-                ).sort("answered_at", -1).limit(RESPONSES_SHOWN)
-                responses = [{**r, "answered_at": r["answered_at"].isoformat()} async for r in cursor]
-            stickers.append(presenter.sticker_with_results(
-                i, sticker, doc.get("results", {}), mine.get(i, {}), owner, now, responses))
-        story["stickers"] = stickers
-        if owner:
-            story["unique_viewers"] = doc.get("unique_viewers", 0)
-        return story
-
     async def story(self, story_id: str, viewer: str, now: datetime) -> dict:
-        return await self.serve(await self._visible_story(story_id, viewer, now), viewer, now)
+        doc = await self._visible_story(story_id, viewer, now)
+        return (await self.serve_docs([doc], viewer, now))[0]
 
-    async def user_stories(self, user_id: str, viewer: str, now: datetime) -> list[dict]:
-        cursor = self.db.stories.find(
-            {"user_id": user_id, "deleted": False, "expired": False, "expires_at": {"$gt": now}}
-        ).sort("created_at", 1)
-        docs = [d async for d in cursor]
-        if not docs:
-            return []
+    async def _keyset_page(
+        self, collection: AsyncCollection, query: dict, sort: list[tuple[str, int]], scope: str, limit: int,
+        cursor: str | None, keep: Callable[[dict], bool] = lambda doc: True,
+    ) -> tuple[list[dict], str | None]:
+        """Up to ``limit`` documents after the cursor in ``sort`` order (two fields: a time, then
+        a unique id) that ``keep`` accepts; reads in chunks so that filtering cannot starve a page."""
+        if cursor:
+            query = {"$and": [query, _after(sort, _position(self.cursors.decode(scope, cursor)))]}
+        kept: list[dict] = []
+        chunk = max(limit + 1, 50)
+        while len(kept) <= limit:
+            found = [d async for d in collection.find(query).sort(sort).limit(chunk)]
+            kept.extend(d for d in found if keep(d))
+            if len(found) < chunk:
+                break
+            last = found[-1]
+            query = {"$and": [query, _after(sort, [last[sort[0][0]], last[sort[1][0]]])]}
+        more, kept = len(kept) > limit, kept[:limit]
+        next_cursor = None
+        if more:
+            last = kept[-1]
+            next_cursor = self.cursors.encode(scope, _ms(last[sort[0][0]]), last[sort[1][0]])
+        return kept, next_cursor
+
+    async def user_stories(self, user_id: str, viewer: str, now: datetime, limit: int, cursor: str | None) -> dict:
         relationship = await self.relationship(user_id, viewer)
-        visible = [d for d in docs if viewer == user_id or may_see(d, viewer, relationship)]
-        return [await self.serve(d, viewer, now) for d in visible]
+        docs, next_cursor = await self._keyset_page(
+            self.db.stories, {"user_id": user_id, "deleted": False, "expired": False, "expires_at": {"$gt": now}},
+            [("created_at", 1), ("_id", 1)], f"user-stories:{user_id}:{viewer}", limit, cursor,
+            keep=lambda d: viewer == user_id or may_see(d, viewer, relationship))
+        return page(await self.serve_docs(docs, viewer, now), next_cursor)
 
     async def archive(self, viewer: str, now: datetime, limit: int, cursor: str | None) -> dict:
-        query: dict[str, Any] = {
-            "user_id": viewer, "deleted": False, "$or": [{"expired": True}, {"expires_at": {"$lte": now}}],
-        }
-        if cursor:
-            created, story_id = decode_cursor(cursor)
-            query = {"$and": [query, {"$or": [
-                {"created_at": {"$lt": created}}, {"created_at": created, "_id": {"$lt": story_id}},
-            ]}]}
-        docs = [d async for d in self.db.stories.find(query).sort([("created_at", -1), ("_id", -1)]).limit(limit + 1)]
-        more = len(docs) > limit
-        docs = docs[:limit]
-        stories = [await self.serve(d, viewer, now, seen=False) for d in docs]
-        next_cursor = encode_cursor(docs[-1]["created_at"].isoformat(), docs[-1]["_id"]) if more else None
-        return {"stories": stories, "next_cursor": next_cursor}
+        query = {"user_id": viewer, "deleted": False, "$or": [{"expired": True}, {"expires_at": {"$lte": now}}]}
+        docs, next_cursor = await self._keyset_page(
+            self.db.stories, query, [("created_at", -1), ("_id", -1)], f"archive:{viewer}", limit, cursor)
+        return page(await self.serve_docs(docs, viewer, now), next_cursor)
 
     # -- feed -----------------------------------------------------------------------------
 
-    async def feed(self, viewer: str, now: datetime) -> list[dict]:
-        # A fixed number of Redis commands whatever the number of authors: one ZUNION of the
-        # authors' live sets, then one pipeline of four multi-key reads. The cards are stored in
-        # the served shape, so each item is one parse plus its counters.
-        k = self.keys
-        if self.platform is Platform.ENTATIVA:
+    async def feed(self, viewer: str, now: datetime, limit: int, cursor: str | None) -> dict:
+        """A page of the tray, from Redis alone, in four round trips whatever the history: the
+        authors; their live entries and the viewer's seen set; custom and hidden lists where a
+        story has one; the page's cards, counters and own answers. The order (own entry, then
+        authors with unseen stories, then the rest, each by latest story) is computed as of the
+        first page's time, carried in the cursor, so that new stories and new views cannot move
+        an author past the cursor. The loop over live entries is the hot path (a viewer at the
+        follows limit has tens of thousands): raw replies, no per-entry objects."""
+        scope, k = f"feed:{viewer}", self.keys
+        now_ms = _ms(now)
+        as_of, after = now_ms, None
+        if cursor:
+            values = self.cursors.decode(scope, cursor)
+            if len(values) != 2 or not isinstance(values[0], int) or not isinstance(values[1], list):
+                raise invalid_cursor()
+            as_of, after = values[0], tuple(values[1])
+        entativa = self.platform is Platform.ENTATIVA
+        if entativa:
             authors = await self.redis.sinter(k.following(viewer), k.followers(viewer))
         else:
             authors = await self.redis.smembers(k.following(viewer))
-        everyone = {viewer, *(a.decode() for a in authors)}
-        ids = [sid.decode() for sid in await self.redis.zunion([k.live(a) for a in everyone])]
-        if not ids:
-            return []
+        async with self.redis.pipeline(transaction=False) as p:
+            p.execute_command("SUNION", k.live(viewer), *(k.live(a.decode()) for a in authors))
+            p.zrange(k.seen(viewer), 0, -1, withscores=True)  # what the viewer saw live, and when
+            p.smembers(k.close_friend_of(viewer))
+            members, seen_pairs, close_of = await p.execute()
+        seen = {story_id.decode(): int(at) for story_id, at in seen_pairs}
+        me, close = viewer.encode(), set(close_of)
+        broad = {b"public", b"followers", b"friends"}
+        live: list[tuple[str, bytes, int, bytes]] = []  # (story id, author, created ms, lists)
+        for member in members:
+            story_id, author, privacy, created, expires, lists = member.split(b"|")
+            created_ms = int(created)
+            if int(expires) <= now_ms or (cursor is not None and created_ms > as_of):
+                continue
+            if author != me and not (privacy in broad or (privacy == b"close_friends" and author in close)
+                                     or privacy == b"custom"):
+                continue  # custom: decided by its list below
+            live.append((story_id.decode(), author, created_ms, lists))
+        # Custom allow-lists and hidden lists: one membership question per listed story.
+        asks = [(sid, which) for sid, author, _, lists in live if lists and author != me for which in lists.decode()]
+        allowed: set[str] = set()
+        hidden: set[str] = set()
+        if asks:
+            async with self.redis.pipeline(transaction=False) as p:
+                for sid, which in asks:
+                    p.sismember(k.allowed(sid) if which == "w" else k.hidden(sid), viewer)
+                for (sid, which), member in zip(asks, await p.execute()):
+                    if member:
+                        (allowed if which == "w" else hidden).add(sid)
+        if cursor is None:  # a story stamped by a clock slightly ahead still counts as of this page
+            as_of = max(as_of, max((created for _, _, created, _ in live), default=as_of))
+        summary: dict[bytes, list] = {}  # author -> [latest created, has unseen]
+        shown: list[tuple[str, bytes, int]] = []
+        for sid, author, created, lists in live:
+            if lists and author != me and (sid in hidden or (b"w" in lists and sid not in allowed)):
+                continue
+            shown.append((sid, author, created))
+            at = seen.get(sid)
+            unseen = author != me and (at is None or at > as_of)
+            entry = summary.get(author)
+            if entry is None:
+                summary[author] = [created, unseen]
+            else:
+                if created > entry[0]:
+                    entry[0] = created
+                entry[1] = entry[1] or unseen
+        ordered = sorted(((0 if author == me else 1 if unseen else 2, -latest, author.decode())
+                          for author, (latest, unseen) in summary.items()))
+        if after is not None:
+            ordered = [o for o in ordered if list(o) > list(after)]
+        chosen, more = ordered[:limit], len(ordered) > limit
+        next_cursor = self.cursors.encode(scope, as_of, list(chosen[-1])) if more else None
+        on_page = {author.encode() for _, _, author in chosen}
+        picked = sorted((created, sid, author) for sid, author, created in shown if author in on_page)
+        served = await self._serve_live([(sid, author.decode(), seen.get(sid)) for _, sid, author in picked],
+                                        viewer, now)
+        stories_of: dict[str, list[dict]] = {}
+        for _, sid, author in picked:
+            if sid in served:
+                stories_of.setdefault(author.decode(), []).append(served[sid])
+        entries = []
+        for rank, _, author in chosen:
+            stories = stories_of.get(author)
+            if not stories:
+                continue  # gone between the reads
+            entries.append({
+                "user_id": author, "stories": stories, "has_unseen": rank == 1, "latest_at": stories[-1]["created_at"],
+                "close_friends": any(s["close_friends_only"] for s in stories),
+            })
+        return page(entries, next_cursor)
+
+    async def _serve_live(self, items: list[tuple[str, str, int | None]], viewer: str, now: datetime) -> dict[str, dict]:
+        """Live stories (story id, author, when the viewer first saw it) from their Redis cards
+        and counters, in one round trip."""
+        if not items:
+            return {}
+        k = self.keys
+        ids = [sid for sid, _, _ in items]
+        own = [sid for sid, author, _ in items if author == viewer]
         async with self.redis.pipeline(transaction=False) as p:
             p.mget([k.card(i) for i in ids])
-            p.smismember(k.seen(viewer), ids)
-            p.hmget(k.views, ids)
-            p.hmget(k.replies, ids)
-            cards, seen, views, replies = await p.execute()
-        by_author: dict[str, list[dict]] = {}
-        for card, was_seen, v, r in zip(cards, seen, views, replies):
-            if card is None:  # deleted meanwhile
+            for i in ids:
+                p.hgetall(k.counters(i))
+                self._ask_mine(p, i, viewer)
+            for i in own:
+                p.lrange(k.responses(i), 0, RESPONSES_KEPT - 1)
+            cards, *rest = await p.execute()
+        counters, answers, latest = rest[0:2 * len(ids):2], rest[1:2 * len(ids):2], rest[2 * len(ids):]
+        responses = {i: [{key: r[key] for key in ("user_id", "text", "answered_at")} for r in map(orjson.loads, raw)]
+                     for i, raw in zip(own, latest)}
+        out = {}
+        for (sid, _, first_seen), card, raw_counters, mine in zip(items, cards, counters, answers):
+            if card is None:
                 continue
-            item = presenter.feed_item(orjson.loads(card), now, viewed_by_me=bool(was_seen),
-                                       view_count=int(v or 0), reply_count=int(r or 0))
-            if item is not None:  # None: past its expiry, StoryExpired not yet projected
-                by_author.setdefault(item["user_id"], []).append(item)
-        close_asks = sorted({a for a, items in by_author.items()
-                             if a != viewer and any(i["close_friends_only"] for i in items)})
-        close_of = {}
-        if close_asks:
-            async with self.redis.pipeline(transaction=False) as p:
-                for author in close_asks:
-                    p.sismember(k.close_friends(author), viewer)
-                close_of = dict(zip(close_asks, await p.execute()))
-        entries = []
-        for author, items in by_author.items():
-            if author == viewer:
-                shown = items
-            else:
-                # Authors here are followed (friends on entativa) by the viewer, by construction.
-                relationship = Relationship(follows_owner=True, followed_by_owner=self.platform is Platform.ENTATIVA,
-                                            close_friend=bool(close_of.get(author)))
-                shown = [presenter.feed_item_for_others(i) for i in items if may_see(i, viewer, relationship)]
-            if not shown:
-                continue
-            shown.sort(key=lambda i: i["created_at"])
-            entries.append({
-                "user_id": author,
-                "stories": shown,
-                "has_unseen": any(not i["viewed_by_me"] for i in shown),
-                "latest_at": shown[-1]["created_at"],
-                "close_friends": any(i["close_friends_only"] for i in shown),
-            })
-        own = [e for e in entries if e["user_id"] == viewer]
-        others = sorted((e for e in entries if e["user_id"] != viewer), key=lambda e: e["latest_at"], reverse=True)
-        others.sort(key=lambda e: not e["has_unseen"])  # stable: unseen first, each group newest first
-        return own + others
+            doc = orjson.loads(card)
+            doc.update(counters_from_hash(raw_counters))
+            out[sid] = self._present(doc, viewer, now, seen=first_seen is not None, mine=self._mine(doc, mine),
+                                     responses=responses.get(sid))
+        return out
 
-    # -- viewers and insights --------------------------------------------------------------
+    # -- viewers, answers and insights --------------------------------------------------------
 
     async def viewers(self, story_id: str, viewer: str, now: datetime, limit: int, cursor: str | None) -> dict:
         doc = await self._owned_story(story_id, viewer, now)
+        rows, next_cursor = await self._keyset_page(
+            self.db.story_viewers, {"story_id": story_id}, [("first_viewed_at", -1), ("viewer_id", 1)],
+            f"viewers:{story_id}:{viewer}", limit, cursor)
+        items = [{"user_id": r["viewer_id"], "first_viewed_at": r["first_viewed_at"].isoformat(),
+                  "viewed_at": r["last_viewed_at"].isoformat(), "view_count": r["view_count"]} for r in rows]
+        return {**page(items, next_cursor), "story_id": story_id, "total": doc.get("unique_viewers", 0)}
+
+    async def answers(self, story_id: str, viewer: str, now: datetime, limit: int, cursor: str | None,
+                      sticker_index: int | None) -> dict:
+        await self._owned_story(story_id, viewer, now)
         query: dict[str, Any] = {"story_id": story_id}
-        if cursor:
-            at, last_user = decode_cursor(cursor)
-            query["$or"] = [{"last_viewed_at": {"$lt": at}}, {"last_viewed_at": at, "viewer_id": {"$gt": last_user}}]
-        found = self.db.story_viewers.find(query).sort([("last_viewed_at", -1), ("viewer_id", 1)]).limit(limit + 1)
-        rows = [r async for r in found]
-        more = len(rows) > limit
-        rows = rows[:limit]
-        return {
-            "story_id": story_id,
-            "total": doc.get("unique_viewers", 0),
-            "viewers": [
-                {"user_id": r["viewer_id"], "viewed_at": r["last_viewed_at"].isoformat(),
-                 "first_viewed_at": r["first_viewed_at"].isoformat(), "view_count": r["view_count"]}
-                for r in rows
-            ],
-            "next_cursor": encode_cursor(rows[-1]["last_viewed_at"].isoformat(), rows[-1]["viewer_id"]) if more else None,
-        }
+        if sticker_index is not None:
+            query["sticker_index"] = sticker_index
+        rows, next_cursor = await self._keyset_page(
+            self.db.question_answers, query, [("answered_at", -1), ("_id", -1)],
+            f"answers:{story_id}:{sticker_index}:{viewer}", limit, cursor)
+        items = [{"user_id": r["user_id"], "sticker_index": r["sticker_index"], "text": r["text"],
+                  "answered_at": r["answered_at"].isoformat()} for r in rows]
+        return {**page(items, next_cursor), "story_id": story_id}
 
     async def story_insights(self, story_id: str, viewer: str, now: datetime) -> dict:
         doc = await self._owned_story(story_id, viewer, now)
@@ -274,67 +386,125 @@ class Queries:
 
     # -- highlights and close friends -------------------------------------------------------
 
-    async def _serve_highlight(self, h: dict, viewer: str, now: datetime, relationship: Relationship,
-                               stories: dict[str, dict]) -> dict:
-        shown = [
-            stories[s] for s in h.get("story_ids", [])
-            if s in stories and not stories[s].get("deleted")
-            and (viewer == h["user_id"] or may_see(stories[s], viewer, relationship))
-        ]
+    @staticmethod
+    def _highlight_head(h: dict) -> dict:
         return {
             "highlight_id": h["_id"], "user_id": h["user_id"], "title": h["title"],
             "description": h.get("description", ""), "cover": h.get("cover"), "is_pinned": h.get("is_pinned", False),
             "is_archived": h.get("is_archived", False), "created_at": h["created_at"].isoformat(),
             "updated_at": h["updated_at"].isoformat(),
-            "stories": [await self.serve(d, viewer, now) for d in shown],
         }
 
-    async def _stories_by_id(self, ids: list[str]) -> dict[str, dict]:
-        if not ids:
-            return {}
-        return {d["_id"]: d async for d in self.db.stories.find({"_id": {"$in": ids}})}
+    async def _visible_story_ids(self, ids: Iterable[str], owner: str, viewer: str,
+                                 relationship: Relationship | None = None) -> set[str]:
+        """Which of ``owner``'s stories (by id) the caller may see in a highlight: audience only."""
+        wanted = list(dict.fromkeys(ids))
+        if not wanted:
+            return set()
+        fields = {"user_id": 1, "privacy": 1, "allowed_viewer_ids": 1, "hidden_from_ids": 1, "deleted": 1}
+        docs = [d async for d in self.db.stories.find({"_id": {"$in": wanted}}, fields)]
+        if viewer != owner and relationship is None:
+            relationship = await self.relationship(owner, viewer)
+        return {d["_id"] for d in docs if not d.get("deleted")
+                and (viewer == owner or may_see(d, viewer, relationship))}  # type: ignore[arg-type]
 
-    async def highlights_of(self, user_id: str, viewer: str, now: datetime) -> list[dict]:
+    async def _reel(self, user_id: str) -> dict[str, int]:
+        reel = await self.db.highlight_reels.find_one({"_id": user_id}) or {"highlight_ids": []}
+        return {h: i for i, h in enumerate(reel["highlight_ids"])}
+
+    async def highlights_of(self, user_id: str, viewer: str, now: datetime, limit: int, cursor: str | None) -> dict:
+        """Pinned first, then the owner's order; each with its visible ``story_ids``, no stories.
+        Others see only highlights with a story they may see."""
+        scope = f"highlights:{user_id}:{viewer}"
         query: dict[str, Any] = {"user_id": user_id, "deleted": False}
         if viewer != user_id:
             query["is_archived"] = False
-        docs = [h async for h in self.db.highlights.find(query)]
-        reel = await self.db.highlight_reels.find_one({"_id": user_id}) or {"highlight_ids": []}
-        order = {h: i for i, h in enumerate(reel["highlight_ids"])}
-        docs.sort(key=lambda h: (not h.get("is_pinned", False), order.get(h["_id"], len(order))))
-        stories = await self._stories_by_id(sorted({s for h in docs for s in h.get("story_ids", [])}))
-        relationship = await self.relationship(user_id, viewer)
-        out = []
-        for index, h in enumerate(docs):
-            served = await self._serve_highlight(h, viewer, now, relationship, stories)
-            served["order_index"] = order.get(h["_id"], index)
-            if viewer == user_id or served["stories"]:
-                out.append(served)
-        return out
+        docs = [h async for h in self.db.highlights.find(query)]  # at most the highlights limit
+        order = await self._reel(user_id)
+        docs.sort(key=lambda h: (not h.get("is_pinned", False), order.get(h["_id"], len(order)), h["_id"]))
+        start = 0
+        if cursor:
+            values = self.cursors.decode(scope, cursor)
+            if len(values) != 3 or not isinstance(values[0], str):
+                raise invalid_cursor()
+            ids = [h["_id"] for h in docs]
+            if values[0] in ids:
+                start = ids.index(values[0]) + 1
+            else:  # gone since: resume where its sort key would be
+                key = [values[1], values[2], values[0]]
+                start = next((n for n, h in enumerate(docs) if [not h.get("is_pinned", False),
+                              order.get(h["_id"], len(order)), h["_id"]] > key), len(docs))
+        relationship = None if viewer == user_id else await self.relationship(user_id, viewer)
+        items: list[dict] = []
+        position = start
+        while position < len(docs) and len(items) <= limit:
+            chunk = docs[position:position + limit + 1]
+            position += len(chunk)
+            visible = await self._visible_story_ids((s for h in chunk for s in h.get("story_ids", [])),
+                                                    user_id, viewer, relationship)
+            for h in chunk:
+                shown = [s for s in h.get("story_ids", []) if s in visible]
+                if viewer == user_id or shown:
+                    items.append({**self._highlight_head(h), "order_index": order.get(h["_id"], 0),
+                                  "story_ids": shown, "story_count": len(shown), "_doc": h})
+        more, items = len(items) > limit, items[:limit]
+        next_cursor = None
+        if more:
+            last = items[-1].pop("_doc")
+            next_cursor = self.cursors.encode(scope, last["_id"], not last.get("is_pinned", False),
+                                              order.get(last["_id"], len(order)))
+        for item in items:
+            item.pop("_doc", None)
+        return page(items, next_cursor)
 
-    async def highlight(self, highlight_id: str, viewer: str, now: datetime) -> dict:
+    async def highlight(self, highlight_id: str, viewer: str, now: datetime, limit: int, cursor: str | None) -> dict:
         h = await self.db.highlights.find_one({"_id": highlight_id})
         if h is None or h.get("deleted") or (h.get("is_archived") and viewer != h["user_id"]):
             raise NotFound("highlight not found")
-        stories = await self._stories_by_id(h.get("story_ids", []))
-        relationship = await self.relationship(h["user_id"], viewer)
-        served = await self._serve_highlight(h, viewer, now, relationship, stories)
-        if viewer != h["user_id"] and not served["stories"]:
+        story_ids = h.get("story_ids", [])  # at most the per-highlight limit
+        visible = await self._visible_story_ids(story_ids, h["user_id"], viewer)
+        shown = [s for s in story_ids if s in visible]
+        if viewer != h["user_id"] and not shown:
             raise NotFound("highlight not found")
-        reel = await self.db.highlight_reels.find_one({"_id": h["user_id"]}) or {"highlight_ids": []}
-        served["order_index"] = reel["highlight_ids"].index(highlight_id) if highlight_id in reel["highlight_ids"] else 0
-        return served
+        scope = f"highlight:{highlight_id}:{viewer}"
+        start = 0
+        if cursor:
+            values = self.cursors.decode(scope, cursor)
+            if len(values) != 2 or not isinstance(values[0], str) or not isinstance(values[1], int):
+                raise invalid_cursor()
+            start = shown.index(values[0]) + 1 if values[0] in shown else min(values[1] + 1, len(shown))
+        chosen = shown[start:start + limit]
+        more = start + limit < len(shown)
+        docs = {d["_id"]: d async for d in self.db.stories.find({"_id": {"$in": chosen}})}
+        served = await self.serve_docs([docs[s] for s in chosen if s in docs], viewer, now)
+        next_cursor = self.cursors.encode(scope, chosen[-1], start + len(chosen) - 1) if more else None
+        order = await self._reel(h["user_id"])
+        return {**self._highlight_head(h), "order_index": order.get(highlight_id, 0), "story_ids": shown,
+                "story_count": len(shown), "stories": page(served, next_cursor)}
 
-    async def close_friends(self, viewer: str) -> list[dict]:
-        rows = [r async for r in self.db.close_friends.find({"user_id": viewer}).sort("added_at", -1)]
+    async def close_friends(self, viewer: str, limit: int, cursor: str | None) -> dict:
+        rows, next_cursor = await self._keyset_page(
+            self.db.close_friends, {"user_id": viewer}, [("added_at", -1), ("friend_id", 1)],
+            f"close-friends:{viewer}", limit, cursor)
         if not rows:
-            return []
+            return page([], None)
         friends = [r["friend_id"] for r in rows]
         async with self.redis.pipeline(transaction=False) as p:
             p.smismember(self.keys.following(viewer), friends)
             p.smismember(self.keys.followers(viewer), friends)
             following, followers = await p.execute()
-        return [
+        return page([
             {"user_id": r["friend_id"], "added_at": r["added_at"].isoformat(), "is_mutual": bool(a and b)}
             for r, a, b in zip(rows, following, followers)
-        ]
+        ], next_cursor)
+
+
+async def gather_pages(fetch: Callable[[str | None], Awaitable[dict]]) -> list:
+    """Every item of a paged list, following the cursors (tests and tools)."""
+    items, cursor = [], None
+    while True:
+        answer = await fetch(cursor)
+        items.extend(answer["items"])
+        cursor = answer["next_cursor"]
+        if cursor is None:
+            return items

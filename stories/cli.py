@@ -24,6 +24,17 @@ def _settings() -> Settings:
     return settings
 
 
+def _clock(settings: Settings):
+    """The process's clock (real, or STORIES_SIMULATED_CLOCK in dev mode); refuse to start otherwise."""
+    from stories.clock import SimulatedClockRefused, clock_from
+
+    try:
+        return clock_from(settings)
+    except SimulatedClockRefused as e:
+        typer.echo(f"refusing to start: {e}", err=True)
+        raise typer.Exit(2)
+
+
 def _logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
@@ -59,6 +70,7 @@ def command_api() -> None:
 
     _logging()
     settings = _settings()
+    clock = _clock(settings)
     workers = settings.command_workers
     if workers > 1 and not os.environ.get("STORIES_COMMAND_WORKER"):
         # More processes on the same port, each with its own group committer: the GIL bounds
@@ -69,7 +81,7 @@ def command_api() -> None:
             subprocess.Popen([exe, "command-api"], env=env, preexec_fn=_die_with_parent)
     logging.getLogger("stories").info("command API on %s:%s (%s, %d worker(s))", settings.host,
                                       settings.command_port, settings.platform.value, workers)
-    _serve(create_app(settings), settings.host, settings.command_port, reuse_port=workers > 1)
+    _serve(create_app(settings, clock=clock), settings.host, settings.command_port, reuse_port=workers > 1)
 
 
 def _with_backends(settings: Settings, *names: str) -> Settings:
@@ -90,9 +102,11 @@ def query_api() -> None:
     from read_api.app import create_app
 
     _logging()
-    settings = _with_backends(_settings(), "mongodb", "redis")
+    settings = _settings()
+    clock = _clock(settings)
+    settings = _with_backends(settings, "mongodb", "redis")
     logging.getLogger("stories").info("query API on %s:%s (%s)", settings.host, settings.query_port, settings.platform.value)
-    _serve(create_app(settings), settings.host, settings.query_port)
+    _serve(create_app(settings, clock), settings.host, settings.query_port)
 
 
 @cli.command("projector")
@@ -101,7 +115,9 @@ def projector() -> None:
     from projections.app import run_projector
 
     _logging()
-    run_projector(_with_backends(Settings(), "mongodb", "redis"))
+    settings = Settings()
+    clock = _clock(settings)
+    run_projector(_with_backends(settings, "mongodb", "redis"), clock=clock)
 
 
 @cli.command("expirer")
@@ -115,9 +131,11 @@ def expirer(once: bool = typer.Option(False, "--once", help="run one sweep and e
     from stories.backends import redis_client
 
     _logging()
-    settings = _with_backends(Settings(), "redis")
+    settings = Settings()
+    clock = _clock(settings)
+    settings = _with_backends(settings, "redis")
     store = EventStore(settings.event_store_url)
-    worker = Expirer(store, redis_client(settings), settings.redis_prefix, settings.platform)
+    worker = Expirer(store, redis_client(settings), settings.redis_prefix, settings.platform, clock=clock)
 
     async def main() -> None:
         if once:
@@ -142,6 +160,7 @@ def relay() -> None:
     from brokers.__main__ import main as brokers_main
 
     _logging()
+    _clock(Settings())
     _with_backends(Settings(), "redis", "broker")  # fail early with a clear message
     raise typer.Exit(brokers_main(["relay"]))
 
@@ -174,7 +193,9 @@ def run() -> None:
     from stories.supervisor import run_everything
 
     _logging()
-    raise typer.Exit(run_everything(_settings()))
+    settings = _settings()
+    _clock(settings)  # refuse before starting anything; the children read the same setting
+    raise typer.Exit(run_everything(settings))
 
 
 @cli.command("token")
@@ -330,10 +351,11 @@ def generate_load(
     from commands.synthetic_load import generate
 
     settings = Settings()
+    clock = _clock(settings)
     store = EventStore(settings.event_store_url)
     try:
         tally = asyncio.run(generate(store, settings.platform, users=users, stories=stories,
-                                     engagements=engagements, seed=seed))
+                                     engagements=engagements, seed=seed, clock=clock))
     finally:
         store.close()
     typer.echo(f"accepted {tally.accepted}; refused {tally.rejected}; log head {tally.last_position}")

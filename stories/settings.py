@@ -98,3 +98,9 @@ def jwt_settings_problem(settings: Settings) -> str | None:
     if settings.jwt_secret or settings.jwt_public_key or settings.dev_mode:
         return None
     return "no STORIES_JWT_SECRET or STORIES_JWT_PUBLIC_KEY set (set STORIES_DEV_MODE=true for local use)"
+
+
+def cursor_secret(settings: Settings) -> bytes:
+    """The key page cursors are signed with: its own setting, else derived from the JWT key (every
+    query API process of a deployment shares that, so a cursor works on any of them)."""
+    return (settings.cursor_secret or settings.jwt_secret or settings.jwt_public_key or DEV_SECRET).encode()

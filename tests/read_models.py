@@ -33,6 +33,8 @@ def dump_redis(client: redis.Redis, prefix: str) -> dict[str, Any]:
             out[key] = dict(sorted(client.hgetall(raw).items()))
         elif kind == "zset":
             out[key] = client.zrange(raw, 0, -1, withscores=True)
+        elif kind == "list":
+            out[key] = client.lrange(raw, 0, -1)
         else:
             out[key] = kind
     return dict(sorted(out.items()))
@@ -41,3 +43,8 @@ def dump_redis(client: redis.Redis, prefix: str) -> dict[str, Any]:
 def positions(client: MongoClient, database: str, rclient: redis.Redis, prefix: str) -> tuple[int, int]:
     doc = client[database][POSITIONS].find_one({"_id": "mongo_views"})
     return (doc["position"] if doc else 0), int(rclient.get(prefix + "position:redis_views") or 0)
+
+
+def redis_views_counted(client: redis.Redis, prefix: str) -> int:
+    """Views counted in Redis: live stories only (a story's counters go when it expires)."""
+    return sum(int(client.hget(key, "v") or 0) for key in client.scan_iter(match=prefix + "n:*", count=1000))

@@ -13,6 +13,7 @@ from commands.application import Answer, Idempotency, StoriesApplication
 from commands.event_store import EventStore
 from commands.group_commit import GroupCommitter
 from commands.idempotency import MAX_KEY_LENGTH, request_fingerprint
+from domain.limits import Limits
 from stories.auth import TokenVerifier
 from stories.http import (
     REGISTRY, USER, ApiError, Route, actor, add_routes, error_middleware, json_response, metrics_middleware,
@@ -93,7 +94,7 @@ ROUTES = [
           None, 201, (409, 422)),
     Route("DELETE", "/api/v1/close-friends/{user_id}", command("remove_close_friend", None, UID),
           "remove a close friend", None, 204, (404,)),
-    Route("PUT", "/api/v1/following/{user_id}", command("follow", None, UID), "follow a user", None, 200, (422,)),
+    Route("PUT", "/api/v1/following/{user_id}", command("follow", None, UID), "follow a user", None, 200, (409, 422)),
     Route("DELETE", "/api/v1/following/{user_id}", command("unfollow", None, UID), "unfollow a user", None, 204,
           (404,)),
 ]
@@ -120,7 +121,7 @@ def create_app(settings: Settings, store: EventStore | None = None, clock: Calla
     store = store or EventStore(settings.event_store_url)
     committer = GroupCommitter(store, settings.group_commit_max)
     kwargs = {"clock": clock} if clock else {}
-    app[APP] = StoriesApplication(store, committer, settings.platform, **kwargs)
+    app[APP] = StoriesApplication(store, committer, settings.platform, limits=limits_of(settings), **kwargs)
 
     Gauge("stories_log_head", "position of the newest event in the log", registry=registry).set_function(
         lambda: _safe_head(store)
@@ -142,6 +143,17 @@ def create_app(settings: Settings, store: EventStore | None = None, clock: Calla
 
     app.on_cleanup.append(close)
     return app
+
+
+def limits_of(settings: Settings) -> Limits:
+    """The contract's limits as configured (STORIES_LIMIT_*)."""
+    return Limits(
+        live_stories=settings.limit_live_stories,
+        follows=settings.limit_follows,
+        close_friends=settings.limit_close_friends,
+        highlight_stories=settings.limit_highlight_stories,
+        highlights=settings.limit_highlights,
+    )
 
 
 def _safe_head(store: EventStore) -> float:

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Iterator
+from urllib.parse import quote
 
 import jwt
 import pytest
@@ -141,6 +142,39 @@ class ReadSide:
         assert resp.status == expect, resp
         assert resp.position >= at, (resp.position, at)
         return resp
+
+    # -- pages ------------------------------------------------------------------------------
+
+    def pages(self, path: str, user: str, at: int | None = None, *, limit: int | None = None,
+              key: str | None = None, max_pages: int = 1000) -> list[dict]:
+        """Every page of a paged list (``{"items", "next_cursor"}``), following the cursors from
+        the first page; ``key`` names where the page sits in the answer (a highlight's
+        ``stories``). Each answer must be 200 (and reflect ``at`` when given)."""
+        answers: list[dict] = []
+        cursor: str | None = None
+        while True:
+            params = [f"limit={limit}"] if limit is not None else []
+            if cursor is not None:
+                params.append(f"cursor={quote(cursor, safe='')}")
+            sep = "&" if "?" in path else "?"
+            url = path + (sep + "&".join(params) if params else "")
+            resp = self.read(url, user, at) if at is not None else self.query(url, user)
+            assert resp.status == 200, (url, resp)
+            body = resp.body[key] if key else resp.body
+            assert set(body) >= {"items", "next_cursor"}, body
+            if limit is not None:
+                assert len(body["items"]) <= limit, (url, len(body["items"]))
+            answers.append(body)
+            cursor = body["next_cursor"]
+            if cursor is None:
+                return answers
+            assert isinstance(cursor, str) and cursor, body
+            assert len(answers) < max_pages, f"{path}: more than {max_pages} pages"
+
+    def items(self, path: str, user: str, at: int | None = None, *, limit: int | None = None,
+              key: str | None = None) -> list:
+        """Every item of a paged list, in order, following the cursors."""
+        return [item for answer in self.pages(path, user, at, limit=limit, key=key) for item in answer["items"]]
 
     # -- helpers for common writes -----------------------------------------------------------
 

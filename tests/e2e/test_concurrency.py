@@ -96,3 +96,56 @@ async def test_50_concurrent_requests_with_one_idempotency_key_answer_identicall
             assert len(distinct) == 1, f"round {round_}: answers differ: {distinct}"
     created = [e for e in api.export() if e["event_type"] == "StoryCreated" and e["data"]["user_id"] == user]
     assert answers[0][1]["position"] == created[0]["position"]
+
+
+# -- limits under concurrency ------------------------------------------------------------------
+
+LIVE_LIMIT = 3
+
+
+async def create_at_once(targets, user: str) -> list[tuple[int, dict, str | None]]:
+    """One create per command API in ``targets``, all sent together."""
+    async with session() as http:
+        body = {"story_type": "text", "text_content": "race", "privacy": "public"}
+        return await asyncio.wait_for(asyncio.gather(*(post(http, t, S, user, body) for t in targets)), timeout=30)
+
+
+def one_won(answers) -> None:
+    statuses = sorted(status for status, _, _ in answers)
+    assert statuses == [201, 409], answers
+    [(_, lost, _)] = [a for a in answers if a[0] == 409]
+    assert lost["error"]["code"] == "limit_reached", lost
+    assert lost["error"]["details"] == {"limit": LIVE_LIMIT, "kind": "live_stories"}, lost
+
+
+async def fill_to(api, user: str, count: int) -> None:
+    async with session() as http:
+        for _ in range(count):
+            status, body, _ = await post(http, api, S, user, {"story_type": "text", "text_content": "x"})
+            assert status == 201, body
+
+
+async def test_two_creates_for_the_last_live_slot_one_process(start_command_api):
+    api = start_command_api(rate_limit_per_s=0, limit_live_stories=LIVE_LIMIT)
+    for round_ in range(3):
+        user = f"racer-{uuid.uuid4().hex[:8]}"
+        await fill_to(api, user, LIVE_LIMIT - 1)
+        one_won(await create_at_once([api, api], user))
+    created = Counter(e["data"]["user_id"] for e in api.export() if e["event_type"] == "StoryCreated")
+    assert set(created.values()) == {LIVE_LIMIT}
+
+
+async def test_two_creates_for_the_last_live_slot_two_processes_one_log(start_command_api, tmp_path):
+    """Two command API processes on one log: their group committers conflict on the author's
+    live-stories record and the loser re-runs alone, against fresh state."""
+    url = f"sqlite:///{tmp_path / 'shared' / 'events.sqlite3'}"
+    first = start_command_api(rate_limit_per_s=0, limit_live_stories=LIVE_LIMIT, event_store_url=url)
+    second = start_command_api(rate_limit_per_s=0, limit_live_stories=LIVE_LIMIT, event_store_url=url)
+    users = []
+    for round_ in range(5):
+        user = f"racer-{uuid.uuid4().hex[:8]}"
+        users.append(user)
+        await fill_to(first, user, LIVE_LIMIT - 1)
+        one_won(await create_at_once([first, second], user))
+    created = Counter(e["data"]["user_id"] for e in first.export() if e["event_type"] == "StoryCreated")
+    assert [created[u] for u in users] == [LIVE_LIMIT] * len(users)

@@ -19,8 +19,9 @@ NO_SUCH_STORY = "7f1c1e0e-0000-4000-8000-000000000000"
 
 ALL_QUERIES = [
     f"{S}/feed", f"{S}/archive", f"{S}/user/someone", f"{S}/{NO_SUCH_STORY}", f"{H}/user/someone",
-    f"{H}/{NO_SUCH_STORY}", f"/api/v1/viewers/story/{NO_SUCH_STORY}", f"/api/v1/viewers/story/{NO_SUCH_STORY}/insights",
-    "/api/v1/viewers/user/insights", "/api/v1/close-friends/",
+    f"{H}/{NO_SUCH_STORY}", f"/api/v1/viewers/story/{NO_SUCH_STORY}", f"/api/v1/viewers/story/{NO_SUCH_STORY}/answers",
+    f"/api/v1/viewers/story/{NO_SUCH_STORY}/insights", "/api/v1/viewers/user/insights", "/api/v1/close-friends/",
+    "/api/v1/close-friends",
 ]
 
 
@@ -60,11 +61,18 @@ def test_health_ready_metrics_and_openapi(read_side):
     paths = spec["paths"]
     for path in ["/api/v1/stories/feed", "/api/v1/stories/{story_id}", "/api/v1/stories/user/{user_id}",
                  "/api/v1/stories/archive", "/api/v1/highlights/user/{user_id}", "/api/v1/highlights/{highlight_id}",
-                 "/api/v1/viewers/story/{story_id}", "/api/v1/viewers/story/{story_id}/insights",
-                 "/api/v1/viewers/user/insights", "/api/v1/close-friends/"]:
+                 "/api/v1/viewers/story/{story_id}", "/api/v1/viewers/story/{story_id}/answers",
+                 "/api/v1/viewers/story/{story_id}/insights", "/api/v1/viewers/user/insights",
+                 "/api/v1/close-friends/", "/api/v1/close-friends"]:
         assert "get" in paths[path], path
     params = {p["name"] for p in paths["/api/v1/viewers/story/{story_id}"]["get"]["parameters"]}
     assert {"story_id", "limit", "cursor", "min_position"} <= params
+    for paged in ("/api/v1/stories/feed", "/api/v1/stories/archive", "/api/v1/stories/user/{user_id}",
+                  "/api/v1/highlights/user/{user_id}", "/api/v1/highlights/{highlight_id}",
+                  "/api/v1/viewers/story/{story_id}/answers", "/api/v1/close-friends/", "/api/v1/close-friends"):
+        assert {"limit", "cursor"} <= {p["name"] for p in paths[paged]["get"]["parameters"]}, paged
+    answers = {p["name"] for p in paths["/api/v1/viewers/story/{story_id}/answers"]["get"]["parameters"]}
+    assert "sticker_index" in answers
 
 
 # -- authentication, validation, read-your-writes limits ----------------------------------------
@@ -126,8 +134,9 @@ def test_every_answer_carries_the_position_it_was_served_at(read_side, uid):
     owner = uid("owner")
     story, at = read_side.story(owner, privacy="public")
     for path in [f"{S}/feed", f"{S}/archive", f"{S}/user/{owner}", f"{S}/{story}", f"{H}/user/{owner}",
-                 f"/api/v1/viewers/story/{story}", f"/api/v1/viewers/story/{story}/insights",
-                 "/api/v1/viewers/user/insights", "/api/v1/close-friends/"]:
+                 f"{S}/{story}", f"/api/v1/viewers/story/{story}", f"/api/v1/viewers/story/{story}/answers",
+                 f"/api/v1/viewers/story/{story}/insights", "/api/v1/viewers/user/insights",
+                 "/api/v1/close-friends/", "/api/v1/close-friends"]:
         resp = read_side.query(path, owner, at=at)
         assert resp.status == 200, (path, resp)
         assert int(resp.header("x-stories-position")) >= at
@@ -267,11 +276,14 @@ def test_user_stories_oldest_first_and_only_visible(read_side, uid):
     deleted, _ = read_side.story(owner, privacy="public")
     at = read_side.write("DELETE", f"{S}/{deleted}", owner, expect=204).position
     served = read_side.read(f"{S}/user/{owner}", viewer, at).body
-    assert served["user_id"] == owner
-    assert ids(served["stories"]) == [first, second, third]
-    assert ids(read_side.read(f"{S}/user/{owner}", owner, at).body["stories"]) == [first, hidden, second, third]
-    assert ids(read_side.read(f"{S}/user/{owner}", other, at).body["stories"]) == [first, hidden, third]
-    assert read_side.read(f"{S}/user/{uid('nobody')}", viewer, at).body["stories"] == []
+    assert set(served) == {"items", "next_cursor"} and served["next_cursor"] is None
+    assert all(s["user_id"] == owner for s in served["items"])
+    assert ids(served["items"]) == [first, second, third]
+    assert ids(read_side.items(f"{S}/user/{owner}", owner, at)) == [first, hidden, second, third]
+    assert ids(read_side.items(f"{S}/user/{owner}", other, at)) == [first, hidden, third]
+    assert ids(read_side.items(f"{S}/user/{owner}", owner, at, limit=1)) == [first, hidden, second, third]
+    assert ids(read_side.items(f"{S}/user/{owner}", other, at, limit=1)) == [first, hidden, third]
+    assert read_side.read(f"{S}/user/{uid('nobody')}", viewer, at).body == {"items": [], "next_cursor": None}
 
 
 # -- the feed ------------------------------------------------------------------------------------
@@ -297,7 +309,8 @@ def test_feed_tray_order(read_side, uid):
     read_side.view(me, b2)
     at = read_side.view(me, d1)
 
-    feed = read_side.read(f"{S}/feed", me, at).body["feed"]
+    feed = read_side.items(f"{S}/feed", me, at)
+    assert read_side.items(f"{S}/feed", me, at, limit=1) == feed  # paged one entry at a time: the same tray
     order = [entry["user_id"] for entry in feed]
     # own first; unseen (newest latest_at first): e, c, a; then fully seen: b (b2 newest), d
     assert order == [me, e, c, a, b, d], order
@@ -321,14 +334,14 @@ def test_feed_tray_order(read_side, uid):
     # unfollowing removes the author; deleting the only story removes the entry
     read_side.write("DELETE", f"/api/v1/following/{a}", me, expect=204)
     at = read_side.write("DELETE", f"{S}/{c1}", c, expect=204).position
-    order = [x["user_id"] for x in read_side.read(f"{S}/feed", me, at).body["feed"]]
+    order = [x["user_id"] for x in read_side.items(f"{S}/feed", me, at)]
     assert order == [me, e, b, d], order
 
 
 def test_feed_of_someone_with_nothing_to_show(read_side, uid):
     lonely = uid("lonely")
     resp = read_side.query(f"{S}/feed", lonely)
-    assert resp.status == 200 and resp.body == {"feed": []}
+    assert resp.status == 200 and resp.body == {"items": [], "next_cursor": None}
 
 
 # -- archive (expired stories; the processes run on the real clock, so expired stories are ----------
@@ -339,7 +352,7 @@ def test_archive_holds_own_expired_stories_newest_first(read_side, uid):
     owner, follower = uid("owner"), uid("follower")
     read_side.follow(follower, owner)
     live, at = read_side.story(owner, privacy="public", expires_in_hours=6)
-    assert read_side.read(f"{S}/archive", owner, at).body == {"stories": [], "next_cursor": None}
+    assert read_side.read(f"{S}/archive", owner, at).body == {"items": [], "next_cursor": None}
 
     older, _ = read_side.backdated_story(owner, hours_ago=9, expires_in_hours=6, privacy="public")
     newer, _ = read_side.backdated_story(owner, hours_ago=7, expires_in_hours=6, privacy="public")
@@ -347,18 +360,18 @@ def test_archive_holds_own_expired_stories_newest_first(read_side, uid):
     at = read_side.write("DELETE", f"{S}/{gone}", owner, expect=204).position
 
     archive = read_side.read(f"{S}/archive", owner, at).body
-    assert ids(archive["stories"]) == [newer, older] and archive["next_cursor"] is None
-    assert all(s["is_expired"] for s in archive["stories"])
+    assert ids(archive["items"]) == [newer, older] and archive["next_cursor"] is None
+    assert all(s["is_expired"] for s in archive["items"])
     page1 = read_side.read(f"{S}/archive?limit=1", owner, at).body
-    assert ids(page1["stories"]) == [newer] and page1["next_cursor"]
+    assert ids(page1["items"]) == [newer] and page1["next_cursor"]
     page2 = read_side.read(f"{S}/archive?limit=1&cursor={page1['next_cursor']}", owner, at).body
-    assert ids(page2["stories"]) == [older] and page2["next_cursor"] is None
+    assert ids(page2["items"]) == [older] and page2["next_cursor"] is None
 
     # the archive is the caller's own; expired stories are gone for everyone else
-    assert read_side.read(f"{S}/archive", follower, at).body["stories"] == []
+    assert read_side.read(f"{S}/archive", follower, at).body["items"] == []
     error_of(read_side.query(f"{S}/{newer}", follower, at=at), 404)
-    assert ids(read_side.read(f"{S}/user/{owner}", follower, at).body["stories"]) == [live]
-    feed = read_side.read(f"{S}/feed", follower, at).body["feed"]
+    assert ids(read_side.items(f"{S}/user/{owner}", follower, at)) == [live]
+    feed = read_side.items(f"{S}/feed", follower, at)
     assert [ids(x["stories"]) for x in feed if x["user_id"] == owner] == [[live]]
     assert read_side.read(f"{S}/{newer}", owner, at).body["is_expired"] is True  # the owner still sees it
 
@@ -385,20 +398,31 @@ def test_highlights_pinned_first_then_order_and_visibility(read_side, uid):
     read_side.write("PATCH", f"{H}/{h3}", owner, {"is_pinned": True})
     at = read_side.write("POST", f"{H}/reorder", owner, {"highlight_ids": [h2, h1, h4, h3, h5]}).position
 
-    mine = read_side.read(f"{H}/user/{owner}", owner, at).body["highlights"]
+    mine = read_side.items(f"{H}/user/{owner}", owner, at)
     assert [x["highlight_id"] for x in mine] == [h3, h2, h1, h4, h5]
+    assert [x["highlight_id"] for x in read_side.items(f"{H}/user/{owner}", owner, at, limit=2)] == [h3, h2, h1, h4, h5]
+    for x in mine:
+        assert "stories" not in x and x["story_count"] == len(x["story_ids"]), x
     assert mine[0]["is_pinned"] is True and mine[1]["order_index"] == 0 and mine[2]["order_index"] == 1
-    as_follower = read_side.read(f"{H}/user/{owner}", follower, at).body["highlights"]
+    as_follower = read_side.items(f"{H}/user/{owner}", follower, at)
     assert [x["highlight_id"] for x in as_follower] == [h3, h2, h1, h4]
+    assert [x["highlight_id"] for x in read_side.items(f"{H}/user/{owner}", follower, at, limit=1)] == [h3, h2, h1, h4]
     by = {x["highlight_id"]: x for x in as_follower}
-    assert ids(by[h2]["stories"]) == [followers_only, public]
-    assert ids(by[h3]["stories"]) == [expired]  # highlights outlive expiry
-    as_stranger = read_side.read(f"{H}/user/{owner}", stranger, at).body["highlights"]
+    assert by[h2]["story_ids"] == [followers_only, public] and by[h2]["story_count"] == 2
+    assert by[h3]["story_ids"] == [expired] and by[h3]["story_count"] == 1  # highlights outlive expiry
+    assert all("stories" not in x for x in as_follower)
+    as_stranger = read_side.items(f"{H}/user/{owner}", stranger, at)
     assert [x["highlight_id"] for x in as_stranger] == [h3, h2, h1]  # h4 has nothing they may see
-    assert ids({x["highlight_id"]: x for x in as_stranger}[h2]["stories"]) == [public]
+    assert {x["highlight_id"]: x for x in as_stranger}[h2]["story_ids"] == [public]
+    assert {x["highlight_id"]: x for x in as_stranger}[h2]["story_count"] == 1
 
     one = read_side.read(f"{H}/{h2}", follower, at).body
-    assert one["title"] == "two" and ids(one["stories"]) == [followers_only, public] and one["order_index"] == 0
+    assert one["title"] == "two" and ids(one["stories"]["items"]) == [followers_only, public] and one["order_index"] == 0
+    assert one["story_ids"] == [followers_only, public] and one["story_count"] == 2
+    assert one["stories"]["next_cursor"] is None
+    assert ids(read_side.items(f"{H}/{h2}", follower, at, limit=1, key="stories")) == [followers_only, public]
+    assert ids(read_side.read(f"{H}/{h3}", stranger, at).body["stories"]["items"]) == [expired]
+    assert ids(read_side.read(f"{H}/{h2}", stranger, at).body["stories"]["items"]) == [public]
     error_of(read_side.query(f"{H}/{h4}", stranger, at=at), 404)
     error_of(read_side.query(f"{H}/{h5}", follower, at=at), 404)  # archived: the owner's alone
     assert read_side.read(f"{H}/{h5}", owner, at).body["is_archived"] is True
@@ -406,7 +430,7 @@ def test_highlights_pinned_first_then_order_and_visibility(read_side, uid):
     # a deleted story leaves its highlights; a deleted highlight is gone
     read_side.write("DELETE", f"{S}/{public}", owner, expect=204)
     at = read_side.write("DELETE", f"{H}/{h1}", owner, expect=204).position
-    as_stranger = read_side.read(f"{H}/user/{owner}", stranger, at).body["highlights"]
+    as_stranger = read_side.items(f"{H}/user/{owner}", stranger, at)
     assert [x["highlight_id"] for x in as_stranger] == [h3]
     error_of(read_side.query(f"{H}/{h1}", owner, at=at), 404)
     error_of(read_side.query(f"{H}/{NO_SUCH_STORY}", owner, at=at), 404)
@@ -421,18 +445,21 @@ def test_viewers_newest_first_with_pagination(read_side, uid):
     for viewer in (u1, u2, u3):
         read_side.view(viewer, story)
         time.sleep(0.01)  # distinct millisecond timestamps
-    at = read_side.view(u1, story)  # u1 again: now the most recent
+    time.sleep(0.01)
+    at = read_side.view(u1, story)  # u1 again: the order is by first view, so u1 stays last
     listing = read_side.read(f"/api/v1/viewers/story/{story}", owner, at).body
     assert listing["story_id"] == story and listing["total"] == 3
-    assert [v["user_id"] for v in listing["viewers"]] == [u1, u3, u2]
-    assert listing["viewers"][0]["view_count"] == 2 and listing["next_cursor"] is None
-    first = listing["viewers"][0]
-    assert first["first_viewed_at"] < first["viewed_at"]
+    assert [v["user_id"] for v in listing["items"]] == [u3, u2, u1]
+    assert listing["items"][2]["view_count"] == 2 and listing["next_cursor"] is None
+    again = listing["items"][2]
+    assert again["first_viewed_at"] < again["viewed_at"]
+    assert all(set(v) == {"user_id", "first_viewed_at", "viewed_at", "view_count"} for v in listing["items"])
 
     page = read_side.read(f"/api/v1/viewers/story/{story}?limit=2", owner, at).body
-    assert [v["user_id"] for v in page["viewers"]] == [u1, u3] and page["next_cursor"]
+    assert [v["user_id"] for v in page["items"]] == [u3, u2] and page["next_cursor"]
+    assert page["story_id"] == story and page["total"] == 3
     rest = read_side.read(f"/api/v1/viewers/story/{story}?limit=2&cursor={page['next_cursor']}", owner, at).body
-    assert [v["user_id"] for v in rest["viewers"]] == [u2] and rest["next_cursor"] is None
+    assert [v["user_id"] for v in rest["items"]] == [u1] and rest["next_cursor"] is None
 
     # someone else's story they can see: 403; one they cannot see: 404
     error_of(read_side.query(f"/api/v1/viewers/story/{story}", stranger, at=at), 403)
@@ -496,24 +523,25 @@ def test_close_friends_with_is_mutual(read_side, uid):
         read_side.write("POST", f"/api/v1/close-friends/{friend}", owner, expect=201)
         time.sleep(0.01)
     at = read_side.follow(uid("someone"), owner)
-    listed = read_side.read("/api/v1/close-friends/", owner, at).body["close_friends"]
+    listed = read_side.items("/api/v1/close-friends/", owner, at)
     assert [(x["user_id"], x["is_mutual"]) for x in listed] == [
         (follows_me, False), (one_way, False), (mutual, True)]  # newest first
+    assert read_side.items("/api/v1/close-friends", owner, at, limit=1) == listed  # without the slash, paged
     assert all(x["added_at"] for x in listed)
     read_side.write("DELETE", f"/api/v1/close-friends/{one_way}", owner, expect=204)
     at = read_side.follow(one_way, owner)
-    listed = read_side.read("/api/v1/close-friends/", owner, at).body["close_friends"]
+    listed = read_side.items("/api/v1/close-friends/", owner, at)
     assert [(x["user_id"], x["is_mutual"]) for x in listed] == [(follows_me, False), (mutual, True)]
-    assert read_side.read("/api/v1/close-friends/", mutual, at).body["close_friends"] == []
+    assert read_side.read("/api/v1/close-friends/", mutual, at).body == {"items": [], "next_cursor": None}
 
 
 def test_feed_never_gives_a_quiz_answer_away(read_side, uid):
     owner, follower = uid("owner"), uid("follower")
     read_side.follow(follower, owner)
     story, at = read_side.story(owner, privacy="public", stickers=STICKERS)
-    theirs = read_side.read(f"{S}/feed", follower, at).body["feed"]
+    theirs = read_side.items(f"{S}/feed", follower, at)
     quiz = next(s["quiz"] for s in theirs[0]["stories"][0]["stickers"] if s["sticker_type"] == "quiz")
     assert "correct_answer_index" not in quiz and [o["text"] for o in quiz["options"]] == ["3", "4"]
-    mine = read_side.read(f"{S}/feed", owner, at).body["feed"]
+    mine = read_side.items(f"{S}/feed", owner, at)
     own_quiz = next(s["quiz"] for s in mine[0]["stories"][0]["stickers"] if s["sticker_type"] == "quiz")
     assert own_quiz["correct_answer_index"] == 1

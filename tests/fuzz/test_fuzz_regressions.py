@@ -21,9 +21,13 @@ pytestmark = pytest.mark.timeout(180)
 S, H = "/api/v1/stories", "/api/v1/highlights"
 QUERY_PATHS = [
     f"{S}/feed", f"{S}/archive", f"{S}/user/{FUZZ_USER}", f"{S}/{UNKNOWN_ID}", f"{H}/user/{FUZZ_USER}",
-    f"{H}/{UNKNOWN_ID}", f"/api/v1/viewers/story/{UNKNOWN_ID}", f"/api/v1/viewers/story/{UNKNOWN_ID}/insights",
-    "/api/v1/viewers/user/insights", "/api/v1/close-friends/",
+    f"{H}/{UNKNOWN_ID}", f"/api/v1/viewers/story/{UNKNOWN_ID}", f"/api/v1/viewers/story/{UNKNOWN_ID}/answers",
+    f"/api/v1/viewers/story/{UNKNOWN_ID}/insights", "/api/v1/viewers/user/insights", "/api/v1/close-friends/",
+    "/api/v1/close-friends",
 ]
+# Every list endpoint (a page: ?limit and ?cursor).
+PAGED_PATHS = [f"{S}/feed", f"{S}/archive", f"{S}/user/{FUZZ_USER}", f"{H}/user/{FUZZ_USER}",
+               "/api/v1/close-friends/", "/api/v1/close-friends"]
 
 
 def json_error(resp: Any, *statuses: int, code: str | None = None) -> dict:
@@ -108,24 +112,26 @@ def test_min_position_not_a_whole_number_is_422(query_side, value) -> None:
 
 
 
-@pytest.mark.parametrize("path", [f"{S}/archive", f"/api/v1/viewers/story/{UNKNOWN_ID}"])
+@pytest.mark.parametrize("path", [*PAGED_PATHS, f"/api/v1/viewers/story/{UNKNOWN_ID}"])
 def test_limit_with_a_superscript_digit_is_422(query_side, path) -> None:
     json_error(query(query_side, f"{path}?limit=%C2%B2"), 422, code="validation_error")
 
 
-@pytest.mark.parametrize("limit", ["0", "101", "abc", "-1", "1e3"])
-def test_limit_out_of_range_is_422(query_side, limit) -> None:
-    json_error(query(query_side, f"{S}/archive?limit={limit}"), 422, code="validation_error")
+@pytest.mark.parametrize("path", PAGED_PATHS)
+@pytest.mark.parametrize("limit", ["0", "101", "abc", "-1", "1e3", ""])
+def test_limit_out_of_range_is_422(query_side, path, limit) -> None:
+    json_error(query(query_side, f"{path}?limit={limit}"), 422, code="validation_error")
 
 
-@pytest.mark.parametrize("cursor", ["abc", "V%0A%F2%A7%80%90", "W10=", "WyJ4IiwieSJd"])  # junk, [], ["x","y"]
-def test_a_cursor_the_api_did_not_give_out_is_422(query_side, cursor) -> None:
-    json_error(query(query_side, f"{S}/archive?cursor={cursor}"), 422, code="validation_error")
+@pytest.mark.parametrize("path", PAGED_PATHS)
+@pytest.mark.parametrize("cursor", ["abc", "V%0A%F2%A7%80%90", "W10=", "WyJ4IiwieSJd", "%00", "%C2%B2", "x" * 2000])
+def test_a_cursor_the_api_did_not_give_out_is_422(query_side, path, cursor) -> None:  # junk, [], ["x","y"]
+    json_error(query(query_side, f"{path}?cursor={cursor}"), 422, code="validation_error")
 
 
 def test_archive_pages_with_its_own_cursor(query_side) -> None:
     first = query(query_side, f"{S}/archive?limit=1")
-    assert first.status == 200 and len(first.body["stories"]) == 1, first  # the seeded expired story
+    assert first.status == 200 and len(first.body["items"]) == 1, first  # the seeded expired story
     assert first.body["next_cursor"] is None, first
 
 
@@ -148,7 +154,9 @@ DOC_CASES = [
     *(("GET", path, 422) for path in (
         "/api/v1/stories/feed", "/api/v1/stories/archive", "/api/v1/stories/user/{user_id}",
         "/api/v1/stories/{story_id}", "/api/v1/highlights/user/{user_id}", "/api/v1/highlights/{highlight_id}",
+        "/api/v1/viewers/story/{story_id}", "/api/v1/viewers/story/{story_id}/answers",
         "/api/v1/viewers/story/{story_id}/insights", "/api/v1/viewers/user/insights", "/api/v1/close-friends/",
+        "/api/v1/close-friends",
     )),
 ]
 

@@ -37,7 +37,7 @@ CHECKS = [not_a_server_error, status_code_conformance, response_schema_conforman
 MIN_REQUESTS = 1000  # per API
 MAX_SECONDS = 180  # per API
 # Fuzzing-phase examples per operation; coverage cases come on top. 15 command operations,
-# 10 query operations: both stay well above MIN_REQUESTS.
+# 12 query operations: both stay well above MIN_REQUESTS.
 COMMAND_MAX_EXAMPLES = 80
 QUERY_MAX_EXAMPLES = 120
 

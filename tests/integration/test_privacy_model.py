@@ -30,7 +30,8 @@ from domain.platform import Platform
 from projections.mongo_views import MongoViewStore
 from projections.redis_views import RedisViewStore
 from projections.runner import ProjectionRunner
-from read_api.queries import Queries
+from projections.redis_schema import RESPONSES_KEPT
+from read_api.queries import Queries, gather_pages
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -74,6 +75,7 @@ class Model:
     close: set = field(default_factory=set)  # (owner, friend)
     stories: dict = field(default_factory=dict)  # id -> MStory, in creation order
     last_view: dict = field(default_factory=dict)  # (story, viewer) -> time of the last view
+    first_view: dict = field(default_factory=dict)  # (story, viewer) -> time of the first view
     answers: dict = field(default_factory=dict)  # story -> [(user, text, at)]
     highlights: dict = field(default_factory=dict)  # id -> MHighlight, in creation order
 
@@ -108,7 +110,7 @@ class Model:
         return (story_id, viewer) in self.last_view
 
     def user_stories(self, owner: str, viewer: str, now: datetime) -> list[str]:
-        return [s.id for s in self.stories.values()
+        return [s.id for s in sorted(self.stories.values(), key=lambda s: (s.created_at, s.id))
                 if s.owner == owner and self.live(s, now) and self.in_audience(s, viewer)]
 
     def feed(self, viewer: str, now: datetime) -> list[dict]:
@@ -118,24 +120,25 @@ class Model:
             authors = {b for (a, b) in self.follows if a == viewer}
         entries = []
         for author in [viewer, *sorted(authors - {viewer})]:
-            shown = [s for s in self.stories.values()
-                     if s.owner == author and self.live(s, now) and self.in_audience(s, viewer)]
+            shown = sorted((s for s in self.stories.values()
+                            if s.owner == author and self.live(s, now) and self.in_audience(s, viewer)),
+                           key=lambda s: (s.created_at, s.id))
             if not shown:
                 continue
             entries.append({
                 "user_id": author,
                 "story_ids": [s.id for s in shown],
-                "has_unseen": any(not self.seen(s.id, viewer) for s in shown),
+                "has_unseen": author != viewer and any(not self.seen(s.id, viewer) for s in shown),
                 "latest_at": shown[-1].created_at,
                 "close_friends": any(s.privacy == "close_friends" for s in shown),
             })
         own = [e for e in entries if e["user_id"] == viewer]
         others = [e for e in entries if e["user_id"] != viewer]
-        others.sort(key=lambda e: (not e["has_unseen"], -e["latest_at"].timestamp()))
+        others.sort(key=lambda e: (not e["has_unseen"], -e["latest_at"].timestamp(), e["user_id"]))
         return own + others
 
     def viewers(self, story_id: str) -> list[str]:
-        rows = [(at, v) for (s, v), at in self.last_view.items() if s == story_id]
+        rows = [(at, v) for (s, v), at in self.first_view.items() if s == story_id]
         rows.sort(key=lambda r: (-r[0].timestamp(), r[1]))
         return [v for _, v in rows]
 
@@ -272,6 +275,7 @@ class PrivacyMachine(RuleBasedStateMachine):
         assert ok == expected, ("view", s, viewer)
         if ok and viewer != s.owner:  # the owner's own views are not recorded
             self.model.last_view[(s.id, viewer)] = now
+            self.model.first_view.setdefault((s.id, viewer), now)
 
     @precondition(lambda self: any(s.has_question for s in self.model.stories.values()))
     @rule(user=users, n=picks)
@@ -374,7 +378,9 @@ class PrivacyMachine(RuleBasedStateMachine):
                     assert question["response_count"] == len(answers), where
                     if viewer == s.owner:
                         got = [(r["user_id"], r["text"]) for r in question["responses"]]
-                        assert got == [(u, t) for u, t, _ in reversed(answers)], where
+                        assert got == [(u, t) for u, t, _ in reversed(answers)][:RESPONSES_KEPT], where
+                        every = await gather_pages(lambda c: q.answers(s.id, viewer, now, 2, c, None))
+                        assert [(r["user_id"], r["text"]) for r in every] == [(u, t) for u, t, _ in reversed(answers)]
                     else:
                         assert "responses" not in question, where  # answers are the owner's alone
             else:
@@ -382,9 +388,9 @@ class PrivacyMachine(RuleBasedStateMachine):
                     await q.story(s.id, viewer, now)
             # the viewers list: the owner's alone; 403 to those who can see it, 404 to the rest
             if viewer == s.owner and not s.deleted:
-                listing = await q.viewers(s.id, viewer, now, 100, None)
-                assert [v["user_id"] for v in listing["viewers"]] == m.viewers(s.id), where
-                assert listing["total"] == len(m.viewers(s.id)), where
+                listing = await gather_pages(lambda c: q.viewers(s.id, viewer, now, 2, c))
+                assert [v["user_id"] for v in listing] == m.viewers(s.id), where
+                assert (await q.viewers(s.id, viewer, now, 1, None))["total"] == len(m.viewers(s.id)), where
             elif m.may_see_now(s, viewer, now):
                 with pytest.raises(Forbidden):
                     await q.viewers(s.id, viewer, now, 100, None)
@@ -393,22 +399,23 @@ class PrivacyMachine(RuleBasedStateMachine):
                     await q.viewers(s.id, viewer, now, 100, None)
 
         for owner in USERS:
-            got = [x["story_id"] for x in await q.user_stories(owner, viewer, now)]
+            got = [x["story_id"] for x in await gather_pages(lambda c: q.user_stories(owner, viewer, now, 2, c))]
             assert got == m.user_stories(owner, viewer, now), ("user_stories", owner, viewer)
-            served = await q.highlights_of(owner, viewer, now)
-            got_h = [(h["highlight_id"], [x["story_id"] for x in h["stories"]]) for h in served]
+            served = await gather_pages(lambda c: q.highlights_of(owner, viewer, now, 2, c))
+            got_h = [(h["highlight_id"], h["story_ids"]) for h in served]
+            assert all(h["story_count"] == len(h["story_ids"]) for h in served)
             assert got_h == m.highlights_of(owner, viewer), ("highlights", owner, viewer)
 
         for h in m.highlights.values():
             shown = m.highlight_stories(h, viewer)
             if h.deleted or (viewer != h.owner and (h.archived or not shown)):
                 with pytest.raises(NotFound):
-                    await q.highlight(h.id, viewer, now)
+                    await q.highlight(h.id, viewer, now, 2, None)
             else:
-                served = await q.highlight(h.id, viewer, now)
-                assert [x["story_id"] for x in served["stories"]] == shown, ("highlight", h, viewer)
+                served = await gather_pages(lambda c: _stories_page(q.highlight(h.id, viewer, now, 2, c)))
+                assert [x["story_id"] for x in served] == shown, ("highlight", h, viewer)
 
-        feed = await q.feed(viewer, now)
+        feed = await gather_pages(lambda c: q.feed(viewer, now, 2, c))
         got_feed = [{
             "user_id": e["user_id"], "story_ids": [x["story_id"] for x in e["stories"]],
             "has_unseen": e["has_unseen"], "latest_at": datetime.fromisoformat(e["latest_at"]),
@@ -419,7 +426,7 @@ class PrivacyMachine(RuleBasedStateMachine):
             for item in e["stories"]:
                 assert item["viewed_by_me"] == m.seen(item["story_id"], viewer), ("feed seen", viewer)
 
-    def teardown(self) -> None:
+    def teardown(self) -> None:  # noqa: D102
         try:
             self.project_and_compare()
         finally:
@@ -431,6 +438,10 @@ class PrivacyMachine(RuleBasedStateMachine):
             if keys:
                 self.redis.delete(*keys)
             self.redis.close()
+
+
+async def _stories_page(answer) -> dict:
+    return (await answer)["stories"]
 
 
 @pytest.mark.parametrize("platform", [Platform.VIGNETTE, Platform.ENTATIVA], ids=lambda p: p.value)

@@ -231,6 +231,9 @@ def launch_stack(data_dir: Path, mongodb_url: str, redis_url: str, *, expirer: b
                  **settings: Any) -> Stack:
     tag = uuid.uuid4().hex[:10]
     broker_prefix = f"stories-sys-{tag}"
+    # The synthetic load keeps a few users posting for minutes: more live stories each than the
+    # contract's default limit (the limit itself is tested in tests/e2e).
+    settings.setdefault("limit_live_stories", 100_000)
     side = launch(data_dir, mongodb_url, redis_url, broker_url=redis_url, broker_prefix=broker_prefix,
                   rate_limit_per_s=0, **settings)
     stack = Stack(side, broker_prefix)
@@ -426,19 +429,30 @@ def assert_counts_match(stack: Stack, load: Load) -> None:
             assert results.get("options", {}).get(str(option), 0) == load.votes[story][option], (story, results)
     assert sum(d.get("view_count", 0) for d in docs.values()) == sum(load.views.values())
     assert highlight_count == load.highlights
+    # Redis: each story's counters hash and its answers hash (every story of the load is live:
+    # Redis keeps per-story state for the live window only), and the follow graph.
+    from projections.redis_schema import CounterField, Keys
+
+    keys = Keys(stack.side.redis_prefix)
     r = stack.redis()
     try:
-        p = stack.side.redis_prefix
-        views = {k.decode(): int(v) for k, v in r.hgetall(p + "views").items()}
-        replies = {k.decode(): int(v) for k, v in r.hgetall(p + "replies").items()}
+        views, replies, votes = {}, {}, {}
         for story in expected_stories:
-            answers = r.hgetall(f"{p}answer:{story}:0")
+            counters = {f.decode(): v for f, v in r.hgetall(keys.counters(story)).items()}
+            assert counters, f"no Redis counters for live story {story}"
+            views[story] = int(counters.get(CounterField.VIEWS, 0))
+            replies[story] = int(counters.get(CounterField.REPLIES, 0))
+            votes[story] = (int(counters.get(CounterField.total(0), 0)),
+                            [int(counters.get(CounterField.option(0, k), 0)) for k in (0, 1)])
+            answers = [f for f in r.hkeys(keys.answers(story)) if f.decode().startswith("0:")]
             assert len(answers) == sum(load.votes[story].values()), story
-        followers = sum(r.scard(f"{p}followers:{u}") for u in load.users)
+        followers = sum(r.scard(keys.followers(u)) for u in load.users)
     finally:
         r.close()
-    assert views == {s: n for s, n in load.views.items() if n}, "Redis view counters"
-    assert replies == {s: n for s, n in load.replies.items() if n}, "Redis reply counters"
+    assert views == {s: load.views[s] for s in expected_stories}, "Redis view counters"
+    assert replies == {s: load.replies[s] for s in expected_stories}, "Redis reply counters"
+    assert votes == {s: (sum(load.votes[s].values()), [load.votes[s][0], load.votes[s][1]])
+                     for s in expected_stories}, "Redis poll tallies"
     assert followers == len(load.follows)
 
 

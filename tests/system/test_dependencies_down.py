@@ -33,10 +33,17 @@ OUTAGE_S = 5.0
 ANSWER_WITHIN_S = 3.5  # "within ~3 s": the stores' 2 s connect / selection timeouts plus slack
 RECOVER_WITHIN_S = 30.0
 # Endpoints that cannot answer without the store (everything else may answer 200 from the other).
+# Redis keeps the graph and the live window only: every endpoint but the feed reads MongoDB. The
+# owner's own live stories (alone, in their list, in their highlight) carry Redis state (what
+# they have seen and answered).
 NEEDS = {
     "mongodb": ("/api/v1/stories/{story_id}", "/api/v1/viewers/story/{story_id}/insights",
-                "/api/v1/stories/user/{user_id}", "/api/v1/highlights/{highlight_id}"),
-    "redis": ("/api/v1/stories/feed", "/api/v1/stories/{story_id}"),
+                "/api/v1/stories/user/{user_id}", "/api/v1/highlights/{highlight_id}",
+                "/api/v1/stories/archive", "/api/v1/highlights/user/{user_id}", "/api/v1/viewers/story/{story_id}",
+                "/api/v1/viewers/story/{story_id}/answers", "/api/v1/viewers/user/insights",
+                "/api/v1/close-friends/", "/api/v1/close-friends"),
+    "redis": ("/api/v1/stories/feed", "/api/v1/stories/{story_id}", "/api/v1/stories/user/{user_id}",
+              "/api/v1/highlights/{highlight_id}"),
 }
 
 

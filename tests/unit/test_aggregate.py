@@ -102,7 +102,7 @@ def highlight_scenario(clock):
     highlight = Highlight.create(uuid4(), OWNER, {"title": "t", "story_ids": ids[:2]}, stories, clock())
     highlight.add_stories(OWNER, ids, stories, clock())
     highlight.remove_stories(OWNER, ids[:1], clock())
-    highlight.update(OWNER, {"title": "u", "cover": "https://c", "is_pinned": True}, clock())
+    highlight.update(OWNER, {"title": "u", "cover": {"media_url": "https://c"}, "is_pinned": True}, clock())
     highlight.delete(OWNER, clock())
     return highlight
 
@@ -302,7 +302,8 @@ story_id_lists = st.lists(st.sampled_from(ALL_IDS), max_size=6)
 highlight_changes = st.fixed_dictionaries({}, optional={
     "title": st.one_of(st.text(max_size=60), st.none()),
     "description": st.one_of(st.text(max_size=220), st.none()),
-    "cover": st.one_of(st.just("https://cdn.example/c.jpg"), st.none()),
+    "cover": st.one_of(st.just({"media_url": "https://cdn.example/c.jpg"}), st.just({"emoji": "x", "color": "#00ff00"}),
+                       st.none()),
     "is_pinned": st.booleans(),
     "is_archived": st.booleans(),
     "story_ids": story_id_lists,  # not editable: dropped

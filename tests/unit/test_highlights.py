@@ -6,7 +6,7 @@ from uuid import UUID, uuid4
 
 import pytest
 
-from domain.errors import Forbidden, InvalidInput, NotFound
+from domain.errors import Conflict, Forbidden, InvalidInput, NotFound
 from domain.highlights import (
     MAX_HIGHLIGHTS,
     Highlight,
@@ -72,10 +72,12 @@ def test_create_records_the_highlight(clock):
 
 def test_create_with_every_field(clock):
     stories = library(clock, 1)
-    fields = {"title": "T", "description": "d" * 200, "cover": "https://cdn.example/c.jpg",
+    cover = {"story_id": next(iter(stories)), "media_url": "https://cdn.example/c.jpg", "emoji": "🌴",
+             "color": "#12abEF"}
+    fields = {"title": "T", "description": "d" * 200, "cover": cover,
               "story_ids": list(stories), "is_pinned": True, "is_archived": True}
     highlight = make_highlight(clock, stories, **fields)
-    assert (highlight.title, highlight.description, highlight.cover) == ("T", "d" * 200, "https://cdn.example/c.jpg")
+    assert (highlight.title, highlight.description, highlight.cover) == ("T", "d" * 200, cover)
     assert highlight.is_pinned and highlight.is_archived
 
 
@@ -111,12 +113,21 @@ def test_1_to_100_stories(clock, count):
     assert len(make_highlight(clock, library(clock, count)).story_ids) == count
 
 
-@pytest.mark.parametrize("count", [0, 101])
-def test_no_stories_or_more_than_100_are_rejected(clock, count):
-    stories = library(clock, count)
+def test_no_stories_are_rejected(clock):
     with pytest.raises(InvalidInput) as info:
-        Highlight.create(uuid4(), OWNER, {"title": "t", "story_ids": list(stories)}, stories, clock())
+        Highlight.create(uuid4(), OWNER, {"title": "t", "story_ids": []}, {}, clock())
     assert problem_fields(info.value) == {"story_ids"}
+
+
+@pytest.mark.parametrize("limit", [1, 3, 100])
+def test_more_stories_than_the_limit_is_limit_reached(clock, limit):
+    stories = library(clock, limit + 1)
+    with pytest.raises(Conflict) as info:
+        Highlight.create(uuid4(), OWNER, {"title": "t", "story_ids": list(stories)}, stories, clock(), limit)
+    assert info.value.code == "limit_reached"
+    assert info.value.details == {"limit": limit, "kind": "highlight_stories"}
+    ids = list(stories)[:limit]
+    assert Highlight.create(uuid4(), OWNER, {"title": "t", "story_ids": ids}, stories, clock(), limit).story_ids == ids
 
 
 def test_100_after_deduplication_is_fine(clock):
@@ -169,7 +180,7 @@ def test_update_records_only_the_given_editable_fields(clock):
 
 
 def test_update_every_editable_field(clock):
-    highlight = make_highlight(clock, library(clock, 1), cover="https://cdn.example/c.jpg")
+    highlight = make_highlight(clock, library(clock, 1), cover={"media_url": "https://cdn.example/c.jpg"})
     highlight.update(OWNER, {"title": "T2", "description": "about", "cover": None, "is_pinned": True,
                              "is_archived": True}, clock())
     assert (highlight.title, highlight.description, highlight.cover) == ("T2", "about", None)
@@ -233,10 +244,89 @@ def test_at_most_100_stories(clock):
     ids = list(stories)
     highlight = make_highlight(clock, {s: stories[s] for s in ids[:99]})
     assert highlight.add_stories(OWNER, ids[99:100], stories, clock())
-    with pytest.raises(InvalidInput):
+    with pytest.raises(Conflict) as info:
         highlight.add_stories(OWNER, ids[100:], stories, clock())
-    assert len(highlight.story_ids) == 100
+    assert info.value.code == "limit_reached" and info.value.details == {"limit": 100, "kind": "highlight_stories"}
+    assert len(highlight.story_ids) == 100 and not highlight.pending_events[1:]
     assert highlight.add_stories(OWNER, ids[:100], stories, clock()) is False  # all present: no growth
+
+
+def test_stories_limit_is_a_parameter_and_removal_frees_room(clock):
+    stories = library(clock, 4)
+    ids = list(stories)
+    highlight = make_highlight(clock, {s: stories[s] for s in ids[:2]})
+    with pytest.raises(Conflict) as info:
+        highlight.add_stories(OWNER, ids[2:], stories, clock(), limit=3)
+    assert info.value.details == {"limit": 3, "kind": "highlight_stories"}
+    assert highlight.collect_events() == []
+    highlight.remove_stories(OWNER, ids[:1], clock())
+    assert highlight.add_stories(OWNER, ids[2:], stories, clock(), limit=3)
+    assert highlight.story_ids == ids[1:]
+
+
+# -- cover ------------------------------------------------------------------------------------
+
+
+def test_cover_object_fields_are_each_optional(clock):
+    stories = library(clock, 2)
+    sid = list(stories)[1]
+    for cover in ({}, {"story_id": sid}, {"media_url": "http://x.example/a.png"}, {"emoji": "🎉"},
+                  {"color": "#A1b2C3"}, {"story_id": sid, "emoji": "x", "color": "#000000"}):
+        assert make_highlight(clock, stories, cover=cover).cover == cover
+
+
+def test_cover_story_id_in_another_spelling_is_stored_as_the_highlights(clock):
+    stories = library(clock, 1)
+    sid = next(iter(stories))
+    assert make_highlight(clock, stories, cover={"story_id": sid.upper()}).cover == {"story_id": sid}
+
+
+@pytest.mark.parametrize("cover, field", [
+    ({"story_id": "not-in-it"}, "cover.story_id"),
+    ({"media_url": "ftp://x/y"}, "cover.media_url"),
+    ({"emoji": ""}, "cover.emoji"),
+    ({"emoji": "x" * 17}, "cover.emoji"),
+    ({"color": "red"}, "cover.color"),
+    ({"color": "#12345678"}, "cover.color"),
+    ({"size": 3}, "cover.size"),
+    ({"emoji": 3}, "cover"),
+    ("https://cdn.example/c.jpg", "cover"),
+])
+def test_bad_covers_are_invalid(clock, cover, field):
+    stories = library(clock, 1)
+    with pytest.raises(InvalidInput) as info:
+        make_highlight(clock, stories, cover=cover)
+    assert field in problem_fields(info.value)
+
+
+def test_update_cover_story_must_be_in_the_highlight_now(clock):
+    stories = library(clock, 3)
+    ids = list(stories)
+    highlight = make_highlight(clock, {s: stories[s] for s in ids[:2]})
+    with pytest.raises(InvalidInput) as info:
+        highlight.update(OWNER, {"cover": {"story_id": ids[2]}}, clock())
+    assert problem_fields(info.value) == {"cover.story_id"}
+    highlight.add_stories(OWNER, ids[2:], stories, clock())
+    assert highlight.update(OWNER, {"cover": {"story_id": ids[2], "color": "#ffffff"}}, clock())
+    assert highlight.cover == {"story_id": ids[2], "color": "#ffffff"}
+    assert highlight.update(OWNER, {"cover": {"story_id": ids[2], "color": "#ffffff"}}, clock()) is False
+    assert highlight.update(OWNER, {"cover": None}, clock()) and highlight.cover is None
+
+
+def test_version_1_string_covers_are_upcast_to_an_object():
+    state = {"cover": "https://cdn.example/c.jpg"}
+    HighlightCreated.upcast_v1_v2(state)
+    assert state == {"cover": {"media_url": "https://cdn.example/c.jpg"}}
+    state = {"cover": None}
+    HighlightCreated.upcast_v1_v2(state)
+    assert state == {"cover": None}
+    for changes, expected in (({"cover": "https://c/x"}, {"cover": {"media_url": "https://c/x"}}),
+                              ({"cover": None, "title": "t"}, {"cover": None, "title": "t"}),
+                              ({"title": "t"}, {"title": "t"})):
+        state = {"changes": changes}
+        HighlightUpdated.upcast_v1_v2(state)
+        assert state == {"changes": expected}
+    assert HighlightCreated.class_version == HighlightUpdated.class_version == 2
 
 
 def test_add_only_own_live_or_expired_stories(clock):
@@ -354,10 +444,21 @@ def test_file_appends_at_the_end(clock):
 
 def test_at_most_200_highlights(clock):
     reel, _ = make_reel(clock, MAX_HIGHLIGHTS)
-    with pytest.raises(InvalidInput) as info:
+    with pytest.raises(Conflict) as info:
         reel.file(uuid4(), clock())
-    assert info.value.code == "too_many_highlights"
-    assert len(reel.highlight_ids) == MAX_HIGHLIGHTS
+    assert info.value.code == "limit_reached"
+    assert info.value.details == {"limit": MAX_HIGHLIGHTS, "kind": "highlights"}
+    assert len(reel.highlight_ids) == MAX_HIGHLIGHTS and not reel.pending_events
+
+
+def test_highlights_limit_is_a_parameter(clock):
+    reel, ids = make_reel(clock, 2)
+    with pytest.raises(Conflict) as info:
+        reel.file(uuid4(), clock(), limit=2)
+    assert info.value.details == {"limit": 2, "kind": "highlights"}
+    reel.unfile(UUID(ids[0]), clock())
+    reel.file(uuid4(), clock(), limit=2)  # a deleted highlight frees its place
+    assert len(reel.highlight_ids) == 2
 
 
 def test_unfile(clock):
@@ -411,3 +512,29 @@ def test_reel_replays_to_the_same_order(clock):
     reel.reorder([str(ids[3]), str(ids[0]), str(ids[2])], clock())
     events = reel.collect_events()
     assert state(HighlightReel.replay(reel.id, events)) == state(reel)
+
+
+def test_a_stored_version_1_highlight_reads_with_a_cover_object(sqlite_url, clock):
+    """Events stored with a string cover load (command side) and export (log readers) as objects."""
+    import orjson
+    from eventsourcing.persistence import StoredEvent
+
+    from commands.event_store import EventStore
+
+    store = EventStore(sqlite_url)
+    try:
+        hid, when = uuid4(), clock().isoformat()
+        stamp = {"occurred_at": {"_type_": "datetime_iso", "_data_": when}}
+        created = {**stamp, "highlight_id": str(hid), "user_id": OWNER, "title": "Old", "description": "",
+                   "cover": "https://cdn.example/old.jpg", "story_ids": ["s1"], "is_pinned": False,
+                   "is_archived": False}
+        updated = {**stamp, "highlight_id": str(hid), "user_id": OWNER, "changes": {"cover": "https://cdn.example/n.jpg"}}
+        topic = lambda cls: f"{cls.__module__}:{cls.__qualname__}"  # noqa: E731
+        store.recorder.insert_events([StoredEvent(hid, 1, topic(HighlightCreated), orjson.dumps(created)),
+                                      StoredEvent(hid, 2, topic(HighlightUpdated), orjson.dumps(updated))])
+        [first, second] = [e.event for e in store.read()]
+        assert first.cover == {"media_url": "https://cdn.example/old.jpg"}
+        assert second.changes == {"cover": {"media_url": "https://cdn.example/n.jpg"}}
+        assert store.load(Highlight, hid).cover == {"media_url": "https://cdn.example/n.jpg"}
+    finally:
+        store.close()

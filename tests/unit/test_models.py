@@ -204,7 +204,7 @@ def test_create_highlight_body():
     body = models.CreateHighlight.model_validate({"title": "Trips", "story_ids": ["a"]})
     assert body.is_pinned is False and body.description is None
     for bad in ({"title": "", "story_ids": ["a"]}, {"title": "x" * 51, "story_ids": ["a"]},
-                {"title": "t", "story_ids": []}, {"title": "t", "story_ids": ["a"] * 101},
+                {"title": "t", "story_ids": []}, {"title": "t", "story_ids": ["a"] * 1001},
                 {"title": "t", "story_ids": ["a"], "description": "d" * 201}, {"title": "t", "story_ids": [""]},
                 {"title": "t", "story_ids": ["a"], "user_id": "x"}):
         assert rejected(models.CreateHighlight, bad), bad
@@ -227,7 +227,7 @@ def test_highlight_stories_and_reorder_bodies():
     assert models.HighlightStories.model_validate({"story_ids": ["a", "b"]}).story_ids == ["a", "b"]
     assert rejected(models.HighlightStories, {"story_ids": []})
     assert models.ReorderHighlights.model_validate({"highlight_ids": []}).highlight_ids == []
-    assert rejected(models.ReorderHighlights, {"highlight_ids": ["h"] * 201})
+    assert rejected(models.ReorderHighlights, {"highlight_ids": ["h"] * 1001})
 
 
 # -- RateLimiter ------------------------------------------------------------------------------
@@ -335,3 +335,27 @@ def test_fingerprint_depends_on_method_path_and_body():
     assert base != request_fingerprint("POST", "/api/v1/stories/1/reply", None)
     assert request_fingerprint("POST", "/p", [1, 2]) != request_fingerprint("POST", "/p", [2, 1])
     assert len(base) == 64 and int(base, 16) >= 0
+
+
+# -- highlight cover ----------------------------------------------------------------------------
+
+
+def test_highlight_cover_object():
+    full = {"story_id": "s1", "media_url": "https://cdn.example/c.jpg", "emoji": "🌴", "color": "#12ab9F"}
+    body = models.CreateHighlight.model_validate({"title": "t", "story_ids": ["s1"], "cover": full})
+    assert body.model_dump(mode="json", exclude_none=True)["cover"] == full
+    body = models.CreateHighlight.model_validate({"title": "t", "story_ids": ["s1"], "cover": {"emoji": "x"}})
+    assert body.model_dump(mode="json", exclude_none=True)["cover"] == {"emoji": "x"}
+    assert models.UpdateHighlight.model_validate({"cover": {"color": "#000000"}}).changes() == {
+        "cover": {"color": "#000000"}}
+    assert models.UpdateHighlight.model_validate({"cover": {}}).changes() == {"cover": {}}
+
+
+@pytest.mark.parametrize("cover", [
+    "https://cdn.example/c.jpg", ["x"], {"media_url": "ftp://x/y"}, {"media_url": "nope"}, {"emoji": ""},
+    {"emoji": "x" * 17}, {"color": "red"}, {"color": "#1234567"}, {"color": "#12345678"}, {"size": 1},
+    {"story_id": ""}, {"story_id": 5}, {"emoji": True},
+])
+def test_bad_highlight_covers_are_rejected(cover):
+    assert rejected(models.CreateHighlight, {"title": "t", "story_ids": ["s1"], "cover": cover})
+    assert rejected(models.UpdateHighlight, {"cover": cover})

@@ -17,7 +17,8 @@ from commands.event_store import LoggedEvent
 from domain import engagement as en, highlights as hl, social as so, stories as sto
 from projections import mongo_views, redis_views
 from projections.document_writes import STAMP_SPAN, DocumentWrites
-from projections.redis_views import Keys, SEEN_TTL
+from projections.redis_schema import Keys, LiveEntry, counters_from_hash
+from projections.redis_views import BatchWrites
 
 T = datetime(2026, 1, 1, 12, 30, tzinfo=timezone.utc)
 SID = "0b7c3b9e-6f2d-4a3b-9f59-0a0d2f3c1e11"
@@ -516,89 +517,161 @@ class RecordingPipeline:
 
 
 K = Keys("p:")
+EXPIRES_MS = int((T + timedelta(hours=24)).timestamp() * 1000)
+MEMBER = LiveEntry(SID, "alice", "followers", int(T.timestamp() * 1000), EXPIRES_MS, "h").encode()
 
 
-def redis_calls(event) -> list[tuple]:
+def redis_calls(event, live: bool = True) -> list[tuple]:
+    """The commands one event queues, with its story live in Redis (or gone), expiries included."""
     pipe = RecordingPipeline()
-    redis_views.HANDLERS[type(event)](pipe, K, event)
+    writes = BatchWrites(pipe, grace_ms=0, live={SID: LiveEntry.decode(MEMBER) if live else None})
+    redis_views.HANDLERS[type(event)](writes, K, event)
+    writes.set_expiries()
     return pipe.calls
 
 
-def test_keys_layout():
-    assert K.following("u") == "p:following:u" and K.followers("u") == "p:followers:u"
-    assert K.close_friends("o") == "p:cf:o" and K.live("a") == "p:live:a" and K.card("s") == "p:card:s"
-    assert K.seen("v") == "p:seen:v" and K.answers("s", 1) == "p:answer:s:1" and K.countdown("s", 2) == "p:countdown:s:2"
-    assert K.views == "p:views" and K.replies == "p:replies" and K.position("x") == "p:position:x"
+def test_keys_layout_keeps_a_users_and_a_storys_keys_in_one_cluster_slot():
+    assert K.following("u") == "p:following:{u}" and K.followers("u") == "p:followers:{u}"
+    assert K.close_friends("o") == "p:cf:{o}" and K.live("a") == "p:live:{a}" and K.seen("v") == "p:seen:{v}"
+    assert all(key.endswith("{s}") for key in K.story_keys("s"))
+    assert K.position("x") == "p:position:x" and K.expiry_due == "p:expiry:due"
 
 
-def test_redis_story_created_writes_card_and_live_entry():
+def test_redis_story_created_writes_card_counters_lists_and_live_entry_with_expiries():
     e = story_created()
-    calls = redis_calls(e)
-    assert [c[0] for c in calls] == ["set", "zadd"]
+    calls = redis_calls(e, live=False)
+    names = [c[0] for c in calls]
+    assert names[:4] == ["set", "hset", "sadd", "sadd"]
     key, card = calls[0][1]
     assert key == K.card(SID)
     card = orjson.loads(card)
     assert card["story_id"] == SID and card["user_id"] == "alice" and card["privacy"] == "followers"
     assert card["hidden_from_ids"] == ["eve"] and card["created_at"] == T.isoformat()
-    assert card["expires_at"] == (T + timedelta(hours=24)).isoformat()
-    assert calls[1] == ("zadd", (K.live("alice"), {SID: T.timestamp()}))
+    assert calls[1] == ("hset", (K.counters(SID), "m", MEMBER))
+    assert calls[2] == ("sadd", (K.hidden(SID), "eve"))
+    assert calls[3] == ("sadd", (K.live("alice"), MEMBER))
+    life = 24 * 3600 * 1000
+    expiries = {c[1][0]: c for c in calls if c[0] == "pexpire"}
+    assert set(expiries) == {K.card(SID), K.counters(SID), K.hidden(SID), K.live("alice")}
+    assert expiries[K.card(SID)] == ("pexpire", (K.card(SID), life))
+    # the live set holds several stories: the longest expiry wins (NX, then GT)
+    assert ("pexpire", (K.live("alice"), life), {"nx": True}) in calls
+    assert ("pexpire", (K.live("alice"), life), {"gt": True}) in calls
+
+
+O = {"gt": True}
+LATER = T + timedelta(hours=1)
 
 
 @pytest.mark.parametrize("event, expected", [
-    (lambda: ev(en.StoryViewed, story_id=SID, owner_id="alice", viewer_id="bob", view_number=1),
-     [("sadd", (K.seen("bob"), SID)), ("expire", (K.seen("bob"), SEEN_TTL)), ("hincrby", (K.views, SID, 1))]),
+    (lambda: ev(en.StoryViewed, at=LATER, story_id=SID, owner_id="alice", viewer_id="bob", view_number=1),
+     [("hincrby", (K.counters(SID), "v", 1)), ("hincrby", (K.counters(SID), "u", 1)),
+      ("zadd", (K.seen("bob"), {SID: int(LATER.timestamp() * 1000)}), {"nx": True}),
+      ("zremrangebyscore", (K.seen("bob"), "-inf", f"({int(LATER.timestamp() * 1000) - 48 * 3600 * 1000}")),
+      ("zadd", (K.seen_due, {"bob": EXPIRES_MS}), O),
+      ("pexpire", (K.seen("bob"), 23 * 3600 * 1000), {"nx": True}),
+      ("pexpire", (K.seen("bob"), 23 * 3600 * 1000), O)]),
+    (lambda: ev(en.StoryViewed, at=LATER, story_id=SID, owner_id="alice", viewer_id="bob", view_number=2),
+     [("hincrby", (K.counters(SID), "v", 1)),
+      ("zadd", (K.seen("bob"), {SID: int(LATER.timestamp() * 1000)}), {"nx": True}),
+      ("zremrangebyscore", (K.seen("bob"), "-inf", f"({int(LATER.timestamp() * 1000) - 48 * 3600 * 1000}")),
+      ("zadd", (K.seen_due, {"bob": EXPIRES_MS}), O),
+      ("pexpire", (K.seen("bob"), 23 * 3600 * 1000), {"nx": True}),
+      ("pexpire", (K.seen("bob"), 23 * 3600 * 1000), O)]),
     (lambda: ev(en.StoryReplied, story_id=SID, owner_id="alice", user_id="bob", reply_number=1, text="hi"),
-     [("hincrby", (K.replies, SID, 1))]),
-    (lambda: ev(en.PollVoted, **sticker_fields(option_index=1)), [("hset", (K.answers(SID, 0), "bob", 1))]),
-    (lambda: ev(en.QuizAnswered, **sticker_fields(option_index=2, correct=False, correct_answer_index=1)),
-     [("hset", (K.answers(SID, 0), "bob", 2))]),
-    (lambda: ev(en.SliderAnswered, **sticker_fields(value=0.25)), [("hset", (K.answers(SID, 0), "bob", 0.25))]),
-    (lambda: ev(en.CountdownFollowed, **sticker_fields()), [("sadd", (K.countdown(SID, 0), "bob"))]),
-    (lambda: ev(en.CountdownUnfollowed, **sticker_fields()), [("srem", (K.countdown(SID, 0), "bob"))]),
-    (lambda: ev(en.QuestionAnswered, **sticker_fields(answer_number=1, text="?")), []),
-    (lambda: ev(en.LinkTapped, **sticker_fields(tap_number=1)), []),
+     [("hincrby", (K.counters(SID), "r", 1))]),
+    (lambda: ev(en.PollVoted, **sticker_fields(option_index=1)),
+     [("hincrby", (K.counters(SID), "0:t", 1)), ("hincrby", (K.counters(SID), "0:o1", 1)),
+      ("hset", (K.answers(SID), "0:bob", 1)), ("pexpire", (K.answers(SID), 24 * 3600 * 1000))]),
+    (lambda: ev(en.QuizAnswered, **sticker_fields(option_index=2, correct=True, correct_answer_index=2)),
+     [("hincrby", (K.counters(SID), "0:t", 1)), ("hincrby", (K.counters(SID), "0:o2", 1)),
+      ("hincrby", (K.counters(SID), "0:c", 1)),
+      ("hset", (K.answers(SID), "0:bob", 2)), ("pexpire", (K.answers(SID), 24 * 3600 * 1000))]),
+    (lambda: ev(en.SliderAnswered, **sticker_fields(value=0.25)),
+     [("hincrby", (K.counters(SID), "0:t", 1)), ("hincrbyfloat", (K.counters(SID), "0:s", 0.25)),
+      ("hset", (K.answers(SID), "0:bob", 0.25)), ("pexpire", (K.answers(SID), 24 * 3600 * 1000))]),
+    (lambda: ev(en.CountdownFollowed, **sticker_fields()),
+     [("hincrby", (K.counters(SID), "0:t", 1)), ("hincrby", (K.counters(SID), "0:f", 1)),
+      ("hset", (K.answers(SID), "0:bob", 1)), ("pexpire", (K.answers(SID), 24 * 3600 * 1000))]),
+    (lambda: ev(en.CountdownUnfollowed, **sticker_fields()),
+     [("hincrby", (K.counters(SID), "0:f", -1)), ("hdel", (K.answers(SID), "0:bob"))]),
+    (lambda: ev(en.LinkTapped, **sticker_fields(tap_number=1)), [("hincrby", (K.counters(SID), "0:t", 1))]),
     (lambda: ev(sto.StoryDeleted, story_id=SID, user_id="alice"),
-     [("zrem", (K.live("alice"), SID)), ("delete", (K.card(SID),))]),
+     [("srem", (K.live("alice"), MEMBER)), ("unlink", K.story_keys(SID))]),
     (lambda: ev(sto.StoryExpired, story_id=SID, user_id="alice", expired_at=T.isoformat()),
-     [("zrem", (K.live("alice"), SID))]),
+     [("srem", (K.live("alice"), MEMBER)), ("unlink", K.story_keys(SID))]),
     (lambda: ev(so.UserFollowed, follower_id="bob", followee_id="alice"),
      [("sadd", (K.following("bob"), "alice")), ("sadd", (K.followers("alice"), "bob"))]),
     (lambda: ev(so.UserUnfollowed, follower_id="bob", followee_id="alice"),
      [("srem", (K.following("bob"), "alice")), ("srem", (K.followers("alice"), "bob"))]),
-    (lambda: ev(so.CloseFriendAdded, user_id="alice", friend_id="bob"), [("sadd", (K.close_friends("alice"), "bob"))]),
-    (lambda: ev(so.CloseFriendRemoved, user_id="alice", friend_id="bob"), [("srem", (K.close_friends("alice"), "bob"))]),
+    (lambda: ev(so.CloseFriendAdded, user_id="alice", friend_id="bob"),
+     [("sadd", (K.close_friends("alice"), "bob")), ("sadd", (K.close_friend_of("bob"), "alice"))]),
+    (lambda: ev(so.CloseFriendRemoved, user_id="alice", friend_id="bob"),
+     [("srem", (K.close_friends("alice"), "bob")), ("srem", (K.close_friend_of("bob"), "alice"))]),
     (lambda: ev(hl.HighlightCreated, highlight_id=HID, user_id="alice", title="t", description="", cover=None,
                 story_ids=[SID], is_pinned=False, is_archived=False), []),
     (lambda: ev(hl.HighlightsReordered, user_id="alice", highlight_ids=[HID]), []),
-], ids=["viewed", "replied", "poll", "quiz", "slider", "countdown-follow", "countdown-unfollow", "question", "link",
-        "deleted", "expired", "followed", "unfollowed", "cf-added", "cf-removed", "highlight-created",
+], ids=["viewed-first", "viewed-again", "replied", "poll", "quiz", "slider", "countdown-follow", "countdown-unfollow",
+        "link", "deleted", "expired", "followed", "unfollowed", "cf-added", "cf-removed", "highlight-created",
         "highlights-reordered"])
 def test_redis_handlers(event, expected):
     assert redis_calls(event()) == expected
+
+
+@pytest.mark.parametrize("event", [
+    lambda: ev(en.StoryViewed, story_id=SID, owner_id="alice", viewer_id="bob", view_number=1),
+    lambda: ev(en.StoryReplied, story_id=SID, owner_id="alice", user_id="bob", reply_number=1, text="hi"),
+    lambda: ev(en.PollVoted, **sticker_fields(option_index=1)),
+    lambda: ev(en.QuestionAnswered, **sticker_fields(answer_number=1, text="?")),
+    lambda: ev(en.CountdownFollowed, **sticker_fields()),
+], ids=["viewed", "replied", "poll", "question", "countdown"])
+def test_an_event_about_a_story_gone_from_redis_writes_nothing(event):
+    """A late view (logged after the story expired) must not recreate the state Redis let go."""
+    assert redis_calls(event(), live=False) == []
 
 
 def test_redis_and_mongo_handle_the_same_event_types():
     assert set(redis_views.HANDLERS) == set(mongo_views.HANDLERS)
 
 
-QUIZ = {"sticker_type": "quiz", "x": 0.5, "y": 0.2, "width": 0.3, "height": 0.1, "rotation": 0.0,
-        "quiz": {"question": "2+2?", "options": [{"text": "3"}, {"text": "4"}], "correct_answer_index": 1}}
+def test_counters_read_back_in_the_shape_of_a_mongo_story():
+    """Feed stories (Redis) and every other story (MongoDB) go through one presenter."""
+    from projections.document_writes import DocumentWrites
 
-
-@pytest.mark.parametrize("privacy", ["public", "close_friends", "custom"])
-def test_a_card_is_served_in_the_feed_exactly_as_a_story_base(privacy):
-    """The feed serves Redis cards without re-shaping them: they must be what ``base_story`` gives."""
-    from read_api import presenter
-
-    e = story_created(privacy=privacy, stickers=[*STICKERS, QUIZ], allowed_viewer_ids=["bob"])
-    now = T + timedelta(hours=1)
-    card = orjson.loads(orjson.dumps(redis_views.story_card(e)))
-    counts = dict(viewed_by_me=True, view_count=12, reply_count=3)
-    item = presenter.feed_item(card, now, **counts)
-    assert item == {**presenter.base_story(card, "alice", now, **counts), "stickers": [*STICKERS, QUIZ]}
-    theirs = presenter.feed_item_for_others(copy.deepcopy(item))
-    assert theirs == {**presenter.base_story(card, "bob", now, **counts),
-                      "stickers": presenter.stickers_for_others([*STICKERS, QUIZ])}
-    assert "correct_answer_index" not in theirs["stickers"][-1]["quiz"]
-    assert "hidden_from_ids" not in theirs and "allowed_viewer_ids" not in theirs
-    assert presenter.feed_item(dict(card), T + timedelta(hours=24), **counts) is None  # expired, not yet projected
+    events = [
+        ev(en.StoryViewed, story_id=SID, owner_id="alice", viewer_id="bob", view_number=1),
+        ev(en.StoryViewed, story_id=SID, owner_id="alice", viewer_id="bob", view_number=2),
+        ev(en.StoryReplied, story_id=SID, owner_id="alice", user_id="bob", reply_number=1, text="hi"),
+        ev(en.PollVoted, **sticker_fields(option_index=1)),
+        ev(en.QuizAnswered, **{**sticker_fields(option_index=0, correct=True, correct_answer_index=0),
+                               "sticker_index": 1}),
+        ev(en.SliderAnswered, **{**sticker_fields(value=0.5), "sticker_index": 2}),
+        ev(en.CountdownFollowed, **{**sticker_fields(), "sticker_index": 3}),
+    ]
+    hash_: dict[bytes, bytes] = {}
+    for event in events:
+        pipe = RecordingPipeline()
+        redis_views.HANDLERS[type(event)](BatchWrites(pipe, live={SID: LiveEntry.decode(MEMBER)}), K, event)
+        for name, args, *_ in pipe.calls:
+            if name in ("hincrby", "hincrbyfloat") and args[0] == K.counters(SID):
+                field = args[1].encode()
+                old = float(hash_.get(field, b"0"))
+                new = old + args[2]
+                hash_[field] = (str(new) if name == "hincrbyfloat" else str(int(new))).encode()
+    writes = DocumentWrites()
+    for event in [story_created(), *events]:
+        mongo_views.HANDLERS[type(event)](writes, event, logged(event))
+    doc: dict = {}
+    for key, update in writes.updates("stories"):
+        for op, values in update.items():
+            for path, value in values.items():
+                if op == "$inc":
+                    target = doc
+                    *parents, leaf = path.split(".")
+                    for part in parents:
+                        target = target.setdefault(part, {})
+                    target[leaf] = target.get(leaf, 0) + value
+    got = counters_from_hash(hash_)
+    assert got["view_count"] == doc["view_count"] and got["unique_viewers"] == doc["unique_viewers"]
+    assert got["reply_count"] == doc["reply_count"]
+    assert got["results"] == doc["results"]

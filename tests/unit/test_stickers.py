@@ -408,16 +408,26 @@ def test_interactive_sticker_checks_the_type():
 
 
 @HYPOTHESIS
-@given(valid_sticker_lists())
-def test_feed_stickers_for_others_hide_only_the_quiz_answer(stickers):
-    from read_api.presenter import stickers_for_others
+@given(valid_stickers("quiz"), st.lists(st.integers(0, 50), min_size=4, max_size=4), st.integers(0, 50),
+       st.sampled_from(["owner", "answered", "other"]))
+def test_a_quiz_gives_nothing_away_before_an_attempt(quiz, counts, correct, who):
+    """Counts such as [1, 2, 0] with 2 correct attempts would reveal the answer: only the owner and
+    those who answered get them (contract, Query API)."""
+    from datetime import datetime, timezone
 
-    original = copy.deepcopy(stickers)
-    shown = stickers_for_others(stickers)
-    assert stickers == original  # the card itself is left alone
-    assert len(shown) == len(stickers)
-    for mine, theirs in zip(stickers, shown):
-        if mine["sticker_type"] == "quiz":
-            assert "correct_answer_index" not in theirs["quiz"]
-            mine = {**mine, "quiz": {k: v for k, v in mine["quiz"].items() if k != "correct_answer_index"}}
-        assert theirs == mine
+    from read_api.presenter import sticker_with_results
+
+    now = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    stickers = [{"x": 0.5, "y": 0.5, "width": 0.2, "height": 0.1, "rotation": 0.0, **quiz}]
+    for i, sticker in enumerate(stickers):
+        options = {str(k): n for k, n in enumerate(counts[:len(sticker["quiz"]["options"])])}
+        results = {str(i): {"total": sum(options.values()), "options": options, "correct": correct}}
+        mine = {"option": 0} if who == "answered" else {}
+        served = sticker_with_results(i, copy.deepcopy(sticker), results, mine, who == "owner", now, None)["quiz"]
+        if who == "other":
+            assert served["options"] == [{"text": o["text"]} for o in sticker["quiz"]["options"]]
+            assert not {"correct_answer_index", "total_attempts", "correct_attempts"} & set(served)
+        else:
+            assert served["correct_answer_index"] == sticker["quiz"]["correct_answer_index"]
+            assert [o["selected_count"] for o in served["options"]] == list(options.values())
+            assert served["correct_attempts"] == correct

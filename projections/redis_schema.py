@@ -1,0 +1,148 @@
+"""The Redis read model's layout: one typed module that the projector writes and the query API
+reads, so neither guesses the other's keys or encodings.
+
+Redis holds the social graph and the live window, nothing that grows with history:
+
+| key (``P`` = prefix)      | type   | what                                              | lifetime |
+| ------------------------- | ------ | ------------------------------------------------- | -------- |
+| ``P:following:{u}``       | set    | whom ``u`` follows                                | graph |
+| ``P:followers:{u}``       | set    | who follows ``u``                                 | graph |
+| ``P:cf:{u}``              | set    | ``u``'s close friends                             | graph |
+| ``P:cfof:{u}``            | set    | owners whose close-friends list holds ``u``       | graph |
+| ``P:live:{u}``            | set    | ``u``'s live stories, each a `LiveEntry`         | a member per live story; key expires with the last |
+| ``P:seen:{u}``            | zset   | stories ``u`` has seen: member story id, score first view (ms) | trimmed by view time; reclaimed by `seen_due` |
+| ``P:seen_due``            | zset   | viewer -> when the last story they saw expires (ms) | an entry per viewer who saw a live story |
+| ``P:card:{s}``            | string | the story's content (its StoryCreated data, served shape) | story's life |
+| ``P:n:{s}``               | hash   | counters and sticker tallies (`CounterField`), ``m``: its live member | story's life |
+| ``P:mine:{s}``            | hash   | ``"<sticker>:<user>"`` -> that user's answer      | story's life |
+| ``P:aud:{s}`` / ``P:hid:{s}`` | set | a custom story's allowed viewers / hidden viewers | story's life |
+| ``P:qa:{s}``              | list   | the latest question responses (JSON), newest first | story's life |
+| ``P:expiry:due``          | zset   | the expirer's schedule (its own view)             | story's life |
+| ``P:position:<view>``     | string | the last log position each view applied           | permanent |
+
+"Story's life": deleted in the same MULTI/EXEC as the story's ``StoryExpired`` or
+``StoryDeleted``, and created with an absolute expiry of the story's ``expires_at`` plus a grace
+period, a safety net should an event ever be missed. The braces are Redis Cluster hash tags:
+all of one user's keys share a slot, and so do all of one story's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+LONGEST_LIFE = timedelta(hours=48)  # no story lives longer (domain: expires_in_hours <= 48)
+RESPONSES_KEPT = 5  # question responses a served story carries; all of them are on /answers
+
+# Key kinds that make up the read models (replay clears these; relay and expirer keep theirs).
+READ_MODEL_KEYS = ("following:", "followers:", "cf:", "cfof:", "live:", "seen:", "seen_due", "card:", "n:",
+                   "mine:", "aud:", "hid:", "qa:", "position:redis_views")
+
+
+class Keys:
+    def __init__(self, prefix: str) -> None:
+        self.p = prefix
+
+    # one user's keys (hash tag: the user id)
+    def following(self, u: str) -> str: return f"{self.p}following:{{{u}}}"
+    def followers(self, u: str) -> str: return f"{self.p}followers:{{{u}}}"
+    def close_friends(self, owner: str) -> str: return f"{self.p}cf:{{{owner}}}"
+    def close_friend_of(self, u: str) -> str: return f"{self.p}cfof:{{{u}}}"
+    def live(self, author: str) -> str: return f"{self.p}live:{{{author}}}"
+    def seen(self, viewer: str) -> str: return f"{self.p}seen:{{{viewer}}}"
+
+    # one story's keys (hash tag: the story id)
+    def card(self, story: str) -> str: return f"{self.p}card:{{{story}}}"
+    def counters(self, story: str) -> str: return f"{self.p}n:{{{story}}}"
+    def answers(self, story: str) -> str: return f"{self.p}mine:{{{story}}}"
+    def allowed(self, story: str) -> str: return f"{self.p}aud:{{{story}}}"
+    def hidden(self, story: str) -> str: return f"{self.p}hid:{{{story}}}"
+    def responses(self, story: str) -> str: return f"{self.p}qa:{{{story}}}"
+
+    def story_keys(self, story: str) -> tuple[str, ...]:
+        """Everything Redis holds for one story (the live-set member aside)."""
+        return (self.card(story), self.counters(story), self.answers(story), self.allowed(story),
+                self.hidden(story), self.responses(story))
+
+    # shared
+    @property
+    def seen_due(self) -> str: return f"{self.p}seen_due"
+    @property
+    def expiry_due(self) -> str: return f"{self.p}expiry:due"
+    def position(self, name: str) -> str: return f"{self.p}position:{name}"
+
+
+def answer_field(sticker_index: int, user_id: str) -> str:
+    return f"{sticker_index}:{user_id}"
+
+
+@dataclass(frozen=True)
+class LiveEntry:
+    """A member of an author's live set: all the tray needs to order and filter an author's
+    stories without reading their cards. ``lists``: "w" when a custom allow-list applies, "h"
+    when a hidden list does (both may). Fixed when the story is created, so the projector can
+    remove the exact member when the story goes."""
+
+    story_id: str
+    user_id: str
+    privacy: str
+    created_ms: int
+    expires_ms: int
+    lists: str = ""
+
+    def encode(self) -> str:
+        return f"{self.story_id}|{self.user_id}|{self.privacy}|{self.created_ms}|{self.expires_ms}|{self.lists}"
+
+    @classmethod
+    def decode(cls, member: bytes | str) -> LiveEntry:
+        text = member.decode() if isinstance(member, bytes) else member
+        story_id, user_id, privacy, created_ms, expires_ms, lists = text.split("|")
+        return cls(story_id, user_id, privacy, int(created_ms), int(expires_ms), lists)
+
+
+class CounterField:
+    """Field names of a story's counter hash ``P:n:{s}``."""
+
+    VIEWS, UNIQUE_VIEWERS, REPLIES, MEMBER = "v", "u", "r", "m"
+
+    @staticmethod
+    def total(i: int) -> str: return f"{i}:t"
+    @staticmethod
+    def option(i: int, k: int) -> str: return f"{i}:o{k}"
+    @staticmethod
+    def correct(i: int) -> str: return f"{i}:c"
+    @staticmethod
+    def slider_sum(i: int) -> str: return f"{i}:s"
+    @staticmethod
+    def followers(i: int) -> str: return f"{i}:f"
+
+
+def counters_from_hash(raw: dict[bytes, bytes]) -> dict[str, Any]:
+    """A counter hash as the fields a MongoDB story document carries: ``view_count``,
+    ``unique_viewers``, ``reply_count`` and ``results`` (``{"<i>": {"total", "options": {"<k>": n},
+    "correct", "sum", "followers"}}``), so one presenter serves both stores' stories."""
+    out: dict[str, Any] = {"view_count": 0, "unique_viewers": 0, "reply_count": 0, "results": {}}
+    names = {CounterField.VIEWS: "view_count", CounterField.UNIQUE_VIEWERS: "unique_viewers",
+             CounterField.REPLIES: "reply_count"}
+    results: dict[str, dict[str, Any]] = out["results"]
+    for key, value in raw.items():
+        field = key.decode()
+        if field in names:
+            out[names[field]] = int(value)
+            continue
+        index, sep, name = field.partition(":")
+        if not sep or not index.isdigit():
+            continue  # the live member and anything else that is not a tally
+        tally = results.setdefault(index, {})
+        if name == "t":
+            tally["total"] = int(value)
+        elif name == "c":
+            tally["correct"] = int(value)
+        elif name == "f":
+            tally["followers"] = int(value)
+        elif name == "s":
+            tally["sum"] = float(value)
+        elif name.startswith("o"):
+            tally.setdefault("options", {})[name[1:]] = int(value)
+    return out
