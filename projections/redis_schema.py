@@ -80,9 +80,10 @@ def answer_field(sticker_index: int, user_id: str) -> str:
 @dataclass(frozen=True)
 class LiveEntry:
     """A member of an author's live set: all the tray needs to order and filter an author's
-    stories without reading their cards. ``lists``: "w" when a custom allow-list applies, "h"
-    when a hidden list does (both may). Fixed when the story is created, so the projector can
-    remove the exact member when the story goes."""
+    stories without reading their cards. ``lists`` holds flags: "w" a custom allow-list applies,
+    "h" a hidden list does, "i" the story has a sticker each user gets their answer back from
+    (poll, quiz, slider, countdown), "q" a question sticker. Fixed when the story is created, so
+    the projector can remove the exact member when the story goes."""
 
     story_id: str
     user_id: str

@@ -27,6 +27,7 @@ from projections.runner import StalePosition
 __all__ = ["HANDLERS", "READ_MODEL_KEYS", "Keys", "RedisViewStore", "story_card"]
 
 DEFAULT_GRACE = timedelta(hours=1)
+ANSWERED_KINDS = {"poll", "quiz", "slider", "countdown"}  # stickers whose answer each user gets back
 LONGEST_LIFE_MS = int(LONGEST_LIFE.total_seconds() * 1000)
 
 
@@ -80,7 +81,9 @@ def story_card(e: st.StoryCreated) -> dict:
 
 
 def live_entry(e: st.StoryCreated) -> LiveEntry:
-    lists = ("w" if e.privacy == "custom" else "") + ("h" if e.hidden_from_ids else "")
+    kinds = {s["sticker_type"] for s in e.stickers}
+    lists = ("w" if e.privacy == "custom" else "") + ("h" if e.hidden_from_ids else "") \
+        + ("i" if kinds & ANSWERED_KINDS else "") + ("q" if "question" in kinds else "")
     return LiveEntry(e.story_id, e.user_id, e.privacy, _ms(e.occurred_at), _ms(datetime.fromisoformat(e.expires_at)),
                      lists)
 

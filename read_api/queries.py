@@ -28,6 +28,7 @@ from read_api import presenter
 from read_api.pages import Cursors, invalid_cursor, page
 
 ANSWERED_KINDS = ("poll", "quiz", "slider", "countdown")  # stickers with a per-user answer to show
+BROAD = {b"public", b"followers", b"friends"}  # audiences every follower (entativa: friend) is in
 MAX_STICKERS = 10
 
 
@@ -257,61 +258,83 @@ class Queries:
             p.zrange(k.seen(viewer), 0, -1, withscores=True)  # what the viewer saw live, and when
             p.smembers(k.close_friend_of(viewer))
             members, seen_pairs, close_of = await p.execute()
-        seen = {story_id.decode(): int(at) for story_id, at in seen_pairs}
+        # The hot loop works on the raw bytes: times are 13-digit milliseconds, so they compare
+        # as bytes; ids are decoded only for the page. On the first page every view so far
+        # counts as seen; later pages count those made up to the first page's time (as_of).
+        seen = {story_id: int(at) for story_id, at in seen_pairs}
+        paging = cursor is not None
+        now_b, as_of_b = b"%013d" % now_ms, b"%013d" % as_of
+        seen_until = as_of if paging else float("inf")
         me, close = viewer.encode(), set(close_of)
-        broad = {b"public", b"followers", b"friends"}
-        live: list[tuple[str, bytes, int, bytes]] = []  # (story id, author, created ms, lists)
-        for member in members:
-            story_id, author, privacy, created, expires, lists = member.split(b"|")
-            created_ms = int(created)
-            if int(expires) <= now_ms or (cursor is not None and created_ms > as_of):
-                continue
-            if author != me and not (privacy in broad or (privacy == b"close_friends" and author in close)
-                                     or privacy == b"custom"):
-                continue  # custom: decided by its list below
-            live.append((story_id.decode(), author, created_ms, lists))
-        # Custom allow-lists and hidden lists: one membership question per listed story.
-        asks = [(sid, which) for sid, author, _, lists in live if lists and author != me for which in lists.decode()]
-        allowed: set[str] = set()
-        hidden: set[str] = set()
-        if asks:
-            async with self.redis.pipeline(transaction=False) as p:
-                for sid, which in asks:
-                    p.sismember(k.allowed(sid) if which == "w" else k.hidden(sid), viewer)
-                for (sid, which), member in zip(asks, await p.execute()):
-                    if member:
-                        (allowed if which == "w" else hidden).add(sid)
-        if cursor is None:  # a story stamped by a clock slightly ahead still counts as of this page
-            as_of = max(as_of, max((created for _, _, created, _ in live), default=as_of))
         summary: dict[bytes, list] = {}  # author -> [latest created, has unseen]
-        shown: list[tuple[str, bytes, int]] = []
-        for sid, author, created, lists in live:
-            if lists and author != me and (sid in hidden or (b"w" in lists and sid not in allowed)):
+        shown: list[tuple[bytes, bytes, bytes, bytes]] = []  # (created, story id, author, flags)
+        listed: list[tuple[bytes, bytes, bytes, bytes, bytes]] = []  # stories with a custom or hidden list
+        for member in members:
+            story_id, author, privacy, created, expires, flags = member.split(b"|")
+            if expires <= now_b or (paging and created > as_of_b):
                 continue
-            shown.append((sid, author, created))
-            at = seen.get(sid)
-            unseen = author != me and (at is None or at > as_of)
+            if author == me:
+                unseen = False
+            else:
+                # The domain's audience rule (domain.visibility) for an author the viewer follows
+                # (entativa: a friend), unrolled for speed; the privacy-model test holds it to the rule.
+                if flags and (b"w" in flags or b"h" in flags):
+                    listed.append((story_id, author, privacy, created, flags))
+                    continue
+                if privacy not in BROAD and not (privacy == b"close_friends" and author in close):
+                    continue
+                at = seen.get(story_id)
+                unseen = at is None or at > seen_until
+            shown.append((created, story_id, author, flags))
             entry = summary.get(author)
             if entry is None:
                 summary[author] = [created, unseen]
             else:
                 if created > entry[0]:
                     entry[0] = created
-                entry[1] = entry[1] or unseen
-        ordered = sorted(((0 if author == me else 1 if unseen else 2, -latest, author.decode())
-                          for author, (latest, unseen) in summary.items()))
+                if unseen:
+                    entry[1] = True
+        if listed:  # one membership question per list
+            async with self.redis.pipeline(transaction=False) as p:
+                for story_id, _, _, _, flags in listed:
+                    sid = story_id.decode()
+                    if b"w" in flags:
+                        p.sismember(k.allowed(sid), viewer)
+                    if b"h" in flags:
+                        p.sismember(k.hidden(sid), viewer)
+                answers = iter(await p.execute())
+            for story_id, author, privacy, created, flags in listed:
+                allowed = bool(next(answers)) if b"w" in flags else False
+                if (bool(next(answers)) if b"h" in flags else False):
+                    continue
+                if privacy == b"custom":
+                    if not allowed:
+                        continue
+                elif privacy not in BROAD and not (privacy == b"close_friends" and author in close):
+                    continue
+                at = seen.get(story_id)
+                unseen = at is None or at > seen_until
+                shown.append((created, story_id, author, flags))
+                entry = summary.setdefault(author, [created, unseen])
+                entry[0], entry[1] = max(entry[0], created), entry[1] or unseen
+        if not paging:  # later pages: as of now, every view so far, and every story shown (clocks may run ahead)
+            as_of = max(now_ms, max(seen.values(), default=0), int(max((item[0] for item in shown), default=b"0")))
+        ordered = sorted((0 if author == me else 1 if unseen else 2, -int(latest), author.decode())
+                         for author, (latest, unseen) in summary.items())
         if after is not None:
             ordered = [o for o in ordered if list(o) > list(after)]
         chosen, more = ordered[:limit], len(ordered) > limit
         next_cursor = self.cursors.encode(scope, as_of, list(chosen[-1])) if more else None
         on_page = {author.encode() for _, _, author in chosen}
-        picked = sorted((created, sid, author) for sid, author, created in shown if author in on_page)
-        served = await self._serve_live([(sid, author.decode(), seen.get(sid)) for _, sid, author in picked],
-                                        viewer, now)
+        picked = sorted(item for item in shown if item[2] in on_page)
+        served = await self._serve_live(
+            [(story_id.decode(), author.decode(), flags, story_id in seen) for _, story_id, author, flags in picked],
+            viewer, now)
         stories_of: dict[str, list[dict]] = {}
-        for _, sid, author in picked:
-            if sid in served:
-                stories_of.setdefault(author.decode(), []).append(served[sid])
+        for _, story_id, author, _ in picked:
+            story = served.get(story_id.decode())
+            if story is not None:
+                stories_of.setdefault(author.decode(), []).append(story)
         entries = []
         for rank, _, author in chosen:
             stories = stories_of.get(author)
@@ -323,32 +346,35 @@ class Queries:
             })
         return page(entries, next_cursor)
 
-    async def _serve_live(self, items: list[tuple[str, str, int | None]], viewer: str, now: datetime) -> dict[str, dict]:
-        """Live stories (story id, author, when the viewer first saw it) from their Redis cards
-        and counters, in one round trip."""
+    async def _serve_live(self, items: list[tuple[str, str, bytes, bool]], viewer: str, now: datetime) -> dict[str, dict]:
+        """Live stories (story id, author, live-entry flags, seen by the viewer) from their Redis
+        cards and counters, in one round trip; own answers and question responses only where
+        the flags say the story has such stickers."""
         if not items:
             return {}
         k = self.keys
-        ids = [sid for sid, _, _ in items]
-        own = [sid for sid, author, _ in items if author == viewer]
+        asks_mine = [sid for sid, _, flags, _ in items if b"i" in flags]
+        own_questions = [sid for sid, author, flags, _ in items if author == viewer and b"q" in flags]
         async with self.redis.pipeline(transaction=False) as p:
-            p.mget([k.card(i) for i in ids])
-            for i in ids:
-                p.hgetall(k.counters(i))
-                self._ask_mine(p, i, viewer)
-            for i in own:
-                p.lrange(k.responses(i), 0, RESPONSES_KEPT - 1)
+            p.mget([k.card(sid) for sid, _, _, _ in items])
+            for sid, _, _, _ in items:
+                p.hgetall(k.counters(sid))
+            for sid in asks_mine:
+                self._ask_mine(p, sid, viewer)
+            for sid in own_questions:
+                p.lrange(k.responses(sid), 0, RESPONSES_KEPT - 1)
             cards, *rest = await p.execute()
-        counters, answers, latest = rest[0:2 * len(ids):2], rest[1:2 * len(ids):2], rest[2 * len(ids):]
-        responses = {i: [{key: r[key] for key in ("user_id", "text", "answered_at")} for r in map(orjson.loads, raw)]
-                     for i, raw in zip(own, latest)}
+        n, m = len(items), len(asks_mine)
+        counters, mine = rest[:n], dict(zip(asks_mine, rest[n:n + m]))
+        responses = {sid: [{key: r[key] for key in ("user_id", "text", "answered_at")} for r in map(orjson.loads, raw)]
+                     for sid, raw in zip(own_questions, rest[n + m:])}
         out = {}
-        for (sid, _, first_seen), card, raw_counters, mine in zip(items, cards, counters, answers):
+        for (sid, _, _, was_seen), card, raw_counters in zip(items, cards, counters):
             if card is None:
                 continue
             doc = orjson.loads(card)
             doc.update(counters_from_hash(raw_counters))
-            out[sid] = self._present(doc, viewer, now, seen=first_seen is not None, mine=self._mine(doc, mine),
+            out[sid] = self._present(doc, viewer, now, seen=was_seen, mine=self._mine(doc, mine.get(sid)),
                                      responses=responses.get(sid))
         return out
 

@@ -518,7 +518,7 @@ class RecordingPipeline:
 
 K = Keys("p:")
 EXPIRES_MS = int((T + timedelta(hours=24)).timestamp() * 1000)
-MEMBER = LiveEntry(SID, "alice", "followers", int(T.timestamp() * 1000), EXPIRES_MS, "h").encode()
+MEMBER = LiveEntry(SID, "alice", "followers", int(T.timestamp() * 1000), EXPIRES_MS, "hi").encode()
 
 
 def redis_calls(event, live: bool = True) -> list[tuple]:
