@@ -26,6 +26,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
+from projections.redis_schema import VIEW_NAME
 
 BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent
@@ -479,7 +480,7 @@ class PositionReader:
         self.mongo = MongoClient(mongo_url)
         self.positions = self.mongo[database]["projection_positions"]
         self.redis = redis.Redis.from_url(redis_url)
-        self.redis_key = f"{prefix}position:redis_views"
+        self.redis_key = f"{prefix}position:{VIEW_NAME}"
 
     def read(self) -> tuple[int, int, int]:
         head = self.store.head()

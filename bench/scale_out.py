@@ -25,6 +25,7 @@ from commands.event_store import EventStore
 from commands.synthetic_load import generate
 from domain.platform import Platform
 from stories.embedded import start_secantus
+from projections.redis_schema import VIEW_NAME
 
 PG_ADMIN = os.environ.get("STORIES_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("STORIES_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -36,7 +37,7 @@ def _project(env: dict[str, str], partitions: int, head: int, mongo: MongoClient
     exe = Path(sys.executable).parent / "stories"
     env = {**env, "STORIES_MONGODB_DATABASE": database, "STORIES_REDIS_PREFIX": prefix,
            "STORIES_PROJECTOR_PARTITIONS": str(partitions)}
-    names = [f"{k}.p{i}of{partitions}" if partitions > 1 else k for k in ("mongo_views", "redis_views")
+    names = [f"{k}.p{i}of{partitions}" if partitions > 1 else k for k in ("mongo_views", VIEW_NAME)
              for i in range(partitions)]
     started = time.monotonic()
     procs = [subprocess.Popen([str(exe), "projector"], env={**env, "STORIES_PROJECTOR_PARTITION": str(i)},

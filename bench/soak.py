@@ -46,6 +46,7 @@ from bench.common import (
     percentile, stories_env,
 )
 from stories.clock import SimulatedClock, simulated_clock_spec
+from projections.redis_schema import VIEW_NAME
 
 S, H = "/api/v1/stories", "/api/v1/highlights"
 RESULTS_JSON = BENCH_DIR / "soak_results.json"
@@ -154,7 +155,7 @@ class SoakStack:
         from projections.redis_views import Keys
 
         doc = self.mongo[self.database]["projection_positions"].find_one({"_id": "mongo_views"}) or {}
-        redis_position = int(self.redis.get(Keys(self.prefix).position("redis_views")) or 0)
+        redis_position = int(self.redis.get(Keys(self.prefix).position(VIEW_NAME)) or 0)
         return self.head(), doc.get("position", 0), redis_position
 
     def wait_caught_up(self, timeout: float = 60.0) -> tuple[int, int, int]:

@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry, Gauge, start_http_server
 
 from commands.event_store import EventStore
 from projections.mongo_views import MongoViewStore
+from projections.redis_schema import VIEW_NAME
 from projections.redis_views import Keys, RedisViewStore
 from projections.runner import Partition, ProjectionRunner
 from stories.backends import mongo_client, redis_client
@@ -33,7 +34,7 @@ def build_runners(settings: Settings, store: EventStore) -> list[ProjectionRunne
     runners = []
     for part in partitions(settings):
         for view in (MongoViewStore(mongo, settings.mongodb_database, part.name("mongo_views")),
-                     RedisViewStore(client, settings.redis_prefix, part.name("redis_views"),
+                     RedisViewStore(client, settings.redis_prefix, part.name(VIEW_NAME),
                                     grace=settings.redis_grace)):
             runners.append(ProjectionRunner(store, view, settings.projector_batch, partition=part))
     return runners

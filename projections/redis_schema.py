@@ -34,10 +34,14 @@ from typing import Any
 
 LONGEST_LIFE = timedelta(hours=48)  # no story lives longer (domain: expires_in_hours <= 48)
 RESPONSES_KEPT = 5  # question responses a served story carries; all of them are on /answers
+# The Redis view's name, in its position key. Versioned with the layout: a projector that finds no
+# position for this version rebuilds Redis from the start of the log, so an upgrade needs no step.
+VIEW_NAME = "redis_views.v2"
+LEGACY_KEYS = ("views", "replies", "answer:", "countdown:", "position:redis_views")  # layout v1
 
 # Key kinds that make up the read models (replay clears these; relay and expirer keep theirs).
 READ_MODEL_KEYS = ("following:", "followers:", "cf:", "cfof:", "live:", "seen:", "seen_due", "card:", "n:",
-                   "mine:", "aud:", "hid:", "qa:", "position:redis_views")
+                   "mine:", "aud:", "hid:", "qa:", "position:redis_views")  # v1 and v2 positions
 
 
 class Keys:

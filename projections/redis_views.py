@@ -20,7 +20,7 @@ import redis
 from commands.event_store import LoggedEvent
 from domain import engagement as en, highlights as hl, social as so, stories as st
 from projections.redis_schema import (
-    LONGEST_LIFE, READ_MODEL_KEYS, RESPONSES_KEPT, CounterField as F, Keys, LiveEntry, answer_field,
+    LONGEST_LIFE, READ_MODEL_KEYS, RESPONSES_KEPT, VIEW_NAME, CounterField as F, Keys, LiveEntry, answer_field,
 )
 from projections.runner import StalePosition
 
@@ -48,6 +48,7 @@ class BatchWrites:
     pipe: Any
     grace_ms: int = int(DEFAULT_GRACE.total_seconds() * 1000)
     live: dict[str, LiveEntry | None] = field(default_factory=dict)
+    members: dict[str, list[bytes]] = field(default_factory=dict)  # story -> its live-set members, found by id
     _expiry: dict[str, tuple[int, bool]] = field(default_factory=dict)
 
     def __getattr__(self, name: str) -> Any:  # handlers of other views write to the pipeline directly
@@ -183,8 +184,9 @@ def on_link_tapped(w: BatchWrites, k: Keys, e: en.LinkTapped) -> None:
 
 def on_story_gone(w: BatchWrites, k: Keys, e: st.StoryDeleted | st.StoryExpired) -> None:
     entry = w.story(e.story_id)
-    if entry is not None:
-        w.pipe.srem(k.live(e.user_id), entry.encode())
+    stale = set(w.members.get(e.story_id, ())) - ({entry.encode().encode()} if entry else set())
+    if entry is not None or stale:
+        w.pipe.srem(k.live(e.user_id), *([entry.encode()] if entry else []), *stale)
     w.pipe.unlink(*k.story_keys(e.story_id))  # UNLINK: a hot story's large hashes are freed off the main thread
     w.live[e.story_id] = None
 
@@ -268,7 +270,7 @@ class RedisViewStore:
     seen stories have all expired by the batch's last event.
     """
 
-    def __init__(self, client: redis.Redis, prefix: str, name: str = "redis_views",
+    def __init__(self, client: redis.Redis, prefix: str, name: str = VIEW_NAME,
                  handlers: dict[type, Callable] | None = None, grace: timedelta = DEFAULT_GRACE) -> None:
         self.client = client
         self.keys = Keys(prefix)
@@ -283,15 +285,23 @@ class RedisViewStore:
     def pending_until(self) -> None:
         return None  # MULTI/EXEC: a batch lands whole or not at all
 
-    def _read_ahead(self, events: list[LoggedEvent]) -> dict[str, LiveEntry | None]:
+    def _read_ahead(self, events: list[LoggedEvent]) -> tuple[dict[str, LiveEntry | None], dict[str, list[bytes]]]:
+        """The live entries of the stories the batch touches, and, for the stories it ends, their
+        members as the author's live set holds them (found by story id, should the counters hash
+        that names the member have expired first)."""
         story_ids = stories_to_look_up(events) if self.live_window else []
-        if not story_ids:
-            return {}
+        gone = [e.event for e in events if self.live_window and isinstance(e.event, (st.StoryDeleted, st.StoryExpired))]
+        if not story_ids and not gone:
+            return {}, {}
         with self.client.pipeline(transaction=False) as p:
             for story_id in story_ids:
                 p.hget(self.keys.counters(story_id), F.MEMBER)
-            members = p.execute()
-        return {sid: LiveEntry.decode(m) if m else None for sid, m in zip(story_ids, members)}
+            for event in gone:
+                p.sscan(self.keys.live(event.user_id), 0, match=f"{event.story_id}|*", count=1000)
+            replies = p.execute()
+        live = {sid: LiveEntry.decode(m) if m else None for sid, m in zip(story_ids, replies)}
+        members = {event.story_id: found for event, (_, found) in zip(gone, replies[len(story_ids):])}
+        return live, members
 
     def apply(self, events: list[LoggedEvent], start: int, position: int) -> None:
         key = self.keys.position(self.name)
@@ -299,9 +309,9 @@ class RedisViewStore:
             pipe.watch(key)
             if int(pipe.get(key) or 0) != start:
                 raise StalePosition(self.name)
-            live = self._read_ahead(events)
+            live, members = self._read_ahead(events)
             pipe.multi()
-            writes = BatchWrites(pipe, self.grace_ms, live)
+            writes = BatchWrites(pipe, self.grace_ms, live, members)
             for logged in events:
                 handler = self.handlers.get(type(logged.event))
                 if handler is not None:

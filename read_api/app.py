@@ -14,9 +14,9 @@ from redis.asyncio import Redis
 
 from projections.mongo_views import POSITIONS
 from projections.runner import Partition
-from projections.redis_schema import Keys
+from projections.redis_schema import VIEW_NAME, Keys
 
-MONGO_VIEWS, REDIS_VIEWS = "mongo_views", "redis_views"  # the projector's view store names
+MONGO_VIEWS, REDIS_VIEWS = "mongo_views", VIEW_NAME  # the projector's view store names
 from read_api.pages import DEFAULT_LIMIT, MAX_LIMIT, Cursors
 from read_api.queries import Queries
 from stories.auth import TokenVerifier

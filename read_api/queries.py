@@ -10,7 +10,9 @@ with a fixed number of round trips, whatever the caller's history.
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
+import zlib
 from datetime import datetime, timezone
 from typing import Any, Awaitable, Callable, Iterable
 
@@ -29,6 +31,7 @@ from read_api.pages import Cursors, invalid_cursor, page
 
 ANSWERED_KINDS = ("poll", "quiz", "slider", "countdown")  # stickers with a per-user answer to show
 BROAD = {b"public", b"followers", b"friends"}  # audiences every follower (entativa: friend) is in
+SEEN_READ = 2000  # a viewer's seen set is read whole up to this size, else asked about the page's candidates
 MAX_STICKERS = 10
 
 
@@ -55,6 +58,10 @@ def may_see(doc: dict, viewer: str, relationship: Relationship) -> bool:
         owner_id=doc["user_id"], privacy=doc["privacy"], allowed_viewer_ids=doc.get("allowed_viewer_ids", ()),
         hidden_from_ids=doc.get("hidden_from_ids", ()), viewer_id=viewer, relationship=relationship,
     )
+
+
+def _short_hash(value: str) -> bytes:
+    return zlib.crc32(value.encode()).to_bytes(4, "big")
 
 
 def _after(sort: list[tuple[str, int]], last: list[Any]) -> dict:
@@ -233,9 +240,11 @@ class Queries:
     # -- feed -----------------------------------------------------------------------------
 
     async def feed(self, viewer: str, now: datetime, limit: int, cursor: str | None) -> dict:
-        """A page of the tray, from Redis alone, in four round trips whatever the history: the
-        authors; their live entries and the viewer's seen set; custom and hidden lists where a
-        story has one; the page's cards, counters and own answers. The order (own entry, then
+        """A page of the tray, from Redis alone, in at most four round trips whatever the
+        history: the authors; their live entries and the viewer's seen set (read whole up to
+        SEEN_READ entries, else asked about these stories only: one more); close-friends and
+        custom or hidden lists, only where a story has one; the page's cards, counters and own
+        answers. The order (own entry, then
         authors with unseen stories, then the rest, each by latest story) is computed as of the
         first page's time, carried in the cursor, so that new stories and new views cannot move
         an author past the cursor. The loop over live entries is the hot path (a viewer at the
@@ -255,20 +264,32 @@ class Queries:
             authors = await self.redis.smembers(k.following(viewer))
         async with self.redis.pipeline(transaction=False) as p:
             p.execute_command("SUNION", k.live(viewer), *(k.live(a.decode()) for a in authors))
-            p.zrange(k.seen(viewer), 0, -1, withscores=True)  # what the viewer saw live, and when
-            p.smembers(k.close_friend_of(viewer))
-            members, seen_pairs, close_of = await p.execute()
+            p.zrange(k.seen(viewer), 0, SEEN_READ - 1, withscores=True)  # what the viewer saw live, and when
+            members, seen_pairs = await p.execute()
+        if len(seen_pairs) < SEEN_READ:
+            seen = {story_id: int(at) for story_id, at in seen_pairs}
+        else:  # a viewer who saw more than that: ask about these stories only
+            candidates = [m.split(b"|", 1)[0] for m in members]
+            found = await self.redis.zmscore(k.seen(viewer), candidates) if candidates else []
+            seen = {story_id: int(at) for story_id, at in zip(candidates, found) if at is not None}
         # The hot loop works on the raw bytes: times are 13-digit milliseconds, so they compare
         # as bytes; ids are decoded only for the page. On the first page every view so far
         # counts as seen; later pages count those made up to the first page's time (as_of).
-        seen = {story_id: int(at) for story_id, at in seen_pairs}
         paging = cursor is not None
         now_b, as_of_b = b"%013d" % now_ms, b"%013d" % as_of
         seen_until = as_of if paging else float("inf")
-        me, close = viewer.encode(), set(close_of)
+        me = viewer.encode()
         summary: dict[bytes, list] = {}  # author -> [latest created, has unseen]
         shown: list[tuple[bytes, bytes, bytes, bytes]] = []  # (created, story id, author, flags)
-        listed: list[tuple[bytes, bytes, bytes, bytes, bytes]] = []  # stories with a custom or hidden list
+        narrow: list[tuple[bytes, bytes, bytes, bytes, bytes]] = []  # close friends, custom or hidden lists
+
+        def show(story_id: bytes, author: bytes, created: bytes, flags: bytes) -> None:
+            at = seen.get(story_id)
+            unseen = at is None or at > seen_until
+            shown.append((created, story_id, author, flags))
+            entry = summary.setdefault(author, [created, unseen])
+            entry[0], entry[1] = max(entry[0], created), entry[1] or unseen
+
         for member in members:
             story_id, author, privacy, created, expires, flags = member.split(b"|")
             if expires <= now_b or (paging and created > as_of_b):
@@ -278,10 +299,8 @@ class Queries:
             else:
                 # The domain's audience rule (domain.visibility) for an author the viewer follows
                 # (entativa: a friend), unrolled for speed; the privacy-model test holds it to the rule.
-                if flags and (b"w" in flags or b"h" in flags):
-                    listed.append((story_id, author, privacy, created, flags))
-                    continue
-                if privacy not in BROAD and not (privacy == b"close_friends" and author in close):
+                if privacy not in BROAD or (flags and (b"w" in flags or b"h" in flags)):
+                    narrow.append((story_id, author, privacy, created, flags))
                     continue
                 at = seen.get(story_id)
                 unseen = at is None or at > seen_until
@@ -294,29 +313,32 @@ class Queries:
                     entry[0] = created
                 if unseen:
                     entry[1] = True
-        if listed:  # one membership question per list
+        if narrow:  # one round trip: is the viewer on these authors' lists, in these stories' lists
+            close_asks = sorted({author for _, author, privacy, _, _ in narrow if privacy == b"close_friends"})
             async with self.redis.pipeline(transaction=False) as p:
-                for story_id, _, _, _, flags in listed:
+                p.smismember(k.close_friend_of(viewer), close_asks) if close_asks else p.ping()
+                for story_id, _, _, _, flags in narrow:
                     sid = story_id.decode()
                     if b"w" in flags:
                         p.sismember(k.allowed(sid), viewer)
                     if b"h" in flags:
                         p.sismember(k.hidden(sid), viewer)
-                answers = iter(await p.execute())
-            for story_id, author, privacy, created, flags in listed:
-                allowed = bool(next(answers)) if b"w" in flags else False
-                if (bool(next(answers)) if b"h" in flags else False):
+                close_flags, *answers = await p.execute()
+            close = {a for a, on in zip(close_asks, close_flags if close_asks else []) if on}
+            replies = iter(answers)
+            for story_id, author, privacy, created, flags in narrow:
+                allowed = bool(next(replies)) if b"w" in flags else False
+                if (bool(next(replies)) if b"h" in flags else False):
                     continue
                 if privacy == b"custom":
                     if not allowed:
                         continue
-                elif privacy not in BROAD and not (privacy == b"close_friends" and author in close):
-                    continue
-                at = seen.get(story_id)
-                unseen = at is None or at > seen_until
-                shown.append((created, story_id, author, flags))
-                entry = summary.setdefault(author, [created, unseen])
-                entry[0], entry[1] = max(entry[0], created), entry[1] or unseen
+                elif privacy == b"close_friends":
+                    if author not in close:
+                        continue
+                elif privacy not in BROAD:
+                    continue  # an unknown value hides rather than leaks
+                show(story_id, author, created, flags)
         if not paging:  # later pages: as of now, every view so far, and every story shown (clocks may run ahead)
             as_of = max(now_ms, max(seen.values(), default=0), int(max((item[0] for item in shown), default=b"0")))
         ordered = sorted((0 if author == me else 1 if unseen else 2, -int(latest), author.decode())
@@ -413,12 +435,17 @@ class Queries:
     # -- highlights and close friends -------------------------------------------------------
 
     @staticmethod
-    def _highlight_head(h: dict) -> dict:
+    def _highlight_head(h: dict, shown: list[str]) -> dict:
+        """The highlight's own fields; its cover names a story only if the caller may see that
+        story in this highlight (a cover never reveals a hidden, removed or deleted story)."""
+        cover = h.get("cover")
+        if isinstance(cover, dict) and cover.get("story_id") is not None and cover["story_id"] not in shown:
+            cover = {key: value for key, value in cover.items() if key != "story_id"} or None
         return {
             "highlight_id": h["_id"], "user_id": h["user_id"], "title": h["title"],
-            "description": h.get("description", ""), "cover": h.get("cover"), "is_pinned": h.get("is_pinned", False),
+            "description": h.get("description", ""), "cover": cover, "is_pinned": h.get("is_pinned", False),
             "is_archived": h.get("is_archived", False), "created_at": h["created_at"].isoformat(),
-            "updated_at": h["updated_at"].isoformat(),
+            "updated_at": h["updated_at"].isoformat(), "story_ids": shown, "story_count": len(shown),
         }
 
     async def _visible_story_ids(self, ids: Iterable[str], owner: str, viewer: str,
@@ -440,7 +467,9 @@ class Queries:
 
     async def highlights_of(self, user_id: str, viewer: str, now: datetime, limit: int, cursor: str | None) -> dict:
         """Pinned first, then the owner's order; each with its visible ``story_ids``, no stories.
-        Others see only highlights with a story they may see."""
+        Others see only highlights with a story they may see. The cursor carries a short hash of
+        every highlight served so far (at most the highlights limit), so a reorder between pages
+        neither skips nor repeats one."""
         scope = f"highlights:{user_id}:{viewer}"
         query: dict[str, Any] = {"user_id": user_id, "deleted": False}
         if viewer != user_id:
@@ -448,21 +477,17 @@ class Queries:
         docs = [h async for h in self.db.highlights.find(query)]  # at most the highlights limit
         order = await self._reel(user_id)
         docs.sort(key=lambda h: (not h.get("is_pinned", False), order.get(h["_id"], len(order)), h["_id"]))
-        start = 0
+        all_docs, served = docs, b""
         if cursor:
             values = self.cursors.decode(scope, cursor)
-            if len(values) != 3 or not isinstance(values[0], str):
+            if len(values) != 1 or not isinstance(values[0], str):
                 raise invalid_cursor()
-            ids = [h["_id"] for h in docs]
-            if values[0] in ids:
-                start = ids.index(values[0]) + 1
-            else:  # gone since: resume where its sort key would be
-                key = [values[1], values[2], values[0]]
-                start = next((n for n, h in enumerate(docs) if [not h.get("is_pinned", False),
-                              order.get(h["_id"], len(order)), h["_id"]] > key), len(docs))
+            served = base64.b64decode(values[0])
+            done = {served[i:i + 4] for i in range(0, len(served), 4)}
+            docs = [h for h in docs if _short_hash(h["_id"]) not in done]
         relationship = None if viewer == user_id else await self.relationship(user_id, viewer)
         items: list[dict] = []
-        position = start
+        position = 0
         while position < len(docs) and len(items) <= limit:
             chunk = docs[position:position + limit + 1]
             position += len(chunk)
@@ -471,16 +496,15 @@ class Queries:
             for h in chunk:
                 shown = [s for s in h.get("story_ids", []) if s in visible]
                 if viewer == user_id or shown:
-                    items.append({**self._highlight_head(h), "order_index": order.get(h["_id"], 0),
-                                  "story_ids": shown, "story_count": len(shown), "_doc": h})
+                    items.append({**self._highlight_head(h, shown), "_id": h["_id"]})
         more, items = len(items) > limit, items[:limit]
-        next_cursor = None
-        if more:
-            last = items[-1].pop("_doc")
-            next_cursor = self.cursors.encode(scope, last["_id"], not last.get("is_pinned", False),
-                                              order.get(last["_id"], len(order)))
+        # The owner's order; others count only the highlights they may list (no archived gaps).
+        listed = order if viewer == user_id else {i: n for n, i in enumerate(
+            i for i in sorted(order, key=order.__getitem__) if i in {h["_id"] for h in all_docs})}
         for item in items:
-            item.pop("_doc", None)
+            served += _short_hash(item["_id"])
+            item["order_index"] = listed.get(item.pop("_id"), len(listed))
+        next_cursor = self.cursors.encode(scope, base64.b64encode(served).decode()) if more else None
         return page(items, next_cursor)
 
     async def highlight(self, highlight_id: str, viewer: str, now: datetime, limit: int, cursor: str | None) -> dict:
@@ -493,20 +517,25 @@ class Queries:
         if viewer != h["user_id"] and not shown:
             raise NotFound("highlight not found")
         scope = f"highlight:{highlight_id}:{viewer}"
-        start = 0
+        start = 0  # in the highlight's full list, so that a story removed between pages skips nothing
         if cursor:
             values = self.cursors.decode(scope, cursor)
             if len(values) != 2 or not isinstance(values[0], str) or not isinstance(values[1], int):
                 raise invalid_cursor()
-            start = shown.index(values[0]) + 1 if values[0] in shown else min(values[1] + 1, len(shown))
-        chosen = shown[start:start + limit]
-        more = start + limit < len(shown)
-        docs = {d["_id"]: d async for d in self.db.stories.find({"_id": {"$in": chosen}})}
-        served = await self.serve_docs([docs[s] for s in chosen if s in docs], viewer, now)
-        next_cursor = self.cursors.encode(scope, chosen[-1], start + len(chosen) - 1) if more else None
-        order = await self._reel(h["user_id"])
-        return {**self._highlight_head(h), "order_index": order.get(highlight_id, 0), "story_ids": shown,
-                "story_count": len(shown), "stories": page(served, next_cursor)}
+            start = story_ids.index(values[0]) + 1 if values[0] in story_ids else max(0, values[1])
+        rest = [(n, s) for n, s in enumerate(story_ids[start:], start) if s in visible]
+        chosen, more = rest[:limit], len(rest) > limit
+        docs = {d["_id"]: d async for d in self.db.stories.find({"_id": {"$in": [s for _, s in chosen]}})}
+        served = await self.serve_docs([docs[s] for _, s in chosen if s in docs], viewer, now)
+        next_cursor = self.cursors.encode(scope, chosen[-1][1], chosen[-1][0]) if more else None
+        reel = await self.db.highlight_reels.find_one({"_id": h["user_id"]}) or {"highlight_ids": []}
+        if viewer != h["user_id"]:  # count only what others are shown of the reel: no gaps
+            listed = {d["_id"] async for d in self.db.highlights.find(
+                {"user_id": h["user_id"], "deleted": False, "is_archived": False}, {"_id": 1})}
+            reel["highlight_ids"] = [i for i in reel["highlight_ids"] if i in listed]
+        order = reel["highlight_ids"]
+        return {**self._highlight_head(h, shown), "order_index": order.index(highlight_id) if highlight_id in order else 0,
+                "stories": page(served, next_cursor)}
 
     async def close_friends(self, viewer: str, limit: int, cursor: str | None) -> dict:
         rows, next_cursor = await self._keyset_page(

@@ -8,6 +8,7 @@ import redis
 from pymongo import MongoClient
 
 from projections.mongo_views import POSITIONS
+from projections.redis_schema import VIEW_NAME
 
 COLLECTIONS = ("stories", "story_viewers", "question_answers", "highlights", "highlight_reels", "close_friends")
 
@@ -42,7 +43,7 @@ def dump_redis(client: redis.Redis, prefix: str) -> dict[str, Any]:
 
 def positions(client: MongoClient, database: str, rclient: redis.Redis, prefix: str) -> tuple[int, int]:
     doc = client[database][POSITIONS].find_one({"_id": "mongo_views"})
-    return (doc["position"] if doc else 0), int(rclient.get(prefix + "position:redis_views") or 0)
+    return (doc["position"] if doc else 0), int(rclient.get(prefix + "position:" + VIEW_NAME) or 0)
 
 
 def redis_views_counted(client: redis.Redis, prefix: str) -> int:

@@ -595,3 +595,60 @@ def test_deleted_story_leaves_redis(read_side, uid):  # noqa: F811
     assert story not in ids(rs.items(f"{S}/archive", owner, at))
     assert all(e["user_id"] != owner for e in rs.items(f"{S}/feed", follower, at))
 
+
+
+# -- highlights: covers, removals and reorders between pages -----------------------------------
+
+
+def _highlight(rs: ReadSide, owner: str, story_ids: list[str], **body) -> tuple[str, int]:
+    resp = rs.write("POST", H, owner, {"title": "h", "story_ids": story_ids, **body}, expect=201)
+    return resp.body["highlight_id"], resp.position
+
+
+def test_a_highlight_cover_never_names_a_story_the_caller_may_not_see(read_side, uid):  # noqa: F811
+    rs = read_side
+    owner, follower, friend = uid("owner"), uid("follower"), uid("friend")
+    for user in (follower, friend):
+        rs.follow(user, owner)
+    rs.write("POST", f"{CF}/{friend}", owner, expect=201)
+    public, _ = rs.story(owner, privacy="public")
+    secret, _ = rs.story(owner, privacy="close_friends")
+    hid, at = _highlight(rs, owner, [public, secret], cover={"story_id": secret, "emoji": "*"})
+    for user, cover in ((owner, {"story_id": secret, "emoji": "*"}), (friend, {"story_id": secret, "emoji": "*"}),
+                        (follower, {"emoji": "*"})):
+        assert rs.read(f"{H}/{hid}", user, at).body["cover"] == cover, user
+        assert [h["cover"] for h in rs.items(f"{H}/user/{owner}", user, at)] == [cover], user
+    # removed from the highlight, then deleted: the cover stops naming it, for the owner too
+    at = rs.write("DELETE", f"{H}/{hid}/stories", owner, {"story_ids": [secret]}).position
+    assert rs.read(f"{H}/{hid}", owner, at).body["cover"] == {"emoji": "*"}
+    other, _ = _highlight(rs, owner, [public, secret], cover={"story_id": secret})
+    at = rs.write("DELETE", f"{S}/{secret}", owner, expect=204).position
+    assert rs.read(f"{H}/{other}", owner, at).body["cover"] is None
+
+
+def test_a_highlights_stories_page_loses_nothing_when_a_story_is_removed_between_pages(read_side, uid):  # noqa: F811
+    rs = read_side
+    owner = uid("owner")
+    stories = [rs.story(owner, privacy="public")[0] for _ in range(5)]
+    hid, at = _highlight(rs, owner, stories)
+    first = rs.read(f"{H}/{hid}?limit=2", owner, at).body["stories"]
+    assert ids(first["items"]) == stories[:2]
+    at = rs.write("DELETE", f"{H}/{hid}/stories", owner, {"story_ids": [stories[1]]}).position
+    cursor = first["next_cursor"]
+    rest = rs.read(f"{H}/{hid}?limit=10&cursor={cursor}", owner, at).body["stories"]
+    assert ids(rest["items"]) == stories[2:]
+
+
+def test_a_users_highlights_page_loses_nothing_when_reordered_between_pages(read_side, uid):  # noqa: F811
+    rs = read_side
+    owner = uid("owner")
+    story, _ = rs.story(owner, privacy="public")
+    made = [_highlight(rs, owner, [story])[0] for _ in range(4)]
+    order = [*made]
+    at = rs.write("POST", f"{H}/reorder", owner, {"highlight_ids": order}).position
+    first = rs.read(f"{H}/user/{owner}?limit=2", owner, at).body
+    assert [h["highlight_id"] for h in first["items"]] == order[:2]
+    moved = [order[2], order[0], order[1], order[3]]  # the third moves to the front
+    at = rs.write("POST", f"{H}/reorder", owner, {"highlight_ids": moved}).position
+    rest = rs.read(f"{H}/user/{owner}?limit=10&cursor={first['next_cursor']}", owner, at).body
+    assert sorted(h["highlight_id"] for h in rest["items"]) == sorted(order[2:])  # none lost, none repeated

@@ -445,7 +445,9 @@ async def _stories_page(answer) -> dict:
 
 
 @pytest.mark.parametrize("platform", [Platform.VIGNETTE, Platform.ENTATIVA], ids=lambda p: p.value)
-def test_what_is_served_equals_the_privacy_model(platform, clock, tmp_path, mongodb_url, redis_url):
+def test_what_is_served_equals_the_privacy_model(platform, clock, tmp_path, mongodb_url, redis_url, monkeypatch):
+    if platform is Platform.ENTATIVA:  # the tray's other path: a seen set too large to read whole
+        monkeypatch.setattr("read_api.queries.SEEN_READ", 1)
     machine = type(f"PrivacyMachine_{platform.value}", (PrivacyMachine,), {
         "platform": platform, "clock": clock, "tmp_path": tmp_path, "mongodb_url": mongodb_url,
         "redis_url": redis_url,

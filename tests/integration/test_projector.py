@@ -138,3 +138,42 @@ def test_sigkill_mid_batch_loses_and_doubles_nothing(long_log, read_side_setting
         mongo.drop_database(rebuilt_db)
         for key in rclient.scan_iter(match=rebuilt_prefix + "*"):
             rclient.delete(key)
+
+
+def test_a_story_whose_safety_net_fired_first_still_leaves_its_authors_live_set(redis_url, redis_prefix):
+    """The per-story TTL is a safety net: if it fires before the story's StoryExpired is projected
+    (projector down longer than the grace), the late event must still remove the live-set member,
+    or an active author's live set would keep it for as long as they post."""
+    from datetime import datetime, timedelta, timezone
+    from uuid import uuid4
+
+    from commands.event_store import LoggedEvent
+    from domain import stories as sto
+    from projections.redis_schema import Keys
+
+    rclient = redis.Redis.from_url(redis_url)
+    store = RedisViewStore(rclient, redis_prefix, grace=timedelta(milliseconds=200))
+    keys = Keys(redis_prefix)
+    now = datetime.now(timezone.utc)
+
+    def created(sid: str, life: timedelta) -> sto.StoryCreated:
+        return sto.StoryCreated(
+            originator_id=uuid4(), originator_version=1, occurred_at=now, story_id=sid, user_id="alice",
+            story_type="text", media_id=None, media_url=None, thumbnail_url=None, text_content="hi",
+            background_color=None, background_gradient=None, duration=5.0, stickers=[], privacy="followers",
+            allowed_viewer_ids=[], hidden_from_ids=[], allow_replies="everyone",
+            expires_at=(now + life).isoformat())
+
+    short, long_ = str(uuid4()), str(uuid4())
+    store.apply([LoggedEvent(1, created(short, timedelta(milliseconds=300))),
+                 LoggedEvent(2, created(long_, timedelta(hours=6)))], 0, 2)
+    deadline = time.monotonic() + 10
+    while rclient.exists(keys.counters(short)):  # the safety net fires (Redis's own clock)
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert any(m.startswith(short.encode()) for m in rclient.smembers(keys.live("alice")))  # still listed
+    expired = sto.StoryExpired(originator_id=uuid4(), originator_version=2, occurred_at=now + timedelta(seconds=1),
+                               story_id=short, user_id="alice", expired_at=(now + timedelta(seconds=1)).isoformat())
+    store.apply([LoggedEvent(3, expired)], 2, 3)
+    members = rclient.smembers(keys.live("alice"))
+    assert [m.split(b"|")[0].decode() for m in members] == [long_]

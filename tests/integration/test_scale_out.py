@@ -18,10 +18,11 @@ from commands.synthetic_load import generate
 from domain.platform import Platform
 from projections.replay import rebuild
 from tests.read_models import dump_mongo, dump_redis
+from projections.redis_schema import VIEW_NAME
 
 
 def _positions(mongo: MongoClient, database: str, client: redis.Redis, prefix: str, count: int) -> list[int]:
-    names = [f"{kind}.p{i}of{count}" for kind in ("mongo_views", "redis_views") for i in range(count)]
+    names = [f"{kind}.p{i}of{count}" for kind in ("mongo_views", VIEW_NAME) for i in range(count)]
     docs = {d["_id"]: d["position"] for d in mongo[database].projection_positions.find()}
     return [docs.get(n, 0) if n.startswith("mongo") else int(client.get(prefix + "position:" + n) or 0) for n in names]
 

@@ -33,6 +33,7 @@ from pymongo import MongoClient
 from stories import embedded
 from tests.e2e.read_side import STORIES, Process, ReadSide, cleanup, launch
 from tests.read_models import dump_mongo, dump_redis
+from projections.redis_schema import VIEW_NAME
 
 S = "/api/v1/stories"
 POLL = {"sticker_type": "poll", "x": 0.5, "y": 0.7, "width": 0.6, "height": 0.2,
@@ -164,7 +165,7 @@ class Stack:
         r = self.redis()
         try:
             p = self.side.redis_prefix
-            redis_views, relay = r.mget(p + "position:redis_views", p + "relay:position:redis")
+            redis_views, relay = r.mget(p + "position:" + VIEW_NAME, p + "relay:position:redis")
         finally:
             r.close()
         return {"mongo": doc["position"] if doc else 0, "redis": int(redis_views or 0),
