@@ -269,8 +269,9 @@ class StoriesApplication:
         def run(batch: Batch, now: datetime) -> Answer:
             highlight = self._highlight(batch, highlight_id)
             highlight.check_owner(actor)
-            highlight.add_stories(actor, body.story_ids, self._stories(batch, body.story_ids), now,
-                                  self.limits.highlight_stories)
+            # The highlight's own stories too (at most the limit): deleted ones do not count.
+            stories = self._stories(batch, list(dict.fromkeys([*highlight.story_ids, *body.story_ids])))
+            highlight.add_stories(actor, body.story_ids, stories, now, self.limits.highlight_stories)
             batch.add(highlight)
             return Answer(200, {"highlight_id": str(highlight.id), "story_ids": list(highlight.story_ids)})
 

@@ -226,9 +226,12 @@ class Highlight(Aggregate):
         self, actor_id: str, story_ids: list[str], stories: dict[str, Story | None], now: datetime,
         limit: int = MAX_STORIES,
     ) -> bool:
+        """``stories``: the stories named, and the highlight's own; a deleted story is gone from
+        the highlight as served, so it does not count against the limit."""
         self.check_owner(actor_id)
         new = [s for s in dict.fromkeys(story_ids) if s not in self.story_ids]
-        _check_story_limit(len(self.story_ids) + len(new), limit)
+        kept = [s for s in self.story_ids if s not in stories or (stories[s] is not None and not stories[s].deleted)]
+        _check_story_limit(len(kept) + len(new), limit)
         check_own_stories(self.owner_id, new, stories)
         if not new:
             return False

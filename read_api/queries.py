@@ -163,6 +163,10 @@ class Queries:
                 seen_at, *answers = await p.execute()
             mine_raw = {d["_id"]: a for d, a in zip(live, answers)}
         seen = {d["_id"]: s is not None for d, s in zip(live, seen_at)}
+        gone = [f'{d["_id"]}:{viewer}' for d in docs if d["_id"] not in seen and d["user_id"] != viewer]
+        if gone:  # Redis let these go: MongoDB's viewer list says whether the caller saw them
+            async for row in self.db.story_viewers.find({"_id": {"$in": gone}}, {"story_id": 1}):
+                seen[row["story_id"]] = True
         asking = [d for d in docs if d["user_id"] == viewer
                   and any(s["sticker_type"] == "question" for s in d.get("stickers", []))]
         found = await asyncio.gather(*(self._latest_responses(d["_id"]) for d in asking))

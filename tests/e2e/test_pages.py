@@ -571,6 +571,9 @@ def test_expired_story_leaves_redis_and_is_served_from_mongodb(read_side, uid, t
     assert [h["story_ids"] for h in listed if h["highlight_id"] == highlight] == [[story]]
     # others see the highlight (audience only, expiry aside) but not the story alone
     assert ids(rs.read(f"{H}/{highlight}", follower, at).body["stories"]["items"]) == [story]
+    # whether the caller saw it outlives Redis's seen set (MongoDB's viewer list answers)
+    assert rs.read(f"{H}/{highlight}", fans[0], at).body["stories"]["items"][0]["viewed_by_me"] is True
+    assert rs.read(f"{H}/{highlight}", follower, at).body["stories"]["items"][0]["viewed_by_me"] is False
     assert rs.query(f"{S}/{story}", follower, at=at).status == 404
     assert sorted(v["user_id"] for v in rs.items(f"{V}/{story}", owner, at)) == sorted(fans)
     assert {x["text"] for x in rs.items(f"{V}/{story}/answers", owner, at)} == {f"hello {i}" for i in range(3)}

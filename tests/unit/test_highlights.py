@@ -264,6 +264,15 @@ def test_stories_limit_is_a_parameter_and_removal_frees_room(clock):
     assert highlight.story_ids == ids[1:]
 
 
+def test_a_deleted_story_in_a_highlight_does_not_count_against_its_limit(clock):
+    """The owner no longer sees a deleted story in the highlight, so could not remove it to make room."""
+    stories = library(clock, 4)
+    ids = list(stories)
+    highlight = make_highlight(clock, {s: stories[s] for s in ids[:3]})
+    stories[ids[0]].delete(OWNER, clock())
+    assert highlight.add_stories(OWNER, ids[3:], stories, clock(), limit=3)
+
+
 # -- cover ------------------------------------------------------------------------------------
 
 
