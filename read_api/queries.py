@@ -9,7 +9,6 @@ with a fixed number of round trips, whatever the caller's history.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import os
 import zlib
@@ -169,17 +168,25 @@ class Queries:
                 seen[row["story_id"]] = True
         asking = [d for d in docs if d["user_id"] == viewer
                   and any(s["sticker_type"] == "question" for s in d.get("stickers", []))]
-        found = await asyncio.gather(*(self._latest_responses(d["_id"]) for d in asking))
-        responses = {d["_id"]: r for d, r in zip(asking, found)}
+        responses = await self._latest_responses([d["_id"] for d in asking])
         return [self._present(d, viewer, now, seen=seen.get(d["_id"], False),
                               mine=self._mine(d, mine_raw.get(d["_id"])), responses=responses.get(d["_id"]))
                 for d in docs]
 
-    async def _latest_responses(self, story_id: str) -> list[dict]:
-        found = self.db.question_answers.find(
-            {"story_id": story_id}, {"_id": 0, "user_id": 1, "text": 1, "answered_at": 1}
-        ).sort("answered_at", -1).limit(RESPONSES_KEPT)
-        return [{**r, "answered_at": r["answered_at"].isoformat()} async for r in found]
+    async def _latest_responses(self, story_ids: list[str]) -> dict[str, list[dict]]:
+        """The latest question responses of each story, newest first, in one aggregation ($topN:
+        MongoDB 5.2+); all of them are a page at ``/viewers/story/{id}/answers``."""
+        if not story_ids:
+            return {}
+        latest = {"$topN": {"n": RESPONSES_KEPT, "sortBy": {"answered_at": -1, "_id": -1},
+                            "output": {"user_id": "$user_id", "text": "$text", "answered_at": "$answered_at"}}}
+        found = await self.db.question_answers.aggregate([
+            {"$match": {"story_id": {"$in": story_ids}}}, {"$group": {"_id": "$story_id", "latest": latest}},
+        ])
+        out: dict[str, list[dict]] = {story_id: [] for story_id in story_ids}
+        async for group in found:
+            out[group["_id"]] = [{**r, "answered_at": r["answered_at"].isoformat()} for r in group["latest"]]
+        return out
 
     # -- stories --------------------------------------------------------------------------
 
