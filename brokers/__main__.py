@@ -4,7 +4,7 @@ Defaults come from the ``STORIES_*`` settings (``stories/settings.py``); every o
 
     python -m brokers relay --broker-url redis://127.0.0.1:6379/0
     python -m brokers relay --broker-url nats://127.0.0.1:4222 --position-redis-url redis://127.0.0.1:6379/0
-    python -m brokers relay --retention 3d --metrics-port 9102     # keep 3 days; serve /metrics
+    python -m brokers relay --retention 3d --port 9187             # keep 3 days; serve /health /ready /metrics
     python -m brokers tail --broker-url nats://127.0.0.1:4222 --from-start --limit 20
     python -m brokers asyncapi > asyncapi.json
 """
@@ -65,9 +65,14 @@ def _parser(settings) -> argparse.ArgumentParser:
                             "(Redis MINID ~ / JetStream max_age; STORIES_BROKER_RETENTION, default 7 days)")
     relay.add_argument("--max-len", type=int, default=settings.broker_max_len,
                        help="optional count cap, Redis MAXLEN ~ / JetStream max_msgs (0, the default: none)")
-    relay.add_argument("--metrics-port", type=int, default=getattr(settings, "relay_metrics_port", None),
-                       help="serve the relay's /metrics (stories_broker_oldest_event_age_seconds) on this port")
-    relay.add_argument("--metrics-host", default=settings.host)
+    relay.add_argument("--port", "--metrics-port", dest="port", type=int, default=settings.relay_port,
+                       help="serve the relay's /health, /ready and /metrics on this port (STORIES_RELAY_PORT; "
+                            "default: none)")
+    relay.add_argument("--host", "--metrics-host", dest="host", default=settings.host,
+                       help="address of that port (STORIES_HOST)")
+    relay.add_argument("--lease-ttl-s", type=float, default=settings.relay_lease_ttl_s,
+                       help="one relay publishes at a time: its lease in Redis lapses this long after it died, "
+                            "when a standby takes over (STORIES_RELAY_LEASE_TTL_S; 0: no lease)")
     relay.add_argument("--batch-pause-s", type=float, default=0.0, help="sleep between batches (throttle)")
 
     tail = commands.add_parser("tail", help="print the broker's events: <position> <event_type> <stream_id>")
@@ -116,10 +121,6 @@ def main(argv: list[str] | None = None) -> int:
     from brokers.relay import RelayMetrics
 
     metrics = RelayMetrics()
-    if args.metrics_port:
-        from prometheus_client import start_http_server
-
-        start_http_server(args.metrics_port, addr=args.metrics_host, registry=metrics.registry)
 
     async def _run() -> None:
         stop = asyncio.Event()
@@ -131,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
             position_redis_url=position_url, position_key_prefix=args.position_key_prefix,
             batch_size=args.batch_size, max_len=args.max_len, retention=args.retention,
             batch_pause_s=args.batch_pause_s, stop=stop, metrics=metrics,
+            lease_ttl_s=args.lease_ttl_s or None, ops_port=args.port, ops_host=args.host,
         )
 
     asyncio.run(_run())

@@ -61,6 +61,10 @@ class Publisher(Protocol):
     async def oldest_event_age_s(self) -> float | None:
         """Seconds since the oldest event the broker keeps was stored; None when it keeps none."""
 
+    async def last_position(self) -> int | None:
+        """The log position of the newest event the broker holds (None: none). Optional: the relay
+        goes on from there when it is past its recorded position (a batch stored, not recorded)."""
+
     async def close(self) -> None: ...
 
 
@@ -199,6 +203,15 @@ class RedisStreamPublisher:
             return None
         return max(now_ms - redis_entry_ms(first[0][0]), 0.0) / 1000
 
+    async def last_position(self) -> int | None:
+        """The log position of the newest event the stream holds (None: it holds none)."""
+        from brokers.tail import decode_redis_entry
+
+        if self._client is None:
+            await self.connect()
+        last = await self._client.xrevrange(self.stream, "+", "-", count=1)
+        return int(decode_redis_entry(last[0][1])["position"]) if last else None
+
     async def close(self) -> None:
         await self.broker.stop()
         self._client = None
@@ -312,6 +325,23 @@ class NatsJetStreamPublisher:
         if not self._connected:
             await self.connect()
         return await _jetstream_oldest_age(self._connection, self.stream)
+
+    async def last_position(self) -> int | None:
+        """The log position of the newest event the stream holds (None: it holds none)."""
+        import orjson
+        from nats.js.errors import NotFoundError
+
+        if not self._connected:
+            await self.connect()
+        js = self._connection.jetstream()
+        try:
+            state = (await js.stream_info(self.stream)).state
+            if not state.messages:
+                return None
+            message = await js.get_msg(self.stream, seq=state.last_seq)
+        except NotFoundError:
+            return None
+        return int(orjson.loads(message.data)["position"])
 
     async def close(self) -> None:
         await self.broker.stop()

@@ -18,6 +18,7 @@ from commands.idempotency import IdempotencyRecord
 from domain.engagement import StoryReplies, StoryView, response_type_for
 from domain.errors import NotFound
 from domain.highlights import Highlight, HighlightReel
+from domain.ids import canonical_id
 from domain.limits import CLOSE_FRIENDS, FOLLOWS, Limits, LiveStories, Tally
 from domain.platform import Platform
 from domain.social import CloseFriendship, Follow
@@ -46,11 +47,12 @@ def utc_now() -> datetime:
 
 
 def parse_id(value: str, what: str) -> UUID:
-    """Path ids: anything that is not a UUID names nothing (404, not 422)."""
-    try:
-        return UUID(value)
-    except (ValueError, AttributeError, TypeError):
-        raise NotFound(f"{what} not found") from None
+    """Path ids, in any spelling of a UUID (``canonical_id``); anything else names nothing
+    (404, not 422)."""
+    canonical = canonical_id(value)
+    if canonical is None:
+        raise NotFound(f"{what} not found")
+    return UUID(canonical)
 
 
 class StoriesApplication:
@@ -225,19 +227,23 @@ class StoriesApplication:
     # -- highlights ---------------------------------------------------------------------
 
     @staticmethod
-    def _stories(batch: Batch, story_ids: list[str]) -> dict[str, Story | None]:
-        out: dict[str, Story | None] = {}
-        for raw in story_ids:
-            try:
-                out[raw] = batch.load(Story, UUID(raw))
-            except ValueError:
-                out[raw] = None
-        return out
+    def _story_or_none(batch: Batch, story_id: str) -> Story | None:
+        canonical = canonical_id(story_id)
+        return batch.load(Story, UUID(canonical)) if canonical is not None else None
 
-    @staticmethod
-    def _highlight(batch: Batch, highlight_id: str) -> Highlight:
+    def _stories(self, batch: Batch, story_ids: list[str]) -> dict[str, Story | None]:
+        return {story_id: self._story_or_none(batch, story_id) for story_id in story_ids}
+
+    def _highlight(self, batch: Batch, highlight_id: str, actor: str) -> Highlight:
+        """The highlight, for its owner or for someone who may know it exists (they get 403 from
+        the domain); to anyone else it does not exist (404, like a random id): archived, or
+        none of its stories visible to them (the domain's rule, on the edges ``_relationship``
+        loads)."""
         highlight = batch.load(Highlight, parse_id(highlight_id, "highlight"))
-        if highlight is None or highlight.deleted:
+        if highlight is None or not highlight.visible_to(
+            actor, lambda story_id: self._story_or_none(batch, story_id),
+            lambda story: self._relationship(batch, story, actor),
+        ):
             raise NotFound("highlight not found")
         return highlight
 
@@ -258,7 +264,7 @@ class StoriesApplication:
         changes = body.changes()
 
         def run(batch: Batch, now: datetime) -> Answer:
-            highlight = self._highlight(batch, highlight_id)
+            highlight = self._highlight(batch, highlight_id, actor)
             highlight.update(actor, changes, now)
             batch.add(highlight)
             return Answer(200, {"highlight_id": str(highlight.id)})
@@ -267,7 +273,7 @@ class StoriesApplication:
 
     def add_highlight_stories(self, actor: str, highlight_id: str, body: models.HighlightStories) -> Callable[[Batch, datetime], Answer]:
         def run(batch: Batch, now: datetime) -> Answer:
-            highlight = self._highlight(batch, highlight_id)
+            highlight = self._highlight(batch, highlight_id, actor)
             highlight.check_owner(actor)
             # The highlight's own stories too (at most the limit): deleted ones do not count.
             stories = self._stories(batch, list(dict.fromkeys([*highlight.story_ids, *body.story_ids])))
@@ -279,7 +285,7 @@ class StoriesApplication:
 
     def remove_highlight_stories(self, actor: str, highlight_id: str, body: models.HighlightStories) -> Callable[[Batch, datetime], Answer]:
         def run(batch: Batch, now: datetime) -> Answer:
-            highlight = self._highlight(batch, highlight_id)
+            highlight = self._highlight(batch, highlight_id, actor)
             highlight.remove_stories(actor, body.story_ids, now)
             batch.add(highlight)
             return Answer(200, {"highlight_id": str(highlight.id), "story_ids": list(highlight.story_ids)})
@@ -288,7 +294,7 @@ class StoriesApplication:
 
     def delete_highlight(self, actor: str, highlight_id: str) -> Callable[[Batch, datetime], Answer]:
         def run(batch: Batch, now: datetime) -> Answer:
-            highlight = self._highlight(batch, highlight_id)
+            highlight = self._highlight(batch, highlight_id, actor)
             highlight.delete(actor, now)
             reel = HighlightReel.open(batch.load(HighlightReel, HighlightReel.stream_for(actor)), actor)
             reel.unfile(highlight.id, now)

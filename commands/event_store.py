@@ -257,6 +257,39 @@ class EventStore:
         except (OperationalError, InterfaceError) as error:
             raise self._trip(error) from error
 
+    def stored_positions(self, events: Sequence[DomainEvent]) -> list[int] | None:
+        """Are these very events in the log already? Their positions if every one is stored
+        with the same type and content, else None (at the first that is not: one query on a
+        real conflict, since a batch is stored whole or not at all).
+
+        For an append that failed on uniqueness: when the connection drops after ``COMMIT``
+        reached PostgreSQL, the driver's retry of the insert meets the batch's own rows, and
+        re-running its commands would store them twice."""
+        if not events:
+            return []
+        recorder = self.recorder
+        datastore, table = recorder.datastore, recorder.events_table_name
+        postgres = hasattr(datastore, "schema")
+        if postgres:
+            sql = (f'SELECT notification_id AS position, topic, state FROM "{datastore.schema}"."{table}" '
+                   "WHERE originator_id = %s AND originator_version = %s")
+        else:
+            sql = f"SELECT rowid AS position, topic, state FROM {table} WHERE originator_id = ? AND originator_version = ?"
+        try:
+            with datastore.transaction(commit=False) as cursor:
+                positions = []
+                for event in events:
+                    expected = self._mapper.to_stored_event(event)
+                    key = event.originator_id if postgres else event.originator_id.hex
+                    cursor.execute(sql, (key, event.originator_version))
+                    row = cursor.fetchone()
+                    if row is None or row["topic"] != expected.topic or bytes(row["state"]) != bytes(expected.state):
+                        return None
+                    positions.append(row["position"])
+                return positions
+        except (OperationalError, InterfaceError) as error:
+            raise self._trip(error) from error
+
     def head(self) -> int:
         """The position of the newest event (0 for an empty log)."""
         recorder = self.recorder

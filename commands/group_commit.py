@@ -5,6 +5,12 @@ domain method and hand back what they changed. Within a batch, commands see each
 (the batch caches what it loaded), so two votes by one user in one batch still conflict. When the
 store reports a conflict with another process, each command of the batch is run again on its own,
 against fresh state; a command is re-runnable because it only reads through the batch.
+
+A conflict may also be the batch meeting itself: when the connection drops after ``COMMIT`` reached
+PostgreSQL, the driver retries the insert, which then fails on the batch's own rows. Every append
+carries a private marker record of that attempt (``BatchMarker``, a fresh stream, not a domain
+event); before re-running anything, the committer asks whether its marker is stored: if so the
+batch was stored, and its commands are answered from it.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from uuid import UUID
 
 from domain.aggregate import Aggregate, DomainEvent
 from domain.errors import Conflict
+from commands.batch_marker import BatchMarker
 from commands.event_store import EventStore, StoreUnavailable, StreamConflict
 
 log = logging.getLogger(__name__)
@@ -117,6 +124,8 @@ class GroupCommitter:
         self._thread = threading.Thread(target=self._loop, name="group-commit", daemon=True)
         self.batches = 0
         self.commands = 0
+        self.conflicts = 0  # appends refused by the log's uniqueness check (another writer was first)
+        self.unacknowledged = 0  # appends whose commit was not acknowledged but had stored them
         self._thread.start()
 
     async def run(self, fn: Callable[[Batch], Any]) -> Outcome:
@@ -175,7 +184,7 @@ class GroupCommitter:
                     it.future.set_exception(error)
             return
         try:
-            positions = self.store.append(batch.events)
+            positions = self._append(batch.events)
         except StreamConflict:
             self._run_each_alone(accepted)
             return
@@ -184,6 +193,28 @@ class GroupCommitter:
                 it.future.set_exception(error)
             return
         self._resolve(accepted, batch.events, positions)
+
+    def _append(self, events: list[DomainEvent]) -> list[int]:
+        """Append, with a private marker record of this very attempt after the batch's events; on
+        a uniqueness failure, the batch's positions if the marker is stored (its own earlier,
+        unacknowledged commit stored it), else the conflict. The marker tells the two apart: two
+        processes may well store byte-identical events (the same vote at the same millisecond)."""
+        if not events:
+            return self.store.append(events)
+        marker = BatchMarker.mark()
+        try:
+            return self.store.append([*events, *marker.collect_events()])[:len(events)]
+        except StreamConflict:
+            if self.store.load(BatchMarker, marker.id) is None:
+                self.conflicts += 1
+                raise
+            positions = self.store.stored_positions(events)
+            if positions is None:  # cannot be: the marker and the events are stored together
+                raise
+            self.unacknowledged += 1
+            log.warning("a commit was not acknowledged but its %d event(s) are stored: answering from them",
+                        len(events))
+            return positions
 
     def _run_commands(self, items: list[_Item], batch: Batch, accepted: list[_Item]) -> None:
         for item in items:
@@ -224,7 +255,7 @@ class GroupCommitter:
                 try:
                     item.result = item.fn(batch)
                     item.events = batch.end_command()
-                    positions = self.store.append(batch.events)
+                    positions = self._append(batch.events)
                 except StreamConflict:
                     continue
                 except Exception as error:

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import AfterValidator, AnyHttpUrl, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from domain import engagement, highlights, stickers as st, stories
-from domain.ids import USER_ID_PATTERN
+from domain.ids import USER_ID_PATTERN, canonical_id
 
 UserId = Annotated[str, StringConstraints(pattern=USER_ID_PATTERN)]
 Colour = Annotated[str, StringConstraints(pattern=stories.COLOUR_PATTERN)]
@@ -21,7 +21,17 @@ Url = Annotated[AnyHttpUrl, Field(max_length=2048)]
 # A request's cap, not the limit: stories per highlight and highlights per user are settings the
 # domain enforces (409 limit_reached); this only bounds one body.
 MAX_IDS_PER_REQUEST = 1000
-IdList = Annotated[list[Annotated[str, StringConstraints(min_length=1, max_length=64)]], Field(max_length=MAX_IDS_PER_REQUEST)]
+
+
+def _canonical(value: str) -> str:
+    """Any spelling of a UUID becomes its canonical form (lower case, hyphenated); anything
+    else is kept as given, and the domain rejects it as naming no story or highlight."""
+    return canonical_id(value) or value
+
+
+# A story or highlight id in a body, canonicalised at the edge: two spellings of one UUID are one id.
+Id = Annotated[str, StringConstraints(min_length=1, max_length=64), AfterValidator(_canonical)]
+IdList = Annotated[list[Id], Field(max_length=MAX_IDS_PER_REQUEST)]
 
 
 class Strict(BaseModel):
@@ -138,8 +148,7 @@ class Interact(Strict):
 class Cover(Strict):
     """A highlight's cover; every field is optional."""
 
-    story_id: str | None = Field(default=None, min_length=1, max_length=64,
-                                 description="one of the highlight's stories")
+    story_id: Id | None = Field(default=None, description="one of the highlight's stories")
     media_url: Url | None = Field(default=None, description="an image (http or https URL)")
     emoji: str | None = Field(default=None, min_length=1, max_length=highlights.COVER_EMOJI_LIMIT)
     color: Annotated[str, StringConstraints(pattern=highlights.COVER_COLOUR_PATTERN)] | None = Field(
@@ -187,6 +196,4 @@ class HighlightStories(Strict):
 
 
 class ReorderHighlights(Strict):
-    highlight_ids: list[Annotated[str, StringConstraints(min_length=1, max_length=64)]] = Field(
-        max_length=MAX_IDS_PER_REQUEST
-    )
+    highlight_ids: IdList

@@ -9,14 +9,15 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, ClassVar, Iterable
+from typing import Any, Callable, ClassVar, Iterable
 from uuid import UUID
 
 from domain.aggregate import Aggregate, DomainEvent
 from domain.errors import Forbidden, InvalidInput, NotFound, field_error, limit_reached
-from domain.ids import stream_id
+from domain.ids import canonical_id, stream_id
 from domain.limits import HIGHLIGHT_STORIES, HIGHLIGHTS, Limits
 from domain.stories import Story
+from domain.visibility import Relationship
 
 TITLE_LIMIT = 50
 DESCRIPTION_LIMIT = 200
@@ -120,10 +121,13 @@ def check_highlight_fields(fields: dict[str, Any]) -> None:
 
 
 def _same_id(value: str) -> str:
-    try:
-        return str(UUID(value))
-    except (ValueError, AttributeError, TypeError):
-        return value
+    """One spelling per UUID (the canonical one); anything else as given."""
+    return canonical_id(value) or value
+
+
+def _distinct_ids(story_ids: Iterable[str]) -> list[str]:
+    """Canonical ids, each once, in the order given: two spellings of one story are one story."""
+    return list(dict.fromkeys(_same_id(s) for s in story_ids))
 
 
 def check_cover(cover: Any, story_ids: Iterable[str]) -> dict[str, str] | None:
@@ -181,7 +185,7 @@ class Highlight(Aggregate):
     ) -> Highlight:
         """``limit``: stories per highlight (more is Conflict ``limit_reached``)."""
         check_highlight_fields({"title": fields.get("title"), **fields})
-        story_ids = list(dict.fromkeys(fields.get("story_ids") or []))
+        story_ids = _distinct_ids(fields.get("story_ids") or [])
         if not story_ids:
             raise field_error("story_ids", "a highlight holds at least one story")
         _check_story_limit(len(story_ids), limit)
@@ -195,6 +199,27 @@ class Highlight(Aggregate):
             is_archived=bool(fields.get("is_archived", False)),
         )
         return highlight
+
+    def visible_to(
+        self, viewer_id: str, story_of: Callable[[str], Story | None], relationship_of: Callable[[Story], Relationship]
+    ) -> bool:
+        """May ``viewer_id`` know this highlight exists? The owner while it is not deleted;
+        others only while it is also not archived and holds a story they may see by audience
+        (a highlight's stories outlive expiry; a deleted one shows nothing), as the query side
+        serves it. ``story_of`` loads one of its stories by id, ``relationship_of`` the
+        viewer's graph edges to a story's owner; both are called only until a visible story
+        turns up."""
+        if self.deleted:
+            return False
+        if viewer_id == self.owner_id:
+            return True
+        if self.is_archived:
+            return False
+        for story_id in self.story_ids:
+            story = story_of(story_id)
+            if story is not None and not story.deleted and story.audience_allows(viewer_id, relationship_of(story)):
+                return True
+        return False
 
     def check_owner(self, actor_id: str) -> None:
         if self.deleted:
@@ -229,7 +254,7 @@ class Highlight(Aggregate):
         """``stories``: the stories named, and the highlight's own; a deleted story is gone from
         the highlight as served, so it does not count against the limit."""
         self.check_owner(actor_id)
-        new = [s for s in dict.fromkeys(story_ids) if s not in self.story_ids]
+        new = [s for s in _distinct_ids(story_ids) if s not in self.story_ids]
         kept = [s for s in self.story_ids if s not in stories or (stories[s] is not None and not stories[s].deleted)]
         _check_story_limit(len(kept) + len(new), limit)
         check_own_stories(self.owner_id, new, stories)
@@ -240,7 +265,7 @@ class Highlight(Aggregate):
 
     def remove_stories(self, actor_id: str, story_ids: list[str], now: datetime) -> bool:
         self.check_owner(actor_id)
-        present = [s for s in dict.fromkeys(story_ids) if s in self.story_ids]
+        present = [s for s in _distinct_ids(story_ids) if s in self.story_ids]
         if not present:
             return False
         if len(present) == len(self.story_ids):

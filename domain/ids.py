@@ -24,3 +24,23 @@ def is_user_id(value: object) -> bool:
 @lru_cache(maxsize=1 << 16)  # the same user's streams come up again and again
 def stream_id(kind: str, *parts: object) -> UUID:
     return uuid5(NAMESPACE, "/".join([kind, *map(str, parts)]))
+
+
+# The spellings of one UUID we accept (RFC 9562 / Python's own forms): 32 hex digits, bare or
+# hyphenated 8-4-4-4-12, optionally in braces or after ``urn:uuid:``, any letter case.
+_UUID_SPELLING = re.compile(
+    r"(?:urn:uuid:)?(\{)?([0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12})(?(1)\})",
+    re.IGNORECASE,
+)
+
+
+def canonical_id(value: object) -> str | None:
+    """A story or highlight id in its canonical form (lower case, hyphenated), or None when
+    ``value`` is not a spelling of a UUID. Every id is canonicalised at the edge, so the log
+    and the read models hold one spelling and lookups by any spelling meet."""
+    if not isinstance(value, str):
+        return None
+    match = _UUID_SPELLING.fullmatch(value)
+    if match is None:
+        return None
+    return str(UUID(hex=match.group(2).replace("-", "")))

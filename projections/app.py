@@ -9,7 +9,7 @@ import threading
 from datetime import datetime
 from typing import Callable
 
-from prometheus_client import CollectorRegistry, Gauge, start_http_server
+from prometheus_client import CollectorRegistry, Gauge
 
 from commands.event_store import EventStore
 from projections.mongo_views import MongoViewStore
@@ -18,6 +18,7 @@ from projections.redis_views import Keys, RedisViewStore
 from projections.runner import Partition, ProjectionRunner
 from stories.backends import mongo_client, redis_client
 from stories.settings import Settings
+from stories.supervisor import ops_port, safe, serve_ops
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,33 @@ def build_runners(settings: Settings, store: EventStore) -> list[ProjectionRunne
                                     grace=settings.redis_grace)):
             runners.append(ProjectionRunner(store, view, settings.projector_batch, partition=part))
     return runners
+
+
+def projector_metrics(store: EventStore, runners: list[ProjectionRunner]) -> CollectorRegistry:
+    registry = CollectorRegistry()
+    Gauge("stories_log_head", "newest log position", registry=registry).set_function(safe(store.head))
+    position = Gauge("stories_projection_position", "applied log position", ["view"], registry=registry)
+    lag = Gauge("stories_projection_lag_events", "events behind the log head", ["view"], registry=registry)
+    for runner in runners:
+        position.labels(runner.view.name).set_function(lambda r=runner: r.position or 0)
+        lag.labels(runner.view.name).set_function(safe(lambda r=runner: store.head() - (r.position or 0)))
+    return registry
+
+
+def readiness_checks(settings: Settings, store: EventStore, *names: str) -> dict[str, Callable[[], object]]:
+    """/ready checks of the dependencies ``names`` (default: the projector's: the log, MongoDB and
+    Redis), each on a client of its own with short timeouts."""
+    checks: dict[str, Callable[[], object]] = {}
+    for name in names or ("event_store", "mongodb", "redis"):
+        if name == "event_store":
+            checks[name] = store.head
+        elif name == "mongodb":
+            mongo = mongo_client(settings)
+            checks[name] = lambda mongo=mongo: mongo.admin.command("ping")
+        elif name == "redis":
+            client = redis_client(settings)
+            checks[name] = lambda client=client: client.ping()
+    return checks
 
 
 def publish_log_head(settings: Settings, store: EventStore, stop: threading.Event) -> None:
@@ -63,15 +91,8 @@ def run_projector(settings: Settings, stop: threading.Event | None = None,
         clock = clock_from(settings)
     store = EventStore(settings.event_store_url)
     runners = build_runners(settings, store)
-    if settings.projector_metrics_port:
-        registry = CollectorRegistry()
-        Gauge("stories_log_head", "newest log position", registry=registry).set_function(store.head)
-        position = Gauge("stories_projection_position", "applied log position", ["view"], registry=registry)
-        lag = Gauge("stories_projection_lag_events", "events behind the log head", ["view"], registry=registry)
-        for runner in runners:
-            position.labels(runner.view.name).set_function(lambda r=runner: r.position or 0)
-            lag.labels(runner.view.name).set_function(lambda r=runner: store.head() - (r.position or 0))
-        start_http_server(settings.projector_metrics_port, addr=settings.host, registry=registry)
+    ops = serve_ops("projector", settings.host, ops_port(settings, "projector"), projector_metrics(store, runners),
+                    readiness_checks(settings, store))
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: stop.set())
@@ -86,4 +107,6 @@ def run_projector(settings: Settings, stop: threading.Event | None = None,
     stop.wait()
     for t in threads:
         t.join(timeout=10)
+    if ops is not None:
+        ops.stop()
     store.close()

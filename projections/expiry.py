@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from datetime import datetime
 from typing import Callable
 from uuid import UUID
@@ -53,6 +54,8 @@ class Expirer:
         self.committer = GroupCommitter(store)
         self.app = StoriesApplication(store, self.committer, platform, clock=self.clock)
         self.expired = 0
+        self.last_sweep = 0.0
+        self.failed_sweeps = 0
 
     async def sweep(self) -> int:
         """Catch the schedule up, then expire every due story, a page at a time; how many
@@ -88,15 +91,55 @@ class Expirer:
             return interval_s
         return max(0.0, min(interval_s, (head[0][1] - self.clock().timestamp()) / self.scale))
 
-    async def run(self, interval_s: float, stop: asyncio.Event) -> None:
+    def metrics(self):
+        """The expirer's gauges, on a registry of their own (served at /metrics)."""
+        from prometheus_client import CollectorRegistry, Gauge
+
+        from stories.supervisor import safe
+
+        registry = CollectorRegistry()
+        store = self.schedule.store
+        Gauge("stories_log_head", "newest log position", registry=registry).set_function(safe(store.head))
+        Gauge("stories_expirer_schedule_position", "log position the expiry schedule has applied",
+              registry=registry).set_function(lambda: self.schedule.position or 0)
+        Gauge("stories_expirer_expired_stories", "stories this process expired since it started",
+              registry=registry).set_function(lambda: self.expired)
+        Gauge("stories_expirer_last_sweep_timestamp_seconds", "when the last sweep finished (0: none yet)",
+              registry=registry).set_function(lambda: self.last_sweep)
+        Gauge("stories_expirer_sweep_failures", "sweeps that failed (a dependency down) since it started",
+              registry=registry).set_function(lambda: self.failed_sweeps)
+        return registry
+
+    def serve_ops(self, settings=None):
+        """/health, /ready (the log and Redis reachable) and /metrics on STORIES_EXPIRER_PORT
+        (``settings``: default, read from the environment as the process was started); None when unset."""
+        from stories.settings import Settings
+        from stories.supervisor import ops_port, serve_ops
+
+        settings = settings or Settings()
+        return serve_ops("expirer", settings.host, ops_port(settings, "expirer"), self.metrics(),
+                         {"event_store": self.schedule.store.head, "redis": self.client.ping})
+
+    async def run(self, interval_s: float, stop: asyncio.Event, settings=None) -> None:
+        """Sweep until ``stop`` is set, serving the ops endpoints (``serve_ops``) meanwhile."""
+        ops = self.serve_ops(settings)
+        try:
+            await self._run(interval_s, stop)
+        finally:
+            if ops is not None:
+                ops.stop()
+
+    async def _run(self, interval_s: float, stop: asyncio.Event) -> None:
         while not stop.is_set():
             try:
                 count = await self.sweep()
                 if count:
                     log.info("expired %d stories", count)
                 wait = self.seconds_to_next_due(interval_s)
+                self.last_sweep = time.time()
             except Exception as error:  # a dependency is down: try again next interval
                 log.warning("expiry sweep failed: %s", error)
+                self.failed_sweeps += 1
                 wait = interval_s
             try:
                 await asyncio.wait_for(stop.wait(), timeout=max(wait, 0.05))

@@ -16,6 +16,7 @@ from pymongo.database import Database
 from commands.event_store import LoggedEvent
 from domain import engagement as en, highlights as hl, social as so, stories as st
 from projections.document_writes import DocumentWrites
+from projections.redis_schema import SLIDER_SUM_SCALE
 from projections.runner import StalePosition
 
 POSITIONS = "projection_positions"
@@ -44,6 +45,9 @@ def on_story_viewed(w: DocumentWrites, e: en.StoryViewed, at: LoggedEvent) -> No
         "$max": {"last_viewed_at": e.occurred_at},
         "$inc": {"view_count": 1},
     })
+    if first:  # the owner's distinct viewers, over all their stories (user insights' unique_viewers)
+        w.update("owner_viewers", f"{e.owner_id}:{e.viewer_id}",
+                 {"$setOnInsert": {"owner_id": e.owner_id, "viewer_id": e.viewer_id}})
 
 
 def on_story_replied(w, e: en.StoryReplied, at) -> None:
@@ -77,7 +81,7 @@ def on_countdown_unfollowed(w, e: en.CountdownUnfollowed, at) -> None:
 
 
 def on_slider_answered(w, e: en.SliderAnswered, at) -> None:
-    _story(w, e, {"$inc": {_result(e, "sum"): e.value, _result(e, "total"): 1}})
+    _story(w, e, {"$inc": {_result(e, "ssum"): e.value * SLIDER_SUM_SCALE, _result(e, "total"): 1}})
 
 
 def on_link_tapped(w, e: en.LinkTapped, at) -> None:
@@ -171,6 +175,7 @@ def ensure_indexes(db: Database) -> None:
     db.question_answers.create_index([("story_id", ASCENDING), ("answered_at", DESCENDING), ("_id", DESCENDING)])
     db.question_answers.create_index([("story_id", ASCENDING), ("sticker_index", ASCENDING), ("answered_at", DESCENDING)])
     db.highlights.create_index([("user_id", ASCENDING)])
+    db.owner_viewers.create_index([("owner_id", ASCENDING)])
     db.close_friends.create_index([("user_id", ASCENDING), ("added_at", DESCENDING), ("friend_id", ASCENDING)])
 
 

@@ -29,10 +29,15 @@ all of one user's keys share a slot, and so do all of one story's.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from decimal import Decimal
 from datetime import timedelta
 from typing import Any
 
 LONGEST_LIFE = timedelta(hours=48)  # no story lives longer (domain: expires_in_hours <= 48)
+# MongoDB sums slider answers scaled by 2**-64 (``ssum``): a power of two scales exactly, and a
+# sum of any values inside any finite range then cannot overflow a double (an unscaled sum of
+# values near 1e308 did, and the average became null). Redis sums them unscaled in long double.
+SLIDER_SUM_SCALE = 2.0 ** -64
 RESPONSES_KEPT = 5  # question responses a served story carries; all of them are on /answers
 # The Redis view's name, in its position key. Versioned with the layout: a projector that finds no
 # position for this version rebuilds Redis from the start of the log, so an upgrade needs no step.
@@ -147,7 +152,7 @@ def counters_from_hash(raw: dict[bytes, bytes]) -> dict[str, Any]:
         elif name == "f":
             tally["followers"] = int(value)
         elif name == "s":
-            tally["sum"] = float(value)
+            tally["sum"] = Decimal(value.decode())  # printed in full by Redis: exact, any size
         elif name.startswith("o"):
             tally.setdefault("options", {})[name[1:]] = int(value)
     return out

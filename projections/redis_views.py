@@ -155,6 +155,8 @@ def on_quiz_answered(w: BatchWrites, k: Keys, e: en.QuizAnswered) -> None:
 
 def on_slider_answered(w: BatchWrites, k: Keys, e: en.SliderAnswered) -> None:
     if _tally(w, k, e, F.total(e.sticker_index)):
+        # Redis adds in long double (no overflow for any double) but prints without an exponent,
+        # so the sum is kept unscaled here (counters_from_hash reads it as an exact Decimal).
         w.pipe.hincrbyfloat(k.counters(e.story_id), F.slider_sum(e.sticker_index), e.value)
         _remember(w, k, e, e.value)
 

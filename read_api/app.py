@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import time
+import logging
+from contextlib import suppress
 from datetime import datetime, timezone
 from typing import Callable
 
@@ -33,8 +34,19 @@ POSITION = web.AppKey("projection_positions", "ProjectionPositions")
 CLOCK = web.AppKey("clock", object)
 
 
+log = logging.getLogger(__name__)
+
+FOLLOW_INTERVAL_S = 0.05  # how often the process reads the read models' positions
+WAITING_INTERVAL_S = 0.01  # ... while some request waits for a position (and the shortest gap between reads)
+
+
 class ProjectionPositions:
-    """How far each read model has applied the log; answers are served at the lowest."""
+    """How far each read model has applied the log; answers are served at the lowest.
+
+    One loop per process (``follow``) reads the positions; a request waiting for
+    X-Stories-Min-Position waits on an event that loop sets when the position moves, so any number
+    of waiting requests cost the stores nothing more (the loop reads every 10 ms while anyone
+    waits, every 50 ms otherwise)."""
 
     def __init__(self, mongo: AsyncMongoClient, database: str, redis: Redis, prefix: str, partitions: int) -> None:
         self._mongo = mongo[database][POSITIONS]
@@ -44,27 +56,73 @@ class ProjectionPositions:
         self._redis_keys = [Keys(prefix).position(p.name(REDIS_VIEWS)) for p in parts]
         self._log_head_key = Keys(prefix).position("log_head")
         self.mongo = self.redis = self.log_head = 0
+        self.failing = False  # the last read of the positions failed (a store is down)
+        self.waiting = 0  # requests waiting for a position now
+        self._moved: asyncio.Event | None = None  # set (and replaced) when the position moves or reading fails
+        self._someone_waits: asyncio.Event | None = None
 
     async def refresh(self) -> int:
         """Each read model is as far as its slowest partition."""
-        docs = {d["_id"]: d["position"] async for d in self._mongo.find({"_id": {"$in": self._mongo_names}})}
+        before = self.current
+        try:
+            docs = {d["_id"]: d["position"] async for d in self._mongo.find({"_id": {"$in": self._mongo_names}})}
+            *redis_positions, head = await self._redis.mget(*self._redis_keys, self._log_head_key)
+        except Exception:
+            if not self.failing:
+                self.failing = True
+                self._wake()
+            raise
         self.mongo = min(docs.get(name, 0) for name in self._mongo_names)
-        *redis_positions, head = await self._redis.mget(*self._redis_keys, self._log_head_key)
         self.redis, self.log_head = min(int(p or 0) for p in redis_positions), int(head or 0)
+        if self.failing or self.current != before:
+            self.failing = False
+            self._wake()
         return self.current
 
     @property
     def current(self) -> int:
         return min(self.mongo, self.redis)
 
-    async def wait_for(self, position: int, timeout_s: float) -> bool:
-        deadline = time.monotonic() + timeout_s
+    def _wake(self) -> None:
+        moved, self._moved = self._moved, None
+        if moved is not None:
+            moved.set()
+
+    async def follow(self) -> None:
+        """The process's one reader of the positions (runs until cancelled)."""
         while True:
-            if self.current >= position or await self.refresh() >= position:
-                return True
-            if time.monotonic() >= deadline:
-                return False
-            await asyncio.sleep(0.01)
+            try:
+                await self.refresh()
+            except Exception as e:
+                log.debug("reading the projection positions failed: %s", e)  # /ready reports it
+            await asyncio.sleep(WAITING_INTERVAL_S)
+            if not self.waiting:
+                if self._someone_waits is None:
+                    self._someone_waits = asyncio.Event()
+                self._someone_waits.clear()
+                with suppress(TimeoutError):
+                    async with asyncio.timeout(FOLLOW_INTERVAL_S - WAITING_INTERVAL_S):
+                        await self._someone_waits.wait()
+
+    async def wait_for(self, position: int, timeout_s: float) -> bool:
+        """Until the read models reach ``position`` (True), or ``timeout_s`` passes or the stores
+        cannot be read (False). Reads no store: ``follow`` does, for every waiting request."""
+        if self.current >= position:
+            return True
+        self.waiting += 1
+        if self._someone_waits is not None:
+            self._someone_waits.set()
+        try:
+            async with asyncio.timeout(timeout_s):
+                while self.current < position and not self.failing:
+                    if self._moved is None:
+                        self._moved = asyncio.Event()
+                    await self._moved.wait()
+        except TimeoutError:
+            pass
+        finally:
+            self.waiting -= 1
+        return self.current >= position
 
 
 def _min_position(request: web.Request) -> int | None:
@@ -94,15 +152,18 @@ def _paging(request: web.Request) -> tuple[int, str | None]:
 
 
 def _served(handler: Callable) -> Callable:
-    """Authenticate, honour read-your-writes, stamp the position served at (on refusals too:
-    every answer past authentication says where the read models stood)."""
+    """Authenticate, honour read-your-writes, stamp the position served at (on refusals too,
+    a 401 included: every answer says where the read models stood)."""
 
     async def wrapper(request: web.Request) -> web.Response:
-        user = actor(request)
         positions: ProjectionPositions = request.app[POSITION]
         try:
+            user = actor(request)
             wanted = _min_position(request)
             if wanted is not None and not await positions.wait_for(wanted, request.app["min_position_wait_s"]):
+                if positions.failing:
+                    raise ApiError(503, "unavailable", "a dependency is unreachable; retry shortly",
+                                   headers={"Retry-After": "1"})
                 raise ApiError(503, "position_not_reached", f"read models have not reached position {wanted} yet",
                                {"requested": wanted, "current": positions.current}, {"Retry-After": "1"})
             served_at = positions.current
@@ -230,15 +291,9 @@ def create_app(settings: Settings, clock: Callable[[], datetime] | None = None) 
           registry=registry).set_function(lambda: max(0, positions.log_head - positions.current))
 
     async def follow_positions(app: web.Application):
-        async def loop() -> None:
-            while True:
-                try:
-                    await positions.refresh()
-                except Exception:
-                    pass  # /ready reports it; answers keep the last known (lower) position
-                await asyncio.sleep(0.05)
-
-        task = asyncio.create_task(loop())
+        # The one reader of the positions; answers keep the last known (lower) position while a
+        # store is down, and /ready reports it.
+        task = asyncio.create_task(positions.follow())
         yield
         task.cancel()
         await mongo.close()
@@ -263,4 +318,11 @@ def create_app(settings: Settings, clock: Callable[[], datetime] | None = None) 
 
     app.router.add_get("/asyncapi.json", asyncapi)
     app.router.add_get("/ready", ready_handler({"mongodb": mongo_check, "redis": redis_check}))
+
+    async def stamp_position(request: web.Request, response: web.StreamResponse) -> None:
+        # Every answer carries X-Stories-Position, those no query handler made too (404, 405, ...).
+        if "X-Stories-Position" not in response.headers:
+            response.headers["X-Stories-Position"] = str(positions.current)
+
+    app.on_response_prepare.append(stamp_position)
     return app

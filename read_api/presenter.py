@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from domain.stickers import parse_timestamp
+from projections.redis_schema import SLIDER_SUM_SCALE
 from read_api.tallies import percentages, rate
 
 CONTENT_FIELDS = (
@@ -65,7 +67,7 @@ def sticker_with_results(i: int, sticker: dict, results: dict, mine: dict, owner
             payload["my_answer"] = None
     elif kind == "slider":
         payload.update(
-            average_value=round(r.get("sum", 0.0) / total, 3) if total else None,
+            average_value=slider_average(r, total),
             response_count=total,
             my_value=mine.get("value"),
         )
@@ -83,6 +85,17 @@ def sticker_with_results(i: int, sticker: dict, results: dict, mine: dict, owner
         payload["tap_count"] = total
     out[kind] = payload
     return out
+
+
+def slider_average(tally: dict, total: int) -> float | None:
+    """The average answer, from the scaled sum (``SLIDER_SUM_SCALE``) plus any unscaled ``sum``
+    an older read model kept; each part is divided by the count before it is scaled back, so
+    no intermediate leaves the range of a double."""
+    if not total:
+        return None
+    unscaled = tally.get("sum", 0.0)  # a Decimal from Redis, a float in older MongoDB documents
+    part = float(unscaled / total) if isinstance(unscaled, Decimal) else unscaled / total
+    return round(part + tally.get("ssum", 0.0) / total / SLIDER_SUM_SCALE, 3)
 
 
 def sticker_interactions(doc: dict) -> dict[str, int]:
@@ -116,7 +129,9 @@ def insights(doc: dict, audience_size: int) -> dict:
     }
 
 
-def user_insights(user_id: str, docs: list[dict]) -> dict:
+def user_insights(user_id: str, docs: list[dict], unique_viewers: int | None = None) -> dict:
+    """Totals over the user's stories; ``unique_viewers`` counts distinct people (each story's
+    own count would count a person once per story they saw)."""
     by_hour = {str(h): 0 for h in range(24)}
     totals = {"total_views": 0, "unique_viewers": 0, "replies": 0, "total_interactions": 0}
     stickers: dict[str, int] = {}
@@ -130,6 +145,8 @@ def user_insights(user_id: str, docs: list[dict]) -> dict:
             kind = kind_total[0].split("_", 2)[2]
             stickers[kind] = stickers.get(kind, 0) + kind_total[1]
     peak = max(range(24), key=lambda h: (by_hour[str(h)], -h)) if any(by_hour.values()) else None
+    if unique_viewers is not None:
+        totals["unique_viewers"] = unique_viewers
     return {
         "user_id": user_id,
         "story_count": len(docs),

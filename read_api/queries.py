@@ -21,6 +21,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from redis.asyncio import Redis
 
 from domain.errors import Forbidden, InvalidInput, NotFound
+from domain.ids import canonical_id
 from domain.platform import Platform
 from domain.stickers import parse_timestamp
 from domain.visibility import Relationship, audience_allows
@@ -57,6 +58,15 @@ def may_see(doc: dict, viewer: str, relationship: Relationship) -> bool:
         owner_id=doc["user_id"], privacy=doc["privacy"], allowed_viewer_ids=doc.get("allowed_viewer_ids", ()),
         hidden_from_ids=doc.get("hidden_from_ids", ()), viewer_id=viewer, relationship=relationship,
     )
+
+
+def _path_id(value: str, what: str) -> str:
+    """A story or highlight id from a path, in any spelling of a UUID, as the read models hold
+    it (canonical); anything else names nothing (404)."""
+    canonical = canonical_id(value)
+    if canonical is None:
+        raise NotFound(f"{what} not found")
+    return canonical
 
 
 def _short_hash(value: str) -> bytes:
@@ -207,6 +217,7 @@ class Queries:
         return doc
 
     async def story(self, story_id: str, viewer: str, now: datetime) -> dict:
+        story_id = _path_id(story_id, "story")
         doc = await self._visible_story(story_id, viewer, now)
         return (await self.serve_docs([doc], viewer, now))[0]
 
@@ -414,6 +425,7 @@ class Queries:
     # -- viewers, answers and insights --------------------------------------------------------
 
     async def viewers(self, story_id: str, viewer: str, now: datetime, limit: int, cursor: str | None) -> dict:
+        story_id = _path_id(story_id, "story")
         doc = await self._owned_story(story_id, viewer, now)
         rows, next_cursor = await self._keyset_page(
             self.db.story_viewers, {"story_id": story_id}, [("first_viewed_at", -1), ("viewer_id", 1)],
@@ -424,6 +436,7 @@ class Queries:
 
     async def answers(self, story_id: str, viewer: str, now: datetime, limit: int, cursor: str | None,
                       sticker_index: int | None) -> dict:
+        story_id = _path_id(story_id, "story")
         await self._owned_story(story_id, viewer, now)
         query: dict[str, Any] = {"story_id": story_id}
         if sticker_index is not None:
@@ -436,12 +449,14 @@ class Queries:
         return {**page(items, next_cursor), "story_id": story_id}
 
     async def story_insights(self, story_id: str, viewer: str, now: datetime) -> dict:
+        story_id = _path_id(story_id, "story")
         doc = await self._owned_story(story_id, viewer, now)
         return presenter.insights(doc, await self.audience_size(doc))
 
     async def user_insights(self, viewer: str) -> dict:
         docs = [d async for d in self.db.stories.find({"user_id": viewer, "deleted": False})]
-        return presenter.user_insights(viewer, docs)
+        distinct = await self.db.owner_viewers.count_documents({"owner_id": viewer})
+        return presenter.user_insights(viewer, docs, distinct)
 
     # -- highlights and close friends -------------------------------------------------------
 
@@ -519,6 +534,7 @@ class Queries:
         return page(items, next_cursor)
 
     async def highlight(self, highlight_id: str, viewer: str, now: datetime, limit: int, cursor: str | None) -> dict:
+        highlight_id = _path_id(highlight_id, "highlight")
         h = await self.db.highlights.find_one({"_id": highlight_id})
         if h is None or h.get("deleted") or (h.get("is_archived") and viewer != h["user_id"]):
             raise NotFound("highlight not found")

@@ -16,8 +16,30 @@ cli = typer.Typer(help="Stories: event-sourced 24-hour stories.", no_args_is_hel
 
 
 def _settings() -> Settings:
+    """The settings of a process that serves an API: refuse to start (exit 2) when its JWT
+    settings cannot work; in dev mode, make sure the data directory's own secret exists."""
     settings = Settings()
     problem = jwt_settings_problem(settings)
+    if problem:
+        typer.echo(f"refusing to start: {problem}", err=True)
+        raise typer.Exit(2)
+    if settings.dev_mode and not (settings.jwt_secret or settings.jwt_public_key):
+        from stories.auth import AuthConfigError, dev_secret
+
+        try:
+            dev_secret(settings)
+        except AuthConfigError as e:
+            typer.echo(f"refusing to start: {e}", err=True)
+            raise typer.Exit(2)
+    return settings
+
+
+def _loopback_in_dev_mode(settings: Settings) -> Settings:
+    """Processes without an API (projector, expirer, relay) serve health ports too: dev mode keeps
+    them on loopback."""
+    from stories.auth import dev_bind_problem
+
+    problem = dev_bind_problem(settings)
     if problem:
         typer.echo(f"refusing to start: {problem}", err=True)
         raise typer.Exit(2)
@@ -43,7 +65,7 @@ GC_YOUNG_THRESHOLD = 50_000
 
 
 def _serve(app, host: str, port: int, reuse_port: bool = False) -> None:
-    from aiohttp import web
+    from stories.http import run_app
 
     try:
         import uvloop
@@ -56,7 +78,7 @@ def _serve(app, host: str, port: int, reuse_port: bool = False) -> None:
     # rescans every module and route. Freeze what start-up built, and collect young objects less often.
     gc.freeze()
     gc.set_threshold(GC_YOUNG_THRESHOLD, 20, 20)
-    web.run_app(app, host=host, port=port, access_log=None, print=lambda *_: None, reuse_port=reuse_port or None)
+    run_app(app, host, port, reuse_port=reuse_port)  # web.run_app, with the HTTP layer's own errors as JSON
 
 
 @cli.command("command-api")
@@ -115,7 +137,7 @@ def projector() -> None:
     from projections.app import run_projector
 
     _logging()
-    settings = Settings()
+    settings = _loopback_in_dev_mode(Settings())
     clock = _clock(settings)
     run_projector(_with_backends(settings, "mongodb", "redis"), clock=clock)
 
@@ -131,7 +153,7 @@ def expirer(once: bool = typer.Option(False, "--once", help="run one sweep and e
     from stories.backends import redis_client
 
     _logging()
-    settings = Settings()
+    settings = _loopback_in_dev_mode(Settings())
     clock = _clock(settings)
     settings = _with_backends(settings, "redis")
     store = EventStore(settings.event_store_url)
@@ -160,7 +182,7 @@ def relay() -> None:
     from brokers.__main__ import main as brokers_main
 
     _logging()
-    _clock(Settings())
+    _clock(_loopback_in_dev_mode(Settings()))
     _with_backends(Settings(), "redis", "broker")  # fail early with a clear message
     raise typer.Exit(brokers_main(["relay"]))
 
@@ -200,16 +222,21 @@ def run() -> None:
 
 @cli.command("token")
 def token(user_id: str, ttl: int = typer.Option(3600, help="seconds until it expires")) -> None:
-    """Mint a dev token (HS256 with STORIES_JWT_SECRET, or the dev secret in dev mode)."""
-    from stories.auth import mint_token
+    """Mint a dev token: HS256 with STORIES_JWT_SECRET, else the dev secret of STORIES_DATA_DIR
+    (made by a dev-mode service, so this works from any shell with the same data directory)."""
+    from stories.auth import AuthConfigError, mint_token, secret_problem
 
-    settings = _settings()
+    settings = Settings()
     if settings.jwt_public_key:
         typer.echo("RS256 is configured: mint tokens with your identity provider", err=True)
         raise typer.Exit(2)
+    problem = secret_problem(settings.jwt_secret) if settings.jwt_secret else None
+    if problem:
+        typer.echo(f"refusing: {problem}", err=True)
+        raise typer.Exit(2)
     try:
         typer.echo(mint_token(settings, user_id, ttl))
-    except ValueError as e:
+    except (ValueError, AuthConfigError) as e:
         typer.echo(str(e), err=True)
         raise typer.Exit(2)
 

@@ -53,6 +53,21 @@ class EmbeddedServer:
     name: str
     url: str
     process: subprocess.Popen
+    log_path: Path | None = None  # where respawn() appends the server's output
+    cwd: Path | None = None  # the directory it runs in
+
+    def respawn(self) -> subprocess.Popen:
+        """Start the server again with the command line it was first started with (same port,
+        same data), without waiting for it: what ``stories run`` does when it died."""
+        log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
+        try:
+            self.process = subprocess.Popen(
+                self.process.args, stdout=log, stderr=subprocess.STDOUT, cwd=self.cwd,
+                start_new_session=True, preexec_fn=_die_with_parent)
+        finally:
+            if log is not subprocess.DEVNULL:
+                log.close()
+        return self.process
 
     def stop(self, timeout: float = 15) -> None:
         if self.process.poll() is None:
@@ -120,9 +135,10 @@ def start_secantus(data_dir: Path) -> EmbeddedServer:
          "--storage-path", str(path), "--log-level", "WARNING"],
         stdout=log, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_die_with_parent,
     )
+    log.close()
     url = f"mongodb://127.0.0.1:{port}/?directConnection=true"
     _wait(proc, mongo_ready(url), "SecantusDB")
-    return EmbeddedServer("mongodb", url, proc)
+    return EmbeddedServer("mongodb", url, proc, data_dir / "secantus.log")
 
 
 def start_valkey(data_dir: Path) -> EmbeddedServer:
@@ -138,9 +154,10 @@ def start_valkey(data_dir: Path) -> EmbeddedServer:
         stdout=log, stderr=subprocess.STDOUT, cwd=path, start_new_session=True,
         preexec_fn=_die_with_parent,
     )
+    log.close()
     url = f"redis://127.0.0.1:{port}/0"
     _wait(proc, redis_ready(url), "Valkey")
-    return EmbeddedServer("redis", url, proc)
+    return EmbeddedServer("redis", url, proc, data_dir / "valkey.log", path)
 
 
 def write_state(data_dir: Path, servers: list[EmbeddedServer]) -> None:
@@ -154,15 +171,18 @@ def clear_state(data_dir: Path) -> None:
 
 
 def running_urls(data_dir: Path) -> dict[str, str]:
-    """URLs of embedded servers a ``stories run`` with this data dir is serving now."""
+    """URLs of embedded servers a ``stories run`` with this data dir is serving now (also while
+    one of them is down for a moment: its supervisor restarts it on the same URL)."""
     try:
         state = json.loads((data_dir / STATE_FILE).read_text())
     except (OSError, ValueError):
         return {}
+    owner = state.get("owner_pid")
+    owner_alive = isinstance(owner, int) and _alive(owner)
     return {
         name: entry["url"]
         for name, entry in state.items()
-        if isinstance(entry, dict) and _alive(entry.get("pid", -1))
+        if isinstance(entry, dict) and (owner_alive or _alive(entry.get("pid", -1)))
     }
 
 

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
 
 import orjson
-from aiohttp import web
+from aiohttp import http_exceptions, web
+from aiohttp.web_protocol import RequestHandler
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from pydantic import BaseModel, ValidationError
 
@@ -158,21 +161,123 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
+READY_CHECK_TIMEOUT_S = 5.0
+
+
 def ready_handler(checks: dict[str, Callable[[], Awaitable[None]]]) -> Handler:
-    """/ready: 200 when every dependency answers, else 503 naming those that do not."""
+    """/ready: 200 when every dependency answers, else 503 naming those that do not. The answer
+    holds names and states only ("ok" / "down"): why a check failed (host names, ports, roles)
+    goes to the log, never to an unauthenticated caller."""
+
+    async def probe(name: str, check: Callable[[], Awaitable[None]]) -> str:
+        try:
+            await asyncio.wait_for(check(), READY_CHECK_TIMEOUT_S)
+        except Exception as e:  # any failure means "not ready"
+            log.warning("not ready: %s: %s", name, str(e)[:500] or type(e).__name__)
+            return "down"
+        return "ok"
 
     async def ready(request: web.Request) -> web.Response:
-        down = {}
-        for name, check in checks.items():
-            try:
-                await check()
-            except Exception as e:  # any failure means "not ready"
-                down[name] = str(e)[:200] or type(e).__name__
+        states = dict(zip(checks, await asyncio.gather(*(probe(n, c) for n, c in checks.items()))))
+        down = {name: state for name, state in states.items() if state != "ok"}
         if down:
             return error_response(503, "not_ready", "a dependency is unreachable", down, {"Retry-After": "1"})
-        return json_response({"status": "ready", "checks": {name: "ok" for name in checks}})
+        return json_response({"status": "ready", "checks": states})
 
     return ready
+
+
+# -- errors the HTTP layer raises itself ----------------------------------------------------
+
+
+def _protocol_error(status: int, exc: BaseException | None) -> tuple[str, str]:
+    """(code, message) for an error aiohttp answers before any handler runs."""
+    if status == 504:
+        return "timeout", "the request took too long"
+    if status >= 500:
+        return "internal_error", "internal error"
+    if isinstance(exc, http_exceptions.LineTooLong):
+        return "header_too_large", "the request line or a header is over the size limit"
+    if isinstance(exc, http_exceptions.BadHttpMethod):
+        return "bad_method", "unknown or malformed HTTP method"
+    if isinstance(exc, http_exceptions.BadStatusLine):
+        return "bad_request_line", "malformed request line"
+    if isinstance(exc, http_exceptions.InvalidHeader):
+        return "bad_header", "malformed header"
+    return "bad_request", "malformed HTTP request"
+
+
+class JsonErrorRequestHandler(RequestHandler):
+    """aiohttp's connection handler, answering the errors it raises itself (a bad request line,
+    an oversized header, an unknown method, a handler timeout) in the contract's JSON shape
+    instead of text/plain. ``handle_error`` is the hook aiohttp calls for those."""
+
+    __slots__ = ()
+
+    def handle_error(self, request, status: int = 500, exc: BaseException | None = None,
+                     message: str | None = None) -> web.StreamResponse:
+        if status >= 500:
+            self.log_exception("Error handling request from %s", request.remote, exc_info=exc)
+        else:
+            log.info("refused a malformed request from %s (%s): %s", request.remote, status, message or exc)
+        if request.writer.output_size > 0:  # as aiohttp: a response is under way, the connection is lost
+            raise ConnectionError("Response is sent already, cannot send another response with the error message")
+        code, text = _protocol_error(status, exc)
+        response = error_response(status, code, text)
+        response.force_close()
+        return response
+
+
+class _JsonErrorServer(web.Server):
+    def __call__(self) -> RequestHandler:
+        return JsonErrorRequestHandler(self, loop=self._loop, **self._kwargs)
+
+
+class JsonErrorAppRunner(web.AppRunner):
+    """web.AppRunner whose connections are JsonErrorRequestHandler."""
+
+    async def _make_server(self) -> web.Server:
+        server = await super()._make_server()
+        server.__class__ = _JsonErrorServer
+        return server
+
+
+def run_app(app: web.Application, host: str, port: int, reuse_port: bool = False,
+            keepalive_timeout: float = 75.0, shutdown_timeout: float = 60.0) -> None:
+    """What ``web.run_app`` does (serve until SIGINT/SIGTERM, then shut down gracefully), on a
+    JsonErrorAppRunner. Blocks."""
+
+    async def serve() -> None:
+        runner = JsonErrorAppRunner(app, handle_signals=True, access_log=None, keepalive_timeout=keepalive_timeout,
+                                    shutdown_timeout=shutdown_timeout)
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, host, port, reuse_port=reuse_port or None).start()
+            await asyncio.Event().wait()
+        finally:
+            await runner.cleanup()
+
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    main = loop.create_task(serve())
+    try:
+        loop.run_until_complete(main)
+    except (web.GracefulExit, KeyboardInterrupt):
+        pass
+    finally:
+        try:
+            if not main.done():
+                main.cancel()
+                with suppress(asyncio.CancelledError):
+                    loop.run_until_complete(main)
+        finally:
+            leftover = asyncio.all_tasks(loop)
+            for task in leftover:
+                task.cancel()
+            if leftover:
+                loop.run_until_complete(asyncio.gather(*leftover, return_exceptions=True))
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
 
 
 # -- routes and OpenAPI --------------------------------------------------------------------

@@ -40,12 +40,23 @@ class Settings(BaseSettings):
     projector_partitions: int = Field(default=1, ge=1, description="shares of the log the projection is split into")
     projector_partition: int | None = Field(default=None, description="the one share this projector runs (default: all)")
     projector_metrics_port: int | None = Field(default=None, description="serve /metrics from the projector")
+    # Each process without an API serves GET /health, /ready and /metrics on a port of its own
+    # (stories/supervisor.py, OpsServer). Unset: a process started alone serves nothing; `stories run`
+    # serves each on its default (supervisor.OPS_PORTS: 9185-9188 vignette, 9285-9288 entativa).
+    projector_port: int | None = Field(default=None, description="projector /health /ready /metrics "
+                                       "(STORIES_PROJECTOR_METRICS_PORT is an alias)")
+    expirer_port: int | None = Field(default=None, description="expirer /health /ready /metrics")
+    relay_port: int | None = Field(default=None, description="relay /health /ready /metrics")
+    supervisor_port: int | None = Field(default=None, description="`stories run`: its /health /ready /metrics "
+                                        "(stories_restarts_total)")
+    relay_lease_ttl_s: float = Field(default=10.0, gt=0, description="the relay's lease: one relay publishes, "
+                                     "others wait; a dead relay's lease lapses after this long")
     min_position_wait_s: float = Field(default=2.0, description="longest wait for X-Stories-Min-Position")
 
     jwt_secret: str | None = None
     jwt_public_key: str | None = Field(default=None, description="PEM; switches to RS256")
     jwt_audience: str | None = None
-    dev_mode: bool = Field(default=False, description="allow a built-in dev secret when none is set")
+    dev_mode: bool = Field(default=False, description="without a secret, use the data directory's own dev secret; loopback binds only")
 
     # Contract limits, enforced by the command side (409 limit_reached).
     limit_live_stories: int = Field(default=100, ge=1, description="live stories per author")
@@ -90,17 +101,36 @@ class Settings(BaseSettings):
         return self
 
 
-DEV_SECRET = "stories-dev-secret-do-not-use-in-production"
+# No built-in secret: dev mode uses one generated per data directory (stories.auth.dev_secret).
 
 
 def jwt_settings_problem(settings: Settings) -> str | None:
-    """Why a process must refuse to start, or None."""
-    if settings.jwt_secret or settings.jwt_public_key or settings.dev_mode:
+    """Why a process that serves the APIs (or mints tokens) must refuse to start, or None: dev mode
+    beyond loopback, an HS256 secret under 32 bytes, an RS256 public key that does not parse, or
+    no key at all outside dev mode."""
+    from stories.auth import AuthConfigError, dev_bind_problem, load_public_key, secret_problem
+
+    problem = dev_bind_problem(settings)
+    if problem:
+        return problem
+    if settings.jwt_public_key:
+        try:
+            load_public_key(settings.jwt_public_key)
+        except AuthConfigError as e:
+            return str(e)
+        return None
+    if settings.jwt_secret:
+        return secret_problem(settings.jwt_secret)
+    if settings.dev_mode:
         return None
     return "no STORIES_JWT_SECRET or STORIES_JWT_PUBLIC_KEY set (set STORIES_DEV_MODE=true for local use)"
 
 
 def cursor_secret(settings: Settings) -> bytes:
     """The key page cursors are signed with: its own setting, else derived from the JWT key (every
-    query API process of a deployment shares that, so a cursor works on any of them)."""
-    return (settings.cursor_secret or settings.jwt_secret or settings.jwt_public_key or DEV_SECRET).encode()
+    query API process of a deployment shares that, so a cursor works on any of them); in dev mode
+    the data directory's own dev secret."""
+    from stories.auth import hs256_secret
+
+    key = settings.cursor_secret or settings.jwt_secret or settings.jwt_public_key or hs256_secret(settings)
+    return key.encode()

@@ -2,7 +2,8 @@
 
 Production backends (PostgreSQL, Redis, NATS) are the machine's services. Each run uses its own
 database / key prefix / subject so runs never collide. Without a service the tests that need it
-skip with the reason; under CI (CI=true) such a skip fails the run.
+skip with the reason; under CI (CI=true) every skip fails the run unless its reason is on
+CI_ALLOWED_SKIPS (reasons that cannot apply to a CI run).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ RUN_ID = uuid.uuid4().hex[:10]
 PG_ADMIN_URL = os.environ.get("STORIES_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_TEST_URL = os.environ.get("STORIES_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 NATS_TEST_URL = os.environ.get("STORIES_TEST_NATS_URL", "nats://127.0.0.1:4222")
-IN_CI = os.environ.get("CI", "").lower() == "true"
+IN_CI = os.environ.get("CI", "").lower() == "true"  # see in_ci(): skips under CI fail the run
 BACKEND_SKIP_PREFIX = "backend unavailable:"
 
 
@@ -40,19 +41,60 @@ def skip_backend(name: str, detail: str) -> None:
     pytest.skip(f"{BACKEND_SKIP_PREFIX} {name} ({detail})")
 
 
-_BACKEND_SKIPS: list[str] = []
+# -- CI: a skip is a failure --------------------------------------------------------------------
+#
+# Under CI=true every skip (pytest.skip in a test or fixture, a skip/skipif marker, a skipped
+# module) fails the run, whatever its reason (a missing service, faketime not installed or not
+# working, a prerequisite test that did not run), unless the reason starts with one of these
+# prefixes: reasons that cannot apply to a CI run. Strict xfails are not skips and stay as they are.
+CI_ALLOWED_SKIPS: dict[str, str] = {
+    "opt-in:": "the test runs only when explicitly asked for (the reason names the variable), "
+               "e.g. an hours-long soak that the CI job is not meant to run",
+}
+CI_SKIP_FAILURE = "CI=true: skipping is a failure here"
 
 
-def pytest_runtest_logreport(report: pytest.TestReport) -> None:
-    if report.skipped and BACKEND_SKIP_PREFIX in str(report.longrepr):
-        _BACKEND_SKIPS.append(report.nodeid)
+def in_ci() -> bool:
+    return os.environ.get("CI", "").lower() == "true"
+
+
+def ci_allowed_skip(reason: str) -> bool:
+    return reason.startswith(tuple(CI_ALLOWED_SKIPS))
+
+
+def _skip_reason(report: pytest.TestReport | pytest.CollectReport) -> str:
+    longrepr = report.longrepr
+    text = longrepr[2] if isinstance(longrepr, tuple) and len(longrepr) == 3 else str(longrepr)
+    return text.removeprefix("Skipped: ")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    report = yield
+    if in_ci() and report.skipped and not hasattr(report, "wasxfail"):
+        reason = _skip_reason(report)
+        if not ci_allowed_skip(reason):
+            report.outcome = "failed"
+            report.longrepr = (f"{CI_SKIP_FAILURE} (the reason is not on tests/conftest.py's "
+                               f"CI_ALLOWED_SKIPS): {reason}")
+    return report
+
+
+_SKIPPED_COLLECTIONS: list[str] = []
+
+
+def pytest_collectreport(report: pytest.CollectReport) -> None:
+    """A module skipped as a whole (pytest.skip(allow_module_level=True)) has no test report to
+    turn into a failure: remember it and fail the session at the end."""
+    if in_ci() and report.skipped and not ci_allowed_skip(_skip_reason(report)):
+        _SKIPPED_COLLECTIONS.append(f"{report.nodeid}: {_skip_reason(report)}")
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    if IN_CI and _BACKEND_SKIPS:
-        print(f"\nCI=true: {len(_BACKEND_SKIPS)} backend test(s) skipped, which fails the run:")
-        for nodeid in _BACKEND_SKIPS[:20]:
-            print("  ", nodeid)
+    if _SKIPPED_COLLECTIONS:
+        print(f"\n{CI_SKIP_FAILURE}: {len(_SKIPPED_COLLECTIONS)} module(s) skipped:")
+        for line in _SKIPPED_COLLECTIONS[:20]:
+            print("  ", line)
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 

@@ -10,7 +10,8 @@ from pymongo import MongoClient
 from projections.mongo_views import POSITIONS
 from projections.redis_schema import VIEW_NAME
 
-COLLECTIONS = ("stories", "story_viewers", "question_answers", "highlights", "highlight_reels", "close_friends")
+COLLECTIONS = ("stories", "story_viewers", "question_answers", "highlights", "highlight_reels", "close_friends",
+               "owner_viewers")
 
 
 def dump_mongo(client: MongoClient, database: str) -> dict[str, list[dict]]:

@@ -128,6 +128,10 @@ def create_app(settings: Settings, store: EventStore | None = None, clock: Calla
     )
     Gauge("stories_group_commit_batches", "batches committed", registry=registry).set_function(lambda: committer.batches)
     Gauge("stories_group_commit_commands", "commands committed", registry=registry).set_function(lambda: committer.commands)
+    Gauge("stories_group_commit_conflicts", "appends refused because another writer was first (re-run alone)",
+          registry=registry).set_function(lambda: committer.conflicts)
+    Gauge("stories_group_commit_unacknowledged", "appends stored although their commit was not acknowledged",
+          registry=registry).set_function(lambda: committer.unacknowledged)
 
     async def event_store_check() -> None:
         await asyncio.get_running_loop().run_in_executor(None, store.head)

@@ -9,8 +9,11 @@ import time
 import uuid
 from datetime import datetime, timedelta, timezone
 from typing import Any
+from urllib.parse import quote
 
 import pytest
+
+from tests.e2e.read_side import read_side  # noqa: F401  (a read side for the query API's part of item 7)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -375,10 +378,13 @@ def test_highlights_every_endpoint(api, uid):
     assert events[8]["data"]["story_ids"] == [s2, s3]  # only the new ones
 
     # errors, none of which stores anything
-    api.rejected(403, "PATCH", f"{H}/{h1}", other, {"title": "mine now"}, code="not_owner")
-    api.rejected(403, "POST", f"{H}/{h1}/stories", other, {"story_ids": [theirs]}, code="not_owner")
-    api.rejected(403, "DELETE", f"{H}/{h1}/stories", other, {"story_ids": [s1]}, code="not_owner")
-    api.rejected(403, "DELETE", f"{H}/{h1}", other, code="not_owner")
+    api.rejected(403, "PATCH", f"{H}/{h2}", other, {"title": "mine now"}, code="not_owner")
+    api.rejected(403, "POST", f"{H}/{h2}/stories", other, {"story_ids": [theirs]}, code="not_owner")
+    api.rejected(403, "DELETE", f"{H}/{h2}/stories", other, {"story_ids": [s2]}, code="not_owner")
+    api.rejected(403, "DELETE", f"{H}/{h2}", other, code="not_owner")
+    # h1 is archived: others cannot know it exists
+    api.rejected(404, "PATCH", f"{H}/{h1}", other, {"title": "mine now"}, code="not_found")
+    api.rejected(404, "DELETE", f"{H}/{h1}", other, code="not_found")
     api.rejected(404, "PATCH", f"{H}/{uuid.uuid4()}", owner, {"title": "x"})
     api.rejected(404, "PATCH", f"{H}/not-a-uuid", owner, {"title": "x"})
     api.rejected(404, "DELETE", f"{H}/{uuid.uuid4()}", owner)
@@ -405,6 +411,135 @@ def test_highlights_every_endpoint(api, uid):
     api.rejected(422, "POST", f"{H}/reorder", owner, {"highlight_ids": [h1, h2, h3]}, code="not_your_whole_list")
     api.rejected(422, "POST", f"{H}/reorder", other, {"highlight_ids": [h2, h1]}, code="not_your_whole_list")
     api.rejected(422, "DELETE", f"{H}/{h1}/stories", owner, {"story_ids": []})
+
+
+def test_highlight_commands_answer_404_to_whom_the_highlight_is_unknown(api, uid):
+    """Issue 11 item 5: a non-owner gets 403 only for a highlight they may know exists (not
+    archived, one of its stories visible to them, as the query API shows it); to anyone else
+    it is 404 exactly like a random id, and nothing is stored."""
+    owner, follower, friend, stranger, hidden = (uid(n) for n in ("owner", "follower", "friend", "stranger", "hidden"))
+    follow(api, follower, owner)
+    follow(api, hidden, owner)
+    assert api.request("POST", f"{CF}/{friend}", owner).status == 201
+    followers_only = create_story(api, owner, privacy="followers", hidden_from_ids=[hidden])
+    close = create_story(api, owner, privacy="close_friends")
+    public, doomed = (create_story(api, owner, privacy="public") for _ in range(2))
+
+    def highlight(story_ids: list[str], **extra: Any) -> str:
+        resp = api.request("POST", H, owner, {"title": "h", "story_ids": story_ids, **extra})
+        assert resp.status == 201, resp
+        return resp.body["highlight_id"]
+
+    h_followers, h_close, h_archived, h_gone, h_mixed = (
+        highlight([followers_only]), highlight([close]), highlight([public], is_archived=True), highlight([doomed]),
+        highlight([close, public]))
+    assert api.request("DELETE", f"{S}/{doomed}", owner).status == 204  # its only story
+
+    def attempts(h: str) -> list[tuple[str, str, Any]]:
+        return [("PATCH", f"{H}/{h}", {"title": "mine now"}), ("POST", f"{H}/{h}/stories", {"story_ids": [public]}),
+                ("DELETE", f"{H}/{h}/stories", {"story_ids": [public]}), ("DELETE", f"{H}/{h}", None)]
+
+    def send(status: int, user: str, method: str, path: str, body: Any, code: str):
+        args = (user,) if body is None else (user, body)
+        return api.rejected(status, method, path, *args, code=code)
+
+    unknown = [send(404, stranger, *attempt, "not_found") for attempt in attempts(str(uuid.uuid4()))]
+    knows = {h_followers: {follower}, h_close: {friend}, h_archived: set(), h_gone: set(),
+             h_mixed: {follower, friend, stranger, hidden}}
+    for h, audience in knows.items():
+        for user in (follower, friend, stranger, hidden):
+            for n, attempt in enumerate(attempts(h)):
+                if user in audience:
+                    send(403, user, *attempt, "not_owner")
+                else:
+                    resp = send(404, user, *attempt, "not_found")
+                    assert resp.body == unknown[n].body, (h, user, attempt)  # nothing tells them apart
+
+    # the owner still manages every one; un-archived, the highlight is known to its audience again
+    resp = api.request("PATCH", f"{H}/{h_archived}", owner, {"is_archived": False})
+    assert resp.status == 200, resp
+    send(403, stranger, "PATCH", f"{H}/{h_archived}", {"title": "x"}, "not_owner")
+    resp = api.request("POST", f"{H}/{h_gone}/stories", owner, {"story_ids": [public]})
+    assert resp.status == 200, resp
+    send(403, stranger, "DELETE", f"{H}/{h_gone}", None, "not_owner")
+
+
+def spellings(canonical: str, braces: bool = True) -> list[str]:
+    """Other spellings of one UUID: upper case, no hyphens, braces, URN. ``braces=False`` for a
+    path: the HTTP routers' ``{name}`` placeholders never match a segment with braces (404
+    before any handler runs)."""
+    bare = canonical.replace("-", "")
+    return [canonical.upper(), bare, *(["{" + canonical + "}"] if braces else []), "urn:uuid:" + canonical,
+            "URN:UUID:" + bare.upper()]
+
+
+def test_ids_in_any_spelling_name_one_story_or_highlight(api, uid):
+    """Issue 11 item 7: every spelling of a story's or highlight's UUID, in a path or a body,
+    means the canonical id, which is what the log stores."""
+    owner, viewer = uid("owner"), uid("viewer")
+    s1 = create_story(api, owner, privacy="public", stickers=all_stickers()[:1])
+    s2 = create_story(api, owner, privacy="public")
+
+    resp = api.request("POST", H, owner, {"title": "Once", "story_ids": [s1, *spellings(s1)],
+                                          "cover": {"story_id": s1.upper()}})
+    assert resp.status == 201, resp
+    h = resp.body["highlight_id"]
+    resp = api.request("POST", f"{H}/{h.upper()}/stories", owner, {"story_ids": [*spellings(s1), *spellings(s2)]})
+    assert resp.status == 200 and resp.body["story_ids"] == [s1, s2], resp
+    for path in spellings(h, braces=False):
+        resp = api.request("POST", f"{H}/{path}/stories", owner, {"story_ids": spellings(s2)})
+        assert resp.status == 200 and resp.body == {"highlight_id": h, "story_ids": [s1, s2],
+                                                    "position": resp.position}, resp
+    resp = api.request("PATCH", f"{H}/{h.upper()}", owner, {"cover": {"story_id": "urn:uuid:" + s2.upper()}})
+    assert resp.status == 200 and resp.body["highlight_id"] == h, resp
+    resp = api.request("POST", f"{H}/reorder", owner, {"highlight_ids": [h.upper()]})  # the whole list, as it is
+    assert resp.status == 200 and resp.body["highlight_ids"] == [h], resp
+
+    resp = api.request("POST", f"{S}/{s1.upper()}/view", viewer)
+    assert resp.status == 202 and resp.body["story_id"] == s1, resp
+    resp = api.request("POST", f"{S}/urn:uuid:{s1}/interact", viewer, {"sticker_index": 0, "option_index": 1})
+    assert resp.status == 200 and resp.body["story_id"] == s1, resp
+    api.rejected(409, "POST", f"{S}/{s1.replace('-', '')}/interact", viewer, {"sticker_index": 0, "option_index": 0},
+                 code="already_voted")
+    resp = api.request("DELETE", f"{H}/{h}/stories", owner, {"story_ids": spellings(s2)})
+    assert resp.status == 200 and resp.body["story_ids"] == [s1], resp
+    for oddity in ("+" + s1.replace("-", "")[1:], s1.replace("-", "")[:31] + "_", "0x" + s1[2:]):
+        api.rejected(404, "POST", f"{S}/{oddity}/view", viewer)  # UUID() takes these; we do not
+        api.rejected(404, "PATCH", f"{H}/{oddity}", owner, {"title": "x"})
+
+    events = [e for e in api.export() if e["data"].get("story_id") == s1
+              or (e["event_type"].startswith("Highlight") and e["data"]["user_id"] == owner)]
+    by_type = {e["event_type"]: e["data"] for e in events}
+    assert by_type["HighlightCreated"]["story_ids"] == [s1]
+    assert by_type["HighlightCreated"]["cover"] == {"story_id": s1}
+    assert by_type["HighlightStoriesAdded"]["story_ids"] == [s2]
+    assert by_type["HighlightUpdated"]["changes"] == {"cover": {"story_id": s2}}
+    assert by_type["HighlightStoriesRemoved"]["story_ids"] == [s2]
+    assert [e["event_type"] for e in events].count("HighlightStoriesAdded") == 1
+    assert by_type["StoryViewed"]["story_id"] == s1 and by_type["PollVoted"]["story_id"] == s1
+
+
+def test_the_query_api_finds_stories_and_highlights_by_any_spelling(read_side, uid):  # noqa: F811
+    """Issue 11 item 7, query side: path ids in any spelling find what the read models hold under
+    the canonical id; a path id that is no UUID is simply not found."""
+    owner, viewer = uid("owner"), uid("viewer")
+    story, _ = read_side.story(owner, privacy="public")
+    read_side.view(viewer, story.upper())
+    resp = read_side.write("POST", H, owner, {"title": "t", "story_ids": [story.upper()]}, expect=201)
+    h, at = resp.body["highlight_id"], resp.position
+    for spelling in [story, *spellings(story, braces=False)]:
+        assert read_side.read(f"{S}/{quote(spelling)}", viewer, at).body["story_id"] == story, spelling
+        viewers = read_side.read(f"/api/v1/viewers/story/{quote(spelling)}", owner, at).body
+        assert viewers["story_id"] == story and [v["user_id"] for v in viewers["items"]] == [viewer], spelling
+        answers = read_side.read(f"/api/v1/viewers/story/{quote(spelling)}/answers", owner, at).body
+        assert answers["story_id"] == story, spelling
+        assert read_side.read(f"/api/v1/viewers/story/{quote(spelling)}/insights", owner, at).status == 200
+    for spelling in [h, *spellings(h, braces=False)]:
+        got = read_side.read(f"{H}/{quote(spelling)}", viewer, at).body
+        assert got["highlight_id"] == h and got["story_ids"] == [story], spelling
+    for path in (f"{S}/not-a-uuid", f"{H}/not-a-uuid", "/api/v1/viewers/story/not-a-uuid",
+                 f"{S}/{story[:-1]}", f"{S}/0x{story[2:]}"):
+        assert read_side.read(path, owner, at, expect=404).body["error"]["code"] == "not_found"
 
 
 def test_highlight_cover_object_round_trips_and_bad_covers_are_422(api, uid):

@@ -508,6 +508,11 @@ def test_story_and_user_insights(read_side, uid):
     assert sum(totals["views_by_hour"].values()) == 5
     nobody = read_side.read("/api/v1/viewers/user/insights", u4, at).body
     assert nobody["story_count"] == 0 and nobody["total_views"] == 0 and nobody["peak_viewing_hour"] is None
+    # unique_viewers counts people, not (person, story) pairs: u1 seeing the second story too
+    # adds views, not a viewer (issue 11: it summed each story's uniques)
+    at = read_side.view(u1, other)
+    totals = read_side.read("/api/v1/viewers/user/insights", owner, at).body
+    assert totals["total_views"] == 6 and totals["unique_viewers"] == 4
 
 
 # -- close friends -------------------------------------------------------------------------------

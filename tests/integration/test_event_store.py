@@ -100,3 +100,24 @@ def test_processes_starting_together_on_a_fresh_database_all_come_up(postgres_sc
         out, err = proc.communicate(timeout=60)
         assert proc.returncode == 0, err.decode()[-2000:]
         assert out.strip() == b"0"
+
+
+def test_stored_positions_tells_a_batch_it_is_stored_already(event_store_url, clock):
+    """Issue 11 item 6: after a uniqueness failure, the group committer asks whether the batch's
+    very events are in the log (its own unacknowledged commit) before re-running anything."""
+    store = EventStore(event_store_url)
+    story = Story.create(uuid4(), "alice", TEXT_STORY, Platform.VIGNETTE, clock())
+    edge = Follow.follow(None, "erin", "alice", clock())
+    batch = story.collect_events() + edge.collect_events()
+    assert store.stored_positions([]) == []
+    assert store.stored_positions(batch) is None  # not stored yet
+    positions = store.append(batch)
+    with pytest.raises(StreamConflict):
+        store.append(batch)
+    assert store.stored_positions(batch) == positions
+    # the same stream versions written by someone else, with other content, are not this batch's
+    rival = Follow.follow(None, "erin", "alice", clock.advance(seconds=1))
+    assert store.stored_positions(rival.collect_events()) is None
+    other = Story.create(uuid4(), "alice", TEXT_STORY, Platform.VIGNETTE, clock())
+    assert store.stored_positions(batch + other.collect_events()) is None  # one of them is not stored
+    store.close()

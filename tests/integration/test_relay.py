@@ -68,13 +68,16 @@ async def _drop_stream(url: str, prefix: str) -> None:
         await connection.close()
 
 
-def _start_relay(sqlite_url, broker_url, prefix, redis_url, redis_prefix) -> subprocess.Popen:
+def _start_relay(sqlite_url, broker_url, prefix, redis_url, redis_prefix, stderr=subprocess.PIPE,
+                 lease_ttl_s: float = 1.0) -> subprocess.Popen:
+    """A relay process; its lease (STORIES_RELAY_LEASE_TTL_S) short, so that a relay started after
+    one was killed takes over quickly."""
     return subprocess.Popen(
         [sys.executable, "-m", "brokers", "relay", "--event-store-url", sqlite_url, "--broker-url", broker_url,
          "--prefix", prefix, "--platform", PLATFORM.value, "--position-redis-url", redis_url,
          "--position-key-prefix", redis_prefix, "--batch-size", "20", "--batch-pause-s", "0.004"],
-        cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)),
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT), STORIES_RELAY_LEASE_TTL_S=str(lease_ttl_s)),
+        stdout=subprocess.DEVNULL, stderr=stderr,
     )
 
 
@@ -158,6 +161,101 @@ async def test_relay_survives_sigkill_and_delivers_every_event_once(
     assert out.getvalue().splitlines() == [
         f"{e['position']} {e['event_type']} {e['stream_id']}" for e in expected
     ]
+
+
+def _lease_pid(client, key: str) -> int | None:
+    """The pid in the lease's token (``host:pid:random``), None when nobody holds it."""
+    value = client.get(key)
+    return int(value.decode().split(":")[1]) if value else None
+
+
+async def test_two_relays_publish_each_event_once_and_a_standby_takes_over(
+    broker, sqlite_url, redis_url, redis_prefix, clock, tmp_path,
+):
+    """Two relay processes against one broker: one holds the lease and publishes, the other waits;
+    the active one SIGKILLed mid-stream, the standby takes over. The stream holds every event of
+    the log exactly once (no interleaving, no re-published batch), in log order."""
+    import redis
+
+    broker_url, prefix = broker
+    kind = "redis" if broker_url.startswith("redis") else "nats"
+    store = EventStore(sqlite_url)
+    await generate(store, PLATFORM, users=40, stories=50, engagements=1000, seed=12, clock=clock)
+    head = store.head()
+    key, lease = position_key(redis_prefix, kind), f"{redis_prefix}relay:lease:{kind}"  # brokers.relay.lease_key
+    positions = redis.Redis.from_url(redis_url)
+    logs = [tmp_path / "relay-a.log", tmp_path / "relay-b.log"]
+    relays = [_start_relay(sqlite_url, broker_url, prefix, redis_url, redis_prefix, stderr=open(path, "wb"),
+                           lease_ttl_s=2.0) for path in logs]
+    log_text = lambda: "\n".join(p.read_text(errors="replace")[-3000:] for p in logs)  # noqa: E731
+    try:
+        deadline = time.monotonic() + 30
+        while _recorded(positions, key) < 100:  # wait until a few batches went out (as the code stood: from both)
+            assert all(r.poll() is None for r in relays), log_text()
+            assert time.monotonic() < deadline, f"no relay made progress\n{log_text()}"
+            await asyncio.sleep(0.005)
+        holder = _lease_pid(positions, lease)
+        # The relay holding the lease is the active one (as the code stood, neither held one: both published).
+        active = next((r for r in relays if r.pid == holder), relays[0])
+        standby = next(r for r in relays if r is not active)
+        await asyncio.sleep(random.Random(5).uniform(0.0, 0.08))
+        active.send_signal(signal.SIGKILL)
+        active.wait()
+        killed_at = _recorded(positions, key)
+        assert killed_at < head, "the relay finished before the kill: make the log bigger"
+
+        deadline = time.monotonic() + 60
+        while _recorded(positions, key) < head:  # the standby takes over
+            assert standby.poll() is None, log_text()
+            assert time.monotonic() < deadline, f"stuck at {_recorded(positions, key)} of {head}\n{log_text()}"
+            await asyncio.sleep(0.02)
+        holder_after = _lease_pid(positions, lease)
+        standby.send_signal(signal.SIGTERM)
+        assert standby.wait(timeout=15) == 0, log_text()
+        holder_at_the_end = positions.get(lease)
+    finally:
+        for relay in relays:
+            if relay.poll() is None:
+                relay.kill()
+                relay.wait()
+        positions.close()
+
+    expected = [logged.envelope(PLATFORM.value) for logged in store.read()]
+    store.close()
+    raw = [e async for e in raw_events(broker_url, prefix, from_start=True, idle_timeout_s=1.0)]
+    assert len(raw) == len(expected), f"{len(raw)} messages on the stream for {len(expected)} events"
+    assert _check_delivery(raw, expected) == 0
+    assert holder == active.pid, f"no relay held the lease {lease} while publishing: {holder}"
+    assert holder_after == standby.pid, "the standby did not take the lease over"
+    assert holder_at_the_end is None, "a relay that stops gives its lease back"
+    print(f"\n{kind}: {len(expected)} events, active relay killed at position {killed_at}, none duplicated")
+
+
+async def test_the_lease_waits_for_a_live_or_remote_holder_and_lapses_after_its_ttl(redis_url, redis_prefix):
+    """A lease held by a process of another host (or a live one here) is not taken over before it
+    lapses; a renewal keeps it; once it lapses the standby gets it, and the old holder cannot renew."""
+    from brokers.relay import RedisLease, lease_key
+
+    key = lease_key(redis_prefix, "redis")
+    remote = RedisLease(redis_url, key, ttl_s=1.0, token="elsewhere:1:00000000:abcdef12")
+    here = RedisLease(redis_url, key, ttl_s=1.0)  # this (live) process's token
+    standby = RedisLease(redis_url, key, ttl_s=1.0)
+    try:
+        assert await remote.acquire() and remote.held()
+        assert not await standby.acquire() and not standby.held()
+        await asyncio.sleep(0.6)
+        assert await remote.renew()  # renewed: still not the standby's after the first TTL
+        await asyncio.sleep(0.6)
+        assert not await standby.acquire()
+        await asyncio.sleep(1.1)  # no renewal: it lapses
+        assert await standby.acquire() and standby.held()
+        assert not await remote.renew() and not remote.held()
+        await standby.release()
+        assert await here.acquire()
+        assert not await standby.acquire(), "a live holder on this host is not taken over"
+    finally:
+        for lease in (remote, here, standby):
+            await lease.close()
 
 
 class FlakyPublisher:

@@ -22,6 +22,7 @@ from domain.highlights import (
 )
 from domain.platform import Platform
 from domain.stories import Story
+from domain.visibility import Relationship
 
 OWNER, OTHER = "alice", "bob"
 
@@ -366,6 +367,93 @@ def test_removing_nothing_present_returns_false(clock):
     assert highlight.remove_stories(OWNER, ["unknown"], clock()) is False
     assert highlight.remove_stories(OWNER, [], clock()) is False
     assert highlight.collect_events() == []
+
+
+def spellings(story_id: str) -> list[str]:
+    """Other spellings of one UUID: upper case, no hyphens, braces, URN."""
+    bare = story_id.replace("-", "")
+    return [story_id.upper(), bare, bare.upper(), "{" + story_id + "}", "urn:uuid:" + story_id.upper()]
+
+
+def test_a_highlight_holds_a_story_once_whatever_its_spelling(clock):
+    """Issue 11 item 7: one highlight held the same story five times, once per spelling."""
+    stories = library(clock, 2)
+    a, b = stories
+    highlight = Highlight.create(uuid4(), OWNER, {"title": "T", "story_ids": [*spellings(a), a]}, stories, clock())
+    [event] = highlight.collect_events()
+    assert event.story_ids == [a] and highlight.story_ids == [a]
+    assert highlight.add_stories(OWNER, [*spellings(a), *spellings(b)], stories, clock()) is True
+    [added] = highlight.collect_events()
+    assert added.story_ids == [b] and highlight.story_ids == [a, b]
+    assert highlight.add_stories(OWNER, spellings(b), stories, clock()) is False
+    assert highlight.remove_stories(OWNER, spellings(b), clock()) is True
+    [removed] = highlight.collect_events()
+    assert removed.story_ids == [b] and highlight.story_ids == [a]
+
+
+# -- who may know a highlight exists (issue 11 item 5) -----------------------------------------
+
+
+def visible(highlight: Highlight, viewer: str, stories: dict[str, Story | None],
+            edges: dict[str, Relationship] | None = None, asked: list[str] | None = None) -> bool:
+    """``highlight.visible_to`` with stories from ``stories`` and ``viewer``'s edges by owner."""
+    def story_of(story_id: str) -> Story | None:
+        if asked is not None:
+            asked.append(story_id)
+        return stories.get(story_id)
+
+    return highlight.visible_to(viewer, story_of, lambda story: (edges or {}).get(story.owner_id, Relationship()))
+
+
+def story_with(clock, **fields) -> Story:
+    return Story.create(uuid4(), OWNER, {"story_type": "text", "text_content": "hi", **fields}, Platform.VIGNETTE,
+                        clock())
+
+
+def test_the_owner_always_knows_their_highlight_until_it_is_deleted(clock):
+    stories = {str(s.id): s for s in [story_with(clock, privacy="close_friends")]}
+    highlight = make_highlight(clock, stories, is_archived=True)
+    assert visible(highlight, OWNER, stories)
+    highlight.delete(OWNER, clock())
+    assert not visible(highlight, OWNER, stories)
+
+
+def test_others_know_a_highlight_only_by_a_story_they_may_see(clock):
+    followers, close, custom, hidden = (
+        story_with(clock, privacy="followers"), story_with(clock, privacy="close_friends"),
+        story_with(clock, privacy="custom", allowed_viewer_ids=["carol"]),
+        story_with(clock, privacy="public", hidden_from_ids=[OTHER]))
+    stories = {str(s.id): s for s in (followers, close, custom, hidden)}
+    highlight = make_highlight(clock, stories)
+    assert not visible(highlight, OTHER, stories)  # a stranger, hidden from the public one
+    assert visible(highlight, OTHER, stories, {OWNER: Relationship(follows_owner=True)})
+    assert visible(highlight, OTHER, stories, {OWNER: Relationship(close_friend=True)})
+    assert visible(highlight, "carol", stories)
+    assert visible(highlight, "dave", stories)  # the public story
+    clock.advance(hours=48)  # a highlight's stories outlive expiry
+    assert visible(highlight, "carol", stories)
+
+
+def test_archived_deleted_or_story_less_highlights_are_unknown_to_others(clock):
+    public = story_with(clock, privacy="public")
+    stories = {str(public.id): public}
+    archived = make_highlight(clock, stories, is_archived=True)
+    assert not visible(archived, OTHER, stories)
+    deleted = make_highlight(clock, stories)
+    deleted.delete(OWNER, clock())
+    assert not visible(deleted, OTHER, stories)
+    gone = make_highlight(clock, stories)
+    assert visible(gone, OTHER, stories)
+    assert not visible(gone, OTHER, {})  # its story unknown
+    public.delete(OWNER, clock())  # its only story deleted: nothing left to show
+    assert not visible(gone, OTHER, stories)
+
+
+def test_visibility_stops_at_the_first_visible_story(clock):
+    stories = {str(s.id): s for s in [story_with(clock, privacy="public") for _ in range(5)]}
+    asked: list[str] = []
+    assert visible(make_highlight(clock, stories), OTHER, stories, asked=asked)
+    assert asked == [next(iter(stories))]
 
 
 # -- delete, ownership ----------------------------------------------------------------------------

@@ -359,3 +359,47 @@ def test_highlight_cover_object():
 def test_bad_highlight_covers_are_rejected(cover):
     assert rejected(models.CreateHighlight, {"title": "t", "story_ids": ["s1"], "cover": cover})
     assert rejected(models.UpdateHighlight, {"cover": cover})
+
+
+# -- ids in other spellings (issue 11 item 7) ------------------------------------------------------
+
+CANONICAL = "0f8fad5b-d9cb-469f-a165-70867728950e"
+SPELLINGS = [
+    CANONICAL, CANONICAL.upper(), CANONICAL.replace("-", ""), CANONICAL.replace("-", "").upper(),
+    "{" + CANONICAL + "}", "{" + CANONICAL.upper() + "}", "urn:uuid:" + CANONICAL, "URN:UUID:" + CANONICAL.upper(),
+]
+# UUID() takes these too, but they are no spelling of a UUID anyone writes: they name nothing.
+NOT_IDS = ["", "not-a-uuid", CANONICAL[:-1], CANONICAL + "0", " " + CANONICAL, CANONICAL + "\n",
+           "+" + CANONICAL.replace("-", "")[1:], CANONICAL.replace("-", "")[:31] + "_" + CANONICAL[-1],
+           "{" + CANONICAL, CANONICAL + "}", "urn:" + CANONICAL, "uuid:" + CANONICAL, "0x" + CANONICAL[2:]]
+
+
+@pytest.mark.parametrize("spelling", SPELLINGS)
+def test_canonical_id_of_every_spelling(spelling):
+    from domain.ids import canonical_id
+
+    assert canonical_id(spelling) == CANONICAL
+
+
+@pytest.mark.parametrize("value", NOT_IDS + [None, 5, b"x"])
+def test_canonical_id_of_what_is_no_uuid_is_none(value):
+    from domain.ids import canonical_id
+
+    assert canonical_id(value) is None
+
+
+@pytest.mark.parametrize("spelling", SPELLINGS)
+def test_body_ids_are_canonicalised_at_the_edge(spelling):
+    other = str(uuid4())
+    body = models.CreateHighlight.model_validate(
+        {"title": "t", "story_ids": [spelling, other.upper()], "cover": {"story_id": spelling}})
+    assert body.story_ids == [CANONICAL, other] and body.cover.story_id == CANONICAL
+    assert body.model_dump(mode="json", exclude_none=True)["story_ids"] == [CANONICAL, other]
+    assert models.HighlightStories.model_validate({"story_ids": [spelling]}).story_ids == [CANONICAL]
+    assert models.ReorderHighlights.model_validate({"highlight_ids": [spelling]}).highlight_ids == [CANONICAL]
+    assert models.UpdateHighlight.model_validate({"cover": {"story_id": spelling}}).changes() == {
+        "cover": {"story_id": CANONICAL}}
+
+
+def test_body_ids_that_are_no_uuid_are_kept_for_the_domain_to_reject():
+    assert models.HighlightStories.model_validate({"story_ids": ["a", "not-a-uuid"]}).story_ids == ["a", "not-a-uuid"]

@@ -440,7 +440,7 @@ def test_mongo_views_of_one_batch_merge():
      {"$inc": {"results.0.followers": 1, "results.0.total": 1}}),
     (lambda: ev(en.CountdownUnfollowed, **sticker_fields()), {"$inc": {"results.0.followers": -1}}),
     (lambda: ev(en.SliderAnswered, **sticker_fields(value=0.75)),
-     {"$inc": {"results.0.sum": 0.75, "results.0.total": 1}}),
+     {"$inc": {"results.0.ssum": 0.75 * 2.0 ** -64, "results.0.total": 1}}),
     (lambda: ev(en.LinkTapped, **sticker_fields(tap_number=1)), {"$inc": {"results.0.total": 1}}),
     (lambda: ev(sto.StoryDeleted, story_id=SID, user_id="alice"), {"$set": {"deleted": True, "deleted_at": T}}),
     (lambda: ev(sto.StoryExpired, story_id=SID, user_id="alice", expired_at=T.isoformat()), {"$set": {"expired": True}}),
@@ -674,4 +674,28 @@ def test_counters_read_back_in_the_shape_of_a_mongo_story():
     got = counters_from_hash(hash_)
     assert got["view_count"] == doc["view_count"] and got["unique_viewers"] == doc["unique_viewers"]
     assert got["reply_count"] == doc["reply_count"]
+    # slider sums: unscaled in Redis, scaled in MongoDB; the served average is one
+    from read_api.presenter import slider_average
+
+    got_slider, doc_slider = got["results"].pop("2"), doc["results"].pop("2")
+    assert slider_average(got_slider, 1) == slider_average(doc_slider, 1) == 0.5
     assert got["results"] == doc["results"]
+
+
+def test_a_slider_at_the_ends_of_a_huge_range_keeps_its_average():
+    """Issue 11: two answers of 1.7e308 summed to infinity in the read model; the average was null."""
+    from read_api import presenter
+
+    slider = {"sticker_type": "slider", "x": 0.5, "y": 0.5, "width": 0.2, "height": 0.1, "rotation": 0.0,
+              "slider": {"question": "?", "min_value": -1.7e308, "max_value": 1.7e308}}
+    writes = DocumentWrites()
+    for user in ("bob", "carol"):
+        e = ev(en.SliderAnswered, **{**sticker_fields(value=1.7e308), "user_id": user})
+        mongo_views.HANDLERS[type(e)](writes, e, logged(e))
+    results: dict = {}
+    for _, update in writes.updates("stories"):
+        for path, value in update["$inc"].items():
+            _, index, name = path.split(".")
+            results.setdefault(index, {})[name] = results.get(index, {}).get(name, 0) + value
+    served = presenter.sticker_with_results(0, slider, results, {}, True, T, None)["slider"]
+    assert served["average_value"] == 1.7e308 and served["response_count"] == 2

@@ -431,3 +431,23 @@ def test_a_quiz_gives_nothing_away_before_an_attempt(quiz, counts, correct, who)
             assert served["correct_answer_index"] == sticker["quiz"]["correct_answer_index"]
             assert [o["selected_count"] for o in served["options"]] == list(options.values())
             assert served["correct_attempts"] == correct
+
+
+@HYPOTHESIS
+@given(st.lists(st.floats(min_value=-1.7976931348623157e308, max_value=1.7976931348623157e308, allow_nan=False),
+                min_size=1, max_size=50))
+def test_a_slider_average_is_right_for_any_finite_values(values):
+    """Issue 11: answers near the ends of a huge range overflowed the sum, and the average was null."""
+    import math
+    from fractions import Fraction
+
+    from projections.redis_schema import SLIDER_SUM_SCALE
+    from read_api.presenter import slider_average
+
+    ssum = 0.0
+    for v in values:  # what the stores do: one increment per answer
+        ssum += v * SLIDER_SUM_SCALE
+    average = slider_average({"total": len(values), "ssum": ssum}, len(values))
+    exact = float(sum(map(Fraction, values)) / len(values))
+    assert average is not None and math.isfinite(average)
+    assert math.isclose(average, round(exact, 3), rel_tol=1e-9, abs_tol=1e-3 + 1e-9 * max(map(abs, values)))
