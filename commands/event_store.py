@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from contextlib import contextmanager
-from typing import Callable, Iterator, Sequence, TypeVar
+from typing import Any, Callable, Iterator, Sequence, TypeVar
 from urllib.parse import parse_qs, unquote, urlparse
 from uuid import UUID, uuid5
 
@@ -188,19 +188,24 @@ class EventStore:
         except (OperationalError, InterfaceError) as error:
             raise self._trip(error) from error
 
+    def _events_query(self, columns: str, where: str) -> tuple[Any, str, Callable[[UUID], Any]]:
+        """(datastore, SQL, how a stream id is passed) to read the recorder's events table
+        directly, in SQLite's or PostgreSQL's dialect: ``where`` uses ``?`` placeholders and
+        ``columns`` may name ``{position}`` (the log position)."""
+        datastore, table = self.recorder.datastore, self.recorder.events_table_name
+        if hasattr(datastore, "schema"):  # PostgreSQL
+            sql = f'SELECT {columns} FROM "{datastore.schema}"."{table}" WHERE {where}'
+            return datastore, sql.format(position="notification_id").replace("?", "%s"), lambda key: key
+        sql = f"SELECT {columns} FROM {table} WHERE {where}"
+        return datastore, sql.format(position="rowid"), lambda key: key.hex
+
     @contextmanager
     def reading(self) -> Iterator[Callable[..., A | None]]:
         """A loader that reads many streams through one connection and one read transaction
         (a group-commit batch loads dozens; opening a transaction per load dominated its cost).
         ``load(cls, id, last=True)`` reads only the stream's newest event (see ``load``)."""
-        recorder = self.recorder
-        datastore, table = recorder.datastore, recorder.events_table_name
-        postgres = hasattr(datastore, "schema")
-        if postgres:
-            sql = (f'SELECT originator_version, topic, state FROM "{datastore.schema}"."{table}" '
-                   "WHERE originator_id = %s ORDER BY originator_version")
-        else:
-            sql = f"SELECT originator_version, topic, state FROM {table} WHERE originator_id = ? ORDER BY originator_version"
+        datastore, sql, key_of = self._events_query("originator_version, topic, state",
+                                                    "originator_id = ? ORDER BY originator_version")
         sql_last = sql + " DESC LIMIT 1"
         to_event = self._mapper.to_domain_event
         try:
@@ -208,7 +213,7 @@ class EventStore:
 
                 def load(cls: type[A], aggregate_id: UUID, *, last: bool = False) -> A | None:
                     try:
-                        cursor.execute(sql_last if last else sql, (aggregate_id if postgres else aggregate_id.hex,))
+                        cursor.execute(sql_last if last else sql, (key_of(aggregate_id),))
                         rows = cursor.fetchall()
                     except (OperationalError, InterfaceError) as error:
                         raise self._trip(error) from error
@@ -267,21 +272,14 @@ class EventStore:
         re-running its commands would store them twice."""
         if not events:
             return []
-        recorder = self.recorder
-        datastore, table = recorder.datastore, recorder.events_table_name
-        postgres = hasattr(datastore, "schema")
-        if postgres:
-            sql = (f'SELECT notification_id AS position, topic, state FROM "{datastore.schema}"."{table}" '
-                   "WHERE originator_id = %s AND originator_version = %s")
-        else:
-            sql = f"SELECT rowid AS position, topic, state FROM {table} WHERE originator_id = ? AND originator_version = ?"
+        datastore, sql, key_of = self._events_query("{position} AS position, topic, state",
+                                                    "originator_id = ? AND originator_version = ?")
         try:
             with datastore.transaction(commit=False) as cursor:
                 positions = []
                 for event in events:
                     expected = self._mapper.to_stored_event(event)
-                    key = event.originator_id if postgres else event.originator_id.hex
-                    cursor.execute(sql, (key, event.originator_version))
+                    cursor.execute(sql, (key_of(event.originator_id), event.originator_version))
                     row = cursor.fetchone()
                     if row is None or row["topic"] != expected.topic or bytes(row["state"]) != bytes(expected.state):
                         return None
