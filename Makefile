@@ -7,7 +7,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test test-fast bench clean
+.PHONY: install run test test-fast test-cluster bench clean
 
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "Python 3.11+ is needed"; exit 1; }
@@ -17,6 +17,9 @@ $(STAMP): pyproject.toml
 	@command -v faketime >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && \
 		(apt-get install -y -qq faketime >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq faketime >/dev/null 2>&1)) || \
 		echo "note: faketime is not installed; the shifted-clock e2e test will skip"; }
+	@command -v chromium >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && \
+		(apt-get install -y -qq chromium >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null 2>&1)) || \
+		echo "note: chromium is not installed; the /live page's browser e2e test will skip"; }
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -29,6 +32,10 @@ test: install
 
 test-fast: install
 	$(BIN)/pytest -q tests/unit
+
+# The whole suite with the read models on a 3-master Redis Cluster (started by the tests).
+test-cluster: install
+	STORIES_TEST_REDIS=cluster $(BIN)/pytest -q
 
 bench: install
 	@command -v wrk >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && \

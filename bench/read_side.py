@@ -53,18 +53,6 @@ PROJECTOR_BATCH = 1000
 # -- (a) projector vs raw writes ---------------------------------------------------------------
 
 
-class _CountingPipe:
-    """Stands in for a Redis pipeline: counts the commands a handler would queue."""
-
-    def __init__(self) -> None:
-        self.count = 0
-
-    def __getattr__(self, name):
-        def queue(*args, **kwargs):
-            self.count += 1
-        return queue
-
-
 def projector_work(store, until: int, batch: int = PROJECTOR_BATCH) -> dict:
     """What the projector issues for the log up to ``until`` in batches of ``batch``: per batch,
     the MongoDB ops per collection and the Redis command count; plus the event count."""
@@ -84,8 +72,7 @@ def projector_work(store, until: int, batch: int = PROJECTOR_BATCH) -> dict:
         if reached == after:
             break
         writes = DocumentWrites()
-        pipe = _CountingPipe()
-        redis_writes = BatchWrites(pipe, live=live)
+        redis_writes = BatchWrites(live=live)
         for logged in batch_events:
             MONGO[type(logged.event)](writes, logged.event, logged)
             handler = REDIS.get(type(logged.event))
@@ -96,7 +83,7 @@ def projector_work(store, until: int, batch: int = PROJECTOR_BATCH) -> dict:
         mongo_batches.append(sum(len(v) for v in ops.values()))
         for collection, entries in writes._entries.items():
             docs.update((collection, e.key) for e in entries)
-        redis_batches.append(pipe.count + 1)  # + the position SET
+        redis_batches.append(len(redis_writes.calls) + 1)  # + the position SET
         events += len(batch_events)
         after = reached
     return {"events": events, "mongo_batches": mongo_batches, "redis_batches": redis_batches,

@@ -6,6 +6,7 @@ Defaults come from the ``STORIES_*`` settings (``stories/settings.py``); every o
     python -m brokers relay --broker-url nats://127.0.0.1:4222 --position-redis-url redis://127.0.0.1:6379/0
     python -m brokers relay --retention 3d --port 9187             # keep 3 days; serve /health /ready /metrics
     python -m brokers tail --broker-url nats://127.0.0.1:4222 --from-start --limit 20
+    python -m brokers tail --lag [--follow --interval 5]           # how far the broker is behind the log
     python -m brokers asyncapi > asyncapi.json
 """
 
@@ -81,6 +82,12 @@ def _parser(settings) -> argparse.ArgumentParser:
     tail.add_argument("--from-start", action="store_true", help="from the oldest retained event (default: new ones)")
     tail.add_argument("--limit", type=int, default=None, help="stop after this many events")
     tail.add_argument("--idle-timeout-s", type=float, default=None, help="stop after this long without an event")
+    tail.add_argument("--lag", action="store_true",
+                      help="instead: print how far the broker is behind the log (head, the broker's last "
+                           "position, the gap in events, the age of the oldest missing event)")
+    tail.add_argument("--follow", action="store_true", help="with --lag: print it again every --interval")
+    tail.add_argument("--interval", type=float, default=5.0, help="with --lag --follow: seconds between lines")
+    tail.add_argument("--event-store-url", default=settings.event_store_url, help="with --lag: the log")
 
     spec = commands.add_parser("asyncapi", help="print the AsyncAPI 3.0.0 document (JSON)")
     spec.add_argument("--prefix", default=prefix)
@@ -103,6 +110,12 @@ def main(argv: list[str] | None = None) -> int:
         from brokers.tail import tail
 
         try:
+            if args.lag:
+                from brokers.lag import print_lag
+
+                asyncio.run(print_lag(args.event_store_url, args.broker_url, args.prefix, sys.stdout,
+                                      args.follow, args.interval))
+                return 0
             asyncio.run(tail(args.broker_url, args.prefix, args.from_start, args.limit, sys.stdout, args.idle_timeout_s))
         except KeyboardInterrupt:
             pass

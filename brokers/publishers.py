@@ -3,9 +3,16 @@
 ``redis://`` / ``rediss://`` / ``unix://`` → Redis Streams, stream ``<prefix>.events``.
 ``nats://`` / ``tls://``                   → NATS JetStream, stream ``<PREFIX>``, subjects ``<prefix>.events.<event_type>``.
 
+What goes on the wire is plain JSON, nothing framework-specific (the contract's "Events"):
+
+* Redis: each stream entry has exactly one field, ``event`` (``REDIS_EVENT_FIELD``), holding the
+  envelope as UTF-8 JSON: ``XADD <prefix>.events * event <json>``, written with redis-py.
+* NATS: the message body is the envelope as UTF-8 JSON, ``Nats-Msg-Id`` its ``event_id``
+  (published with FastStream's NATS broker, which sends a dict as its JSON).
+
 Every publisher has the same small interface (``Publisher``): ``connect()``, ``publish(envelopes)``,
 which returns only once the broker confirmed every message of the batch and raises otherwise,
-and ``close()``. Both publish with FastStream's brokers and keep the batch in position order:
+and ``close()``. Both keep the batch in position order:
 
 * Redis: the batch's XADDs go in one MULTI/EXEC, so the broker stores all of them, in order, or
   none (a SIGKILL mid-batch leaves no partial batch behind).
@@ -86,6 +93,9 @@ def broker_kind(url: str) -> str:
         return "redis"
     if scheme in ("nats", "tls"):
         return "nats"
+    if scheme.endswith("+cluster"):  # the stream is one key: a cluster would hold it on one node anyway
+        raise ValueError(f"the Redis Streams broker is one server, not a cluster ({url!r}): set STORIES_BROKER_URL "
+                         "to a redis://host:port (or nats://host:port)")
     raise ValueError(f"unsupported broker URL {url!r}: use redis://host:port or nats://host:port")
 
 
@@ -110,9 +120,25 @@ def _redis_url(url: str) -> str:
     return "redis" + url[len("valkey"):] if url.startswith("valkey") else url
 
 
+REDIS_EVENT_FIELD = "event"  # the one field of each entry of ``<prefix>.events``: the envelope's JSON
+
+
+def encode_envelope(envelope: dict[str, Any]) -> bytes:
+    """The envelope as compact UTF-8 JSON (what both brokers carry)."""
+    import orjson
+
+    return orjson.dumps(envelope)
+
+
+def redis_entry_fields(envelope: dict[str, Any]) -> dict[str, bytes]:
+    """The fields of the stream entry that carries ``envelope``: ``{"event": <its JSON>}``, nothing else."""
+    return {REDIS_EVENT_FIELD: encode_envelope(envelope)}
+
+
 class RedisStreamPublisher:
-    """XADD ``<prefix>.events * __data__ <FastStream binary envelope>`` (``MAXLEN ~ max_len`` only
-    when ``max_len`` > 0), the batch in one MULTI/EXEC that ends with ``XTRIM MINID ~ <now - retention>``.
+    """XADD ``<prefix>.events * event <envelope JSON>`` (``MAXLEN ~ max_len`` only when ``max_len``
+    > 0), the batch in one MULTI/EXEC that ends with ``XTRIM MINID ~ <now - retention>``. Plain
+    redis-py: the entry is readable with ``XREAD`` and ``json.loads`` from any language.
 
     Entry ids are the Redis server's milliseconds, so the cut-off is taken on the server's clock:
     the publisher measures the offset between its clock and Redis's (``TIME``) when it connects and
@@ -130,17 +156,19 @@ class RedisStreamPublisher:
         self, url: str, prefix: str = DEFAULT_PREFIX, max_len: int | None = DEFAULT_MAX_LEN,
         retention: timedelta | float | None = DEFAULT_RETENTION,
     ) -> None:
-        from faststream.redis import RedisBroker
-
         self.url, self.prefix = _redis_url(url), prefix
         self.max_len, self.retention_s = _count_cap(max_len), retention_seconds(retention)
         self.stream = redis_stream_name(prefix)
-        self.broker = RedisBroker(self.url)
         self._client: Any = None
         self._clock_offset_ms = 0.0  # Redis's clock minus ours
 
     async def connect(self) -> None:
-        self._client = await self.broker.connect()
+        """Make the client (once) and check that Redis answers (``TIME``, which also measures the
+        clock offset); raises when it does not."""
+        if self._client is None:
+            import redis.asyncio as aioredis
+
+            self._client = aioredis.Redis.from_url(self.url)
         await self._server_now_ms()
 
     async def _server_now_ms(self) -> float:
@@ -166,13 +194,10 @@ class RedisStreamPublisher:
         try:
             async with self._client.pipeline(transaction=True) as pipe:
                 for envelope in envelopes:
-                    await self.broker.publish(
-                        envelope, stream=self.stream, maxlen=self.max_len, pipeline=pipe,
-                        correlation_id=envelope["event_id"], headers={"event_type": envelope["event_type"]},
-                    )
+                    pipe.xadd(self.stream, redis_entry_fields(envelope), maxlen=self.max_len, approximate=True)
                 min_id = self.min_id()
                 if min_id is not None:
-                    await pipe.xtrim(self.stream, minid=min_id, approximate=True)
+                    pipe.xtrim(self.stream, minid=min_id, approximate=True)
                 replies = await pipe.execute()
         except Exception as error:
             raise PublishFailed(f"XADD to {self.stream}: {error}") from error
@@ -213,8 +238,9 @@ class RedisStreamPublisher:
         return int(decode_redis_entry(last[0][1])["position"]) if last else None
 
     async def close(self) -> None:
-        await self.broker.stop()
-        self._client = None
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()
 
 
 def redis_entry_ms(entry_id: bytes | str) -> int:

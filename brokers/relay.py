@@ -25,7 +25,11 @@ position, so a batch the broker stored just before its relay died is not publish
 Brokers keep events by age (``STORIES_BROKER_RETENTION``). Every ``maintain_every_s`` (5 s), also
 while the log is idle, the relay trims the broker by age (Redis; JetStream does it itself) and
 refreshes ``stories_broker_oldest_event_age_seconds`` on its registry (``RelayMetrics``), which
-``python -m brokers relay --metrics-port N`` serves at ``/metrics``.
+``python -m brokers relay --metrics-port N`` serves at ``/metrics``. Every ``maintain_every_s`` too
+(a standby included, from the recorded position) it measures how far the broker is behind the log
+(``brokers/lag.py``): ``stories_relay_lag_events`` (log head − the broker's last position) and
+``stories_relay_lag_seconds`` (now − ``occurred_at`` of the oldest event not yet published; 0 when
+caught up).
 """
 
 from __future__ import annotations
@@ -39,12 +43,13 @@ import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from datetime import timedelta
-from typing import Any, Protocol
+from datetime import datetime, timedelta
+from typing import Any, Callable, Protocol
 
 from prometheus_client import CollectorRegistry, Gauge
 
 from commands.event_store import EventStore, LoggedEvent
+from brokers.lag import Lag, measure, utc_now
 from brokers.publishers import DEFAULT_MAX_LEN, DEFAULT_RETENTION, Publisher, broker_kind, make_publisher
 
 log = logging.getLogger(__name__)
@@ -116,13 +121,14 @@ class RedisLease:
     and restarted, as ``stories run`` does) takes it over at once instead of waiting the TTL out."""
 
     def __init__(self, url: str, key: str, ttl_s: float = 10.0, token: str | None = None) -> None:
-        import redis.asyncio as aioredis
+        from stories.backends import connect_async_redis
 
         self.key, self.ttl_s = key, float(ttl_s)
         self._host, self._local = socket.gethostname().replace(":", "_"), _local_id()
         self.token = token or f"{self._host}:{os.getpid()}:{self._local or '-'}:{uuid.uuid4().hex[:8]}"
         timeout = max(min(self.ttl_s / 4, 2.0), 0.1)
-        self._client = aioredis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout)
+        # One server or a cluster (a single-key lease: any slot will do).
+        self._client = connect_async_redis(url, socket_connect_timeout=timeout, socket_timeout=timeout)
         self._renew = self._client.register_script(_RENEW)
         self._release = self._client.register_script(_RELEASE)
         self._steal = self._client.register_script(_STEAL)
@@ -196,10 +202,10 @@ class RedisPositionStore:
     """The relay's position in one Redis key (only ever moved forward, by a tiny Lua script)."""
 
     def __init__(self, url: str, key: str) -> None:
-        import redis.asyncio as aioredis
+        from stories.backends import connect_async_redis
 
         self.key = key
-        self._client = aioredis.Redis.from_url(url)
+        self._client = connect_async_redis(url)  # one server or a cluster: one key
         self._set = self._client.register_script(_SET_IF_GREATER)
 
     async def get(self) -> int:
@@ -244,6 +250,14 @@ class RelayMetrics:
                               registry=self.registry)
         self.active = Gauge("stories_relay_active", "1 while this relay holds the lease and publishes, "
                             "0 while it waits as a standby", registry=self.registry)
+        self.lag_events = Gauge(
+            "stories_relay_lag_events",
+            "how far the broker is behind the log, in log positions: log head - the last position the "
+            "broker holds (0 when no event is missing)", registry=self.registry)
+        self.lag_seconds = Gauge(
+            "stories_relay_lag_seconds",
+            "now - occurred_at of the oldest event the broker does not hold yet (0 when caught up)",
+            registry=self.registry)
 
 
 class Relay:
@@ -251,6 +265,7 @@ class Relay:
         self, store: EventStore, publisher: Publisher, position_store: PositionStore, platform: str,
         batch_size: int = 500, idle_wait_s: float = 0.05, batch_pause_s: float = 0.0,
         metrics: RelayMetrics | None = None, maintain_every_s: float = 5.0, lease: RedisLease | None = None,
+        now: Callable[[], datetime] = utc_now,
     ) -> None:
         self.store, self.publisher, self.positions = store, publisher, position_store
         self.lease = lease
@@ -264,6 +279,8 @@ class Relay:
         self.metrics.active.set_function(lambda: 1.0 if self.lease is None or self.lease.held() else 0.0)
         self.maintain_every_s = maintain_every_s
         self._next_maintenance = 0.0  # time.monotonic() of the next maintain()
+        self._next_lag = 0.0  # time.monotonic() of the next measure_lag()
+        self.now = now  # for the lag in seconds (occurred_at is on the domain's clock)
         # The log's recorders are blocking: read them off the event loop, always from one thread.
         self._reader = ThreadPoolExecutor(1, thread_name_prefix="relay-read")
 
@@ -318,6 +335,22 @@ class Relay:
         self.metrics.oldest_event_age.set(age or 0.0)
         return age
 
+    async def measure_lag(self) -> Lag | None:
+        """Measure how far the broker is behind the log and set the lag gauges; the lag (None:
+        the log or the position could not be read; the gauges stay as they were). From the
+        position the broker confirmed, or the recorded one while this relay has none (a standby)."""
+        self._next_lag = time.monotonic() + self.maintain_every_s
+        try:
+            position = self.position if self.position is not None else await self.positions.get()
+            loop = asyncio.get_running_loop()
+            lag = await loop.run_in_executor(self._reader, measure, self.store, position, self.now)
+        except Exception as error:
+            log.warning("relay cannot measure its lag: %s", error)
+            return None
+        self.metrics.lag_events.set(lag.events)
+        self.metrics.lag_seconds.set(lag.seconds)
+        return lag
+
     async def catch_up(self, until: int | None = None) -> None:
         """Publish everything up to ``until`` (default: the head when called)."""
         until = self.store.head() if until is None else until
@@ -365,9 +398,13 @@ class Relay:
                 if self._active:
                     log.warning("relay does not hold its lease any more: standing by")
                 self._active, self.position = False, None  # re-read where to go on from when active again
+                if time.monotonic() >= self._next_lag:
+                    await self.measure_lag()
                 await _wait(stop, 0.05)
                 continue
             self._active = True
+            if time.monotonic() >= self._next_lag:
+                await self.measure_lag()
             if time.monotonic() >= self._next_maintenance:
                 await self.maintain()
             try:
@@ -456,11 +493,10 @@ async def run_relay(
 
 def redis_check(url: str, timeout_s: float = 2.0):
     """A blocking check that the Redis at ``url`` answers PING (for /ready)."""
-    import redis
-
     from brokers.publishers import _redis_url
+    from stories.backends import connect_redis
 
-    client = redis.Redis.from_url(_redis_url(url), socket_connect_timeout=timeout_s, socket_timeout=timeout_s)
+    client = connect_redis(_redis_url(url), socket_connect_timeout=timeout_s, socket_timeout=timeout_s)
     return client.ping
 
 

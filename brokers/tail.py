@@ -4,19 +4,27 @@ or NATS JetStream, drop re-published ones on ``event_id``, print one line per ev
     <position> <event_type> <stream_id>
 
 It uses the plain clients (redis-py, nats-py) rather than a FastStream app, to show what a
-consumer in any language does; ``decode_faststream_binary`` is the whole of FastStream's Redis
-envelope format (see docs/BROKERS.md) in a dozen lines of stdlib Python.
+consumer in any language does: both brokers carry the envelope as plain JSON.
 
 * Redis: ``XREAD`` on ``<prefix>.events`` from ``0`` (``from_start``) or from ``$`` (new events
-  only). A consumer that must not miss events across restarts uses a consumer group created at
-  ``0`` instead (``XGROUP CREATE stories.events my-group 0 MKSTREAM``) and ``XACK``s.
+  only); each entry's one field ``event`` is the envelope's JSON. A consumer that must not miss
+  events across restarts uses a consumer group instead (``XGROUP CREATE stories.events my-group
+  0 MKSTREAM``) and ``XACK``s.
 * NATS: an ordered, ephemeral JetStream consumer on ``<prefix>.events.>`` in stream ``<PREFIX>``,
-  delivering all messages (``from_start``) or new ones only.
+  delivering all messages (``from_start``) or new ones only; the body is the envelope's JSON.
+
+Entries an older relay wrote before the upgrade to plain JSON (field ``__data__``, FastStream's
+binary envelope around the same JSON) are still read: ``decode_redis_entry`` decodes both, and
+the tail says once, on stderr, that it met some. They leave the stream with the retention.
+
+``faststream_decoder`` lets a FastStream subscriber of the Redis stream receive the envelope itself
+(either format) rather than the entry's fields.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import struct
 from collections import OrderedDict
 from contextlib import aclosing
@@ -24,13 +32,21 @@ from typing import Any, AsyncIterator, TextIO
 
 import orjson
 
-from brokers.publishers import broker_kind, nats_stream_name, nats_subjects_wildcard, redis_stream_name, _redis_url
+from brokers.publishers import (
+    REDIS_EVENT_FIELD, broker_kind, nats_stream_name, nats_subjects_wildcard, redis_stream_name, _redis_url,
+)
+
+log = logging.getLogger(__name__)
 
 FASTSTREAM_MAGIC = b"\x89BIN\r\n\x1a\n"
+LEGACY_FIELD = "__data__"  # the one field of entries written before the upgrade to plain JSON
+_EVENT_KEYS = (REDIS_EVENT_FIELD.encode(), REDIS_EVENT_FIELD)
+_LEGACY_KEYS = (LEGACY_FIELD.encode(), LEGACY_FIELD)
 
 
 def decode_faststream_binary(raw: bytes) -> tuple[bytes, dict[str, str]]:
-    """FastStream's BinaryMessageFormatV1 → (body, headers). All integers big-endian:
+    """FastStream's BinaryMessageFormatV1 (what the relay wrote to Redis before the upgrade to plain
+    JSON) → (body, headers). All integers big-endian:
     magic (8 bytes) | u16 version=1 | u32 headers_start | u32 data_start |
     @headers_start: u16 count, count × (u16 len, key utf-8, u16 len, value utf-8) | @data_start: body.
     Anything without the magic is returned as the body, unchanged."""
@@ -51,10 +67,38 @@ def decode_faststream_binary(raw: bytes) -> tuple[bytes, dict[str, str]]:
     return raw[data_start:], headers
 
 
-def decode_redis_entry(fields: dict[bytes, bytes]) -> dict[str, Any]:
-    """One stream entry of ``<prefix>.events`` → the envelope dict."""
-    body, _headers = decode_faststream_binary(fields[b"__data__"])
-    return orjson.loads(body)
+def is_legacy_entry(fields: dict[Any, Any]) -> bool:
+    """Whether a stream entry is in the format of before the upgrade (field ``__data__``, FastStream's
+    binary envelope) rather than the plain one (field ``event``, the JSON)."""
+    return not any(k in fields for k in _EVENT_KEYS) and any(k in fields for k in _LEGACY_KEYS)
+
+
+def decode_redis_entry(fields: dict[Any, Any]) -> dict[str, Any]:
+    """One stream entry of ``<prefix>.events`` (its fields, bytes or str keys) → the envelope dict.
+    Reads the plain format (``event``: the JSON) and the one of before the upgrade (``__data__``:
+    FastStream's binary envelope around the JSON). Raises ``ValueError`` for anything else (an
+    entry trimmed while pending in a consumer group comes back without fields)."""
+    for key in _EVENT_KEYS:
+        if key in fields:
+            return orjson.loads(fields[key])
+    for key in _LEGACY_KEYS:
+        if key in fields:
+            raw = fields[key]
+            body, _headers = decode_faststream_binary(raw.encode() if isinstance(raw, str) else raw)
+            return orjson.loads(body)
+    raise ValueError(f"not an event entry: fields {sorted(map(str, fields))} (expected {REDIS_EVENT_FIELD!r})")
+
+
+async def faststream_decoder(message: Any) -> dict[str, Any]:
+    """A FastStream ``decoder=`` for subscribers of the Redis stream: the handler gets the envelope
+    (typed by its annotation, e.g. ``brokers.envelope_model.AnyEnvelope``) instead of the entry's
+    fields, for entries of either format::
+
+        @broker.subscriber(stream=StreamSub("stories.events", group="analytics", consumer="a1"),
+                           decoder=faststream_decoder)
+        async def handle(envelope: dict): ...
+    """
+    return decode_redis_entry(message.raw_message["data"])
 
 
 async def raw_events(url: str, prefix: str = "stories", from_start: bool = True,
@@ -73,6 +117,7 @@ async def _redis_events(url, prefix, from_start, idle_timeout_s):
     client = aioredis.Redis.from_url(_redis_url(url))
     stream, last_id = redis_stream_name(prefix), "0-0" if from_start else "$"
     block_ms = 1000 if idle_timeout_s is None else max(1, int(idle_timeout_s * 1000))
+    noted_legacy = False
     try:
         while True:
             reply = await client.xread({stream: last_id}, count=1000, block=block_ms)
@@ -83,6 +128,12 @@ async def _redis_events(url, prefix, from_start, idle_timeout_s):
             for _name, entries in reply:
                 for entry_id, fields in entries:
                     last_id = entry_id
+                    if not noted_legacy and is_legacy_entry(fields):
+                        noted_legacy = True
+                        log.warning("%s holds entries written before the upgrade to plain JSON (field %s, "
+                                    "FastStream's binary envelope; the first at entry %s): decoded as well; they "
+                                    "leave the stream with the retention", stream, LEGACY_FIELD,
+                                    entry_id.decode() if isinstance(entry_id, bytes) else entry_id)
                     yield decode_redis_entry(fields)
     finally:
         await client.aclose()

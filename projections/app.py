@@ -36,7 +36,7 @@ def build_runners(settings: Settings, store: EventStore) -> list[ProjectionRunne
     for part in partitions(settings):
         for view in (MongoViewStore(mongo, settings.mongodb_database, part.name("mongo_views")),
                      RedisViewStore(client, settings.redis_prefix, part.name(VIEW_NAME),
-                                    grace=settings.redis_grace)):
+                                    grace=settings.redis_grace, wait_replicas=settings.redis_wait_replicas)):
             runners.append(ProjectionRunner(store, view, settings.projector_batch, partition=part))
     return runners
 

@@ -3,6 +3,12 @@
 Many events touch the same document (a hot story's counters); merging their ``$inc``s turns a
 batch of thousands of views into one write per document. Updates that cannot merge (a ``$pull``
 after a ``$push`` on one field) stay separate, in order.
+
+A write may name its document's shard key values (``shard``: the fields of
+``projections.mongo_views.SHARD_KEYS`` other than ``_id``); they go into its filter beside the
+``_id``, as a sharded MongoDB (6.0+) requires of an upsert, and so that a mongos sends the write
+to one shard. A document's key values never change, so its writes merge as they would without
+them.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ class _Entry:
     key: Any
     update: dict[str, dict[str, Any]] | None  # None: delete
     upsert: bool = True
+    shard: dict[str, Any] = field(default_factory=dict)  # shard key field -> value, beside the _id
     fields: dict[str, str] = field(default_factory=dict)  # field path -> operator
 
 
@@ -40,19 +47,24 @@ class DocumentWrites:
         self._entries: dict[str, list[_Entry]] = {}
         self._last: dict[tuple[str, Any], _Entry] = {}
 
-    def update(self, collection: str, key: Any, update: dict[str, dict[str, Any]], upsert: bool = True) -> None:
+    def update(self, collection: str, key: Any, update: dict[str, dict[str, Any]], upsert: bool = True,
+               shard: dict[str, Any] | None = None) -> None:
+        shard = dict(shard or {})
         last = self._last.get((collection, key))
-        if last is not None and last.update is not None and last.upsert == upsert and self._merge(last, update):
+        # The same key with other shard values would be a handler's bug: kept apart, never merged.
+        if (last is not None and last.update is not None and last.upsert == upsert and last.shard == shard
+                and self._merge(last, update)):
             return
-        entry = _Entry(key, {op: dict(values) for op, values in update.items()}, upsert)
+        entry = _Entry(key, {op: dict(values) for op, values in update.items()}, upsert, shard)
         entry.fields = {path: op for op, values in update.items() for path in values}
-        self._entries.setdefault(collection, []).append(entry)
-        self._last[(collection, key)] = entry
+        self._add(collection, entry)
 
-    def delete(self, collection: str, key: Any) -> None:
-        entry = _Entry(key, None)
+    def delete(self, collection: str, key: Any, shard: dict[str, Any] | None = None) -> None:
+        self._add(collection, _Entry(key, None, shard=dict(shard or {})))
+
+    def _add(self, collection: str, entry: _Entry) -> None:
         self._entries.setdefault(collection, []).append(entry)
-        self._last[(collection, key)] = entry
+        self._last[(collection, entry.key)] = entry
 
     @staticmethod
     def _merge(entry: _Entry, update: dict[str, dict[str, Any]]) -> bool:
@@ -81,7 +93,9 @@ class DocumentWrites:
 
         Every write sets ``_v`` = batch_end * STAMP_SPAN + its place in the batch, and only
         applies where ``_v`` is lower: a batch re-run after a crash skips what already landed,
-        and two writes to one document within a batch still both apply, in order.
+        and two writes to one document within a batch still both apply, in order. The filter
+        names the document's shard key values too; they match the document's own, so the guard
+        works as on ``_id`` alone.
         """
         out: dict[str, list[UpdateOne | DeleteOne]] = {}
         seq = 0
@@ -90,7 +104,7 @@ class DocumentWrites:
             for e in entries:
                 seq += 1
                 stamp = batch_end * STAMP_SPAN + seq
-                guard = {"_id": e.key, "_v": {"$lt": stamp}}
+                guard = {"_id": e.key, **e.shard, "_v": {"$lt": stamp}}
                 if e.update is None:
                     ops.append(DeleteOne(guard))
                 else:

@@ -29,6 +29,7 @@ from projections.runner import ProjectionRunner
 
 log = logging.getLogger(__name__)
 SWEEP_LIMIT = 1000
+SCHEDULE_VIEW = "expiry_schedule.v2"
 
 
 def on_created(p, k: Keys, e: st.StoryCreated) -> None:
@@ -46,8 +47,10 @@ class Expirer:
     def __init__(self, store: EventStore, client: redis.Redis, prefix: str, platform: Platform,
                  clock: Callable[[], datetime] | None = None) -> None:
         self.client, self.keys = client, Keys(prefix)
+        # v2: the schedule's key carries a hash tag (Redis Cluster); the untagged one goes.
+        client.delete(*self.keys.legacy_expiry)  # a cluster client splits this by slot
         self.schedule = ProjectionRunner(
-            store, RedisViewStore(client, prefix, name="expiry_schedule", handlers=SCHEDULE_HANDLERS), 5000)
+            store, RedisViewStore(client, prefix, name=SCHEDULE_VIEW, handlers=SCHEDULE_HANDLERS), 5000)
         self.clock = clock or utc_now
         # Simulated seconds per real second (STORIES_SIMULATED_CLOCK); waits are real seconds.
         self.scale = float(getattr(self.clock, "scale", 1.0) or 1.0)

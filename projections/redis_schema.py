@@ -3,27 +3,32 @@ reads, so neither guesses the other's keys or encodings.
 
 Redis holds the social graph and the live window, nothing that grows with history:
 
-| key (``P`` = prefix)      | type   | what                                              | lifetime |
-| ------------------------- | ------ | ------------------------------------------------- | -------- |
-| ``P:following:{u}``       | set    | whom ``u`` follows                                | graph |
-| ``P:followers:{u}``       | set    | who follows ``u``                                 | graph |
-| ``P:cf:{u}``              | set    | ``u``'s close friends                             | graph |
-| ``P:cfof:{u}``            | set    | owners whose close-friends list holds ``u``       | graph |
-| ``P:live:{u}``            | set    | ``u``'s live stories, each a `LiveEntry`         | a member per live story; key expires with the last |
-| ``P:seen:{u}``            | zset   | stories ``u`` has seen: member story id, score first view (ms) | trimmed by view time; reclaimed by `seen_due` |
-| ``P:seen_due``            | zset   | viewer -> when the last story they saw expires (ms) | an entry per viewer who saw a live story |
-| ``P:card:{s}``            | string | the story's content (its StoryCreated data, served shape) | story's life |
-| ``P:n:{s}``               | hash   | counters and sticker tallies (`CounterField`), ``m``: its live member | story's life |
-| ``P:mine:{s}``            | hash   | ``"<sticker>:<user>"`` -> that user's answer      | story's life |
-| ``P:aud:{s}`` / ``P:hid:{s}`` | set | a custom story's allowed viewers / hidden viewers | story's life |
-| ``P:qa:{s}``              | list   | the latest question responses (JSON), newest first | story's life |
-| ``P:expiry:due``          | zset   | the expirer's schedule (its own view)             | story's life |
-| ``P:position:<view>``     | string | the last log position each view applied           | permanent |
+| key (``P`` = prefix)      | tag | type   | what                                      | lifetime |
+| ------------------------- | --- | ------ | ----------------------------------------- | -------- |
+| ``P:following:{u}``       | u | set    | whom ``u`` follows                              | graph |
+| ``P:followers:{u}``       | u | set    | who follows ``u``                               | graph |
+| ``P:cf:{u}``              | u | set    | ``u``'s close friends                           | graph |
+| ``P:cfof:{u}``            | u | set    | owners whose close-friends list holds ``u``     | graph |
+| ``P:live:{u}``            | u | set    | ``u``'s live stories, each a `LiveEntry`        | a member per live story; key expires with the last |
+| ``P:seen:{u}``            | u | zset   | stories ``u`` has seen: story id -> first view (ms); ``~due`` -> when the last of them expires | trimmed by view time; reclaimed when due |
+| ``P:at:{u}``              | u | hash   | stamps: view -> last log position applied to ``u``'s keys | two days after the last write |
+| ``P:card:{s}``            | s | string | the story's content (its StoryCreated data, served shape) | story's life |
+| ``P:n:{s}``               | s | hash   | counters and sticker tallies (`CounterField`), ``m``: its live member, ``@<view>``: stamps | story's life |
+| ``P:mine:{s}``            | s | hash   | ``"<sticker>:<user>"`` -> that user's answer    | story's life |
+| ``P:aud:{s}`` / ``P:hid:{s}`` | s | set | a custom story's allowed viewers / hidden viewers | story's life |
+| ``P:qa:{s}``              | s | list   | the latest question responses (JSON), newest first | story's life |
+| ``P:seen_due``            | - | zset   | viewer -> when the last story they saw expires (ms); idempotent writes only | an entry per viewer who saw a live story |
+| ``P:expiry:{~expiry}``    | ~expiry | zset | the expirer's schedule (its own view), stamps ``P:at:{~expiry}`` | story's life |
+| ``P:position:<view>``     | - | string | the last log position each view applied        | permanent |
+| ``P:wait:{tag}``          | tag | string | a marker written before WAIT (``STORIES_REDIS_WAIT_REPLICAS``) | 10 s |
+| ``P:changes``             | - | channel | sharded pub/sub (SPUBLISH): what each applied batch changed | not stored |
 
-"Story's life": deleted in the same MULTI/EXEC as the story's ``StoryExpired`` or
-``StoryDeleted``, and created with an absolute expiry of the story's ``expires_at`` plus a grace
-period, a safety net should an event ever be missed. The braces are Redis Cluster hash tags:
-all of one user's keys share a slot, and so do all of one story's.
+"Story's life": deleted when the story's ``StoryExpired`` or ``StoryDeleted`` is applied, and
+created with a time to live of the story's remaining life plus a grace period, a safety net
+should an event ever be missed. The braces are Redis Cluster hash tags: all of one user's keys
+share a slot, and so do all of one story's, so each tag's share of a batch is applied by one
+script in one slot (``projections.redis_views``), and the query API's multi-key reads for one
+user stay in one slot. A user id that equals a story id merely shares its slot.
 """
 
 from __future__ import annotations
@@ -43,10 +48,21 @@ RESPONSES_KEPT = 5  # question responses a served story carries; all of them are
 # position for this version rebuilds Redis from the start of the log, so an upgrade needs no step.
 VIEW_NAME = "redis_views.v2"
 LEGACY_KEYS = ("views", "replies", "answer:", "countdown:", "position:redis_views")  # layout v1
+SEEN_DUE = "~due"  # the member of a seen set whose score is when the last story in it expires
+EXPIRY_TAG = "~expiry"  # the expirer's schedule and its stamps (not a read model: replay keeps them)
 
 # Key kinds that make up the read models (replay clears these; relay and expirer keep theirs).
 READ_MODEL_KEYS = ("following:", "followers:", "cf:", "cfof:", "live:", "seen:", "seen_due", "card:", "n:",
-                   "mine:", "aud:", "hid:", "qa:", "position:redis_views")  # v1 and v2 positions
+                   "mine:", "aud:", "hid:", "qa:", "at:", "wait:", "position:redis_views")  # v1 and v2 positions
+
+
+def hash_tag(key: str) -> str | None:
+    """The key's Redis Cluster hash tag (what its slot is computed from), None when it has none."""
+    start = key.find("{")
+    if start < 0:
+        return None
+    end = key.find("}", start + 1)
+    return key[start + 1:end] if end > start + 1 else None
 
 
 class Keys:
@@ -69,6 +85,19 @@ class Keys:
     def hidden(self, story: str) -> str: return f"{self.p}hid:{{{story}}}"
     def responses(self, story: str) -> str: return f"{self.p}qa:{{{story}}}"
 
+    @property
+    def changes(self) -> str:
+        """The sharded pub/sub channel of the projector's change notices (``change_notice``)."""
+        return f"{self.p}changes"
+
+    def wait_marker(self, tag: str) -> str:
+        """A marker the projector writes (10 s) before WAIT, in a slot it has just written to."""
+        return f"{self.p}wait:{{{tag}}}"
+
+    def stamps(self, tag: str) -> str:
+        """A hash tag's stamps (view -> last log position applied), in the tag's own slot."""
+        return f"{self.p}at:{{{tag}}}"
+
     def story_keys(self, story: str) -> tuple[str, ...]:
         """Everything Redis holds for one story (the live-set member aside)."""
         return (self.card(story), self.counters(story), self.answers(story), self.allowed(story),
@@ -78,7 +107,10 @@ class Keys:
     @property
     def seen_due(self) -> str: return f"{self.p}seen_due"
     @property
-    def expiry_due(self) -> str: return f"{self.p}expiry:due"
+    def expiry_due(self) -> str: return f"{self.p}expiry:{{{EXPIRY_TAG}}}"
+    @property
+    def legacy_expiry(self) -> tuple[str, str]:  # before the cluster layout: untagged
+        return f"{self.p}expiry:due", f"{self.p}position:expiry_schedule"
     def position(self, name: str) -> str: return f"{self.p}position:{name}"
 
 

@@ -3,9 +3,13 @@ counters and sticker tallies, who saw what, each user's own answers). Layout and
 ``projections.redis_schema``.
 
 Nothing here outlives the story it belongs to: ``StoryExpired`` and ``StoryDeleted`` remove the
-story's keys in the same MULTI/EXEC, and every per-story key also carries a time to live (what is
-left of the story's life, plus grace) as a safety net. Times come from the events, never from a clock, so a
-replay writes exactly what the live projection wrote.
+story's keys, and every per-story key also carries a time to live (what is left of the story's
+life, plus grace) as a safety net. Times come from the events, never from a clock, so a replay
+writes exactly what the live projection wrote.
+
+Handlers record redis-py style calls on ``BatchWrites``; ``RedisViewStore`` applies them as one
+stamped script per hash tag, so that the same code is exactly-once on one Redis and on a Redis
+Cluster, with no cross-slot transaction.
 """
 
 from __future__ import annotations
@@ -20,9 +24,11 @@ import redis
 from commands.event_store import LoggedEvent
 from domain import engagement as en, highlights as hl, social as so, stories as st
 from projections.redis_schema import (
-    LONGEST_LIFE, READ_MODEL_KEYS, RESPONSES_KEPT, VIEW_NAME, CounterField as F, Keys, LiveEntry, answer_field,
+    LONGEST_LIFE, READ_MODEL_KEYS, RESPONSES_KEPT, SEEN_DUE, VIEW_NAME, CounterField as F, Keys, LiveEntry,
+    answer_field, hash_tag,
 )
 from projections.runner import StalePosition
+from stories.backends import is_cluster, run_pipeline
 
 __all__ = ["HANDLERS", "READ_MODEL_KEYS", "Keys", "RedisViewStore", "story_card"]
 
@@ -35,24 +41,51 @@ def _ms(moment: datetime) -> int:
     return int(moment.timestamp() * 1000)
 
 
+Call = tuple  # (method, args) or (method, args, kwargs), as a redis-py pipeline would take it
+
+
 @dataclass
 class BatchWrites:
-    """What handlers write to: the MULTI/EXEC pipeline, plus what the batch knows of each live
-    story it touches (read before the transaction, or created earlier in the batch).
+    """What handlers write to: it records redis-py style calls (``w.hincrby(key, field, 1)``),
+    each with the log position of the event being applied (``at``), and knows what the batch
+    knows of each live story it touches (read before the writes, or created earlier in it).
+    ``RedisViewStore`` turns the calls into one stamped script per hash tag.
 
     ``live[story_id]`` is the story's live-set entry, or None when the story is not live in
     Redis (expired, deleted, or never seen by this view): events about it then touch nothing,
     so a late view can never recreate the state of a story that is gone.
     """
 
-    pipe: Any
     grace_ms: int = int(DEFAULT_GRACE.total_seconds() * 1000)
     live: dict[str, LiveEntry | None] = field(default_factory=dict)
     members: dict[str, list[bytes]] = field(default_factory=dict)  # story -> its live-set members, found by id
+    at: int = 0  # the log position of the event being applied
+    calls: list[Call] = field(default_factory=list)
+    positions: list[int] = field(default_factory=list)  # calls[i] was made for the event at positions[i]
     _expiry: dict[str, tuple[int, bool]] = field(default_factory=dict)
 
-    def __getattr__(self, name: str) -> Any:  # handlers of other views write to the pipeline directly
-        return getattr(self.pipe, name)
+    def _call(self, name: str, *args: Any, **kwargs: Any) -> None:
+        self.calls.append((name, args, kwargs) if kwargs else (name, args))
+        self.positions.append(self.at)
+
+    def set(self, key: str, value: Any) -> None: self._call("set", key, value)
+    def hset(self, key: str, name: str, value: Any) -> None: self._call("hset", key, name, value)
+    def hdel(self, key: str, name: str) -> None: self._call("hdel", key, name)
+    def hincrby(self, key: str, name: str, by: int) -> None: self._call("hincrby", key, name, by)
+    def hincrbyfloat(self, key: str, name: str, by: float) -> None: self._call("hincrbyfloat", key, name, by)
+    def sadd(self, key: str, *members: Any) -> None: self._call("sadd", key, *members)
+    def srem(self, key: str, *members: Any) -> None: self._call("srem", key, *members)
+    def zrem(self, key: str, *members: Any) -> None: self._call("zrem", key, *members)
+    def zremrangebyscore(self, key: str, low: Any, high: Any) -> None: self._call("zremrangebyscore", key, low, high)
+    def lpush(self, key: str, *values: Any) -> None: self._call("lpush", key, *values)
+    def ltrim(self, key: str, start: int, end: int) -> None: self._call("ltrim", key, start, end)
+    def unlink(self, *keys: str) -> None: self._call("unlink", *keys)
+
+    def zadd(self, key: str, mapping: dict, **flags: bool) -> None:
+        self._call("zadd", key, mapping, **flags)
+
+    def pexpire(self, key: str, ms: int, **flags: bool) -> None:
+        self._call("pexpire", key, ms, **flags)
 
     def story(self, story_id: str) -> LiveEntry | None:
         return self.live.get(story_id)
@@ -67,12 +100,14 @@ class BatchWrites:
         self._expiry[key] = (max(ms, previous[0]) if previous else ms, shared)
 
     def set_expiries(self) -> None:
+        """The batch's safety nets, as its last calls (made for its last event)."""
+        self.at = max(self.positions, default=self.at)
         for key, (ms, shared) in self._expiry.items():
             if shared:  # NX then GT: the longest wins, and a key without one gets it
-                self.pipe.pexpire(key, ms, nx=True)
-                self.pipe.pexpire(key, ms, gt=True)
+                self.pexpire(key, ms, nx=True)
+                self.pexpire(key, ms, gt=True)
             else:
-                self.pipe.pexpire(key, ms)
+                self.pexpire(key, ms)
 
 
 def story_card(e: st.StoryCreated) -> dict:
@@ -91,7 +126,7 @@ def live_entry(e: st.StoryCreated) -> LiveEntry:
 
 def on_story_created(w: BatchWrites, k: Keys, e: st.StoryCreated) -> None:
     entry = live_entry(e)
-    p, sid = w.pipe, e.story_id
+    p, sid = w, e.story_id
     p.set(k.card(sid), orjson.dumps(story_card(e)))
     p.hset(k.counters(sid), F.MEMBER, entry.encode())
     w.keep_until(k.card(sid), entry, e.occurred_at)
@@ -111,32 +146,35 @@ def on_story_viewed(w: BatchWrites, k: Keys, e: en.StoryViewed) -> None:
     entry = w.story(e.story_id)
     if entry is None:
         return
-    p, seen = w.pipe, k.seen(e.viewer_id)
+    p, seen = w, k.seen(e.viewer_id)
     p.hincrby(k.counters(e.story_id), F.VIEWS, 1)
     if e.view_number == 1:
         p.hincrby(k.counters(e.story_id), F.UNIQUE_VIEWERS, 1)
     p.zadd(seen, {e.story_id: _ms(e.occurred_at)}, nx=True)  # the first view's time
     # Whatever was seen longer ago than any story lives has expired: trim it as we go.
     p.zremrangebyscore(seen, "-inf", f"({_ms(e.occurred_at) - LONGEST_LIFE_MS}")
+    # When the set's last story expires, kept in the set itself, so that reclaiming it is a
+    # check on the viewer's own slot (``RECLAIM_SEEN``).
+    p.zadd(seen, {SEEN_DUE: entry.expires_ms}, gt=True)
     w.keep_until(seen, entry, e.occurred_at, shared=True)
     p.zadd(k.seen_due, {e.viewer_id: entry.expires_ms}, gt=True)
 
 
 def on_story_replied(w: BatchWrites, k: Keys, e: en.StoryReplied) -> None:
     if w.story(e.story_id) is not None:
-        w.pipe.hincrby(k.counters(e.story_id), F.REPLIES, 1)
+        w.hincrby(k.counters(e.story_id), F.REPLIES, 1)
 
 
 def _tally(w: BatchWrites, k: Keys, e: en.StickerEvent, *fields: str, by: int = 1) -> bool:
     if w.story(e.story_id) is None:
         return False
     for name in fields:
-        w.pipe.hincrby(k.counters(e.story_id), name, by)
+        w.hincrby(k.counters(e.story_id), name, by)
     return True
 
 
 def _remember(w: BatchWrites, k: Keys, e: en.StickerEvent, value: Any) -> None:
-    w.pipe.hset(k.answers(e.story_id), answer_field(e.sticker_index, e.user_id), value)
+    w.hset(k.answers(e.story_id), answer_field(e.sticker_index, e.user_id), value)
     w.keep_until(k.answers(e.story_id), w.live[e.story_id], e.occurred_at)  # type: ignore[arg-type]
 
 
@@ -157,7 +195,7 @@ def on_slider_answered(w: BatchWrites, k: Keys, e: en.SliderAnswered) -> None:
     if _tally(w, k, e, F.total(e.sticker_index)):
         # Redis adds in long double (no overflow for any double) but prints without an exponent,
         # so the sum is kept unscaled here (counters_from_hash reads it as an exact Decimal).
-        w.pipe.hincrbyfloat(k.counters(e.story_id), F.slider_sum(e.sticker_index), e.value)
+        w.hincrbyfloat(k.counters(e.story_id), F.slider_sum(e.sticker_index), e.value)
         _remember(w, k, e, e.value)
 
 
@@ -168,15 +206,15 @@ def on_countdown_followed(w: BatchWrites, k: Keys, e: en.CountdownFollowed) -> N
 
 def on_countdown_unfollowed(w: BatchWrites, k: Keys, e: en.CountdownUnfollowed) -> None:
     if _tally(w, k, e, F.followers(e.sticker_index), by=-1):
-        w.pipe.hdel(k.answers(e.story_id), answer_field(e.sticker_index, e.user_id))
+        w.hdel(k.answers(e.story_id), answer_field(e.sticker_index, e.user_id))
 
 
 def on_question_answered(w: BatchWrites, k: Keys, e: en.QuestionAnswered) -> None:
     if _tally(w, k, e, F.total(e.sticker_index)):
         key = k.responses(e.story_id)
-        w.pipe.lpush(key, orjson.dumps({"user_id": e.user_id, "sticker_index": e.sticker_index, "text": e.text,
+        w.lpush(key, orjson.dumps({"user_id": e.user_id, "sticker_index": e.sticker_index, "text": e.text,
                                         "answered_at": e.occurred_at.isoformat()}))
-        w.pipe.ltrim(key, 0, RESPONSES_KEPT - 1)
+        w.ltrim(key, 0, RESPONSES_KEPT - 1)
         w.keep_until(key, w.live[e.story_id], e.occurred_at)  # type: ignore[arg-type]
 
 
@@ -188,29 +226,29 @@ def on_story_gone(w: BatchWrites, k: Keys, e: st.StoryDeleted | st.StoryExpired)
     entry = w.story(e.story_id)
     stale = set(w.members.get(e.story_id, ())) - ({entry.encode().encode()} if entry else set())
     if entry is not None or stale:
-        w.pipe.srem(k.live(e.user_id), *([entry.encode()] if entry else []), *stale)
-    w.pipe.unlink(*k.story_keys(e.story_id))  # UNLINK: a hot story's large hashes are freed off the main thread
+        w.srem(k.live(e.user_id), *([entry.encode()] if entry else []), *stale)
+    w.unlink(*k.story_keys(e.story_id))  # UNLINK: a hot story's large hashes are freed off the main thread
     w.live[e.story_id] = None
 
 
 def on_user_followed(w: BatchWrites, k: Keys, e: so.UserFollowed) -> None:
-    w.pipe.sadd(k.following(e.follower_id), e.followee_id)
-    w.pipe.sadd(k.followers(e.followee_id), e.follower_id)
+    w.sadd(k.following(e.follower_id), e.followee_id)
+    w.sadd(k.followers(e.followee_id), e.follower_id)
 
 
 def on_user_unfollowed(w: BatchWrites, k: Keys, e: so.UserUnfollowed) -> None:
-    w.pipe.srem(k.following(e.follower_id), e.followee_id)
-    w.pipe.srem(k.followers(e.followee_id), e.follower_id)
+    w.srem(k.following(e.follower_id), e.followee_id)
+    w.srem(k.followers(e.followee_id), e.follower_id)
 
 
 def on_close_friend_added(w: BatchWrites, k: Keys, e: so.CloseFriendAdded) -> None:
-    w.pipe.sadd(k.close_friends(e.user_id), e.friend_id)
-    w.pipe.sadd(k.close_friend_of(e.friend_id), e.user_id)
+    w.sadd(k.close_friends(e.user_id), e.friend_id)
+    w.sadd(k.close_friend_of(e.friend_id), e.user_id)
 
 
 def on_close_friend_removed(w: BatchWrites, k: Keys, e: so.CloseFriendRemoved) -> None:
-    w.pipe.srem(k.close_friends(e.user_id), e.friend_id)
-    w.pipe.srem(k.close_friend_of(e.friend_id), e.user_id)
+    w.srem(k.close_friends(e.user_id), e.friend_id)
+    w.srem(k.close_friend_of(e.friend_id), e.user_id)
 
 
 def _nothing(w, k, e) -> None:
@@ -241,6 +279,34 @@ HANDLERS: dict[type, Callable] = {
 }
 
 
+def change_notice(events: list[LoggedEvent], position: int) -> dict[str, Any]:
+    """What a batch changed, for live updates: the stories it touched, the authors whose tray
+    entries changed for everyone who sees them, and ``[user, author]`` pairs where an entry changed
+    for one user only (their view, their follow, their place on a close-friends list)."""
+    stories: dict[str, None] = {}
+    authors: dict[str, None] = {}
+    pairs: dict[tuple[str, str], None] = {}
+    for logged in events:
+        e = logged.event
+        if isinstance(e, (st.StoryCreated, st.StoryDeleted, st.StoryExpired)):
+            stories[e.story_id] = None
+            authors[e.user_id] = None
+        elif isinstance(e, en.StoryViewed):
+            stories[e.story_id] = None
+            authors[e.owner_id] = None  # counts are served in the tray
+            pairs[(e.viewer_id, e.owner_id)] = None  # and the viewer's unseen ring
+        elif (owner := getattr(e, "owner_id", None)) is not None:
+            stories[e.story_id] = None
+            authors[owner] = None
+        elif isinstance(e, (so.UserFollowed, so.UserUnfollowed)):
+            pairs[(e.follower_id, e.followee_id)] = None
+            pairs[(e.followee_id, e.follower_id)] = None  # entativa: friends are mutual follows
+        elif isinstance(e, (so.CloseFriendAdded, so.CloseFriendRemoved)):
+            pairs[(e.friend_id, e.user_id)] = None
+    return {"position": position, "stories": list(stories), "authors": list(authors),
+            "pairs": [list(pair) for pair in pairs]}
+
+
 def stories_to_look_up(events: list[LoggedEvent]) -> list[str]:
     """Stories a batch touches that it did not create: their live entries are read first."""
     created: set[str] = set()
@@ -254,79 +320,270 @@ def stories_to_look_up(events: list[LoggedEvent]) -> list[str]:
     return list(wanted)
 
 
-RECLAIM_SEEN = """
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[3], 'LIMIT', 0, 10000)
-for _, viewer in ipairs(due) do
-  redis.call('UNLINK', ARGV[1] .. viewer .. ARGV[2])
-  redis.call('ZREM', KEYS[1], viewer)
+# -- applying a batch: one stamped script per hash tag ---------------------------------------
+
+# Applies one hash tag's share of a batch. KEYS[1] holds the tag's stamps (a hash: view -> the
+# last log position applied to the tag); ARGV: the view, whether to create KEYS[1] when it does
+# not exist after the operations (not for a story's counters: a story the batch removed stays
+# removed), the stamp key's time to live (ms, 0: none), the batch's last position, then the
+# operations, each "position, command, key index, argument count, arguments...". Operations of
+# events at or below the stamp are skipped: they landed before (a crashed run, or another runner).
+APPLY = """
+local view, make, ttl, top = ARGV[1], ARGV[2] == '1', tonumber(ARGV[3]), tonumber(ARGV[4])
+local at = tonumber(redis.call('HGET', KEYS[1], view) or '0')
+if top <= at then return 0 end
+local i = 5
+while i <= #ARGV do
+  local n = tonumber(ARGV[i + 3])
+  if tonumber(ARGV[i]) > at then
+    redis.call(ARGV[i + 1], KEYS[tonumber(ARGV[i + 2])], unpack(ARGV, i + 4, i + 3 + n))
+  end
+  i = i + 4 + n
 end
-return #due
+if make or redis.call('EXISTS', KEYS[1]) == 1 then
+  redis.call('HSET', KEYS[1], view, top)
+  if ttl > 0 then redis.call('PEXPIRE', KEYS[1], ttl) end
+end
+return 1
 """
+
+# A viewer's seen set goes once every story in it has expired by ARGV[1] (the batch's last event
+# time), judged by the set's own due member, so that a view another partition has just added keeps it.
+RECLAIM_SEEN = """
+local due = redis.call('ZSCORE', KEYS[1], ARGV[2])
+if due and tonumber(due) > tonumber(ARGV[1]) then return 0 end
+redis.call('UNLINK', KEYS[1])
+return 1
+"""
+
+# Viewers leave the global due index only if still due (a later view may have moved them on).
+UNDUE = """
+local n = 0
+for i = 2, #ARGV do
+  local due = redis.call('ZSCORE', KEYS[1], ARGV[i])
+  if due and tonumber(due) <= tonumber(ARGV[1]) then n = n + redis.call('ZREM', KEYS[1], ARGV[i]) end
+end
+return n
+"""
+
+# Moves a view's position from ARGV[1] to ARGV[2]; 0 when it is not at ARGV[1] (StalePosition).
+ADVANCE = """
+if tonumber(redis.call('GET', KEYS[1]) or '0') ~= tonumber(ARGV[1]) then return 0 end
+redis.call('SET', KEYS[1], ARGV[2])
+return 1
+"""
+
+RECLAIM_PAGE = 1000  # due viewers reclaimed per batch (the rest, next batch)
+STAMP_LIFE_MS = LONGEST_LIFE_MS  # plus grace: a user's stamps outlive any batch that could be re-run
+
+
+def _flag_args(kwargs: dict[str, bool]) -> list[str]:
+    return [name.upper() for name, on in kwargs.items() if on]
+
+
+def _encode(value: Any) -> Any:
+    return repr(value) if isinstance(value, float) else value
+
+
+def redis_command(call: Call) -> list[tuple[str, str, list]]:
+    """One recorded call as Redis commands: (command, key, arguments) each; a multi-key UNLINK
+    becomes one per key, since each goes to its own key's tag."""
+    name, args, kwargs = (*call, {})[:3] if len(call) == 2 else call
+    key, rest = args[0], list(args[1:])
+    if name == "unlink":
+        return [("UNLINK", k, []) for k in args]
+    if name == "zadd":
+        mapping = rest[0]
+        pairs = [part for member, score in mapping.items() for part in (_encode(score), member)]
+        return [("ZADD", key, [*_flag_args(kwargs), *pairs])]
+    if name == "pexpire":
+        return [("PEXPIRE", key, [rest[0], *_flag_args(kwargs)])]
+    return [(name.upper(), key, [_encode(v) for v in rest])]
+
+
+@dataclass
+class _TagWrites:
+    """One hash tag's share of a batch: its keys and operations, as the APPLY script takes them."""
+
+    stamp_key: str
+    make_stamp: bool
+    keys: dict[str, int] = field(default_factory=dict)
+    ops: list[Any] = field(default_factory=list)
+
+    def add(self, position: int, command: str, key: str, args: list) -> None:
+        index = self.keys.setdefault(key, len(self.keys) + 2)  # KEYS[1] is the stamp key
+        self.ops.extend((position, command, index, len(args), *args))
 
 
 class RedisViewStore:
-    """Applies a batch in one MULTI/EXEC together with the new position (WATCHed).
+    """Applies a batch with no cross-slot transaction, so that one code path serves one Redis
+    and a Redis Cluster (``docs/OPERATIONS.md``, "Redis Cluster"):
 
-    Before the transaction it reads, in one round trip, the live entries of the stories the batch
-    touches; the transaction applies the handlers, then reclaims the seen sets of viewers whose
-    seen stories have all expired by the batch's last event.
+    1. one read round trip: the live entries of the stories the batch touches, and the viewers
+       whose seen sets may be due;
+    2. the writes, grouped by hash tag, one APPLY script per tag: atomic within its slot and
+       stamped with the log position it reached, so a re-run (after a crash anywhere, or by a
+       second runner) skips what already landed; tags of stories the batch removes go last;
+    3. optionally, WAIT for replicas of every node written (``wait_replicas``);
+    4. the position, by compare-and-set (``ADVANCE``): StalePosition when another runner moved it.
+
+    Keys without a hash tag (``seen_due``) take only idempotent writes (ZADD GT) and go unstamped.
     """
 
-    def __init__(self, client: redis.Redis, prefix: str, name: str = VIEW_NAME,
-                 handlers: dict[type, Callable] | None = None, grace: timedelta = DEFAULT_GRACE) -> None:
+    def __init__(self, client: Any, prefix: str, name: str = VIEW_NAME,
+                 handlers: dict[type, Callable] | None = None, grace: timedelta = DEFAULT_GRACE,
+                 wait_replicas: int = 0, wait_timeout_ms: int = 2000) -> None:
         self.client = client
         self.keys = Keys(prefix)
         self.name = name
         self.handlers = HANDLERS if handlers is None else handlers
         self.live_window = self.handlers is HANDLERS  # the expirer's schedule view needs none of it
         self.grace_ms = int(grace.total_seconds() * 1000)
+        self.wait_replicas, self.wait_timeout_ms = wait_replicas, wait_timeout_ms
+        self.stamp_field = "@" + name
+        self._scripts: dict[str, str] = {}
 
     def position(self) -> int:
         return int(self.client.get(self.keys.position(self.name)) or 0)
 
     def pending_until(self) -> None:
-        return None  # MULTI/EXEC: a batch lands whole or not at all
+        return None  # stamps: a re-run of any batch applies only what is missing
 
-    def _read_ahead(self, events: list[LoggedEvent]) -> tuple[dict[str, LiveEntry | None], dict[str, list[bytes]]]:
-        """The live entries of the stories the batch touches, and, for the stories it ends, their
-        members as the author's live set holds them (found by story id, should the counters hash
-        that names the member have expired first)."""
+    def _sha(self, source: str) -> str:
+        sha = self._scripts.get(source)
+        if sha is None:
+            sha = self._scripts[source] = self.client.script_load(source)
+        return sha
+
+    def _read_ahead(self, events: list[LoggedEvent], start: int) -> tuple[
+            dict[str, LiveEntry | None], dict[str, list[bytes]], list[bytes]]:
+        """In one round trip: that the position is still ``start`` (else StalePosition); the live
+        entries of the stories the batch touches; for the stories it ends, their members as the
+        author's live set holds them (found by story id, should the counters hash that names the
+        member have expired first); the viewers whose seen sets may be due."""
         story_ids = stories_to_look_up(events) if self.live_window else []
         gone = [e.event for e in events if self.live_window and isinstance(e.event, (st.StoryDeleted, st.StoryExpired))]
-        if not story_ids and not gone:
-            return {}, {}
-        with self.client.pipeline(transaction=False) as p:
-            for story_id in story_ids:
-                p.hget(self.keys.counters(story_id), F.MEMBER)
-            for event in gone:
-                p.sscan(self.keys.live(event.user_id), 0, match=f"{event.story_id}|*", count=1000)
-            replies = p.execute()
+        reclaim = self.live_window and bool(events)
+        at, *replies = run_pipeline(self.client, [
+            ("GET", self.keys.position(self.name)),
+            *(("HGET", self.keys.counters(story_id), F.MEMBER) for story_id in story_ids),
+            *(("SSCAN", self.keys.live(e.user_id), 0, "MATCH", f"{e.story_id}|*", "COUNT", 1000) for e in gone),
+            *([("ZRANGEBYSCORE", self.keys.seen_due, "-inf", self._last_ms(events), "LIMIT", 0, RECLAIM_PAGE)]
+              if reclaim else []),
+        ])
+        if int(at or 0) != start:
+            raise StalePosition(self.name)
         live = {sid: LiveEntry.decode(m) if m else None for sid, m in zip(story_ids, replies)}
         members = {event.story_id: found for event, (_, found) in zip(gone, replies[len(story_ids):])}
-        return live, members
+        return live, members, (replies[-1] if reclaim else [])
+
+    @staticmethod
+    def _last_ms(events: list[LoggedEvent]) -> int:
+        return max(_ms(logged.event.occurred_at) for logged in events)
+
+    def _group(self, writes: BatchWrites) -> tuple[dict[str, _TagWrites], list[tuple[str, str, list]]]:
+        """The batch's calls by hash tag (stamped), and those on untagged keys (idempotent)."""
+        groups: dict[str, _TagWrites] = {}
+        plain: list[tuple[str, str, list]] = []
+        for call, position in zip(writes.calls, writes.positions):
+            for command, key, args in redis_command(call):
+                tag = hash_tag(key)
+                if tag is None:
+                    last = plain[-1] if plain else None
+                    if command == "ZADD" and last and last[:2] == (command, key) and last[2][0] == args[0]:
+                        last[2].extend(args[1:])  # one ZADD GT for the batch: GT applies pair by pair
+                    else:
+                        plain.append((command, key, list(args)))
+                    continue
+                group = groups.get(tag)
+                if group is None:
+                    story = tag in writes.live  # a story's stamps live in its counters, and go with it
+                    group = groups[tag] = _TagWrites(self.keys.counters(tag) if story else self.keys.stamps(tag),
+                                                     not story)
+                group.add(position, command, key, args)
+        return groups, plain
 
     def apply(self, events: list[LoggedEvent], start: int, position: int) -> None:
-        key = self.keys.position(self.name)
-        with self.client.pipeline(transaction=True) as pipe:
-            pipe.watch(key)
-            if int(pipe.get(key) or 0) != start:
-                raise StalePosition(self.name)
-            live, members = self._read_ahead(events)
-            pipe.multi()
-            writes = BatchWrites(pipe, self.grace_ms, live, members)
-            for logged in events:
-                handler = self.handlers.get(type(logged.event))
-                if handler is not None:
-                    handler(writes, self.keys, logged.event)
-            writes.set_expiries()
-            if self.live_window and events:
-                # Viewers all of whose seen stories expired by this batch's last event: their seen
-                # sets go. A script, so that it runs at EXEC, atomically with what other partitions add.
-                before, after = self.keys.seen("\0").split("\0")
-                last_ms = max(_ms(logged.event.occurred_at) for logged in events)
-                pipe.eval(RECLAIM_SEEN, 1, self.keys.seen_due, before, after, last_ms)
-            pipe.set(key, position)
+        live, members, due = self._read_ahead(events, start)
+        writes = BatchWrites(self.grace_ms, dict(live), members)
+        for logged in events:
+            handler = self.handlers.get(type(logged.event))
+            if handler is not None:
+                writes.at = logged.position
+                handler(writes, self.keys, logged.event)
+        writes.set_expiries()
+        groups, plain = self._group(writes)
+        # Stories the batch removes go last: until they are gone, a re-run still finds them live
+        # and so makes the same writes to their viewers' and authors' keys.
+        ending = {e.event.story_id for e in events if isinstance(e.event, (st.StoryDeleted, st.StoryExpired))}
+        first = {tag: g for tag, g in groups.items() if tag not in ending}
+        last = {tag: g for tag, g in groups.items() if tag in ending}
+        top = max((logged.position for logged in events), default=position)
+        written: list[str] = []
+        for phase, extra in ((first, plain), (last, [])):
+            if phase or extra or (phase is last and due):
+                written += self._run(phase, extra, top, due if phase is last else [],
+                                     self._last_ms(events) if events else 0)
+        if self.wait_replicas and written:
+            self._wait(written)
+        if self.live_window and events:
+            self._announce(events, position)
+        try:
+            advanced = self.client.evalsha(self._sha(ADVANCE), 1, self.keys.position(self.name), start, position)
+        except redis.exceptions.NoScriptError:  # see _run
+            self._scripts.clear()
+            advanced = self.client.evalsha(self._sha(ADVANCE), 1, self.keys.position(self.name), start, position)
+        if not advanced:
+            raise StalePosition(self.name)
+
+    def _announce(self, events: list[LoggedEvent], position: int) -> None:
+        """Tell the query APIs what the batch changed (``change_notice``), on a sharded pub/sub
+        channel (one code path on one Redis 7+ and on a cluster). Before the position moves: a
+        crash after it re-runs the batch and announces again, so no change goes unannounced; a
+        notice twice only makes clients fetch the same state twice."""
+        self.client.execute_command("SPUBLISH", self.keys.changes, orjson.dumps(change_notice(events, position)))
+
+    def _run(self, groups: dict[str, _TagWrites], plain: list[tuple[str, str, list]], top: int,
+             due: list[bytes], last_ms: int) -> list[str]:
+        """One pipeline: each tag's APPLY, the untagged commands, the seen-set reclaims; the keys
+        written (one per tag, for WAIT)."""
+        user_ttl = STAMP_LIFE_MS + self.grace_ms
+        for attempt in (1, 2):
             try:
-                pipe.execute()
-            except redis.WatchError:
-                raise StalePosition(self.name) from None
+                apply_sha = self._sha(APPLY)
+                reclaim_sha, undue_sha = (self._sha(RECLAIM_SEEN), self._sha(UNDUE)) if due else ("", "")
+                run_pipeline(self.client, [
+                    *(("EVALSHA", apply_sha, 1 + len(g.keys), g.stamp_key, *g.keys, self.stamp_field,
+                       int(g.make_stamp), user_ttl if g.make_stamp else 0, top, *g.ops) for g in groups.values()),
+                    *((command, key, *args) for command, key, args in plain),
+                    *(("EVALSHA", reclaim_sha, 1, self.keys.seen(v.decode()), last_ms, SEEN_DUE) for v in due),
+                    *([("EVALSHA", undue_sha, 1, self.keys.seen_due, last_ms, *due)] if due else []),
+                ])
+                break
+            except redis.exceptions.NoScriptError:
+                # A node that lost its script cache (restarted, or a replica promoted): load the
+                # scripts again; the stamps make the second attempt skip what the first applied.
+                self._scripts.clear()
+                if attempt == 2:
+                    raise
+        return [g.stamp_key for g in groups.values()] + [key for _, key, _ in plain]
+
+    def _wait(self, written: list[str]) -> None:
+        """Block until ``wait_replicas`` replicas of every node written acknowledge the writes,
+        so a failover cannot lose what the position is about to count as done. WAIT counts the
+        writes of its own connection: a short-lived marker written on that same connection, in
+        the slot of a key the batch wrote, covers everything the node applied before it."""
+        if is_cluster(self.client):
+            by_node = {self.client.get_node_from_key(key).name: key for key in written}
+            targets = [(self.client.get_redis_connection(self.client.get_node_from_key(key)), key)
+                       for key in by_node.values()]
+        else:
+            targets = [(self.client, written[0])]
+        for target, key in targets:
+            with target.pipeline(transaction=False) as p:
+                p.set(self.keys.wait_marker(hash_tag(key) or key), 1, px=10_000)
+                p.execute_command("WAIT", self.wait_replicas, self.wait_timeout_ms)
+                _, acked = p.execute()
+            if int(acked) < self.wait_replicas:
+                raise redis.exceptions.ConnectionError(
+                    f"{acked} of {self.wait_replicas} replicas acknowledged the batch in {self.wait_timeout_ms} ms")

@@ -14,7 +14,7 @@ from commands.event_store import EventStore
 from domain.stickers import parse_timestamp
 from projections.document_writes import DocumentWrites
 from projections.mongo_views import HANDLERS as MONGO_HANDLERS, MongoViewStore, ensure_indexes
-from projections.redis_schema import LEGACY_KEYS
+from projections.redis_schema import EXPIRY_TAG, LEGACY_KEYS, Keys
 from projections.redis_views import READ_MODEL_KEYS, RedisViewStore
 from projections.runner import ProjectionRunner
 from read_api import presenter
@@ -50,8 +50,9 @@ def parse_until(store: EventStore, value: str | None) -> int:
 def clear_read_models(mongo: MongoClient, database: str, client: redis.Redis, prefix: str) -> None:
     """Drop the read models (not the relay's or the expirer's positions)."""
     mongo.drop_database(database)
+    keep = Keys(prefix).stamps(EXPIRY_TAG).encode()  # the expirer's, like its schedule
     for kind in READ_MODEL_KEYS + LEGACY_KEYS:
-        batch = list(client.scan_iter(match=f"{prefix}{kind}*", count=5000))
+        batch = [key for key in client.scan_iter(match=f"{prefix}{kind}*", count=5000) if key != keep]
         for i in range(0, len(batch), 5000):
             client.delete(*batch[i:i + 5000])
 

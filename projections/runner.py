@@ -1,8 +1,9 @@
 """The projection runner: follow the log from a view store's own position, in batches.
 
-A view store applies one batch and records the batch's end position in the same atomic write
-(a MongoDB transaction, a Redis MULTI/EXEC). Killed at any point, it restarts from the last
-recorded position and every effect lands exactly once.
+A view store applies one batch so that re-running it lands nothing twice (MongoDB: writes stamped
+and guarded by version; Redis: one script per hash tag, stamped with the log position it reached),
+then records the batch's end position. Killed at any point, it restarts from the last recorded
+position and every effect lands exactly once.
 """
 
 from __future__ import annotations

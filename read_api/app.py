@@ -16,8 +16,8 @@ from redis.asyncio import Redis
 from projections.mongo_views import POSITIONS
 from projections.runner import Partition
 from projections.redis_schema import VIEW_NAME, Keys
-
-MONGO_VIEWS, REDIS_VIEWS = "mongo_views", VIEW_NAME  # the projector's view store names
+from read_api import live
+from read_api.live_page import add_live_page
 from read_api.pages import DEFAULT_LIMIT, MAX_LIMIT, Cursors
 from read_api.queries import Queries
 from stories.auth import TokenVerifier
@@ -32,6 +32,8 @@ from stories.settings import Settings, cursor_secret
 QUERIES = web.AppKey("queries", Queries)
 POSITION = web.AppKey("projection_positions", "ProjectionPositions")
 CLOCK = web.AppKey("clock", object)
+LIVE = web.AppKey("live_hub", live.LiveHub)
+MONGO_VIEWS, REDIS_VIEWS = "mongo_views", VIEW_NAME  # the projector's view store names
 
 
 log = logging.getLogger(__name__)
@@ -66,7 +68,10 @@ class ProjectionPositions:
         before = self.current
         try:
             docs = {d["_id"]: d["position"] async for d in self._mongo.find({"_id": {"$in": self._mongo_names}})}
-            *redis_positions, head = await self._redis.mget(*self._redis_keys, self._log_head_key)
+            async with self._redis.pipeline(transaction=False) as p:  # GETs: the keys may sit on several nodes
+                for key in (*self._redis_keys, self._log_head_key):
+                    p.get(key)
+                *redis_positions, head = await p.execute()
         except Exception:
             if not self.failing:
                 self.failing = True
@@ -241,6 +246,15 @@ async def get_close_friends(request, q: Queries, user: str, now: datetime):
     return await q.close_friends(user, *_paging(request))
 
 
+async def get_story_live(request: web.Request) -> web.StreamResponse:
+    app = request.app
+    return await live.story_stream(request, app[LIVE], app[QUERIES], app[POSITION], app[CLOCK])
+
+
+async def get_feed_live(request: web.Request) -> web.StreamResponse:
+    return await live.feed_stream(request, request.app[LIVE], request.app[POSITION])
+
+
 MIN_POSITION = {"min_position": {"type": "integer", "minimum": 0, "maximum": 2**63 - 1}}
 PAGE = {"limit": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT},
         "cursor": {"type": "string"}, **MIN_POSITION}
@@ -251,6 +265,12 @@ ROUTES = [
           query=PAGE),
     Route("GET", "/api/v1/stories/user/{user_id}", get_user_stories, "a user's live stories you may see, oldest first",
           errors=(422,), query=PAGE),
+    # (feed/live before {story_id}/live, which would match it too)
+    Route("GET", "/api/v1/stories/feed/live", get_feed_live,
+          "server-sent events: `tray` {user_id} when that author's entry in your tray changes"),
+    Route("GET", "/api/v1/stories/{story_id}/live", get_story_live,
+          "server-sent events: `story` (the story as you may see it) when it changes, `end` when it expires, "
+          "is deleted or you lose access", errors=(404,)),
     Route("GET", "/api/v1/stories/{story_id}", get_story, "one story as you may see it", errors=(404,), query=MIN_POSITION),
     Route("GET", "/api/v1/highlights/user/{user_id}", get_user_highlights, "a user's highlights (no stories)",
           errors=(422,), query=PAGE),
@@ -290,16 +310,29 @@ def create_app(settings: Settings, clock: Callable[[], datetime] | None = None) 
     Gauge("stories_projection_lag_events", "events the slowest read model is behind the log head",
           registry=registry).set_function(lambda: max(0, positions.log_head - positions.current))
 
+    hub = live.LiveHub(redis, settings.redis_prefix, settings.platform)
+    app[LIVE] = hub
+
     async def follow_positions(app: web.Application):
         # The one reader of the positions; answers keep the last known (lower) position while a
-        # store is down, and /ready reports it.
+        # store is down, and /ready reports it. And the one subscriber to the change notices.
         task = asyncio.create_task(positions.follow())
+        notices = asyncio.create_task(hub.run())
         yield
-        task.cancel()
+        hub.close()
+        for t in (task, notices):
+            t.cancel()
+        with suppress(asyncio.CancelledError):
+            await notices
         await mongo.close()
         await redis.aclose()
 
     app.cleanup_ctx.append(follow_positions)
+
+    async def end_streams(app: web.Application) -> None:
+        hub.close()  # open event streams end before the server waits for its handlers
+
+    app.on_shutdown.append(end_streams)
 
     async def mongo_check() -> None:
         await mongo.admin.command("ping")
@@ -307,7 +340,9 @@ def create_app(settings: Settings, clock: Callable[[], datetime] | None = None) 
     async def redis_check() -> None:
         await redis.ping()
 
-    document = openapi_document(f"Stories query API ({settings.platform.value})", "1.0.0", ROUTES)
+    document = live.with_event_streams(
+        openapi_document(f"Stories query API ({settings.platform.value})", "1.0.0", ROUTES),
+        [r.path for r in ROUTES if r.handler in (get_story_live, get_feed_live)])
     add_routes(app, ROUTES, document)
     from brokers.asyncapi import asyncapi_document
 
@@ -318,6 +353,7 @@ def create_app(settings: Settings, clock: Callable[[], datetime] | None = None) 
 
     app.router.add_get("/asyncapi.json", asyncapi)
     app.router.add_get("/ready", ready_handler({"mongodb": mongo_check, "redis": redis_check}))
+    add_live_page(app, settings)  # GET /live, dev mode only (not in the OpenAPI document): read_api/live_page.py
 
     async def stamp_position(request: web.Request, response: web.StreamResponse) -> None:
         # Every answer carries X-Stories-Position, those no query handler made too (404, 405, ...).

@@ -28,6 +28,7 @@ from domain.visibility import Relationship, audience_allows
 from projections.redis_schema import RESPONSES_KEPT, Keys, answer_field, counters_from_hash
 from read_api import presenter
 from read_api.pages import Cursors, invalid_cursor, page
+from stories.backends import read_pipeline, slot_groups
 
 ANSWERED_KINDS = ("poll", "quiz", "slider", "countdown")  # stickers with a per-user answer to show
 BROAD = {b"public", b"followers", b"friends"}  # audiences every follower (entativa: friend) is in
@@ -153,8 +154,12 @@ class Queries:
                 out[i] = {"value": float(value)} if kind == "slider" else {"option": int(value)}
         return out
 
+    @staticmethod
+    def _mine_fields(viewer: str) -> list[str]:
+        return [answer_field(i, viewer) for i in range(MAX_STICKERS)]
+
     def _ask_mine(self, p, story_id: str, viewer: str) -> None:
-        p.hmget(self.keys.answers(story_id), [answer_field(i, viewer) for i in range(MAX_STICKERS)])
+        p.hmget(self.keys.answers(story_id), self._mine_fields(viewer))
 
     async def serve_docs(self, docs: list[dict], viewer: str, now: datetime) -> list[dict]:
         """MongoDB story documents as served: one Redis round trip for what the caller has seen
@@ -172,9 +177,12 @@ class Queries:
                 seen_at, *answers = await p.execute()
             mine_raw = {d["_id"]: a for d, a in zip(live, answers)}
         seen = {d["_id"]: s is not None for d, s in zip(live, seen_at)}
-        gone = [f'{d["_id"]}:{viewer}' for d in docs if d["_id"] not in seen and d["user_id"] != viewer]
+        gone = [d["_id"] for d in docs if d["_id"] not in seen and d["user_id"] != viewer]
         if gone:  # Redis let these go: MongoDB's viewer list says whether the caller saw them
-            async for row in self.db.story_viewers.find({"_id": {"$in": gone}}, {"story_id": 1}):
+            # by the shard key's fields (story_id, viewer_id), not the _id made of them: a mongos
+            # then asks only the shards holding these stories
+            async for row in self.db.story_viewers.find({"story_id": {"$in": gone}, "viewer_id": viewer},
+                                                        {"story_id": 1}):
                 seen[row["story_id"]] = True
         asking = [d for d in docs if d["user_id"] == viewer
                   and any(s["sticker_type"] == "question" for s in d.get("stickers", []))]
@@ -284,12 +292,14 @@ class Queries:
             authors = await self.redis.sinter(k.following(viewer), k.followers(viewer))
         else:
             authors = await self.redis.smembers(k.following(viewer))
-        async with self.redis.pipeline(transaction=False) as p:
-            p.execute_command("SUNION", k.live(viewer), *(k.live(a.decode()) for a in authors))
-            p.zrange(k.seen(viewer), 0, SEEN_READ - 1, withscores=True)  # what the viewer saw live, and when
-            members, seen_pairs = await p.execute()
+        live_keys = slot_groups(self.redis, [k.live(viewer), *(k.live(a.decode()) for a in authors)])
+        *unions, seen_pairs = await read_pipeline(self.redis, [
+            *(("SUNION", *group) for group in live_keys),  # one per hash slot (a single server: one in all)
+            ("ZRANGE", k.seen(viewer), 0, SEEN_READ - 1, "WITHSCORES"),  # what the viewer saw live, and when
+        ])
+        members = unions[0] if len(unions) == 1 else [m for union in unions for m in union]
         if len(seen_pairs) < SEEN_READ:
-            seen = {story_id: int(at) for story_id, at in seen_pairs}
+            seen = {story_id: int(at) for story_id, at in seen_pairs}  # [member, score] pairs
         else:  # a viewer who saw more than that: ask about these stories only
             candidates = [m.split(b"|", 1)[0] for m in members]
             found = await self.redis.zmscore(k.seen(viewer), candidates) if candidates else []
@@ -338,16 +348,16 @@ class Queries:
         if narrow:  # one round trip: is the viewer on these authors' lists, in these stories' lists
             close_asks = sorted({author for _, author, privacy, _, _ in narrow if privacy == b"close_friends"})
             async with self.redis.pipeline(transaction=False) as p:
-                p.smismember(k.close_friend_of(viewer), close_asks) if close_asks else p.ping()
+                if close_asks:
+                    p.smismember(k.close_friend_of(viewer), close_asks)
                 for story_id, _, _, _, flags in narrow:
                     sid = story_id.decode()
                     if b"w" in flags:
                         p.sismember(k.allowed(sid), viewer)
                     if b"h" in flags:
                         p.sismember(k.hidden(sid), viewer)
-                close_flags, *answers = await p.execute()
-            close = {a for a, on in zip(close_asks, close_flags if close_asks else []) if on}
-            replies = iter(answers)
+                replies = iter(await p.execute())
+            close = {a for a, on in zip(close_asks, next(replies) if close_asks else []) if on}
             for story_id, author, privacy, created, flags in narrow:
                 allowed = bool(next(replies)) if b"w" in flags else False
                 if (bool(next(replies)) if b"h" in flags else False):
@@ -399,15 +409,16 @@ class Queries:
         k = self.keys
         asks_mine = [sid for sid, _, flags, _ in items if b"i" in flags]
         own_questions = [sid for sid, author, flags, _ in items if author == viewer and b"q" in flags]
-        async with self.redis.pipeline(transaction=False) as p:
-            p.mget([k.card(sid) for sid, _, _, _ in items])
-            for sid, _, _, _ in items:
-                p.hgetall(k.counters(sid))
-            for sid in asks_mine:
-                self._ask_mine(p, sid, viewer)
-            for sid in own_questions:
-                p.lrange(k.responses(sid), 0, RESPONSES_KEPT - 1)
-            cards, *rest = await p.execute()
+        card_groups = slot_groups(self.redis, [k.card(sid) for sid, _, _, _ in items])
+        replies = await read_pipeline(self.redis, [
+            *(("MGET", *group) for group in card_groups),
+            *(("HGETALL", k.counters(sid)) for sid, _, _, _ in items),
+            *(("HMGET", k.answers(sid), *self._mine_fields(viewer)) for sid in asks_mine),
+            *(("LRANGE", k.responses(sid), 0, RESPONSES_KEPT - 1) for sid in own_questions),
+        ])
+        found = dict(zip((key for group in card_groups for key in group),
+                         (card for cards in replies[:len(card_groups)] for card in cards)))
+        cards, rest = [found[k.card(sid)] for sid, _, _, _ in items], replies[len(card_groups):]
         n, m = len(items), len(asks_mine)
         counters, mine = rest[:n], dict(zip(asks_mine, rest[n:n + m]))
         responses = {sid: [{key: r[key] for key in ("user_id", "text", "answered_at")} for r in map(orjson.loads, raw)]
@@ -481,7 +492,8 @@ class Queries:
         if not wanted:
             return set()
         fields = {"user_id": 1, "privacy": 1, "allowed_viewer_ids": 1, "hidden_from_ids": 1, "deleted": 1}
-        docs = [d async for d in self.db.stories.find({"_id": {"$in": wanted}}, fields)]
+        # the owner too: a highlight holds only its owner's stories, and ``user_id`` leads the shard key
+        docs = [d async for d in self.db.stories.find({"user_id": owner, "_id": {"$in": wanted}}, fields)]
         if viewer != owner and relationship is None:
             relationship = await self.relationship(owner, viewer)
         return {d["_id"] for d in docs if not d.get("deleted")
@@ -552,7 +564,8 @@ class Queries:
             start = story_ids.index(values[0]) + 1 if values[0] in story_ids else max(0, values[1])
         rest = [(n, s) for n, s in enumerate(story_ids[start:], start) if s in visible]
         chosen, more = rest[:limit], len(rest) > limit
-        docs = {d["_id"]: d async for d in self.db.stories.find({"_id": {"$in": [s for _, s in chosen]}})}
+        docs = {d["_id"]: d async for d in self.db.stories.find(  # by owner too: their shards only
+            {"user_id": h["user_id"], "_id": {"$in": [s for _, s in chosen]}})}
         served = await self.serve_docs([docs[s] for _, s in chosen if s in docs], viewer, now)
         next_cursor = self.cursors.encode(scope, chosen[-1][1], chosen[-1][0]) if more else None
         reel = await self.db.highlight_reels.find_one({"_id": h["user_id"]}) or {"highlight_ids": []}

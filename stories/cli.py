@@ -191,13 +191,27 @@ def relay() -> None:
 def tail_events(
     from_start: bool = typer.Option(False, "--from-start", help="from the oldest kept event, not from now"),
     limit: Optional[int] = typer.Option(None, help="stop after this many events"),
+    lag: bool = typer.Option(False, "--lag", help="instead: how far the broker is behind the log (head, the "
+                             "broker's last position, the gap in events, the age of the oldest missing one)"),
+    follow: bool = typer.Option(False, "--follow", help="with --lag: print it again every --interval"),
+    interval: float = typer.Option(5.0, "--interval", help="with --lag --follow: seconds between lines"),
 ) -> None:
-    """Print the broker's events as another service would consume them: position type stream."""
+    """Print the broker's events as another service would consume them: position type stream.
+    With --lag: head=<n> broker=<n> lag_events=<n> lag_seconds=<s> oldest_missing=<time>."""
     import asyncio
 
     from brokers.tail import tail
 
     settings = _with_backends(Settings(), "broker")
+    if lag:
+        from brokers.lag import print_lag
+
+        try:
+            asyncio.run(print_lag(settings.event_store_url, settings.broker_url, settings.broker_prefix,
+                                  sys.stdout, follow, interval))
+        except KeyboardInterrupt:
+            pass
+        return
     asyncio.run(tail(settings.broker_url, settings.broker_prefix, from_start, limit, sys.stdout))
 
 

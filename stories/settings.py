@@ -67,6 +67,7 @@ class Settings(BaseSettings):
 
     cursor_secret: str | None = Field(default=None, description="HMAC key of page cursors (default: derived from the JWT key)")
     redis_grace: timedelta = Field(default=timedelta(hours=1), description="per-story Redis keys expire this long after the story (safety net)")
+    redis_wait_replicas: int = Field(default=0, ge=0, description="before a batch counts as applied, wait until this many replicas of every Redis master written acknowledge it (WAIT)")
     simulated_clock: str | None = Field(
         default=None, description="dev mode only, for the soak: ORIGIN_ISO,REAL_EPOCH_S,SCALE: every process's clock reads "
         "ORIGIN + (real now - REAL_EPOCH) * SCALE")
@@ -76,6 +77,13 @@ class Settings(BaseSettings):
     rate_limit_burst: int = 100
     group_commit_max: int = 256
     command_workers: int = Field(default=1, ge=1, description="command API processes sharing the port (SO_REUSEPORT)")
+
+    @field_validator("redis_prefix")
+    @classmethod
+    def _untagged_prefix(cls, value: str) -> str:
+        if "{" in value or "}" in value:  # the keys' own hash tags must decide their cluster slots
+            raise ValueError("the Redis key prefix must not contain braces")
+        return value
 
     @field_validator("broker_retention", "redis_grace", mode="before")
     @classmethod

@@ -173,20 +173,38 @@ def mongodb_url(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def redis_url():
+def one_redis_url():
     """The machine's Redis service; each test gets its own key prefix (``redis_prefix``)."""
     if not reachable("127.0.0.1", 6379):
         skip_backend("redis", "nothing listens on 127.0.0.1:6379")
     return REDIS_TEST_URL
 
 
+@pytest.fixture(scope="session")
+def redis_url(one_redis_url, request):
+    """Redis for the read models: the machine's server, or with ``STORIES_TEST_REDIS=cluster``
+    (``make test-cluster``) a 3-master Redis Cluster for the whole run. Brokers and the relay's
+    tests take ``one_redis_url``. A module whose read models run on both in every run overrides
+    it: ``redis_url = on_one_redis_and_a_cluster``."""
+    if os.environ.get("STORIES_TEST_REDIS") == "cluster":
+        return request.getfixturevalue("redis_cluster").url
+    return one_redis_url
+
+
+@pytest.fixture(params=["one-redis", "redis-cluster"])
+def on_one_redis_and_a_cluster(request):
+    """The read models' Redis: the machine's server, then a 3-master Redis Cluster (the same code
+    runs on both; ``redis_cluster``)."""
+    return request.getfixturevalue("one_redis_url" if request.param == "one-redis" else "redis_cluster_url")
+
+
 @pytest.fixture
 def redis_prefix(redis_url):
-    import redis
+    from stories.backends import connect_redis
 
     prefix = f"stories-test:{RUN_ID}:{uuid.uuid4().hex[:8]}:"
     yield prefix
-    client = redis.Redis.from_url(redis_url)
+    client = connect_redis(redis_url)
     keys = list(client.scan_iter(match=prefix + "*", count=1000))
     if keys:
         client.delete(*keys)
@@ -214,3 +232,46 @@ def read_side_settings(tmp_path, mongodb_url, mongodb_database, redis_url, redis
         data_dir=tmp_path, mongodb_url=mongodb_url, mongodb_database=mongodb_database,
         redis_url=redis_url, redis_prefix=redis_prefix, jwt_secret="test-secret",
     )
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory):
+    """A real Redis Cluster for the whole run (tests/cluster.py): 3 masters with one replica each
+    on loopback, from the machine's redis-server. Tests that kill a node restart it (see
+    tests/integration/test_redis_cluster_fixture.py) so the next test finds it healthy."""
+    from tests.cluster import ClusterError, LocalRedisCluster
+
+    try:
+        cluster = LocalRedisCluster.start(tmp_path_factory.mktemp("redis-cluster"))
+    except (ClusterError, OSError) as e:
+        skip_backend("redis-cluster", str(e).strip()[:4000])
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def redis_cluster_url(redis_cluster):
+    """``redis+cluster://127.0.0.1:P1,127.0.0.1:P2,127.0.0.1:P3`` (the cluster's first masters)."""
+    return redis_cluster.url
+
+
+async def drop_broker_stream(url: str, prefix: str) -> None:
+    """Delete a test's own broker stream (Redis Streams or JetStream)."""
+    from brokers.publishers import nats_stream_name, redis_stream_name
+
+    if url.startswith("redis"):
+        import redis.asyncio as aioredis
+
+        client = aioredis.Redis.from_url(url)
+        await client.delete(redis_stream_name(prefix))
+        await client.aclose()
+    else:
+        import nats
+        from nats.js.errors import NotFoundError
+
+        connection = await nats.connect(url)
+        try:
+            await connection.jetstream().delete_stream(nats_stream_name(prefix))
+        except NotFoundError:
+            pass
+        await connection.close()

@@ -24,15 +24,15 @@ def dump_redis(client: redis.Redis, prefix: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for raw in client.scan_iter(match=prefix + "*", count=1000):
         key = raw.decode()[len(prefix):]
-        if key.startswith("position:"):
-            continue
+        if key.startswith(("position:", "at:", "wait:")):
+            continue  # positions and stamps say where batches ended: they differ between batchings
         kind = client.type(raw).decode()
         if kind == "string":
             out[key] = client.get(raw)
         elif kind == "set":
             out[key] = sorted(client.smembers(raw))
         elif kind == "hash":
-            out[key] = dict(sorted(client.hgetall(raw).items()))
+            out[key] = dict(sorted((f, v) for f, v in client.hgetall(raw).items() if not f.startswith(b"@")))
         elif kind == "zset":
             out[key] = client.zrange(raw, 0, -1, withscores=True)
         elif kind == "list":

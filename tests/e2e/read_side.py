@@ -28,6 +28,8 @@ from urllib.parse import quote
 import jwt
 import pytest
 
+from stories.backends import connect_redis
+
 from tests.e2e.conftest import (
     Response as CommandResponse, clean_env, free_port, log_tail, stop_process, wait_healthy,
 )
@@ -275,7 +277,6 @@ def launch(data_dir: Path, mongodb_url: str, redis_url: str, **settings: Any) ->
 
 
 def cleanup(side: ReadSide) -> None:
-    import redis
     from pymongo import MongoClient
 
     try:
@@ -284,7 +285,7 @@ def cleanup(side: ReadSide) -> None:
     except Exception:
         pass
     try:
-        client = redis.Redis.from_url(side.redis_url)
+        client = connect_redis(side.redis_url)
         keys = list(client.scan_iter(match=side.redis_prefix + "*", count=1000))
         if keys:
             client.delete(*keys)

@@ -295,9 +295,26 @@ class CountingStores:
 
         self.mongo = {"db": {POSITIONS: Collection()}}
 
-    async def mget(self, *keys):
-        self.reads += 1
-        return [str(self.position)] * len(keys)
+    def pipeline(self, transaction: bool = False):
+        outer = self
+
+        class Pipeline:  # one round trip of GETs counts as one read
+            keys = 0
+
+            async def __aenter__(self):
+                return self
+
+            async def __aexit__(self, *exc):
+                return None
+
+            def get(self, key):
+                self.keys += 1
+
+            async def execute(self):
+                outer.reads += 1
+                return [str(outer.position)] * self.keys
+
+        return Pipeline()
 
 
 async def test_waiting_requests_cost_the_stores_no_reads_of_their_own():

@@ -24,6 +24,8 @@ from typing import Callable
 
 import pytest
 
+from stories.backends import connect_redis
+
 from tests.e2e.read_side import ReadSide, read_side  # noqa: F401  (the module's stack)
 
 pytestmark = pytest.mark.timeout(300)
@@ -482,9 +484,7 @@ def test_feed_story_equals_the_story_endpoint_and_quiz_counts_follow_the_answer(
 
 
 def _story_keys(rs: ReadSide, story: str) -> list[str]:
-    import redis
-
-    client = redis.Redis.from_url(rs.redis_url)
+    client = connect_redis(rs.redis_url)
     try:
         return sorted(k.decode() for k in client.scan_iter(match=rs.redis_prefix + "*", count=1000)
                       if story in k.decode())
@@ -493,11 +493,9 @@ def _story_keys(rs: ReadSide, story: str) -> list[str]:
 
 
 def _live_members(rs: ReadSide, author: str) -> list[str]:
-    import redis
-
     from projections.redis_schema import Keys
 
-    client = redis.Redis.from_url(rs.redis_url)
+    client = connect_redis(rs.redis_url)
     key = Keys(rs.redis_prefix).live(author)
     try:
         kind = client.type(key).decode()

@@ -14,7 +14,6 @@ from datetime import datetime, timedelta
 from uuid import UUID
 
 import pytest
-import redis
 
 from commands.application import StoriesApplication
 from commands.event_store import EventStore, StoreUnavailable
@@ -24,6 +23,10 @@ from domain.limits import Limits
 from domain.platform import Platform
 from projections import expiry
 from projections.expiry import Expirer
+from stories.backends import connect_redis
+from tests.conftest import on_one_redis_and_a_cluster
+
+redis_url = on_one_redis_and_a_cluster  # these read models run on one Redis and on a Redis Cluster
 
 PLATFORM = Platform.VIGNETTE
 OWNER = "alice"
@@ -76,7 +79,7 @@ def created_events(store: EventStore) -> dict[str, object]:
 
 @pytest.fixture
 def rclient(redis_url):
-    client = redis.Redis.from_url(redis_url)
+    client = connect_redis(redis_url)
     yield client
     client.close()
 
@@ -225,7 +228,7 @@ def test_a_fresh_expirer_with_its_own_schedule_appends_nothing_either(world, clo
     clock.advance(hours=13)
     assert run(expirer().sweep()) == 2
     other_prefix = redis_prefix + "other:"
-    client = redis.Redis.from_url(redis_url)
+    client = connect_redis(redis_url)
     e = Expirer(store, client, other_prefix, PLATFORM, clock=clock)
     try:
         assert run(e.sweep()) == 0

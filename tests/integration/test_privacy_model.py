@@ -14,12 +14,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import pytest
-import redis
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, precondition, rule, run_state_machine_as_test
 from pymongo import AsyncMongoClient, MongoClient
-from redis.asyncio import Redis as AsyncRedis
 
 from commands import models
 from commands.application import StoriesApplication
@@ -29,9 +27,13 @@ from domain.errors import DomainError, Forbidden, NotFound
 from domain.platform import Platform
 from projections.mongo_views import MongoViewStore
 from projections.redis_views import RedisViewStore
-from projections.runner import ProjectionRunner
 from projections.redis_schema import RESPONSES_KEPT
+from projections.runner import ProjectionRunner
 from read_api.queries import Queries, gather_pages
+from stories.backends import connect_async_redis, connect_redis
+from tests.conftest import on_one_redis_and_a_cluster
+
+redis_url = on_one_redis_and_a_cluster  # these read models run on one Redis and on a Redis Cluster
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -178,7 +180,7 @@ class PrivacyMachine(RuleBasedStateMachine):
         self.committer = GroupCommitter(self.store)
         self.app = StoriesApplication(self.store, self.committer, self.platform, clock=self.clock)
         self.mongo = MongoClient(self.mongodb_url, tz_aware=True)
-        self.redis = redis.Redis.from_url(self.redis_url)
+        self.redis = connect_redis(self.redis_url)
         self.runners = [ProjectionRunner(self.store, MongoViewStore(self.mongo, self.database)),
                         ProjectionRunner(self.store, RedisViewStore(self.redis, self.prefix))]
         self.checks = 0
@@ -347,7 +349,7 @@ class PrivacyMachine(RuleBasedStateMachine):
 
     async def _compare(self, now: datetime) -> None:
         mongo = AsyncMongoClient(self.mongodb_url, tz_aware=True)
-        client = AsyncRedis.from_url(self.redis_url)
+        client = connect_async_redis(self.redis_url)
         try:
             q = Queries(mongo, self.database, client, self.prefix, self.platform)
             for viewer in USERS:

@@ -21,7 +21,11 @@ from domain.platform import Platform
 from projections.mongo_views import MongoViewStore
 from projections.redis_views import RedisViewStore
 from projections.runner import ProjectionRunner
+from stories.backends import connect_redis
+from tests.conftest import on_one_redis_and_a_cluster
 from tests.read_models import dump_mongo, dump_redis, positions, redis_views_counted
+
+redis_url = on_one_redis_and_a_cluster  # these read models run on one Redis and on a Redis Cluster
 
 
 def _project(store: EventStore, mongo: MongoClient, database: str, rclient: redis.Redis, prefix: str, batch: int) -> None:
@@ -52,7 +56,7 @@ def generated_log(read_side_settings, clock):
 def test_projection_in_small_batches_equals_one_rebuild(generated_log, read_side_settings, mongodb_url, redis_url):
     store, tally = generated_log
     s = read_side_settings
-    mongo, rclient = MongoClient(mongodb_url, tz_aware=True), redis.Redis.from_url(redis_url)
+    mongo, rclient = MongoClient(mongodb_url, tz_aware=True), connect_redis(redis_url)
     _project(store, mongo, s.mongodb_database, rclient, s.redis_prefix, batch=37)
     rebuilt_db, rebuilt_prefix = s.mongodb_database + "_rebuilt", s.redis_prefix[:-1] + "-rebuilt:"
     try:
@@ -73,7 +77,7 @@ def test_projection_in_small_batches_equals_one_rebuild(generated_log, read_side
 def test_a_second_runner_never_applies_a_batch_twice(generated_log, read_side_settings, mongodb_url, redis_url):
     store, tally = generated_log
     s = read_side_settings
-    mongo, rclient = MongoClient(mongodb_url, tz_aware=True), redis.Redis.from_url(redis_url)
+    mongo, rclient = MongoClient(mongodb_url, tz_aware=True), connect_redis(redis_url)
     views = [MongoViewStore(mongo, s.mongodb_database), RedisViewStore(rclient, s.redis_prefix)]
     for view in views:
         first, second = ProjectionRunner(store, view, 100), ProjectionRunner(store, view, 100)
@@ -107,7 +111,7 @@ def long_log(read_side_settings, clock):
 def test_sigkill_mid_batch_loses_and_doubles_nothing(long_log, read_side_settings, mongodb_url, redis_url):
     store = long_log
     s = read_side_settings
-    mongo, rclient = MongoClient(mongodb_url, tz_aware=True), redis.Redis.from_url(redis_url)
+    mongo, rclient = MongoClient(mongodb_url, tz_aware=True), connect_redis(redis_url)
     head = store.head()
     rng = random.Random(3)
     kills_mid_stream = 0
@@ -151,7 +155,7 @@ def test_a_story_whose_safety_net_fired_first_still_leaves_its_authors_live_set(
     from domain import stories as sto
     from projections.redis_schema import Keys
 
-    rclient = redis.Redis.from_url(redis_url)
+    rclient = connect_redis(redis_url)
     store = RedisViewStore(rclient, redis_prefix, grace=timedelta(milliseconds=200))
     keys = Keys(redis_prefix)
     now = datetime.now(timezone.utc)

@@ -1,11 +1,14 @@
 """The relay against the machine's Redis and NATS JetStream: run as a real process, SIGKILLed
 several times mid-stream and restarted, it still delivers every event of the log; a subscriber
-that deduplicates on event_id sees each exactly once, in position order."""
+that deduplicates on event_id sees each exactly once, in position order. What it writes is plain
+JSON (Redis: one field ``event`` per entry; NATS: the body, ``Nats-Msg-Id`` = event_id), checked
+here with the plain clients (more in ``test_broker_plain_json.py``)."""
 
 from __future__ import annotations
 
 import asyncio
 import io
+import json
 import os
 import random
 import signal
@@ -27,7 +30,9 @@ from brokers.tail import raw_events, tail
 from commands.event_store import EventStore
 from commands.synthetic_load import generate
 from domain.platform import Platform
-from tests.conftest import NATS_TEST_URL, RUN_ID, reachable, skip_backend
+from tests.conftest import NATS_TEST_URL, RUN_ID, drop_broker_stream, one_redis_url, reachable, skip_backend
+
+redis_url = one_redis_url  # the broker (Redis Streams) and the relay's position: one server
 
 ROOT = Path(__file__).resolve().parents[2]
 PLATFORM = Platform.VIGNETTE
@@ -46,26 +51,7 @@ def broker(request, redis_url):
     url = redis_url if request.param == "redis" else request.getfixturevalue("nats_url")
     prefix = f"relaytest{RUN_ID}{uuid.uuid4().hex[:6]}"
     yield url, prefix
-    asyncio.run(_drop_stream(url, prefix))
-
-
-async def _drop_stream(url: str, prefix: str) -> None:
-    if url.startswith("redis"):
-        import redis.asyncio as aioredis
-
-        client = aioredis.Redis.from_url(url)
-        await client.delete(redis_stream_name(prefix))
-        await client.aclose()
-    else:
-        import nats
-        from nats.js.errors import NotFoundError
-
-        connection = await nats.connect(url)
-        try:
-            await connection.jetstream().delete_stream(nats_stream_name(prefix))
-        except NotFoundError:
-            pass
-        await connection.close()
+    asyncio.run(drop_broker_stream(url, prefix))
 
 
 def _start_relay(sqlite_url, broker_url, prefix, redis_url, redis_prefix, stderr=subprocess.PIPE,
@@ -84,6 +70,39 @@ def _start_relay(sqlite_url, broker_url, prefix, redis_url, redis_prefix, stderr
 def _recorded(client, key: str) -> int:
     value = client.get(key)
     return int(value) if value else 0
+
+
+async def _wire(url: str, prefix: str) -> list[dict]:
+    """Every message on the broker read with the plain client, checking it is plain JSON: a Redis
+    entry has exactly one field, ``event``; a NATS message's body is the JSON and its
+    ``Nats-Msg-Id`` the event_id. The envelopes, in the broker's order."""
+    if url.startswith("redis"):
+        import redis.asyncio as aioredis
+
+        client = aioredis.Redis.from_url(url)
+        try:
+            entries = await client.xrange(redis_stream_name(prefix))
+        finally:
+            await client.aclose()
+        assert all(set(fields) == {b"event"} for _id, fields in entries), entries[:1]
+        return [json.loads(fields[b"event"].decode("utf-8")) for _id, fields in entries]
+    import nats
+
+    connection = await nats.connect(url)
+    try:
+        js = connection.jetstream()
+        count = (await js.stream_info(nats_stream_name(prefix))).state.messages
+        subscription = await js.subscribe(f"{prefix}.events.>", stream=nats_stream_name(prefix), ordered_consumer=True)
+        out = []
+        for _ in range(count):
+            message = await subscription.next_msg(timeout=5)
+            envelope = json.loads(message.data.decode("utf-8"))
+            assert message.headers["Nats-Msg-Id"] == envelope["event_id"]
+            assert message.subject == f"{prefix}.events.{envelope['event_type']}"
+            out.append(envelope)
+        return out
+    finally:
+        await connection.close()
 
 
 def _check_delivery(raw: list[dict], expected: list[dict]) -> int:
@@ -150,6 +169,7 @@ async def test_relay_survives_sigkill_and_delivers_every_event_once(
     expected = [logged.envelope(PLATFORM.value) for logged in store.read()]
     store.close()
     raw = [e async for e in raw_events(broker_url, prefix, from_start=True, idle_timeout_s=1.0)]
+    assert await _wire(broker_url, prefix) == raw  # plain JSON on the wire, read without our decoder
     duplicates = _check_delivery(raw, expected)
     print(f"\n{broker_url.split(':')[0]}: {len(expected)} events, kills at positions {kills}, "
           f"{duplicates} duplicates delivered")
@@ -319,6 +339,7 @@ async def test_publishers_deduplicate_and_keep_order(broker):
     finally:
         await publisher.close()
     raw = [e async for e in raw_events(url, prefix, from_start=True, idle_timeout_s=0.5)]
+    assert await _wire(url, prefix) == raw
     duplicates = _check_delivery(raw, envelopes)
     # JetStream drops a re-publication within its duplicate window; a Redis stream keeps it.
     assert duplicates == (100 if url.startswith("redis") else 0)
@@ -544,6 +565,10 @@ async def test_relay_process_serves_the_oldest_event_age(broker, sqlite_url, red
                 if line.startswith("stories_broker_oldest_event_age_seconds "):
                     age = float(line.split()[1])
         assert 0 < age < 3600
+        lag = {line.split()[0]: float(line.split()[1]) for line in text.splitlines()
+               if line.startswith(("stories_relay_lag_events ", "stories_relay_lag_seconds "))}
+        assert set(lag) == {"stories_relay_lag_events", "stories_relay_lag_seconds"}  # served, caught up: 0
+        assert lag == {"stories_relay_lag_events": 0.0, "stories_relay_lag_seconds": 0.0}
         if url.startswith("nats"):
             assert (await _stream_info(url, prefix)).config.max_age == 3600
     finally:

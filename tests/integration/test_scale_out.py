@@ -16,9 +16,13 @@ from pymongo import MongoClient
 from commands.event_store import EventStore
 from commands.synthetic_load import generate
 from domain.platform import Platform
-from projections.replay import rebuild
-from tests.read_models import dump_mongo, dump_redis
 from projections.redis_schema import VIEW_NAME
+from projections.replay import rebuild
+from stories.backends import connect_redis
+from tests.conftest import on_one_redis_and_a_cluster
+from tests.read_models import dump_mongo, dump_redis
+
+redis_url = on_one_redis_and_a_cluster  # these read models run on one Redis and on a Redis Cluster
 
 
 def _positions(mongo: MongoClient, database: str, client: redis.Redis, prefix: str, count: int) -> list[int]:
@@ -40,7 +44,7 @@ def test_two_partitioned_projectors_build_what_one_builds(postgres_schema_url, m
     exe = Path(sys.executable).parent / "stories"
     procs = [subprocess.Popen([str(exe), "projector"], env={**env, "STORIES_PROJECTOR_PARTITION": str(i)},
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for i in range(2)]
-    mongo, client = MongoClient(mongodb_url, tz_aware=True), redis.Redis.from_url(redis_url)
+    mongo, client = MongoClient(mongodb_url, tz_aware=True), connect_redis(redis_url)
     try:
         deadline = time.monotonic() + 120
         while min(_positions(mongo, mongodb_database, client, redis_prefix, 2)) < head:

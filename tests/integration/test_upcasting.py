@@ -5,7 +5,6 @@ from __future__ import annotations
 import orjson
 from eventsourcing.persistence import StoredEvent
 from pymongo import MongoClient
-import redis
 
 from commands.event_store import EventStore
 from domain.platform import Platform
@@ -13,6 +12,10 @@ from domain.stories import Story, StoryCreated
 from projections.mongo_views import MongoViewStore
 from projections.redis_views import RedisViewStore
 from projections.runner import ProjectionRunner
+from stories.backends import connect_redis
+from tests.conftest import on_one_redis_and_a_cluster
+
+redis_url = on_one_redis_and_a_cluster  # these read models run on one Redis and on a Redis Cluster
 
 V1_FIELDS = {
     "story_type": "text", "media_id": None, "media_url": None, "thumbnail_url": None, "text_content": "old",
@@ -47,7 +50,7 @@ def test_a_v1_story_created_is_upcast_for_every_reader(sqlite_url, clock, mongod
     # the projector
     mongo = MongoClient(mongodb_url, tz_aware=True)
     ProjectionRunner(store, MongoViewStore(mongo, mongodb_database)).catch_up()
-    ProjectionRunner(store, RedisViewStore(redis.Redis.from_url(redis_url), redis_prefix)).catch_up()
+    ProjectionRunner(store, RedisViewStore(connect_redis(redis_url), redis_prefix)).catch_up()
     assert mongo[mongodb_database].stories.find_one({"_id": str(story_id)})["allow_sharing"] is True
     # and new events are stored in the new shape, with their version
     new = Story.create(uuid4(), "bob", {**V1_FIELDS, "allow_sharing": False}, Platform.VIGNETTE, clock())

@@ -32,8 +32,10 @@ from pymongo import MongoClient
 
 from stories import embedded
 from tests.e2e.read_side import STORIES, Process, ReadSide, cleanup, launch
+from tests.conftest import REDIS_TEST_URL
 from tests.read_models import dump_mongo, dump_redis
 from projections.redis_schema import VIEW_NAME
+from stories.backends import connect_redis, is_cluster_url
 
 S = "/api/v1/stories"
 POLL = {"sticker_type": "poll", "x": 0.5, "y": 0.7, "width": 0.6, "height": 0.2,
@@ -145,7 +147,7 @@ class Stack:
         return MongoClient(self.side.mongodb_url, serverSelectionTimeoutMS=3000, tz_aware=True)
 
     def redis(self) -> redis.Redis:
-        return redis.Redis.from_url(self.side.redis_url, socket_connect_timeout=3, socket_timeout=10)
+        return connect_redis(self.side.redis_url, socket_connect_timeout=3, socket_timeout=10)
 
     def head(self) -> int:
         from commands.event_store import EventStore
@@ -165,7 +167,7 @@ class Stack:
         r = self.redis()
         try:
             p = self.side.redis_prefix
-            redis_views, relay = r.mget(p + "position:" + VIEW_NAME, p + "relay:position:redis")
+            redis_views, relay = r.get(p + "position:" + VIEW_NAME), r.get(p + "relay:position:redis")  # any slots
         finally:
             r.close()
         return {"mongo": doc["position"] if doc else 0, "redis": int(redis_views or 0),
@@ -195,7 +197,7 @@ class Stack:
         """Every envelope in ``<broker_prefix>.events``, as delivered (duplicates included)."""
         from brokers.tail import decode_redis_entry
 
-        broker = redis.Redis.from_url(self.env["STORIES_BROKER_URL"], socket_timeout=10)
+        broker = connect_redis(self.env["STORIES_BROKER_URL"], socket_timeout=10)
         out, start = [], "-"
         try:
             while True:
@@ -235,7 +237,8 @@ def launch_stack(data_dir: Path, mongodb_url: str, redis_url: str, *, expirer: b
     # The synthetic load keeps a few users posting for minutes: more live stories each than the
     # contract's default limit (the limit itself is tested in tests/e2e).
     settings.setdefault("limit_live_stories", 100_000)
-    side = launch(data_dir, mongodb_url, redis_url, broker_url=redis_url, broker_prefix=broker_prefix,
+    broker_url = REDIS_TEST_URL if is_cluster_url(redis_url) else redis_url  # Redis Streams: one server
+    side = launch(data_dir, mongodb_url, redis_url, broker_url=broker_url, broker_prefix=broker_prefix,
                   rate_limit_per_s=0, **settings)
     stack = Stack(side, broker_prefix)
     try:
@@ -259,7 +262,7 @@ def teardown_stack(stack: Stack, extra_databases: tuple[str, ...] = (), extra_pr
     except Exception:
         pass
     try:
-        r = redis.Redis.from_url(stack.side.redis_url, socket_connect_timeout=3)
+        r = connect_redis(stack.side.redis_url, socket_connect_timeout=3)
         r.delete(f"{stack.broker_prefix}.events")
         for prefix in extra_prefixes:
             keys = list(r.scan_iter(match=prefix + "*", count=1000))

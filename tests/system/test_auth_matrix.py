@@ -189,7 +189,7 @@ def check_refusal(resp, expected: set[int], what: str, secrets: tuple[str, ...],
 def test_every_endpoint_refuses_every_bad_credential(read_side, world, api):  # noqa: F811
     rs, w = read_side, world
     routes = endpoints(rs, api)
-    assert len(routes) == (15 if api == "command" else 12), routes
+    assert len(routes) == (15 if api == "command" else 14), routes
     before = w.head()
     calls = 0
     failures = []

@@ -1,4 +1,5 @@
-"""The published envelope's pydantic models, the AsyncAPI document, and the Redis envelope decoder."""
+"""The published envelope's pydantic models, the AsyncAPI document, the Redis entry format (one
+field ``event``: the envelope's JSON) and the decoder of the format of before the upgrade."""
 
 from __future__ import annotations
 
@@ -12,9 +13,12 @@ import pytest
 
 from brokers.asyncapi import asyncapi_document
 from brokers.envelope_model import DATA_MODELS, ENVELOPE_MODELS, Envelope, ValidationError, parse_envelope
-from brokers.publishers import broker_kind, nats_stream_name, nats_subject, redis_stream_name
+from brokers.publishers import (
+    REDIS_EVENT_FIELD, RedisStreamPublisher, broker_kind, encode_envelope, nats_stream_name, nats_subject,
+    redis_entry_fields, redis_stream_name,
+)
 from brokers.relay import position_key
-from brokers.tail import decode_faststream_binary, decode_redis_entry
+from brokers.tail import decode_faststream_binary, decode_redis_entry, faststream_decoder, is_legacy_entry
 from commands.event_store import LoggedEvent
 from domain.catalogue import EVENT_TYPES
 
@@ -122,6 +126,24 @@ def test_asyncapi_document_describes_every_event_on_both_brokers():
     assert all(op["action"] == "send" for op in document["operations"].values())
 
 
+def test_asyncapi_document_describes_the_plain_json_wire_format():
+    document = asyncapi_document(prefix="shop")
+    assert "`event`" in document["info"]["description"]
+    messages = document["components"]["messages"]
+    assert len(messages) == 2 * len(EVENT_TYPES)
+    for name in EVENT_TYPES:
+        for key in (f"redis:shop.events:{name}:Message", f"nats:shop.events.{name}:Message"):
+            message = messages[key]
+            assert message["payload"] == {"$ref": f"#/components/schemas/{name}Envelope"}
+            assert message["contentType"] == "application/json"
+            # Redis entries carry no headers any more: the id to deduplicate on is in the JSON.
+            assert message["correlationId"]["location"] == "$message.payload#/event_id"
+        redis_message = messages[f"redis:shop.events:{name}:Message"]["description"]
+        assert "XADD shop.events * event " in redis_message and name in redis_message
+        assert "__data__" not in redis_message
+        assert "Nats-Msg-Id = event_id" in messages[f"nats:shop.events.{name}:Message"]["description"]
+
+
 def test_names_follow_the_contract():
     assert redis_stream_name() == "stories.events"
     assert nats_stream_name() == "STORIES" and nats_stream_name("my.app") == "MY_APP"
@@ -131,6 +153,108 @@ def test_names_follow_the_contract():
     assert position_key("stories", "redis") == "stories:relay:position:redis"
     with pytest.raises(ValueError):
         broker_kind("kafka://h:9092")
+
+
+# -- the Redis entry: one field, ``event``, the envelope's JSON ------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(EVENT_TYPES))
+def test_a_redis_entry_is_one_field_event_holding_the_envelope_json(name):
+    envelope = _logged(name).envelope("vignette")
+    fields = redis_entry_fields(envelope)
+    assert REDIS_EVENT_FIELD == "event" and list(fields) == ["event"]
+    # As any client reads it back (redis-py without decode_responses: bytes keys and values).
+    wire = {key.encode(): value for key, value in fields.items()}
+    assert set(wire) == {b"event"}
+    assert wire[b"event"] == encode_envelope(envelope)
+    text = wire[b"event"].decode("utf-8")  # UTF-8 JSON, nothing framework-specific around it
+    assert text.startswith("{") and text.endswith("}")
+    import json
+
+    assert json.loads(text) == orjson.loads(orjson.dumps(envelope))
+    assert decode_redis_entry(wire) == json.loads(text)
+    assert decode_redis_entry({"event": text}) == json.loads(text)  # decode_responses=True clients
+    assert not is_legacy_entry(wire)
+    parsed = parse_envelope(wire[b"event"])
+    assert type(parsed) is ENVELOPE_MODELS[name] and str(parsed.event_id) == envelope["event_id"]
+
+
+def test_non_ascii_text_is_utf8_json():
+    envelope = _logged("StoryReplied").envelope("vignette")
+    envelope["data"]["text"] = "Ça va? 👋"
+    raw = redis_entry_fields(envelope)["event"]
+    assert "Ça va? 👋".encode("utf-8") in raw  # not \u-escaped: plain UTF-8
+    assert decode_redis_entry({b"event": raw})["data"]["text"] == "Ça va? 👋"
+
+
+class _FakePipeline:
+    def __init__(self, calls: list) -> None:
+        self.calls = calls
+
+    async def __aenter__(self):
+        return self
+
+    async def __aexit__(self, *exc):
+        return False
+
+    def xadd(self, name, fields, **options):
+        self.calls.append(("xadd", name, fields, options))
+        return self
+
+    def xtrim(self, name, **options):
+        self.calls.append(("xtrim", name, options))
+        return self
+
+    async def execute(self):
+        self.calls.append(("exec",))
+        return [f"{i}-0".encode() for i, call in enumerate(self.calls) if call[0] == "xadd"] + [0]
+
+
+class _FakeRedis:
+    def __init__(self) -> None:
+        self.calls: list = []
+        self.transaction: bool | None = None
+
+    def pipeline(self, transaction: bool = True):
+        self.transaction = transaction
+        return _FakePipeline(self.calls)
+
+
+@pytest.mark.parametrize("max_len, expected_maxlen", [(0, None), (5000, 5000)])
+async def test_the_publisher_xadds_exactly_the_event_field_in_one_transaction(max_len, expected_maxlen):
+    envelopes = [_logged("StoryViewed", position=p).envelope("vignette") for p in (3, 5, 9)]
+    publisher = RedisStreamPublisher("redis://127.0.0.1:1/0", "shop", max_len=max_len, retention=3600)
+    publisher._client = fake = _FakeRedis()
+    await publisher.publish(envelopes)
+    assert fake.transaction is True  # MULTI/EXEC: the batch whole or not at all
+    xadds = [c for c in fake.calls if c[0] == "xadd"]
+    assert [(c[1], c[2]) for c in xadds] == [("shop.events", {"event": orjson.dumps(e)}) for e in envelopes]
+    assert all(c[3] == {"maxlen": expected_maxlen, "approximate": True} for c in xadds)
+    # The same transaction ends with the trim by age, then EXEC.
+    assert fake.calls[-2][0] == "xtrim" and fake.calls[-2][1] == "shop.events"
+    assert fake.calls[-2][2]["approximate"] is True and int(fake.calls[-2][2]["minid"]) > 0
+    assert fake.calls[-1] == ("exec",)
+
+
+# -- the format of before the upgrade (field ``__data__``, FastStream's binary envelope) -----------
+
+
+def test_entries_that_are_not_events_are_refused():
+    with pytest.raises(ValueError, match="'event'"):
+        decode_redis_entry({})  # a pending entry trimmed away comes back from XREADGROUP without fields
+
+
+async def test_a_faststream_subscriber_gets_the_envelope_with_the_decoder():
+    from faststream.redis.parser.binary import BinaryMessageFormatV1
+
+    envelope = _logged("PollVoted").envelope("vignette")
+    legacy = await BinaryMessageFormatV1.encode(
+        message=envelope, reply_to=None, headers={"event_type": "PollVoted"}, correlation_id=envelope["event_id"],
+    )
+    expected = orjson.loads(orjson.dumps(envelope))
+    for fields in ({b"event": encode_envelope(envelope)}, {b"__data__": legacy}):
+        message = type("Message", (), {"raw_message": {"type": "stream", "data": fields}})()
+        assert await faststream_decoder(message) == expected
 
 
 async def test_the_stdlib_decoder_reads_faststreams_binary_envelope():
@@ -146,4 +270,6 @@ async def test_the_stdlib_decoder_reads_faststreams_binary_envelope():
     assert headers["event_type"] == "StoryCreated" and headers["correlation_id"] == envelope["event_id"]
     assert headers["content-type"] == "application/json"
     assert decode_redis_entry({b"__data__": raw}) == orjson.loads(orjson.dumps(envelope))
+    assert decode_redis_entry({"__data__": raw}) == orjson.loads(orjson.dumps(envelope))
+    assert is_legacy_entry({b"__data__": raw}) and not is_legacy_entry({b"event": b"{}"})
     assert decode_faststream_binary(b'{"plain": 1}') == (b'{"plain": 1}', {})

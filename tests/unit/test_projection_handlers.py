@@ -502,20 +502,6 @@ def test_mongo_add_then_remove_close_friend_in_one_batch_ends_deleted():
 # -- Redis handlers, on a recording fake pipeline -------------------------------------------------
 
 
-class RecordingPipeline:
-    """Records every command queued on it, as (name, args, kwargs)."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple] = []
-
-    def __getattr__(self, name):
-        def record(*args, **kwargs):
-            self.calls.append((name, args, kwargs) if kwargs else (name, args))
-            return self
-
-        return record
-
-
 K = Keys("p:")
 EXPIRES_MS = int((T + timedelta(hours=24)).timestamp() * 1000)
 MEMBER = LiveEntry(SID, "alice", "followers", int(T.timestamp() * 1000), EXPIRES_MS, "hi").encode()
@@ -523,18 +509,18 @@ MEMBER = LiveEntry(SID, "alice", "followers", int(T.timestamp() * 1000), EXPIRES
 
 def redis_calls(event, live: bool = True) -> list[tuple]:
     """The commands one event queues, with its story live in Redis (or gone), expiries included."""
-    pipe = RecordingPipeline()
-    writes = BatchWrites(pipe, grace_ms=0, live={SID: LiveEntry.decode(MEMBER) if live else None})
+    writes = BatchWrites(grace_ms=0, live={SID: LiveEntry.decode(MEMBER) if live else None})
     redis_views.HANDLERS[type(event)](writes, K, event)
     writes.set_expiries()
-    return pipe.calls
+    return writes.calls
 
 
 def test_keys_layout_keeps_a_users_and_a_storys_keys_in_one_cluster_slot():
     assert K.following("u") == "p:following:{u}" and K.followers("u") == "p:followers:{u}"
     assert K.close_friends("o") == "p:cf:{o}" and K.live("a") == "p:live:{a}" and K.seen("v") == "p:seen:{v}"
     assert all(key.endswith("{s}") for key in K.story_keys("s"))
-    assert K.position("x") == "p:position:x" and K.expiry_due == "p:expiry:due"
+    assert K.position("x") == "p:position:x" and K.expiry_due == "p:expiry:{~expiry}"
+    assert K.stamps("u") == "p:at:{u}"
 
 
 def test_redis_story_created_writes_card_counters_lists_and_live_entry_with_expiries():
@@ -568,6 +554,7 @@ LATER = T + timedelta(hours=1)
      [("hincrby", (K.counters(SID), "v", 1)), ("hincrby", (K.counters(SID), "u", 1)),
       ("zadd", (K.seen("bob"), {SID: int(LATER.timestamp() * 1000)}), {"nx": True}),
       ("zremrangebyscore", (K.seen("bob"), "-inf", f"({int(LATER.timestamp() * 1000) - 48 * 3600 * 1000}")),
+      ("zadd", (K.seen("bob"), {"~due": EXPIRES_MS}), O),
       ("zadd", (K.seen_due, {"bob": EXPIRES_MS}), O),
       ("pexpire", (K.seen("bob"), 23 * 3600 * 1000), {"nx": True}),
       ("pexpire", (K.seen("bob"), 23 * 3600 * 1000), O)]),
@@ -575,6 +562,7 @@ LATER = T + timedelta(hours=1)
      [("hincrby", (K.counters(SID), "v", 1)),
       ("zadd", (K.seen("bob"), {SID: int(LATER.timestamp() * 1000)}), {"nx": True}),
       ("zremrangebyscore", (K.seen("bob"), "-inf", f"({int(LATER.timestamp() * 1000) - 48 * 3600 * 1000}")),
+      ("zadd", (K.seen("bob"), {"~due": EXPIRES_MS}), O),
       ("zadd", (K.seen_due, {"bob": EXPIRES_MS}), O),
       ("pexpire", (K.seen("bob"), 23 * 3600 * 1000), {"nx": True}),
       ("pexpire", (K.seen("bob"), 23 * 3600 * 1000), O)]),
@@ -650,9 +638,9 @@ def test_counters_read_back_in_the_shape_of_a_mongo_story():
     ]
     hash_: dict[bytes, bytes] = {}
     for event in events:
-        pipe = RecordingPipeline()
-        redis_views.HANDLERS[type(event)](BatchWrites(pipe, live={SID: LiveEntry.decode(MEMBER)}), K, event)
-        for name, args, *_ in pipe.calls:
+        writes = BatchWrites(live={SID: LiveEntry.decode(MEMBER)})
+        redis_views.HANDLERS[type(event)](writes, K, event)
+        for name, args, *_ in writes.calls:
             if name in ("hincrby", "hincrbyfloat") and args[0] == K.counters(SID):
                 field = args[1].encode()
                 old = float(hash_.get(field, b"0"))
