@@ -411,12 +411,9 @@ async def story_stream(request: web.Request, hub: LiveHub, queries: Any, positio
         raise
     try:
         stream = Stream(hub, watch, response)
-        last: dict | None = None
-        if resume is not None and served_at <= resume:
-            last = story  # nothing changed after what the client has
-        else:
+        last: dict = story
+        if resume is None or served_at > resume:  # else nothing changed after what the client has
             await stream.send(sse("story", story, served_at))
-            last = story
         owner = viewer == story["user_id"]
         if owner and story.get("is_expired"):
             await stream.send(sse("end", {"story_id": story["story_id"]}, served_at))

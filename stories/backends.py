@@ -47,7 +47,7 @@ def is_cluster_url(url: str) -> bool:
     return urlparse(url).scheme in CLUSTER_SCHEMES
 
 
-def _cluster_options(url: str) -> tuple[list[tuple[str, int]], dict]:
+def cluster_options(url: str) -> tuple[list[tuple[str, int]], dict]:
     """The seed nodes and options of a ``redis+cluster://[user:pass@]h:p,h:p/`` URL."""
     parsed = urlparse(url)
     netloc = parsed.netloc.rpartition("@")[2]
@@ -72,7 +72,7 @@ def _cluster_options(url: str) -> tuple[list[tuple[str, int]], dict]:
 def connect_redis(url: str, **options) -> SyncRedis:
     """A client for one server or a cluster, by the URL's scheme."""
     if is_cluster_url(url):
-        nodes, extra = _cluster_options(url)
+        nodes, extra = cluster_options(url)
         return redis.cluster.RedisCluster(
             startup_nodes=[redis.cluster.ClusterNode(h, p) for h, p in nodes], **extra, **options)
     return redis.Redis.from_url(url, **options)
@@ -128,7 +128,7 @@ def connect_async_redis(url: str, **options) -> AsyncRedis:
     pool refuses a request once 100 connections are busy ("Too many connections", a 503 for the
     caller); here a burst waits for a free connection instead (up to the socket timeout)."""
     if is_cluster_url(url):
-        nodes, extra = _cluster_options(url)
+        nodes, extra = cluster_options(url)
         return redis.asyncio.cluster.RedisCluster(
             startup_nodes=[redis.asyncio.cluster.ClusterNode(h, p) for h, p in nodes],
             max_connections=4 * ASYNC_MAX_CONNECTIONS, **extra, **options)  # (no waiting pool on a cluster)

@@ -26,7 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import redis
-from redis.cluster import ClusterNode, RedisCluster
+from redis.cluster import RedisCluster
+
+from stories.backends import connect_redis
 from redis.crc import key_slot
 
 HOST = "127.0.0.1"
@@ -80,19 +82,6 @@ def _port_free(port: int) -> bool:
         except OSError:
             return False
     return True
-
-
-def startup_nodes_from_url(url: str) -> list[ClusterNode]:
-    """``redis+cluster://h1:p1,h2:p2`` -> [ClusterNode(h1, p1), ClusterNode(h2, p2)].
-
-    redis-py cannot parse this form itself: ``RedisCluster.from_url`` takes one ``redis://``
-    address only."""
-    rest = url.split("://", 1)[1].split("/", 1)[0].split("?", 1)[0]
-    nodes = []
-    for part in rest.split(","):
-        host, _, port = part.strip().rpartition(":")
-        nodes.append(ClusterNode(host or HOST, int(port)))
-    return nodes
 
 
 @dataclass
@@ -362,15 +351,12 @@ class LocalRedisCluster:
         """Like ``url`` but naming the masters as they are now (after failovers)."""
         return "redis+cluster://" + ",".join(f"{HOST}:{p}" for p in self.master_ports())
 
-    def startup_nodes(self) -> list[ClusterNode]:
-        return startup_nodes_from_url(self.url)
-
     def client(self, **kwargs) -> RedisCluster:
         """A redis-py cluster client bootstrapped from the masters in ``url``."""
         kwargs.setdefault("decode_responses", True)
         kwargs.setdefault("socket_timeout", 5)
         kwargs.setdefault("socket_connect_timeout", 2)
-        return RedisCluster(startup_nodes=self.startup_nodes(), **kwargs)
+        return connect_redis(self.url, **kwargs)  # the product's own parsing of redis+cluster://
 
     def flush(self) -> None:
         """FLUSHALL on every current master (replicas follow)."""
@@ -456,5 +442,4 @@ def start_cluster(tmp_dir: str | os.PathLike, masters: int = 3, replicas: int = 
 
 __all__ = [
     "ClusterError", "LocalRedisCluster", "free_ports", "redis_binaries", "start_cluster",
-    "startup_nodes_from_url",
 ]

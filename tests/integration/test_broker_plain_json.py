@@ -27,7 +27,7 @@ from brokers.relay import MemoryPositionStore, Relay
 from commands.event_store import EventStore
 from commands.synthetic_load import generate
 from domain.platform import Platform
-from tests.conftest import NATS_TEST_URL, RUN_ID, one_redis_url, reachable, skip_backend
+from tests.conftest import NATS_TEST_URL, RUN_ID, drop_broker_stream, one_redis_url, reachable, skip_backend
 
 redis_url = one_redis_url  # the broker (Redis Streams) and the relay's position: one server
 
@@ -54,19 +54,7 @@ def nats_stream(prefix):
     if not reachable("127.0.0.1", 4222):
         skip_backend("nats", "nothing listens on 127.0.0.1:4222")
     yield prefix
-
-    async def drop() -> None:
-        import nats
-        from nats.js.errors import NotFoundError
-
-        connection = await nats.connect(NATS_TEST_URL)
-        try:
-            await connection.jetstream().delete_stream(nats_stream_name(prefix))
-        except NotFoundError:
-            pass
-        await connection.close()
-
-    asyncio.run(drop())
+    asyncio.run(drop_broker_stream(NATS_TEST_URL, prefix))
 
 
 async def _relay_the_log(store: EventStore, url: str, prefix: str, positions=None) -> Relay:

@@ -13,7 +13,7 @@ from redis.cluster import RedisCluster
 from redis.crc import key_slot
 from redis.exceptions import ClusterCrossSlotError, RedisClusterException
 
-from tests.cluster import startup_nodes_from_url
+from stories.backends import cluster_options
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -34,9 +34,9 @@ def _assert_healthy(cluster) -> None:
 
 def test_url_names_the_three_masters(redis_cluster, redis_cluster_url):
     assert redis_cluster_url.startswith("redis+cluster://")
-    nodes = startup_nodes_from_url(redis_cluster_url)
+    nodes, _ = cluster_options(redis_cluster_url)
     assert len(nodes) == 3
-    assert {n.port for n in nodes} <= set(redis_cluster.ports)
+    assert {port for _, port in nodes} <= set(redis_cluster.ports)
     assert len(redis_cluster.ports) == 6
 
 

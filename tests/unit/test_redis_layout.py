@@ -14,7 +14,7 @@ from commands.event_store import LoggedEvent
 from domain import engagement as en, social as so, stories as sto
 from projections.redis_schema import Keys, hash_tag
 from projections.redis_views import HANDLERS, BatchWrites, RedisViewStore, redis_command
-from stories.backends import _cluster_options, connect_redis, is_cluster_url, slot_groups
+from stories.backends import cluster_options, connect_redis, is_cluster_url, slot_groups
 
 K = Keys("p:")
 T = datetime(2026, 1, 1, 12, tzinfo=timezone.utc)
@@ -80,7 +80,7 @@ def test_recorded_calls_become_redis_commands():
 
 def test_the_url_names_one_server_or_a_cluster():
     assert is_cluster_url("redis+cluster://a:1,b:2") and not is_cluster_url("redis://a:1")
-    assert _cluster_options("redis+cluster://u:pw@a:7000,[::1]:7001/?read_from_replicas=true") == (
+    assert cluster_options("redis+cluster://u:pw@a:7000,[::1]:7001/?read_from_replicas=true") == (
         [("a", 7000), ("::1", 7001)], {"username": "u", "password": "pw", "read_from_replicas": True})
     assert isinstance(connect_redis("redis://127.0.0.1:1"), redis.Redis)  # no connection until used
 
