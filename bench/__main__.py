@@ -116,6 +116,32 @@ def markdown(rows: list[Row], info: dict[str, str], started: str, elapsed_s: flo
     return "\n".join(lines) + "\n"
 
 
+# Goals that compare figures of two modules measured in the same run (issue 9): the read side must
+# keep up with the write side. (row of the figure, row of its baseline, goal on the ratio)
+CROSS_MODULE = [
+    ("(a) projector: mixed log", "views: POST /stories/{id}/view", ("read side keeps up: projector on the mixed log / "
+     "command API view rate", (">=", 1.0))),
+    ("end to end (SQLite log): highest offered rate held", "views: POST /stories/{id}/view",
+     ("read side keeps up: end to end held with lag p99 < 1 s / view rate (SQLite log)", (">=", 0.8))),
+    ("end to end (PostgreSQL log): highest offered rate held", "views on the PostgreSQL event store",
+     ("end to end held with lag p99 < 1 s / view rate (PostgreSQL log, both)", (">=", 0.8))),
+]
+
+
+def cross_module_rows(rows: list[Row]) -> list[Row]:
+    """Headline rows for ``CROSS_MODULE`` whose two figures are both in this run."""
+    def find(prefix: str) -> Row | None:
+        return next((r for r in rows if r.name.startswith(prefix)), None)
+
+    out = []
+    for figure_name, baseline_name, (name, goal) in CROSS_MODULE:
+        figure, baseline = find(figure_name), find(baseline_name)
+        if figure is not None and baseline is not None:
+            out.append(Row(name, figure.value, figure.unit, baseline=baseline.value,
+                           baseline_name=f"{baseline.name}, same run", goal=goal))
+    return out
+
+
 def main(argv: list[str]) -> int:
     argv = take_options(argv)
     wanted = [m if m.startswith("bench.") else f"bench.{m}" for m in argv] or MODULES
@@ -131,6 +157,7 @@ def main(argv: list[str]) -> int:
         except Exception:
             traceback.print_exc()
             failed.append(name)
+    rows = cross_module_rows(rows) + rows
     info = machine()
     info["loadavg_start"] = start_load
     print_rows(rows, f"Stories benchmarks — {info['nproc']} cores, {info['cpu']}, Python {info['python']}")

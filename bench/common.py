@@ -249,6 +249,60 @@ class CpuMeter:
         return self
 
 
+class ProcessTreeCpu:
+    """CPU used by a process and all its descendants, by name (each one's command line, shortened),
+    between start() and stop(): where a whole stack's cores go (servers it did not start, such as
+    the machine's PostgreSQL, count only in ``machine_busy``)."""
+
+    def __init__(self, root_pid: int) -> None:
+        self.root_pid = root_pid
+
+    def _tree(self) -> dict[int, tuple[str, float]]:
+        parents: dict[int, int] = {}
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                except (OSError, IndexError, ValueError):
+                    continue
+        wanted, frontier = {self.root_pid}, [self.root_pid]
+        while frontier:
+            pid = frontier.pop()
+            children = [child for child, parent in parents.items() if parent == pid and child not in wanted]
+            wanted.update(children)
+            frontier.extend(children)
+        out = {}
+        for pid in wanted:
+            try:
+                argv = (Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") + [b""])[:4]
+            except OSError:
+                continue
+            words = [Path(a.decode(errors="replace")).name for a in argv
+                     if a and not a.startswith(b"-") and b":" not in a]  # no options, no addresses
+            name = " ".join(w for w in words if w not in ("python", "python3", "python3.11"))[:40] or str(pid)
+            out[pid] = (name, CpuMeter._proc(pid))
+        return out
+
+    def start(self) -> "ProcessTreeCpu":
+        self._t0, self._before, self._machine = time.perf_counter(), self._tree(), CpuMeter().start()
+        return self
+
+    def stop(self) -> "ProcessTreeCpu":
+        elapsed = time.perf_counter() - self._t0
+        after = self._tree()
+        self.machine_busy = self._machine.stop().machine_busy
+        self.cores: dict[str, float] = {}
+        for pid, (name, cpu) in after.items():
+            used = cpu - self._before.get(pid, (name, 0.0))[1]
+            self.cores[name] = self.cores.get(name, 0.0) + used / elapsed
+        return self
+
+    def summary(self) -> str:
+        top = sorted(self.cores.items(), key=lambda item: -item[1])
+        return ", ".join(f"{name} {cores:.2f}" for name, cores in top if cores >= 0.01) + \
+            f" cores; machine {self.machine_busy:.0%} busy"
+
+
 # -- tokens -------------------------------------------------------------------------------
 
 
@@ -280,10 +334,10 @@ def median(samples: Sequence[float]) -> float:
 
 @dataclass
 class LoadSpec:
-    """Requests rotate over ``requests``: (path, bearer token or None) pairs, in order."""
+    """Requests rotate over ``requests``: (path, bearer token or None[, JSON body]), in order."""
 
     port: int
-    requests: list[tuple[str, str | None]]
+    requests: list[tuple[str, str | None] | tuple[str, str | None, dict]]
     method: str = "POST"
     duration_s: float = 10.0
     connections: int = 64
@@ -310,8 +364,8 @@ class LoadResult:
 
 
 WRK_SCRIPT = r"""
--- Rotates pre-formatted requests over a file of "PATH TOKEN" lines ("-" = no token);
--- prints a JSON summary at the end.
+-- Rotates pre-formatted requests over a file of "PATH TOKEN [JSON-BODY]" lines ("-" = no
+-- token; the body has no spaces); prints a JSON summary at the end.
 local reqs = {}
 local n = 0
 local i = 0
@@ -319,10 +373,11 @@ local i = 0
 function init(args)
   local method, pairfile, offset = args[1], args[2], tonumber(args[3] or "0")
   for line in io.lines(pairfile) do
-    local path, tok = line:match("^(%S+)%s+(%S+)$")
-    local headers = {["Content-Length"] = "0"}
+    local path, tok, body = line:match("^(%S+)%s+(%S+)%s*(%S*)$")
+    local headers = {["Content-Length"] = tostring(#body)}
+    if #body > 0 then headers["Content-Type"] = "application/json" else body = nil end
     if tok ~= "-" then headers["Authorization"] = "Bearer " .. tok end
-    reqs[#reqs + 1] = wrk.format(method, path, headers, nil)
+    reqs[#reqs + 1] = wrk.format(method, path, headers, body)
   end
   n = #reqs
   i = offset % n
@@ -353,11 +408,18 @@ def generator_name() -> str:
     return "wrk" if wrk_path() else "python-asyncio"
 
 
+def _request_line(path: str, token: str | None, body: dict | None = None) -> str:
+    compact = json.dumps(body, separators=(",", ":")) if body is not None else ""
+    if " " in compact:
+        raise ValueError("a load body must have no spaces")
+    return f"{path} {token or '-'} {compact}".rstrip() + "\n"
+
+
 def run_load(spec: LoadSpec, tag: str) -> LoadResult:
     """Run one bounded load phase with wrk, or with the asyncio fallback when wrk is missing."""
     OUT_DIR.mkdir(parents=True, exist_ok=True)
     pairfile = OUT_DIR / f"{tag}.requests"
-    pairfile.write_text("".join(f"{path} {token or '-'}\n" for path, token in spec.requests))
+    pairfile.write_text("".join(_request_line(*request) for request in spec.requests))
     wrk = wrk_path()
     if wrk:
         script = OUT_DIR / "rotate.lua"
@@ -435,6 +497,35 @@ def stories_env(data_dir: Path, **extra: str) -> dict[str, str]:
     return env
 
 
+PG_ADMIN_URL = os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+class FreshPostgres:
+    """A PostgreSQL database of its own for one benchmark phase (dropped on exit): the production
+    event store beside the embedded SQLite one. ``url`` is an event store URL."""
+
+    def __init__(self, tag: str) -> None:
+        import psycopg
+
+        self.name = f"stories_bench_{tag}_{os.getpid()}_{int(time.time())}"
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{self.name}"')
+        admin = PG_ADMIN_URL.rsplit("/", 1)[0]
+        self.url = f"{admin}/{self.name}"
+
+    def close(self) -> None:
+        import psycopg
+
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
+
+    def __enter__(self) -> "FreshPostgres":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
 class Stack:
     """``stories run`` (every process: command API, query API, projector, expirer, relay, and the
     embedded SecantusDB + Valkey) on free ports with its data in ``data_dir``."""
@@ -453,7 +544,7 @@ class Stack:
         except Exception:
             self.process.stop(timeout=20)
             raise
-        self.event_store_url = f"sqlite:///{(data_dir / 'events.sqlite3').resolve()}"
+        self.event_store_url = extra.get("STORIES_EVENT_STORE_URL") or f"sqlite:///{(data_dir / 'events.sqlite3').resolve()}"
 
     def stop(self) -> None:
         self.process.stop(timeout=30)
@@ -748,9 +839,12 @@ async def _loadgen(port: int, method: str, pairs: list[tuple[str, str]], duratio
     latencies: list[float] = []
     counts = {"requests": 0, "non_2xx": 0, "socket_errors": 0}
     base = f"http://127.0.0.1:{port}"
-    requests = [
-        (base + path, {"Authorization": f"Bearer {t}"} if t != "-" else {}) for path, t in pairs
-    ]
+    requests = []
+    for path, t, *body in pairs:
+        headers = {"Authorization": f"Bearer {t}"} if t != "-" else {}
+        if body and body[0]:
+            headers["Content-Type"] = "application/json"
+        requests.append((base + path, headers, body[0].encode() if body and body[0] else None))
     started = time.perf_counter()
     deadline = started + duration
     connector = aiohttp.TCPConnector(limit=connections, force_close=False)
@@ -759,11 +853,11 @@ async def _loadgen(port: int, method: str, pairs: list[tuple[str, str]], duratio
         async def worker(w: int) -> None:
             i = w
             while time.perf_counter() < deadline:
-                url, headers = requests[i % len(requests)]
+                url, headers, data = requests[i % len(requests)]
                 i += connections
                 t0 = time.perf_counter()
                 try:
-                    async with session.request(method, url, headers=headers) as response:
+                    async with session.request(method, url, headers=headers, data=data) as response:
                         await response.read()
                         if not 200 <= response.status < 400:
                             counts["non_2xx"] += 1

@@ -31,6 +31,7 @@ import json
 import math
 import os
 import random
+import re
 import shutil
 import subprocess
 import time
@@ -68,6 +69,9 @@ class LoggedProcess(Process):
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(list(argv), env=env, cwd=log_dir, stdout=self._log, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL, start_new_session=True)
+
+
+_STORY_TAG = re.compile(rb"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
 class SoakStack:
@@ -175,10 +179,21 @@ class SoakStack:
     def redis_keys(self) -> list[bytes]:
         return list(self.redis.scan_iter(match=self.prefix + "*", count=2000))
 
+    def story_stamps(self, keys: list[bytes]) -> list[bytes]:
+        """An ended story's stamps (``at:{<story id>}``): they outlive the story by a fixed real
+        time (``redis_views.STAMP_LIFE_MS`` + grace) so that a stalled projector cannot bring the
+        story back; bounded by age, not by the simulated clock, so counted apart."""
+        head = f"{self.prefix}at:{{".encode()
+        return [k for k in keys if k.startswith(head) and _STORY_TAG.fullmatch(k[len(head):-1])]
+
     def redis_stats(self, memory_per_key: bool = False) -> dict[str, Any]:
         info = self.redis.info("memory")
         keys = self.redis_keys()
-        out = {"used_memory": int(info["used_memory"]), "dbsize": int(self.redis.dbsize()), "prefix_keys": len(keys)}
+        stamps = self.story_stamps(keys)
+        keys = sorted(set(keys) - set(stamps))
+        longest = max((int(self.redis.pttl(k)) for k in stamps), default=0)
+        out = {"used_memory": int(info["used_memory"]), "dbsize": int(self.redis.dbsize()), "prefix_keys": len(keys),
+               "story_stamps": len(stamps), "story_stamps_longest_ttl_ms": longest}
         if memory_per_key:
             total = 0
             for i in range(0, len(keys), 1000):

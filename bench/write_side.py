@@ -9,7 +9,10 @@ One run, real processes, loopback only:
 4. hot vs fresh: one story is seeded with 100,000 views through the write path (the application
    service and the group committer, in-process, before the server starts); then sequential
    (one request at a time) views and poll votes by new users on the hot and on a fresh story,
-   interleaved; hot/fresh p50 (goal <= 1.1).
+   interleaved; hot/fresh p50 (goal <= 1.1);
+5. views on the production event store (PostgreSQL, a fresh database), against SQLite;
+6. views with navigation mixed in, one ``POST .../navigate`` per view, against views alone (goal
+   >= 0.9: a navigation must not cost a write-side lookup).
 
 Knobs (environment): BENCH_DURATION_S (10), BENCH_CONNECTIONS (64), BENCH_USERS (10000),
 BENCH_HOT_VIEWS (100000), BENCH_LATENCY_ROUNDS (1000), BENCH_LOADGEN=python (skip wrk).
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import http.client
+import json
 import os
 import tempfile
 import time
@@ -26,8 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.common import (
-    PYTHON, ROOT, CpuMeter, LoadResult, LoadSpec, Process, Row, free_port, generator_name, http_request, log, median,
-    mint_tokens, percentile, run_load, scrape_metrics,
+    PYTHON, ROOT, CpuMeter, FreshPostgres, LoadResult, LoadSpec, Process, Row, free_port, generator_name, http_request,
+    log, median, mint_tokens, percentile, run_load, scrape_metrics,
 )
 
 SECRET = "bench-secret-not-for-production-use-0123456789"
@@ -123,11 +127,33 @@ def seed(data_dir: Path) -> Seeded:
 # -- phases ---------------------------------------------------------------------------------
 
 
-def start_command_api(data_dir: Path) -> tuple[Process, int]:
+def start_command_api(data_dir: Path, event_store_url: str | None = None) -> tuple[Process, int]:
     port = free_port()
-    proc = Process("command-api", [str(STORIES_BIN), "command-api"], env=server_env(data_dir, port))
+    env = server_env(data_dir, port)
+    if event_store_url:
+        env["STORIES_EVENT_STORE_URL"] = event_store_url
+    proc = Process("command-api", [str(STORIES_BIN), "command-api"], env=env)
     proc.wait_http(port)
     return proc, port
+
+
+def measure_views_on_postgres(data_dir: Path, tokens: list[str]) -> LoadResult:
+    """The views phase again, on a command API whose event store is a fresh PostgreSQL database."""
+    with FreshPostgres("views") as pg:
+        server, port = start_command_api(data_dir / "pg", pg.url)
+        try:
+            stories = []
+            for i in range(LOAD_STORIES):
+                owner = mint_tokens(SECRET, [f"owner-{i}"])[0]
+                status, body = http_request("POST", port, "/api/v1/stories", body=PLAIN_STORY, token=owner)
+                if status != 201:
+                    raise RuntimeError(f"creating a story on PostgreSQL answered {status}: {body[:300]!r}")
+                stories.append(json.loads(body)["story_id"])
+            requests = view_requests(stories, tokens)
+            run_load(LoadSpec(port, requests[-5000:], duration_s=2, connections=CONNECTIONS), "pg-views-warmup")
+            return run_load(LoadSpec(port, requests, duration_s=DURATION_S, connections=CONNECTIONS), "pg-views")
+        finally:
+            server.stop()
 
 
 def measure_ceiling() -> tuple[LoadResult, CpuMeter]:
@@ -139,6 +165,18 @@ def measure_ceiling() -> tuple[LoadResult, CpuMeter]:
         cpu = CpuMeter(proc.pid).start()
         result = run_load(LoadSpec(port, requests, duration_s=DURATION_S, connections=CONNECTIONS), "ceiling")
         return result, cpu.stop()
+
+
+NAVIGATIONS = ("tap_forward", "tap_back", "exit", "swipe_forward")
+
+
+def view_and_navigate_requests(stories: list[str], tokens: list[str]) -> list[tuple]:
+    """Each view followed by that viewer's navigation away from the story (one per view)."""
+    out: list[tuple] = []
+    for k, (path, token) in enumerate(view_requests(stories, tokens)):
+        out.append((path, token))
+        out.append((path.replace("/view", "/navigate"), token, {"action": NAVIGATIONS[k % len(NAVIGATIONS)]}))
+    return out
 
 
 def view_requests(stories: list[str], tokens: list[str]) -> list[tuple[str, str | None]]:
@@ -255,8 +293,16 @@ def run() -> list[Row]:
             views_cpu.stop()
             after = scrape_metrics(port)
             log(f"  {views.ok_rps:,.0f} 2xx req/s ({views.non_2xx} non-2xx, {views.socket_errors} socket errors)")
+
+            mixed_requests = view_and_navigate_requests(seeded.load, tokens)
+            log(f"views + navigation (one per view): {gen}, {CONNECTIONS} connections, {DURATION_S:g} s")
+            mixed = run_load(LoadSpec(port, mixed_requests, duration_s=DURATION_S, connections=CONNECTIONS), "mixed")
+            log(f"  {mixed.ok_rps:,.0f} 2xx req/s ({mixed.non_2xx} non-2xx, {mixed.socket_errors} socket errors)")
         finally:
             server.stop()
+        log(f"views on the PostgreSQL event store (a fresh database), {gen}, {CONNECTIONS} connections, {DURATION_S:g} s")
+        pg_views = measure_views_on_postgres(data_dir, tokens)
+        log(f"  {pg_views.ok_rps:,.0f} 2xx req/s ({pg_views.non_2xx} non-2xx, {pg_views.socket_errors} socket errors)")
 
     batches = after.get("stories_group_commit_batches", 0) - before.get("stories_group_commit_batches", 0)
     commands = after.get("stories_group_commit_commands", 0) - before.get("stories_group_commit_commands", 0)
@@ -266,6 +312,14 @@ def run() -> list[Row]:
                     note=f"server used {ceiling_cpu.process_cores:.2f} cores; machine {ceiling_cpu.machine_busy:.0%} busy"))
     rows.append(Row(f"views: POST /stories/{{id}}/view, {USERS:,} users", views.ok_rps, "req/s",
                     baseline=ceiling.rps, baseline_name="ceiling", goal=(">=", 0.5)))
+    rows.append(Row(f"views on the PostgreSQL event store: POST /stories/{{id}}/view, {USERS:,} users", pg_views.ok_rps,
+                    "req/s", baseline=views.ok_rps, baseline_name="views on SQLite",
+                    note=f"production log (PostgreSQL 5432, a fresh database); {pg_views.non_2xx} non-2xx, "
+                         f"{pg_views.socket_errors} socket errors; latency p50 {pg_views.latency_p50_ms:.1f} / p99 "
+                         f"{pg_views.latency_p99_ms:.1f} ms"))
+    rows.append(Row("views + navigation (one per view): commands/s", mixed.ok_rps, "req/s",
+                    baseline=views.ok_rps, baseline_name="views alone", goal=(">=", 0.9),
+                    note=f"{mixed.non_2xx} non-2xx, {mixed.socket_errors} socket errors"))
     rows.append(Row("views: command API CPU during load", views_cpu.process_cores, "cores",
                     baseline=ceiling_cpu.process_cores, baseline_name="ceiling server",
                     note=f"machine {views_cpu.machine_busy:.0%} busy (all processes, incl. the load generator)"))

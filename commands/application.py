@@ -15,13 +15,16 @@ from commands import models
 from commands.event_store import EventStore
 from commands.group_commit import AfterCommit, Batch, GroupCommitter
 from commands.idempotency import IdempotencyRecord
-from domain.engagement import StoryReplies, StoryView, response_type_for
+from domain.engagement import (
+    NavigationAction, StoryNavigation, StoryReplies, StoryShare, StoryView, response_type_for,
+)
 from domain.errors import NotFound
 from domain.highlights import Highlight, HighlightReel
 from domain.ids import canonical_id
-from domain.limits import CLOSE_FRIENDS, FOLLOWS, Limits, LiveStories, Tally
+from domain.limits import CLOSE_FRIENDS, FOLLOWS, MUTED, Limits, LiveStories, Tally
 from domain.platform import Platform
-from domain.social import CloseFriendship, Follow
+from domain.social import CloseFriendship, Follow, Mute
+from domain.stickers import AnsweredStickers
 from domain.stories import Story
 from domain.visibility import Relationship
 
@@ -187,6 +190,10 @@ class StoriesApplication:
             kind = response_type_for(story, body.sticker_index)
             current = batch.load(kind, kind.stream_for(story.id, actor, body.sticker_index))
             response = kind.respond(current, story, body.sticker_index, actor, values, relationship, now)
+            if response is not None:  # the sticker has an answer now: its payload is frozen
+                answered = self._answered_stickers(batch, story.id)
+                answered.note_answer(body.sticker_index, now)
+                batch.add(answered)
             batch.add(response)
             result = {"story_id": str(story.id), "sticker_index": body.sticker_index, "sticker_type": kind.STICKER_TYPE}
             state = response or current
@@ -198,14 +205,61 @@ class StoriesApplication:
 
         return run
 
+    @staticmethod
+    def _answered_stickers(batch: Batch, story_id: UUID) -> AnsweredStickers:
+        return AnsweredStickers.open(batch.load_last(AnsweredStickers, AnsweredStickers.stream_for(story_id)), story_id)
+
+    def navigate(self, actor: str, story_id: str, body: models.Navigate) -> Callable[[Batch, datetime], Answer]:
+        action = NavigationAction(body.action)
+
+        def run(batch: Batch, now: datetime) -> Answer:
+            story = self._story(batch, story_id)
+            navigation = StoryNavigation.navigate(uuid4(), story, actor, action,
+                                                  self._relationship(batch, story, actor), now)
+            batch.add(navigation)
+            return Answer(202, {"story_id": str(story.id), "counted": navigation is not None})
+
+        return run
+
+    def share_story(self, actor: str, story_id: str, body: models.ShareStory | None) -> Callable[[Batch, datetime], Answer]:
+        options = (body or models.ShareStory()).options()
+
+        def run(batch: Batch, now: datetime) -> Answer:
+            original = self._story(batch, story_id)
+            live = self._live_stories(batch, actor)
+            reshare = Story.reshare(uuid4(), original, actor, self._relationship(batch, original, actor), options,
+                                    self.platform, now, live, self.limits.live_stories)
+            batch.add(live, reshare, StoryShare.record(original, reshare, now))
+            return Answer(201, {"story_id": str(reshare.id), "expires_at": reshare.fields["expires_at"],
+                                "reshared_from": reshare.fields["reshared_from"]})
+
+        return run
+
+    def edit_story(self, actor: str, story_id: str, body: models.EditStory) -> Callable[[Batch, datetime], Answer]:
+        changes = body.changes()
+
+        def run(batch: Batch, now: datetime) -> Answer:
+            story = self._story(batch, story_id)
+            if actor != story.owner_id:
+                story.check_owner(actor, self._may_see(batch, story, actor, now), "edit")
+            answered = self._answered_stickers(batch, story.id)
+            if story.edit(actor, changes, answered.answered, self.platform, now) and "stickers" in changes:
+                answered.note_edit(now)  # collides with a first answer racing this edit
+                batch.add(answered)
+            batch.add(story)
+            return Answer(200, {"story_id": str(story.id), "edited": "edited_at" in story.fields,
+                                "edited_at": story.fields.get("edited_at")})
+
+        return run
+
+    def _may_see(self, batch: Batch, story: Story, actor: str, now: datetime) -> bool:
+        return story.is_live(now) and story.audience_allows(actor, self._relationship(batch, story, actor))
+
     def delete_story(self, actor: str, story_id: str) -> Callable[[Batch, datetime], Answer]:
         def run(batch: Batch, now: datetime) -> Answer:
             story = self._story(batch, story_id)
-            if actor != story.owner_id and not story.deleted:
-                # 403 only to those who can see the story; to others it does not exist.
-                relationship = self._relationship(batch, story, actor)
-                if not (story.is_live(now) and story.audience_allows(actor, relationship)):
-                    raise NotFound("story not found")
+            if actor != story.owner_id:
+                story.check_owner(actor, not story.deleted and self._may_see(batch, story, actor, now), "delete")
             live = self._live_stories(batch, story.owner_id) if actor == story.owner_id and not story.deleted else None
             story.delete(actor, now, live)
             batch.add(live, story)
@@ -337,23 +391,34 @@ class StoriesApplication:
         return run
 
     def follow(self, actor: str, followee_id: str) -> Callable[[Batch, datetime], Answer]:
+        return self._start_edge(Follow, FOLLOWS, self.limits.follows, actor, followee_id,
+                                {"user_id": followee_id, "following": True})
+
+    def unfollow(self, actor: str, followee_id: str) -> Callable[[Batch, datetime], Answer]:
+        return self._stop_edge(Follow, FOLLOWS, actor, followee_id)
+
+    def mute(self, actor: str, muted_id: str) -> Callable[[Batch, datetime], Answer]:
+        return self._start_edge(Mute, MUTED, self.limits.muted, actor, muted_id, {"user_id": muted_id, "muted": True})
+
+    def unmute(self, actor: str, muted_id: str) -> Callable[[Batch, datetime], Answer]:
+        return self._stop_edge(Mute, MUTED, actor, muted_id)
+
+    def _start_edge(self, edge: type[Follow | Mute], kind: str, limit: int, actor: str, other: str,
+                    body: dict[str, Any]) -> Callable[[Batch, datetime], Answer]:
         def run(batch: Batch, now: datetime) -> Answer:
-            current = batch.load(Follow, Follow.stream_for(actor, followee_id))
-            tally = self._tally(batch, FOLLOWS, actor)
-            edge = Follow.follow(current, actor, followee_id, now, tally, self.limits.follows)
-            batch.add(tally, edge)
-            return Answer(200, {"user_id": followee_id, "following": True})
+            current = batch.load(edge, edge.stream_for(actor, other))
+            tally = self._tally(batch, kind, actor)
+            batch.add(tally, edge.start(current, actor, other, now, tally, limit))
+            return Answer(200, body)
 
         return run
 
-    def unfollow(self, actor: str, followee_id: str) -> Callable[[Batch, datetime], Answer]:
+    def _stop_edge(self, edge: type[Follow | Mute], kind: str, actor: str, other: str) -> Callable[[Batch, datetime], Answer]:
         def run(batch: Batch, now: datetime) -> Answer:
-            edge = batch.load(Follow, Follow.stream_for(actor, followee_id))
-            if edge is None:
-                raise NotFound("you do not follow this user", code="not_following")
-            tally = self._tally(batch, FOLLOWS, actor)
-            edge.unfollow(now, tally)
-            batch.add(tally, edge)
+            current = batch.load(edge, edge.stream_for(actor, other)) or edge(edge.stream_for(actor, other))
+            tally = self._tally(batch, kind, actor)
+            current.stop(now, tally)
+            batch.add(tally, current)
             return Answer(204)
 
         return run

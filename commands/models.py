@@ -89,13 +89,9 @@ class Link(Strict):
     label: str | None = Field(default=None, max_length=st.TEXT_LIMIT)
 
 
-class Sticker(Strict):
-    sticker_type: Literal["poll", "quiz", "question", "countdown", "slider", "mention", "location", "music", "link"]
-    x: Unit = 0.5
-    y: Unit = 0.5
-    width: Unit = 0.3
-    height: Unit = 0.1
-    rotation: float = Field(default=0.0, ge=-180, le=180)
+class StickerPayloads(Strict):
+    """A sticker's payload: exactly one of these, named after its type (the domain checks which)."""
+
     poll: Poll | None = None
     quiz: Quiz | None = None
     question: Question | None = None
@@ -105,6 +101,15 @@ class Sticker(Strict):
     location: Location | None = None
     music: Music | None = None
     link: Link | None = None
+
+
+class Sticker(StickerPayloads):
+    sticker_type: Literal["poll", "quiz", "question", "countdown", "slider", "mention", "location", "music", "link"]
+    x: Unit = 0.5
+    y: Unit = 0.5
+    width: Unit = 0.3
+    height: Unit = 0.1
+    rotation: float = Field(default=0.0, ge=-180, le=180)
 
 
 class CreateStory(Strict):
@@ -124,7 +129,7 @@ class CreateStory(Strict):
     hidden_from_ids: list[UserId] = Field(default_factory=list, max_length=stories.MAX_LISTED_USERS)
     allow_replies: Literal["everyone", "audience", "off"] = "everyone"
     expires_in_hours: Literal[6, 12, 24, 48] = 24
-    allow_sharing: bool = Field(default=True, description="may viewers share the story in messages")
+    allow_sharing: bool = Field(default=True, description="may viewers reshare the story (public stories)")
 
     def fields(self) -> dict:
         """The values the domain's Story.create takes (URLs as strings; unset values left out)."""
@@ -143,6 +148,66 @@ class Interact(Strict):
     text: str | None = Field(default=None, min_length=1, max_length=engagement.ANSWER_TEXT_LIMIT, description="question")
     action: Literal["follow", "unfollow", "tap"] | None = Field(default=None, description="countdown, link")
     value: float | None = Field(default=None, allow_inf_nan=False, description="slider")
+
+
+class Navigate(Strict):
+    action: Literal["tap_forward", "tap_back", "exit", "swipe_forward"] = Field(
+        description="how the viewer left the story")
+
+
+class StickerEdit(StickerPayloads):
+    """One sticker's new geometry, and (while nobody has answered it) its payload, named after its type."""
+
+    sticker_index: int = Field(ge=0, lt=st.MAX_STICKERS)
+    x: Unit | None = None
+    y: Unit | None = None
+    width: Unit | None = None
+    height: Unit | None = None
+    rotation: float | None = Field(default=None, ge=-180, le=180)
+
+    def change(self) -> dict:
+        return self.model_dump(mode="json", exclude_none=True)
+
+
+class EditStory(Strict):
+    text_content: str | None = Field(default=None, max_length=stories.TEXT_CONTENT_LIMIT)
+    background_color: Colour | None = Field(default=None, description="null removes it")
+    background_gradient: list[Colour] | None = Field(default=None, min_length=2, max_length=5,
+                                                     description="null removes it")
+    stickers: list[StickerEdit] | None = Field(default=None, max_length=st.MAX_STICKERS)
+
+    @model_validator(mode="after")
+    def _check(self) -> "EditStory":
+        if not self.model_fields_set:
+            raise ValueError("give at least one of text_content, background_color, background_gradient, stickers")
+        if "stickers" in self.model_fields_set and self.stickers is None:
+            raise ValueError("stickers cannot be null")
+        indexes = [edit.sticker_index for edit in self.stickers or []]
+        if len(indexes) != len(set(indexes)):
+            raise ValueError("each sticker_index at most once")
+        return self
+
+    def changes(self) -> dict:
+        """Only the fields the client sent (``null`` removes a text or background)."""
+        changes = self.model_dump(mode="json", include=self.model_fields_set - {"stickers"})
+        if self.stickers is not None:
+            changes["stickers"] = [edit.change() for edit in self.stickers]
+        return changes
+
+
+class ShareStory(Strict):
+    """A reshare's own settings; the content comes from the original."""
+
+    privacy: Literal["public", "followers", "friends", "close_friends", "custom"] | None = Field(
+        default=None, description="followers (vignette) or friends (entativa) when left out")
+    allowed_viewer_ids: list[UserId] = Field(default_factory=list, max_length=stories.MAX_LISTED_USERS)
+    hidden_from_ids: list[UserId] = Field(default_factory=list, max_length=stories.MAX_LISTED_USERS)
+    allow_replies: Literal["everyone", "audience", "off"] = "everyone"
+    expires_in_hours: Literal[6, 12, 24, 48] = 24
+    allow_sharing: bool = True
+
+    def options(self) -> dict:
+        return self.model_dump(mode="json", exclude_none=True)
 
 
 class Cover(Strict):

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Self
+from enum import StrEnum
+from typing import Any, ClassVar, Self
 from uuid import UUID
 
 from domain.aggregate import Aggregate, DomainEvent
@@ -31,6 +32,48 @@ class StoryViewed(DomainEvent):
     owner_id: str
     viewer_id: str
     view_number: int  # 1 for this viewer's first view: unique viewers count those
+    life_hour: int | None = None  # since version 2: the hour of the story's life it fell in (0 = the first)
+
+    class_version: ClassVar[int] = 2
+
+    @staticmethod
+    def upcast_v1_v2(state: dict[str, Any]) -> None:
+        """Version 1 did not say when in the story's life the view came: not in views_timeline."""
+        state.setdefault("life_hour", None)
+
+
+class NavigationAction(StrEnum):
+    """How a viewer left a story (Instagram's story ``navigation`` metric)."""
+
+    TAP_FORWARD = "tap_forward"
+    TAP_BACK = "tap_back"
+    EXIT = "exit"
+    SWIPE_FORWARD = "swipe_forward"
+
+
+# A viewer who left this way did not finish the story (completion_rate leaves them out).
+ABANDONING_ACTIONS = frozenset({NavigationAction.EXIT, NavigationAction.SWIPE_FORWARD})
+
+
+@dataclass(frozen=True, kw_only=True)
+class StoryNavigated(DomainEvent):
+    """How a viewer left the story. Each is its own stream: recording one reads nothing of the
+    viewer's earlier ones; the read models keep the last per viewer and story."""
+
+    story_id: str
+    owner_id: str
+    viewer_id: str
+    action: str  # a NavigationAction
+
+
+@dataclass(frozen=True, kw_only=True)
+class StoryShared(DomainEvent):
+    """``user_id`` reshared ``story_id`` (of ``owner_id``) as their own story ``reshare_id``."""
+
+    story_id: str
+    owner_id: str
+    user_id: str
+    reshare_id: str
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -123,11 +166,53 @@ class StoryView(Engagement):
         view._record(
             StoryViewed, now, story_id=str(story.id), owner_id=story.owner_id, viewer_id=viewer_id,
             view_number=view.count + 1,
+            # another process's clock may be a little behind the one that created the story
+            life_hour=max(int((now - story.created_at).total_seconds() // 3600), 0),
         )
         return view
 
     def _apply_StoryViewed(self, event: StoryViewed) -> None:
         self.count += 1
+
+
+class StoryNavigation(Aggregate):
+    """One navigation, in a fresh stream (``stream`` is new for each): no lookup of earlier ones."""
+
+    @classmethod
+    def navigate(
+        cls, stream: UUID, story: Story, viewer_id: str, action: NavigationAction, relationship: Relationship,
+        now: datetime,
+    ) -> StoryNavigation | None:
+        """Like a view: only for those who may see the story; the owner's own are not recorded (None)."""
+        story.check_can_engage(viewer_id, relationship, now)
+        if viewer_id == story.owner_id:
+            return None
+        navigation = cls(stream)
+        navigation._record(StoryNavigated, now, story_id=str(story.id), owner_id=story.owner_id,
+                           viewer_id=viewer_id, action=str(action))
+        return navigation
+
+    def _apply_StoryNavigated(self, event: StoryNavigated) -> None:
+        pass
+
+
+class StoryShare(Aggregate):
+    """The fact of one reshare, in a stream derived from the new story: the original's insights
+    count it, in the original's partition (the event names the original as its ``story_id``)."""
+
+    @staticmethod
+    def stream_for(reshare_id: UUID) -> UUID:
+        return stream_id("share", reshare_id)
+
+    @classmethod
+    def record(cls, original: Story, reshare: Story, now: datetime) -> StoryShare:
+        share = cls(cls.stream_for(reshare.id))
+        share._record(StoryShared, now, story_id=str(original.id), owner_id=original.owner_id,
+                      user_id=reshare.owner_id, reshare_id=str(reshare.id))
+        return share
+
+    def _apply_StoryShared(self, event: StoryShared) -> None:
+        pass
 
 
 class StoryReplies(Engagement):

@@ -32,7 +32,7 @@ from domain.aggregate import Aggregate, DomainEvent
 from domain.errors import limit_reached
 from domain.ids import stream_id
 
-LIVE_STORIES, FOLLOWS, CLOSE_FRIENDS = "live_stories", "follows", "close_friends"
+LIVE_STORIES, FOLLOWS, CLOSE_FRIENDS, MUTED = "live_stories", "follows", "close_friends", "muted"
 HIGHLIGHT_STORIES, HIGHLIGHTS = "highlight_stories", "highlights"
 
 
@@ -45,12 +45,14 @@ class Limits:
     close_friends: int = 1_500
     highlight_stories: int = 100
     highlights: int = 200
+    muted: int = 7_500
 
 
 _MESSAGES = {
     FOLLOWS: "you follow the most accounts allowed ({limit})",
     CLOSE_FRIENDS: "your close-friends list is full ({limit})",
     LIVE_STORIES: "you have the most live stories allowed ({limit})",
+    MUTED: "you mute the most accounts allowed ({limit})",
 }
 
 

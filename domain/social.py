@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Self
+from uuid import UUID
 
 from domain.aggregate import Aggregate, DomainEvent
 from domain.errors import Conflict, NotFound, field_error
@@ -38,6 +40,20 @@ class CloseFriendRemoved(DomainEvent):
     friend_id: str
 
 
+@dataclass(frozen=True, kw_only=True)
+class UserMuted(DomainEvent):
+    """``user_id`` no longer sees ``muted_id``'s stories in their tray (never shown to ``muted_id``)."""
+
+    user_id: str
+    muted_id: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class UserUnmuted(DomainEvent):
+    user_id: str
+    muted_id: str
+
+
 def _check_other_user(actor_id: str, other_id: str, what: str) -> None:
     if not is_user_id(other_id):
         raise field_error("user_id", "must be 1 to 64 characters of A-Za-z0-9_.-")
@@ -45,48 +61,76 @@ def _check_other_user(actor_id: str, other_id: str, what: str) -> None:
         raise field_error("user_id", f"you cannot {what} yourself", code=f"cannot_{what.replace(' ', '_')}_self")
 
 
-class Follow(Aggregate):
-    """The edge follower -> followee."""
+class _CountedEdge(Aggregate):
+    """An on/off edge from one user to another whose starts count against a limit (``Tally``):
+    a follow, a mute. ``start`` on an active edge changes nothing (PUT is idempotent: None);
+    ``stop`` on an inactive one is NotFound. Subclasses name their words and events."""
 
     active = False
-
-    @staticmethod
-    def stream_for(follower_id: str, followee_id: str):
-        return stream_id("follow", follower_id, followee_id)
+    KIND = ""  # the stream kind, and the verb in ``cannot_<verb>_self``
+    ENDS: tuple[str, str] = ("", "")  # the events' field names for (actor, other)
+    STARTED: type[DomainEvent]
+    STOPPED: type[DomainEvent]
+    NOT_ACTIVE = ("", "")  # (message, code) of the NotFound that stopping an inactive edge raises
 
     @classmethod
-    def follow(
-        cls, current: Follow | None, follower_id: str, followee_id: str, now: datetime,
+    def stream_for(cls, actor_id: str, other_id: str) -> UUID:
+        return stream_id(cls.KIND, actor_id, other_id)
+
+    @classmethod
+    def start(
+        cls, current: Self | None, actor_id: str, other_id: str, now: datetime,
         tally: Tally | None = None, limit: int | None = None,
-    ) -> Follow | None:
-        """Start following; None when already following (PUT is idempotent, and a re-follow is
-        not a new follow). With ``tally`` (the follower's follow count) and ``limit``, Conflict
-        ``limit_reached`` when the follower already follows ``limit`` accounts."""
-        _check_other_user(follower_id, followee_id, "follow")
-        edge = current or cls(cls.stream_for(follower_id, followee_id))
+    ) -> Self | None:
+        """None when already active. With ``tally`` (the actor's count of such edges) and
+        ``limit``, Conflict ``limit_reached`` when the actor already has ``limit`` of them."""
+        _check_other_user(actor_id, other_id, cls.KIND)
+        edge = current or cls(cls.stream_for(actor_id, other_id))
         if edge.active:
             return None
         counted = tally is not None and limit is not None
         if counted:
             tally.check_room(limit)
-        edge._record(UserFollowed, now, follower_id=follower_id, followee_id=followee_id)
+        edge._record(cls.STARTED, now, **dict(zip(cls.ENDS, (actor_id, other_id))))
         if counted:
             tally.take(limit, now)
         return edge
 
-    def unfollow(self, now: datetime, tally: Tally | None = None) -> None:
+    def stop(self, now: datetime, tally: Tally | None = None) -> None:
         if not self.active:
-            raise NotFound("you do not follow this user", code="not_following")
-        self._record(UserUnfollowed, now, follower_id=self.follower_id, followee_id=self.followee_id)
+            raise NotFound(self.NOT_ACTIVE[0], code=self.NOT_ACTIVE[1])
+        self._record(self.STOPPED, now, **{name: getattr(self, name) for name in self.ENDS})
         if tally is not None:
             tally.give_back(now)
 
-    def _apply_UserFollowed(self, event: UserFollowed) -> None:
+    def _started(self, event: DomainEvent) -> None:
         self.active = True
-        self.follower_id, self.followee_id = event.follower_id, event.followee_id
+        for name in self.ENDS:  # follower_id and followee_id, user_id and muted_id
+            setattr(self, name, getattr(event, name))
 
-    def _apply_UserUnfollowed(self, event: UserUnfollowed) -> None:
+    def _stopped(self, event: DomainEvent) -> None:
         self.active = False
+
+
+class Follow(_CountedEdge):
+    """The edge follower -> followee (a re-follow is not a new follow)."""
+
+    KIND, ENDS = "follow", ("follower_id", "followee_id")
+    STARTED, STOPPED = UserFollowed, UserUnfollowed
+    NOT_ACTIVE = ("you do not follow this user", "not_following")
+    _apply_UserFollowed, _apply_UserUnfollowed = _CountedEdge._started, _CountedEdge._stopped
+    # the same methods under the domain's words (``vars``: the classmethod itself, not one bound to the base)
+    follow, unfollow = vars(_CountedEdge)["start"], _CountedEdge.stop
+
+
+class Mute(_CountedEdge):
+    """Whether ``user_id`` has muted ``muted_id``'s stories. Not an unfollow: the follow stays."""
+
+    KIND, ENDS = "mute", ("user_id", "muted_id")
+    STARTED, STOPPED = UserMuted, UserUnmuted
+    NOT_ACTIVE = ("you do not mute this user", "not_muted")
+    _apply_UserMuted, _apply_UserUnmuted = _CountedEdge._started, _CountedEdge._stopped
+    mute, unmute = vars(_CountedEdge)["start"], _CountedEdge.stop
 
 
 class CloseFriendship(Aggregate):

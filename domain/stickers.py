@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
+from uuid import UUID
 
+from domain.aggregate import Aggregate, DomainEvent
 from domain.errors import InvalidInput
+from domain.ids import stream_id
 
 STICKER_TYPES = ("poll", "quiz", "question", "countdown", "slider", "mention", "location", "music", "link")
 # At most one of each of these per story: they collect answers.
@@ -93,3 +97,47 @@ def interactive_sticker(stickers: list[dict[str, Any]], index: int, kind: str | 
     if kind is not None and sticker["sticker_type"] != kind:
         raise InvalidInput(f"sticker {index} is a {sticker['sticker_type']} sticker, not a {kind}")
     return sticker
+
+
+@dataclass(frozen=True, kw_only=True)
+class AnsweredStickersRecorded(DomainEvent):
+    """Private: the stickers of a story someone has interacted with, after a change."""
+
+    story_id: str
+    answered: list[int]
+    revision: int  # bumped by an edit of the stickers, so it collides with a concurrent first answer
+
+
+class AnsweredStickers(Aggregate):
+    """Which of a story's stickers have answers, whose payload an edit may then no longer change.
+
+    A private record (not in ``domain.catalogue``), read by its latest record only; a first answer
+    to a sticker writes one, and so does an edit of the stickers: the two collide on the record's
+    version, so an answer never lands on a payload that an edit changed under it."""
+
+    answered: frozenset[int] = frozenset()
+    revision = 0
+
+    @staticmethod
+    def stream_for(story_id: UUID) -> UUID:
+        return stream_id("answered-stickers", story_id)
+
+    @classmethod
+    def open(cls, current: AnsweredStickers | None, story_id: UUID) -> AnsweredStickers:
+        ledger = current or cls(cls.stream_for(story_id))
+        ledger.story_id = str(story_id)
+        return ledger
+
+    def note_answer(self, sticker_index: int, now: datetime) -> None:
+        if sticker_index not in self.answered:
+            self._write(self.answered | {sticker_index}, self.revision, now)
+
+    def note_edit(self, now: datetime) -> None:
+        self._write(self.answered, self.revision + 1, now)
+
+    def _write(self, answered: frozenset[int], revision: int, now: datetime) -> None:
+        self._record(AnsweredStickersRecorded, now, story_id=self.story_id, answered=sorted(answered),
+                     revision=revision)
+
+    def _apply_AnsweredStickersRecorded(self, event: AnsweredStickersRecorded) -> None:
+        self.story_id, self.answered, self.revision = event.story_id, frozenset(event.answered), event.revision

@@ -31,6 +31,12 @@ MAX_LISTED_USERS = 1000  # allowed_viewer_ids / hidden_from_ids
 GRADIENT_COLOURS = (2, 5)
 COLOUR_PATTERN = r"^#(?:[0-9A-Fa-f]{6}|[0-9A-Fa-f]{8})$"
 _COLOUR = re.compile(COLOUR_PATTERN)
+EDITABLE_FIELDS = ("text_content", "background_color", "background_gradient")
+STICKER_GEOMETRY = ("x", "y", "width", "height", "rotation")
+RESHARED_CONTENT = ("story_type", "media_id", "media_url", "thumbnail_url", "text_content", "background_color",
+                    "background_gradient", "duration")
+RESHARE_OPTIONS = ("privacy", "allowed_viewer_ids", "hidden_from_ids", "allow_replies", "expires_in_hours",
+                   "allow_sharing")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -51,14 +57,35 @@ class StoryCreated(DomainEvent):
     hidden_from_ids: list[str]
     allow_replies: str
     expires_at: str  # ISO 8601, UTC
-    allow_sharing: bool = True  # since schema version 2: may viewers share it in messages?
+    allow_sharing: bool = True  # since schema version 2: may viewers reshare it?
+    reshared_from: dict[str, str] | None = None  # since version 3: {"story_id", "user_id"} of a reshare's original
 
-    class_version: ClassVar[int] = 2
+    class_version: ClassVar[int] = 3
 
     @staticmethod
     def upcast_v1_v2(state: dict[str, Any]) -> None:
         """Version 1 had no sharing setting; every story could be shared."""
         state.setdefault("allow_sharing", True)
+
+    @staticmethod
+    def upcast_v2_v3(state: dict[str, Any]) -> None:
+        """Reshares came with version 3: an older story is an original."""
+        state.setdefault("reshared_from", None)
+
+
+@dataclass(frozen=True, kw_only=True)
+class StoryEdited(DomainEvent):
+    """The owner edited the story. It carries the editable content *as it stands after the edit*
+    (whole, so the latest edit alone gives the current content) and which parts this edit changed
+    (``text_content``, ``background_color``, ``background_gradient``, ``stickers.<i>``)."""
+
+    story_id: str
+    user_id: str
+    text_content: str | None
+    background_color: str | None
+    background_gradient: list[str] | None
+    stickers: list[dict[str, Any]]
+    changed: list[str]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -137,7 +164,7 @@ class Story(Aggregate):
     @classmethod
     def create(
         cls, story_id: UUID, owner_id: str, fields: dict[str, Any], platform: Platform, now: datetime,
-        live: LiveStories | None = None, limit: int | None = None,
+        live: LiveStories | None = None, limit: int | None = None, reshared_from: dict[str, str] | None = None,
     ) -> Story:
         """``fields`` holds the create body's values (see the contract's story schema).
 
@@ -171,8 +198,27 @@ class Story(Aggregate):
             allow_replies=fields.get("allow_replies", "everyone"),
             expires_at=(now + timedelta(hours=hours)).isoformat(),
             allow_sharing=bool(fields.get("allow_sharing", True)),
+            reshared_from=reshared_from,
         )
         return story
+
+    @classmethod
+    def reshare(
+        cls, story_id: UUID, original: Story, sharer_id: str, relationship: Relationship, options: dict[str, Any],
+        platform: Platform, now: datetime, live: LiveStories | None = None, limit: int | None = None,
+    ) -> Story:
+        """A new story of ``sharer_id`` showing ``original``'s content (not its stickers: their
+        answers belong to the original). ``options``: the sharer's own audience and expiry
+        (``RESHARE_OPTIONS``), plus the original's hidden list. It names the original in
+        ``reshared_from`` for good: deleting or expiring the original leaves it standing."""
+        original.check_can_share(sharer_id, relationship, now)
+        content = {name: original.fields.get(name) for name in RESHARED_CONTENT}
+        fields = {**{k: v for k, v in content.items() if v is not None},
+                  **{k: v for k, v in options.items() if k in RESHARE_OPTIONS}}
+        # Whom the original is hidden from does not see it through a reshare either.
+        fields["hidden_from_ids"] = sorted(set(fields.get("hidden_from_ids") or []) | original.hidden_from_ids)
+        return cls.create(story_id, sharer_id, fields, platform, now, live, limit,
+                          reshared_from={"story_id": str(original.id), "user_id": original.owner_id})
 
     def delete(self, actor_id: str, now: datetime, live: LiveStories | None = None) -> None:
         """With ``live`` (the owner's ledger), a live story frees its slot."""
@@ -183,6 +229,66 @@ class Story(Aggregate):
         self._record(StoryDeleted, now, story_id=str(self.id), user_id=self.owner_id)
         if live is not None:
             live.release(str(self.id), now)
+
+    def edit(self, actor_id: str, changes: dict[str, Any], answered: frozenset[int], platform: Platform,
+             now: datetime) -> bool:
+        """Apply an owner's edit (``changes``: any of ``EDITABLE_FIELDS``, and ``stickers``: a list of
+        ``{"sticker_index", x/y/width/height/rotation, <payload named after its type>}``); False when
+        it changes nothing. ``answered``: the stickers someone has interacted with, whose payload
+        is frozen (Conflict ``sticker_answered``). Others are refused as by ``check_owner``."""
+        if self.deleted:
+            raise NotFound("story not found")
+        if actor_id != self.owner_id:
+            raise Forbidden("only the owner can edit a story", code="not_owner")
+        if not self.is_live(now):
+            raise Conflict("the story has expired", code="story_expired")
+        content = {name: self.fields.get(name) for name in EDITABLE_FIELDS}
+        stickers = [dict(s) for s in self.stickers]
+        changed: list[str] = []
+        for name in EDITABLE_FIELDS:
+            if name in changes and changes[name] != content[name]:
+                content[name] = changes[name]
+                changed.append(name)
+        for edit in changes.get("stickers") or []:
+            i = edit["sticker_index"]
+            if not 0 <= i < len(stickers):
+                raise field_error("stickers.sticker_index", f"no sticker at index {i}", code="sticker_not_found")
+            sticker, kind = stickers[i], stickers[i]["sticker_type"]
+            others = [k for k in edit if k not in STICKER_GEOMETRY and k not in ("sticker_index", kind)]
+            if others:
+                raise field_error(f"stickers.{i}", f"sticker {i} is a {kind} sticker: only its geometry and "
+                                  f"its '{kind}' payload can change")
+            before = dict(sticker)
+            sticker.update((k, v) for k, v in edit.items() if k != "sticker_index")
+            if sticker.get(kind) != before.get(kind) and i in answered:
+                raise Conflict(f"sticker {i} has answers; its {kind} can no longer change", code="sticker_answered",
+                               details={"sticker_index": i})
+            if sticker != before:
+                stickers[i] = sticker
+                changed.append(f"stickers.{i}")
+        if not changed:
+            return False
+        # The edited story must follow every rule a new one does (a text story keeps its text...).
+        check_story_fields({**self.fields, **content, "stickers": stickers}, platform)
+        self._record(StoryEdited, now, story_id=str(self.id), user_id=self.owner_id, **content,
+                     stickers=stickers, changed=changed)
+        return True
+
+    def check_owner(self, actor_id: str, may_see: bool, what: str) -> None:
+        """Owner-only commands: Forbidden ``not_owner`` to those who can see the story, NotFound to
+        anyone else (its existence stays hidden)."""
+        if actor_id != self.owner_id:
+            if self.deleted or not may_see:
+                raise NotFound("story not found")
+            raise Forbidden(f"only the owner can {what} a story", code="not_owner")
+
+    def check_can_share(self, actor_id: str, relationship: Relationship, now: datetime) -> None:
+        """A reshare needs a public, live story whose owner allows sharing, that the actor can see."""
+        self.check_can_engage(actor_id, relationship, now)
+        if self.fields["privacy"] != "public":
+            raise Forbidden("only a public story can be reshared", code="not_shareable")
+        if not self.fields.get("allow_sharing", True):
+            raise Forbidden("the owner does not allow sharing this story", code="sharing_disabled")
 
     def expire(self, now: datetime) -> None:
         """Mark the story expired; exactly once, never before its time, never when deleted."""
@@ -243,6 +349,10 @@ class Story(Aggregate):
         self.hidden_from_ids = frozenset(event.hidden_from_ids)
         self.created_at = event.occurred_at
         self.expires_at = datetime.fromisoformat(event.expires_at)
+
+    def _apply_StoryEdited(self, event: StoryEdited) -> None:
+        self.fields = {**self.fields, **event.data(), "edited_at": event.occurred_at.isoformat()}
+        del self.fields["changed"]
 
     def _apply_StoryDeleted(self, event: StoryDeleted) -> None:
         self.deleted = True

@@ -12,6 +12,8 @@ from typing import Callable
 from prometheus_client import CollectorRegistry, Gauge
 
 from commands.event_store import EventStore
+from projections import generations
+from projections.generations import Generation
 from projections.mongo_views import MongoViewStore
 from projections.redis_schema import VIEW_NAME
 from projections.redis_views import Keys, RedisViewStore
@@ -30,25 +32,31 @@ def partitions(settings: Settings) -> list[Partition]:
     return [Partition(i, count) for i in chosen]
 
 
-def build_runners(settings: Settings, store: EventStore) -> list[ProjectionRunner]:
+def build_runners(settings: Settings, store: EventStore, generation: Generation | None = None) -> list[ProjectionRunner]:
+    """The runners of this process's partitions, into ``generation``'s stores (default: the one
+    the pointer names now, ``projections.generations``)."""
     mongo, client = mongo_client(settings), redis_client(settings)
+    if generation is None:
+        generation = generations.current(client, settings.mongodb_database, settings.redis_prefix)
     runners = []
     for part in partitions(settings):
-        for view in (MongoViewStore(mongo, settings.mongodb_database, part.name("mongo_views")),
-                     RedisViewStore(client, settings.redis_prefix, part.name(VIEW_NAME),
+        for view in (MongoViewStore(mongo, generation.mongodb_database, part.name("mongo_views")),
+                     RedisViewStore(client, generation.redis_prefix, part.name(VIEW_NAME),
                                     grace=settings.redis_grace, wait_replicas=settings.redis_wait_replicas)):
             runners.append(ProjectionRunner(store, view, settings.projector_batch, partition=part))
     return runners
 
 
 def projector_metrics(store: EventStore, runners: list[ProjectionRunner]) -> CollectorRegistry:
+    """Gauges over ``runners``, read at each scrape (the list is updated in place when the
+    projector moves to another generation: the same views, in the same order)."""
     registry = CollectorRegistry()
     Gauge("stories_log_head", "newest log position", registry=registry).set_function(safe(store.head))
     position = Gauge("stories_projection_position", "applied log position", ["view"], registry=registry)
     lag = Gauge("stories_projection_lag_events", "events behind the log head", ["view"], registry=registry)
-    for runner in runners:
-        position.labels(runner.view.name).set_function(lambda r=runner: r.position or 0)
-        lag.labels(runner.view.name).set_function(safe(lambda r=runner: store.head() - (r.position or 0)))
+    for i, runner in enumerate(runners):
+        position.labels(runner.view.name).set_function(lambda i=i: runners[i].position or 0)
+        lag.labels(runner.view.name).set_function(safe(lambda i=i: store.head() - (runners[i].position or 0)))
     return registry
 
 
@@ -90,23 +98,55 @@ def run_projector(settings: Settings, stop: threading.Event | None = None,
 
         clock = clock_from(settings)
     store = EventStore(settings.event_store_url)
-    runners = build_runners(settings, store)
+    pointer = redis_client(settings)
+    generation = generations.current(pointer, settings.mongodb_database, settings.redis_prefix)
+    runners = build_runners(settings, store, generation)
     ops = serve_ops("projector", settings.host, ops_port(settings, "projector"), projector_metrics(store, runners),
                     readiness_checks(settings, store))
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: stop.set())
-    threads = [
-        threading.Thread(target=r.run_forever, args=(stop,), name=f"projector-{r.view.name}", daemon=True)
-        for r in runners
-    ]
-    threads.append(threading.Thread(target=publish_log_head, args=(settings, store, stop), daemon=True))
-    for t in threads:
-        t.start()
-    log.info("projector following the log: %s", ", ".join(r.view.name for r in runners))
-    stop.wait()
-    for t in threads:
-        t.join(timeout=10)
+    head = threading.Thread(target=publish_log_head, args=(settings, store, stop), daemon=True)
+    head.start()
+    following = _follow(runners, generation)
+    # The generation pointer (``stories replay --into``), read once a second: on a change, the
+    # runners finish their batch and stop, and new ones continue in the new generation's stores
+    # from its own positions. The expirer and the relay keep their keys: they are not read models.
+    while not stop.wait(generations.WATCH_INTERVAL_S):
+        try:
+            wanted = generations.current(pointer, settings.mongodb_database, settings.redis_prefix)
+            if wanted.where != generation.where:
+                fresh = build_runners(settings, store, wanted)
+                following.stop()
+                runners[:] = fresh
+                generation = wanted
+                following = _follow(runners, generation)
+        except Exception as error:  # Redis or MongoDB down: the runners report it; try again
+            log.warning("reading the generation pointer failed: %s", error)
+    following.stop()
+    head.join(timeout=10)
     if ops is not None:
         ops.stop()
     store.close()
+
+
+class _Following:
+    def __init__(self, stop: threading.Event, threads: list[threading.Thread]) -> None:
+        self._stop, self.threads = stop, threads
+
+    def stop(self) -> None:
+        self._stop.set()
+        for t in self.threads:
+            t.join(timeout=30)
+
+
+def _follow(runners: list[ProjectionRunner], generation: Generation) -> _Following:
+    """One thread per runner, each until the returned handle is stopped."""
+    stop = threading.Event()
+    threads = [threading.Thread(target=r.run_forever, args=(stop,), name=f"projector-{r.view.name}", daemon=True)
+               for r in runners]
+    for t in threads:
+        t.start()
+    log.info("projector following the log into generation %s (MongoDB %s, Redis prefix %s): %s", generation.name,
+             generation.mongodb_database, generation.redis_prefix, ", ".join(r.view.name for r in runners))
+    return _Following(stop, threads)

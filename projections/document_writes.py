@@ -9,6 +9,13 @@ A write may name its document's shard key values (``shard``: the fields of
 ``_id``, as a sharded MongoDB (6.0+) requires of an upsert, and so that a mongos sends the write
 to one shard. A document's key values never change, so its writes merge as they would without
 them.
+
+A write that creates its document (``insert=``: a viewer's first view, a question answer, a
+close-friend entry...) is, when it is the batch's first write to that document, sent as a plain
+insert of the document as the batch leaves it (``plan``): cheap, and idempotent by its
+deterministic ``_id``. Its stamp is the one the upsert would have set, so later guarded updates
+line up with it. A delete is sent as a stamped tombstone (``plan``), so that a stale write can
+never bring the document back: the guard has a stamp to compare against.
 """
 
 from __future__ import annotations
@@ -16,9 +23,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from pymongo import DeleteOne, UpdateOne
+from pymongo import DeleteOne, ReplaceOne, UpdateOne
 
 STAMP_SPAN = 1_000_000  # writes per batch, at most; positions up to 9e12 fit in an int64 stamp
+
+# ``insert=`` kinds: what a duplicate ``_id`` (error 11000) of the insert means.
+INSERT_ONCE = "once"  # the document never changes after: it is there already, skip it
+INSERT_FIRST = "first"  # later events update it, or it may be a tombstone: apply the stamped upsert instead
+GONE = "_gone"  # a tombstone's flag: the document was deleted (readers skip such documents)
+NOT_GONE = {GONE: {"$ne": True}}  # what a reader adds to its filter on a tombstoned collection
+_MATERIALIZABLE = {"$set", "$setOnInsert", "$inc", "$min", "$max"}
 
 _MERGEABLE = {
     "$inc": lambda old, new: old + new,
@@ -36,6 +50,7 @@ class _Entry:
     upsert: bool = True
     shard: dict[str, Any] = field(default_factory=dict)  # shard key field -> value, beside the _id
     fields: dict[str, str] = field(default_factory=dict)  # field path -> operator
+    insert: str | None = None  # INSERT_ONCE / INSERT_FIRST: the batch's first write, creating the document
 
 
 def _clashes(path: str, other: str) -> bool:
@@ -48,15 +63,21 @@ class DocumentWrites:
         self._last: dict[tuple[str, Any], _Entry] = {}
 
     def update(self, collection: str, key: Any, update: dict[str, dict[str, Any]], upsert: bool = True,
-               shard: dict[str, Any] | None = None) -> None:
+               shard: dict[str, Any] | None = None, insert: str | None = None) -> None:
+        """``insert``: this write creates the document (INSERT_ONCE or INSERT_FIRST); it is sent as
+        an insert when no earlier write of the batch touches the document (``plan``)."""
         shard = dict(shard or {})
         last = self._last.get((collection, key))
         # The same key with other shard values would be a handler's bug: kept apart, never merged.
-        if (last is not None and last.update is not None and last.upsert == upsert and last.shard == shard
+        # An update without upsert merges into a write that inserts the document: it exists by then.
+        if (last is not None and last.update is not None and last.shard == shard
+                and (last.upsert == upsert or (last.insert is not None and not upsert))
                 and self._merge(last, update)):
             return
         entry = _Entry(key, {op: dict(values) for op, values in update.items()}, upsert, shard)
         entry.fields = {path: op for op, values in update.items() for path in values}
+        if insert is not None and last is None and upsert and set(update) <= _MATERIALIZABLE:
+            entry.insert = insert
         self._add(collection, entry)
 
     def delete(self, collection: str, key: Any, shard: dict[str, Any] | None = None) -> None:
@@ -115,9 +136,108 @@ class DocumentWrites:
             raise ValueError("batch too large to stamp; lower the projector batch size")
         return out
 
+    def plan(self, batch_end: int, tombstoned: frozenset[str] | set[str] = frozenset()) -> dict[str, "CollectionPlan"]:
+        """The writes as the view store sends them, per collection, stamped as ``operations``
+        stamps them: ``inserts``, the documents created by the batch's first write to them (as
+        the batch leaves them, if later writes merged into it), each with what to do when its
+        ``_id`` is taken (``on_duplicate[i]``: None to skip it, else the stamped upsert); then
+        ``updates``, the other writes in order, guarded by stamp. In a ``tombstoned``
+        collection a delete becomes a stamped tombstone (the shard key values and ``_gone``), an
+        upsert clears ``_gone``, and an update without upsert leaves tombstones alone.
+        """
+        out: dict[str, CollectionPlan] = {}
+        seq = 0
+        for collection, entries in self._entries.items():
+            plan = out.setdefault(collection, CollectionPlan())
+            tomb = collection in tombstoned
+            for e in entries:
+                seq += 1
+                stamp = batch_end * STAMP_SPAN + seq
+                guard = {"_id": e.key, **e.shard, "_v": {"$lt": stamp}}
+                if e.update is None:
+                    plan.updates.append(ReplaceOne(guard, {**e.shard, GONE: True, "_v": stamp}, upsert=True) if tomb
+                                        else DeleteOne(guard))
+                    continue
+                update = {op: dict(values) for op, values in e.update.items()}
+                update.setdefault("$set", {})["_v"] = stamp
+                if tomb and e.upsert:
+                    update.setdefault("$unset", {})[GONE] = ""
+                elif tomb:
+                    guard[GONE] = {"$ne": True}
+                op = UpdateOne(guard, update, upsert=e.upsert)
+                if e.insert is None:
+                    plan.updates.append(op)
+                else:
+                    plan.inserts.append(_materialize(e, stamp))
+                    plan.on_duplicate.append(op if e.insert == INSERT_FIRST else None)
+        if seq >= STAMP_SPAN:
+            raise ValueError("batch too large to stamp; lower the projector batch size")
+        return out
+
     def updates(self, collection: str) -> list[tuple[Any, dict | None]]:
         """(key, update) per write to ``collection``, in order; None for a delete."""
         return [(e.key, e.update) for e in self._entries.get(collection, [])]
 
     def __len__(self) -> int:
         return sum(len(entries) for entries in self._entries.values())
+
+
+@dataclass
+class CollectionPlan:
+    inserts: list[dict] = field(default_factory=list)
+    on_duplicate: list[UpdateOne | None] = field(default_factory=list)
+    updates: list[UpdateOne | ReplaceOne | DeleteOne] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.inserts) + len(self.updates)
+
+
+def apply_update(doc: dict[str, Any], update: dict[str, dict[str, Any]], inserting: bool = False) -> None:
+    """Apply MongoDB update operators to a plain dict as the server would. ``inserting``: the
+    update is the one that creates the document (``$setOnInsert`` applies only then). Values are
+    never mutated in place (a ``$push`` makes a new list), so event data is never changed."""
+    for op, values in update.items():
+        for path, value in values.items():
+            *parents, leaf = path.split(".")
+            target = doc
+            for part in parents:
+                nxt = target.get(part)
+                if not isinstance(nxt, dict):
+                    nxt = target[part] = {}
+                target = nxt
+            if op == "$set":
+                target[leaf] = value
+            elif op == "$setOnInsert":
+                if inserting:
+                    target[leaf] = value
+            elif op == "$inc":
+                target[leaf] = target[leaf] + value if leaf in target else value
+            elif op == "$max":
+                target[leaf] = max(target[leaf], value) if leaf in target else value
+            elif op == "$min":
+                target[leaf] = min(target[leaf], value) if leaf in target else value
+            elif op == "$unset":
+                target.pop(leaf, None)
+            elif op in ("$push", "$addToSet"):
+                items = value["$each"] if isinstance(value, dict) and "$each" in value else [value]
+                current = list(target.get(leaf) or [])
+                for item in items:
+                    if op == "$push" or item not in current:
+                        current.append(item)
+                target[leaf] = current
+            elif op in ("$pull", "$pullAll"):
+                if leaf in target:
+                    drop = value if op == "$pullAll" else (
+                        value["$in"] if isinstance(value, dict) and "$in" in value else [value])
+                    target[leaf] = [item for item in target[leaf] if item not in drop]
+            else:
+                raise ValueError(f"update operator {op} is not supported")
+
+
+def _materialize(entry: _Entry, stamp: int) -> dict:
+    """The document an upsert of ``entry`` inserts when no document has its ``_id``: the filter's
+    equality fields (``_id``, shard key), then each operator applied to nothing."""
+    doc: dict[str, Any] = {"_id": entry.key, **entry.shard}
+    apply_update(doc, entry.update, inserting=True)
+    doc["_v"] = stamp
+    return doc

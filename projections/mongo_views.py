@@ -7,16 +7,18 @@ Every write names its document's shard key (``SHARD_KEYS``) with values the even
 
 from __future__ import annotations
 
-from datetime import datetime
+import time
+from datetime import datetime, timedelta, timezone
 from typing import Callable
+from uuid import uuid4
 
-from pymongo import ASCENDING, DESCENDING, MongoClient
+from pymongo import ASCENDING, DESCENDING, MongoClient, ReturnDocument
 from pymongo.errors import BulkWriteError
 from pymongo.database import Database
 
 from commands.event_store import LoggedEvent
 from domain import engagement as en, highlights as hl, social as so, stories as st
-from projections.document_writes import DocumentWrites
+from projections.document_writes import GONE, INSERT_FIRST, INSERT_ONCE, CollectionPlan, DocumentWrites
 from projections.redis_schema import SLIDER_SUM_SCALE
 from projections.runner import StalePosition
 
@@ -36,23 +38,43 @@ def _result(event: en.StickerEvent, name: str) -> str:
 def on_story_created(w: DocumentWrites, e: st.StoryCreated, at: LoggedEvent) -> None:
     fields = e.data()
     fields.update(created_at=e.occurred_at, expires_at=datetime.fromisoformat(e.expires_at), deleted=False, expired=False)
-    w.update("stories", e.story_id, {"$set": fields}, shard={"user_id": e.user_id})
+    w.update("stories", e.story_id, {"$set": fields}, shard={"user_id": e.user_id}, insert=INSERT_FIRST)
+
+
+def on_story_edited(w: DocumentWrites, e: st.StoryEdited, at: LoggedEvent) -> None:
+    content = e.data()
+    del content["changed"]
+    _story(w, e.story_id, e.user_id, {"$set": {**content, "edited": True, "edited_at": e.occurred_at}})
 
 
 def on_story_viewed(w: DocumentWrites, e: en.StoryViewed, at: LoggedEvent) -> None:
     first = 1 if e.view_number == 1 else 0
-    _story(w, e.story_id, e.owner_id,
-           {"$inc": {"view_count": 1, "unique_viewers": first, f"views_by_hour.{e.occurred_at.hour}": 1}})
+    counts = {"view_count": 1, "unique_viewers": first, f"views_by_hour.{e.occurred_at.hour}": 1}
+    if e.life_hour is not None:  # views before StoryViewed version 2 did not say
+        counts[f"views_timeline.{e.life_hour}"] = 1
+    _story(w, e.story_id, e.owner_id, {"$inc": counts})
     w.update("story_viewers", f"{e.story_id}:{e.viewer_id}", {
         "$setOnInsert": {"story_id": e.story_id, "viewer_id": e.viewer_id, "owner_id": e.owner_id},
         "$min": {"first_viewed_at": e.occurred_at},
         "$max": {"last_viewed_at": e.occurred_at},
         "$inc": {"view_count": 1},
-    }, shard={"story_id": e.story_id, "viewer_id": e.viewer_id})
+    }, shard={"story_id": e.story_id, "viewer_id": e.viewer_id}, insert=INSERT_FIRST if first else None)
     if first:  # the owner's distinct viewers, over all their stories (user insights' unique_viewers)
         w.update("owner_viewers", f"{e.owner_id}:{e.viewer_id}",
                  {"$setOnInsert": {"owner_id": e.owner_id, "viewer_id": e.viewer_id}},
-                 shard={"owner_id": e.owner_id, "viewer_id": e.viewer_id})
+                 shard={"owner_id": e.owner_id, "viewer_id": e.viewer_id}, insert=INSERT_ONCE)
+
+
+def on_story_navigated(w: DocumentWrites, e: en.StoryNavigated, at: LoggedEvent) -> None:
+    """The last navigation stands, on the viewer's entry; one from someone who never viewed the
+    story finds no entry and counts nowhere. Insights count them by ``navigation`` (indexed)."""
+    w.update("story_viewers", f"{e.story_id}:{e.viewer_id}",
+             {"$set": {"navigation": e.action, "navigated_at": e.occurred_at}},
+             upsert=False, shard={"story_id": e.story_id, "viewer_id": e.viewer_id})
+
+
+def on_story_shared(w: DocumentWrites, e: en.StoryShared, at: LoggedEvent) -> None:
+    _story(w, e.story_id, e.owner_id, {"$inc": {"shares": 1}})  # the original's; the reshare is a StoryCreated
 
 
 def on_story_replied(w, e: en.StoryReplied, at) -> None:
@@ -76,7 +98,7 @@ def on_question_answered(w, e: en.QuestionAnswered, at: LoggedEvent) -> None:
     w.update("question_answers", str(at.event_id), {"$set": {
         "story_id": e.story_id, "owner_id": e.owner_id, "sticker_index": e.sticker_index, "user_id": e.user_id,
         "text": e.text, "answered_at": e.occurred_at,
-    }}, shard={"story_id": e.story_id})
+    }}, shard={"story_id": e.story_id}, insert=INSERT_ONCE)
 
 
 def on_countdown_followed(w, e: en.CountdownFollowed, at) -> None:
@@ -113,7 +135,7 @@ def _highlight(w: DocumentWrites, e, update: dict, upsert: bool = False) -> None
 def on_highlight_created(w, e: hl.HighlightCreated, at) -> None:
     fields = e.data()
     fields.update(created_at=e.occurred_at, updated_at=e.occurred_at, deleted=False)
-    _highlight(w, e, {"$set": fields}, upsert=True)
+    w.update("highlights", e.highlight_id, {"$set": fields}, shard={"user_id": e.user_id}, insert=INSERT_FIRST)
 
 
 def on_highlight_updated(w, e: hl.HighlightUpdated, at) -> None:
@@ -151,16 +173,29 @@ def _close_friend_shard(e) -> dict:
 def on_close_friend_added(w, e: so.CloseFriendAdded, at) -> None:
     w.update("close_friends", f"{e.user_id}:{e.friend_id}", {"$set": {
         "user_id": e.user_id, "friend_id": e.friend_id, "added_at": e.occurred_at,
-    }}, shard=_close_friend_shard(e))
+    }}, shard=_close_friend_shard(e), insert=INSERT_FIRST)
 
 
 def on_close_friend_removed(w, e: so.CloseFriendRemoved, at) -> None:
     w.delete("close_friends", f"{e.user_id}:{e.friend_id}", shard=_close_friend_shard(e))
 
 
+def on_user_muted(w, e: so.UserMuted, at) -> None:
+    w.update("muted", f"{e.user_id}:{e.muted_id}", {"$set": {
+        "user_id": e.user_id, "muted_id": e.muted_id, "muted_at": e.occurred_at,
+    }}, shard={"user_id": e.user_id, "muted_id": e.muted_id}, insert=INSERT_FIRST)
+
+
+def on_user_unmuted(w, e: so.UserUnmuted, at) -> None:
+    w.delete("muted", f"{e.user_id}:{e.muted_id}", shard={"user_id": e.user_id, "muted_id": e.muted_id})
+
+
 HANDLERS: dict[type, Callable] = {
     st.StoryCreated: on_story_created,
+    st.StoryEdited: on_story_edited,
     en.StoryViewed: on_story_viewed,
+    en.StoryNavigated: on_story_navigated,
+    en.StoryShared: on_story_shared,
     en.StoryReplied: on_story_replied,
     en.PollVoted: on_poll_voted,
     en.QuizAnswered: on_quiz_answered,
@@ -181,6 +216,8 @@ HANDLERS: dict[type, Callable] = {
     hl.HighlightsReordered: on_highlights_reordered,
     so.CloseFriendAdded: on_close_friend_added,
     so.CloseFriendRemoved: on_close_friend_removed,
+    so.UserMuted: on_user_muted,
+    so.UserUnmuted: on_user_unmuted,
     # Follows live in Redis (the graph); nothing to write here.
     so.UserFollowed: lambda w, e, at: None,
     so.UserUnfollowed: lambda w, e, at: None,
@@ -206,6 +243,7 @@ SHARD_KEYS: dict[str, dict[str, object]] = {
     "highlights": {"user_id": 1, "_id": 1},
     "highlight_reels": {"_id": 1},
     "close_friends": {"user_id": 1, "friend_id": 1},
+    "muted": {"user_id": 1, "muted_id": 1},
 }
 
 
@@ -222,6 +260,9 @@ def ensure_indexes(db: Database) -> None:
     db.question_answers.create_index([("story_id", ASCENDING), ("answered_at", DESCENDING), ("_id", DESCENDING)])
     db.question_answers.create_index([("story_id", ASCENDING), ("sticker_index", ASCENDING), ("answered_at", DESCENDING)])
     db.close_friends.create_index([("user_id", ASCENDING), ("added_at", DESCENDING), ("friend_id", ASCENDING)])
+    db.muted.create_index([("user_id", ASCENDING), ("muted_at", DESCENDING), ("muted_id", ASCENDING)])
+    # Navigation counts for insights: a count scan of this index per action.
+    db.story_viewers.create_index([("story_id", ASCENDING), ("navigation", ASCENDING)])
     # One index per shard key, its fields first: sh.shardCollection needs it on a collection that
     # holds documents. They also serve reads: highlights by owner, an owner's distinct viewers
     # (databases made before these keys also hold {user_id: 1} and {owner_id: 1}: redundant now).
@@ -230,20 +271,50 @@ def ensure_indexes(db: Database) -> None:
             db[collection].create_index(shard_key_index(key))
 
 
+# Collections whose deletes leave a stamped tombstone (``{<shard key>, "_gone": true, "_v"}``)
+# instead of removing the document: a stalled runner's late upsert then meets a stamp it cannot
+# beat, so it cannot bring a removed entry back. Readers skip tombstones: {"_gone": {"$ne": True}}.
+TOMBSTONED = frozenset({"close_friends", "muted"})
+DEFAULT_LEASE = timedelta(seconds=5)
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
 class MongoViewStore:
     """Writes a batch idempotently, without multi-document transactions.
 
-    Before a batch it records its intent (``pending_until``) on the position document; every
-    write is stamped and guarded (``DocumentWrites.operations``); afterwards the position moves.
-    A runner killed mid-batch is followed by one that re-runs exactly that batch, and the
-    guards skip what already landed. Works on a standalone MongoDB, a replica set, or SecantusDB,
-    and an abandoned writer holds no locks.
+    Before a batch it records its intent (``pending_until``) on the position document; then, per
+    collection, one unordered ``insert_many`` of the documents the batch creates (a duplicate
+    ``_id`` is a document that landed before: skipped, or for one that may have an earlier life,
+    its stamped upsert instead) and one ordered ``bulk_write`` of the other writes, each stamped
+    and guarded (``DocumentWrites.plan``); afterwards the position moves. A runner killed
+    mid-batch is followed by one that re-runs exactly that batch, and the guards skip what
+    already landed. Works on a standalone MongoDB, a replica set, or SecantusDB, and an abandoned
+    writer holds no locks.
+
+    Fenced: the position document holds a fencing token (``fence``) and a lease. A store takes
+    the token when it first applies a batch (a process that starts is taken to replace one that
+    died), and afterwards only once the holder's lease has run out; the intent, the lease's
+    renewals (before each collection's writes, once half of it is used) and the position's move
+    are all conditional on the token, so a runner that stalled and was overtaken stops at its next
+    one (StalePosition). Writes it already had in flight are harmless: they carry its batch's
+    stamps, which the runner that overtook it has met or passed on every document, deletes
+    included (tombstones). The lease only keeps two live runners from doing the same work; it
+    is read from each runner's clock, and correctness never depends on it.
     """
 
-    def __init__(self, client: MongoClient, database: str, name: str = "mongo_views", indexes: bool = True) -> None:
+    def __init__(self, client: MongoClient, database: str, name: str = "mongo_views", indexes: bool = True,
+                 lease: timedelta = DEFAULT_LEASE) -> None:
         self.name = name
         self.client = client
         self.db = client[database]
+        self.lease = lease
+        self.holder = uuid4().hex
+        self.fence: int | None = None
+        self._took = False  # took the token once: from then on, only from an expired lease
+        self._renew_at = 0.0
         if indexes:  # a rebuild into an empty database creates them after the load instead
             ensure_indexes(self.db)
         self.db[POSITIONS].update_one(
@@ -259,23 +330,66 @@ class MongoViewStore:
     def pending_until(self) -> int | None:
         return self._checkpoint().get("pending_until")
 
+    def _lease_fields(self) -> dict:
+        self._renew_at = time.monotonic() + self.lease.total_seconds() / 2
+        return {"holder": self.holder, "lease_until": _now() + self.lease}
+
+    def _take_fence(self) -> None:
+        """Take the fencing token: at once the first time, else only when the lease ran out."""
+        taken = {} if not self._took else {"$or": [{"lease_until": None}, {"lease_until": {"$lte": _now()}}]}
+        doc = self.db[POSITIONS].find_one_and_update(
+            {"_id": self.name, **taken}, {"$inc": {"fence": 1}, "$set": self._lease_fields()},
+            return_document=ReturnDocument.AFTER)
+        if doc is None:
+            raise StalePosition(f"{self.name}: another runner holds the lease")
+        self._took, self.fence = True, doc["fence"]
+
+    def _fenced(self, result) -> None:
+        """After a write conditional on the token: StalePosition when it did not match (the token
+        was taken by another runner, or the position moved)."""
+        if result.matched_count == 0:
+            if (self._checkpoint().get("fence")) != self.fence:
+                self.fence = None
+            raise StalePosition(self.name)
+
+    def _renew_if_due(self) -> None:
+        if time.monotonic() >= self._renew_at:
+            self._fenced(self.db[POSITIONS].update_one({"_id": self.name, "fence": self.fence},
+                                                       {"$set": self._lease_fields()}))
+
     def apply(self, events: list[LoggedEvent], start: int, position: int) -> None:
         writes = DocumentWrites()
         for logged in events:
             HANDLERS[type(logged.event)](writes, logged.event, logged)
+        if self.fence is None:
+            self._take_fence()
         positions = self.db[POSITIONS]
-        intent = positions.update_one(
-            {"_id": self.name, "position": start, "pending_until": {"$in": [None, position]}},
-            {"$set": {"pending_until": position}},
-        )
-        if intent.matched_count == 0:
-            raise StalePosition(self.name)
-        for collection, ops in writes.operations(position).items():
-            _write_skipping_landed(self.db[collection], ops)
-        positions.update_one(
-            {"_id": self.name, "position": start, "pending_until": position},
-            {"$set": {"position": position, "pending_until": None}},
-        )
+        at = {"_id": self.name, "position": start, "pending_until": {"$in": [None, position]}, "fence": self.fence}
+        if writes:
+            self._fenced(positions.update_one(at, {"$set": {"pending_until": position, **self._lease_fields()}}))
+            for collection, plan in writes.plan(position, TOMBSTONED).items():
+                self._renew_if_due()
+                _write_plan(self.db[collection], plan)
+            at["pending_until"] = position
+        self._fenced(positions.update_one(at, {"$set": {"position": position, "pending_until": None,
+                                                        **self._lease_fields()}}))
+
+
+def _write_plan(collection, plan: CollectionPlan) -> None:
+    """The batch's inserts in one unordered insert_many (a duplicate ``_id``: skipped, or its
+    stamped upsert instead), then the other writes in order (``_write_skipping_landed``)."""
+    retry: list = []
+    if plan.inserts:
+        try:
+            collection.insert_many(plan.inserts, ordered=False)
+        except BulkWriteError as error:
+            for failed in error.details["writeErrors"]:
+                if failed["code"] != 11000:
+                    raise
+                fallback = plan.on_duplicate[failed["index"]]
+                if fallback is not None:
+                    retry.append((failed["index"], fallback))
+    _write_skipping_landed(collection, [op for _, op in sorted(retry, key=lambda r: r[0])] + plan.updates)
 
 
 def _write_skipping_landed(collection, ops: list) -> None:

@@ -9,11 +9,12 @@ Redis holds the social graph and the live window, nothing that grows with histor
 | ``P:followers:{u}``       | u | set    | who follows ``u``                               | graph |
 | ``P:cf:{u}``              | u | set    | ``u``'s close friends                           | graph |
 | ``P:cfof:{u}``            | u | set    | owners whose close-friends list holds ``u``     | graph |
+| ``P:muted:{u}``           | u | set    | authors ``u`` muted (left out of ``u``'s tray)   | graph |
 | ``P:live:{u}``            | u | set    | ``u``'s live stories, each a `LiveEntry`        | a member per live story; key expires with the last |
 | ``P:seen:{u}``            | u | zset   | stories ``u`` has seen: story id -> first view (ms); ``~due`` -> when the last of them expires | trimmed by view time; reclaimed when due |
 | ``P:at:{u}``              | u | hash   | stamps: view -> last log position applied to ``u``'s keys | two days after the last write |
 | ``P:card:{s}``            | s | string | the story's content (its StoryCreated data, served shape) | story's life |
-| ``P:n:{s}``               | s | hash   | counters and sticker tallies (`CounterField`), ``m``: its live member, ``@<view>``: stamps | story's life |
+| ``P:n:{s}``               | s | hash   | counters and sticker tallies (`CounterField`), ``m``: its live member, ``e``: its latest edit, ``@<view>``: stamps | story's life |
 | ``P:mine:{s}``            | s | hash   | ``"<sticker>:<user>"`` -> that user's answer    | story's life |
 | ``P:aud:{s}`` / ``P:hid:{s}`` | s | set | a custom story's allowed viewers / hidden viewers | story's life |
 | ``P:qa:{s}``              | s | list   | the latest question responses (JSON), newest first | story's life |
@@ -38,6 +39,8 @@ from decimal import Decimal
 from datetime import timedelta
 from typing import Any
 
+import orjson
+
 LONGEST_LIFE = timedelta(hours=48)  # no story lives longer (domain: expires_in_hours <= 48)
 # MongoDB sums slider answers scaled by 2**-64 (``ssum``): a power of two scales exactly, and a
 # sum of any values inside any finite range then cannot overflow a double (an unscaled sum of
@@ -52,7 +55,7 @@ SEEN_DUE = "~due"  # the member of a seen set whose score is when the last story
 EXPIRY_TAG = "~expiry"  # the expirer's schedule and its stamps (not a read model: replay keeps them)
 
 # Key kinds that make up the read models (replay clears these; relay and expirer keep theirs).
-READ_MODEL_KEYS = ("following:", "followers:", "cf:", "cfof:", "live:", "seen:", "seen_due", "card:", "n:",
+READ_MODEL_KEYS = ("following:", "followers:", "cf:", "cfof:", "muted:", "live:", "seen:", "seen_due", "card:", "n:",
                    "mine:", "aud:", "hid:", "qa:", "at:", "wait:", "position:redis_views")  # v1 and v2 positions
 
 
@@ -74,6 +77,7 @@ class Keys:
     def followers(self, u: str) -> str: return f"{self.p}followers:{{{u}}}"
     def close_friends(self, owner: str) -> str: return f"{self.p}cf:{{{owner}}}"
     def close_friend_of(self, u: str) -> str: return f"{self.p}cfof:{{{u}}}"
+    def muted(self, u: str) -> str: return f"{self.p}muted:{{{u}}}"
     def live(self, author: str) -> str: return f"{self.p}live:{{{author}}}"
     def seen(self, viewer: str) -> str: return f"{self.p}seen:{{{viewer}}}"
 
@@ -146,7 +150,7 @@ class LiveEntry:
 class CounterField:
     """Field names of a story's counter hash ``P:n:{s}``."""
 
-    VIEWS, UNIQUE_VIEWERS, REPLIES, MEMBER = "v", "u", "r", "m"
+    VIEWS, UNIQUE_VIEWERS, REPLIES, MEMBER, EDIT = "v", "u", "r", "m", "e"
 
     @staticmethod
     def total(i: int) -> str: return f"{i}:t"
@@ -163,7 +167,8 @@ class CounterField:
 def counters_from_hash(raw: dict[bytes, bytes]) -> dict[str, Any]:
     """A counter hash as the fields a MongoDB story document carries: ``view_count``,
     ``unique_viewers``, ``reply_count`` and ``results`` (``{"<i>": {"total", "options": {"<k>": n},
-    "correct", "sum", "followers"}}``), so one presenter serves both stores' stories."""
+    "correct", "sum", "followers"}}``), and an edited story's content, ``edited`` and ``edited_at``
+    (laid over the card), so one presenter serves both stores' stories."""
     out: dict[str, Any] = {"view_count": 0, "unique_viewers": 0, "reply_count": 0, "results": {}}
     names = {CounterField.VIEWS: "view_count", CounterField.UNIQUE_VIEWERS: "unique_viewers",
              CounterField.REPLIES: "reply_count"}
@@ -172,6 +177,9 @@ def counters_from_hash(raw: dict[bytes, bytes]) -> dict[str, Any]:
         field = key.decode()
         if field in names:
             out[names[field]] = int(value)
+            continue
+        if field == CounterField.EDIT:
+            out.update(orjson.loads(value))
             continue
         index, sep, name = field.partition(":")
         if not sep or not index.isdigit():

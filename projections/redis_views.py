@@ -231,6 +231,27 @@ def on_story_gone(w: BatchWrites, k: Keys, e: st.StoryDeleted | st.StoryExpired)
     w.live[e.story_id] = None
 
 
+def on_story_edited(w: BatchWrites, k: Keys, e: st.StoryEdited) -> None:
+    """The edited content goes beside the counters (``CounterField.EDIT``): the card stays as created
+    and every read of a live story, which reads the counters anyway, lays the edit over it."""
+    if w.story(e.story_id) is not None:
+        w.hset(k.counters(e.story_id), F.EDIT, orjson.dumps(edited_content(e)))
+
+
+def edited_content(e: st.StoryEdited) -> dict[str, Any]:
+    content = e.data()
+    del content["changed"], content["story_id"], content["user_id"]
+    return {**content, "edited": True, "edited_at": e.occurred_at.isoformat()}
+
+
+def on_user_muted(w: BatchWrites, k: Keys, e: so.UserMuted) -> None:
+    w.sadd(k.muted(e.user_id), e.muted_id)
+
+
+def on_user_unmuted(w: BatchWrites, k: Keys, e: so.UserUnmuted) -> None:
+    w.srem(k.muted(e.user_id), e.muted_id)
+
+
 def on_user_followed(w: BatchWrites, k: Keys, e: so.UserFollowed) -> None:
     w.sadd(k.following(e.follower_id), e.followee_id)
     w.sadd(k.followers(e.followee_id), e.follower_id)
@@ -266,8 +287,11 @@ HANDLERS: dict[type, Callable] = {
     en.CountdownUnfollowed: on_countdown_unfollowed,
     en.QuestionAnswered: on_question_answered,
     en.LinkTapped: on_link_tapped,
+    st.StoryEdited: on_story_edited,
     st.StoryDeleted: on_story_gone,
     st.StoryExpired: on_story_gone,
+    so.UserMuted: on_user_muted,
+    so.UserUnmuted: on_user_unmuted,
     so.UserFollowed: on_user_followed,
     so.UserUnfollowed: on_user_unfollowed,
     so.CloseFriendAdded: on_close_friend_added,
@@ -275,6 +299,7 @@ HANDLERS: dict[type, Callable] = {
     **{cls: _nothing for cls in (
         hl.HighlightCreated, hl.HighlightUpdated, hl.HighlightStoriesAdded, hl.HighlightStoriesRemoved,
         hl.HighlightDeleted, hl.HighlightFiled, hl.HighlightUnfiled, hl.HighlightsReordered,
+        en.StoryNavigated, en.StoryShared,  # insights only: MongoDB's
     )},
 }
 
@@ -288,7 +313,9 @@ def change_notice(events: list[LoggedEvent], position: int) -> dict[str, Any]:
     pairs: dict[tuple[str, str], None] = {}
     for logged in events:
         e = logged.event
-        if isinstance(e, (st.StoryCreated, st.StoryDeleted, st.StoryExpired)):
+        if isinstance(e, (en.StoryNavigated, en.StoryShared)):
+            continue  # they change the owner's insights, which are not streamed
+        if isinstance(e, (st.StoryCreated, st.StoryEdited, st.StoryDeleted, st.StoryExpired)):
             stories[e.story_id] = None
             authors[e.user_id] = None
         elif isinstance(e, en.StoryViewed):
@@ -303,6 +330,8 @@ def change_notice(events: list[LoggedEvent], position: int) -> dict[str, Any]:
             pairs[(e.followee_id, e.follower_id)] = None  # entativa: friends are mutual follows
         elif isinstance(e, (so.CloseFriendAdded, so.CloseFriendRemoved)):
             pairs[(e.friend_id, e.user_id)] = None
+        elif isinstance(e, (so.UserMuted, so.UserUnmuted)):
+            pairs[(e.user_id, e.muted_id)] = None
     return {"position": position, "stories": list(stories), "authors": list(authors),
             "pairs": [list(pair) for pair in pairs]}
 
@@ -428,7 +457,19 @@ class RedisViewStore:
     4. the position, by compare-and-set (``ADVANCE``): StalePosition when another runner moved it.
 
     Keys without a hash tag (``seen_due``) take only idempotent writes (ZADD GT) and go unstamped.
+
+    A story's stamps live in its counters while it is live, and go with them; when a batch ends
+    the story, its script leaves the stamp behind in the tag's stamps key (a tombstone, kept as
+    long as a user's stamps), and every story's script reads both (``APPLY_STORY``). So a runner
+    that read a batch while the story was live, stalled, and woke up after another runner had
+    applied the batch and the story's end, finds the stamp and writes nothing: it cannot bring
+    the story's keys back. (Its position's compare-and-set then fails: StalePosition.)
     """
+
+    APPLY_STORY = APPLY.replace(
+        "local at = tonumber(redis.call('HGET', KEYS[1], view) or '0')",
+        "local at = math.max(tonumber(redis.call('HGET', KEYS[1], view) or '0'),\n"
+        "                    tonumber(redis.call('HGET', KEYS[2], view) or '0'))")
 
     def __init__(self, client: Any, prefix: str, name: str = VIEW_NAME,
                  handlers: dict[type, Callable] | None = None, grace: timedelta = DEFAULT_GRACE,
@@ -500,6 +541,8 @@ class RedisViewStore:
                     story = tag in writes.live  # a story's stamps live in its counters, and go with it
                     group = groups[tag] = _TagWrites(self.keys.counters(tag) if story else self.keys.stamps(tag),
                                                      not story)
+                    if story:  # KEYS[2]: where the stamp stays once the story has ended (APPLY_STORY)
+                        group.keys[self.keys.stamps(tag)] = 2
                 group.add(position, command, key, args)
         return groups, plain
 
@@ -519,6 +562,11 @@ class RedisViewStore:
         first = {tag: g for tag, g in groups.items() if tag not in ending}
         last = {tag: g for tag, g in groups.items() if tag in ending}
         top = max((logged.position for logged in events), default=position)
+        for tag, group in last.items():
+            if not group.make_stamp:  # the ended story's tombstone: its stamp, where APPLY_STORY reads it
+                tomb = self.keys.stamps(tag)
+                group.add(top, "HSET", tomb, [self.stamp_field, top])
+                group.add(top, "PEXPIRE", tomb, [STAMP_LIFE_MS + self.grace_ms])
         written: list[str] = []
         for phase, extra in ((first, plain), (last, [])):
             if phase or extra or (phase is last and due):
@@ -550,11 +598,12 @@ class RedisViewStore:
         user_ttl = STAMP_LIFE_MS + self.grace_ms
         for attempt in (1, 2):
             try:
-                apply_sha = self._sha(APPLY)
+                apply_sha, story_sha = self._sha(APPLY), self._sha(self.APPLY_STORY)
                 reclaim_sha, undue_sha = (self._sha(RECLAIM_SEEN), self._sha(UNDUE)) if due else ("", "")
                 run_pipeline(self.client, [
-                    *(("EVALSHA", apply_sha, 1 + len(g.keys), g.stamp_key, *g.keys, self.stamp_field,
-                       int(g.make_stamp), user_ttl if g.make_stamp else 0, top, *g.ops) for g in groups.values()),
+                    *(("EVALSHA", apply_sha if g.make_stamp else story_sha, 1 + len(g.keys), g.stamp_key, *g.keys,
+                       self.stamp_field, int(g.make_stamp), user_ttl if g.make_stamp else 0, top, *g.ops)
+                      for g in groups.values()),
                     *((command, key, *args) for command, key, args in plain),
                     *(("EVALSHA", reclaim_sha, 1, self.keys.seen(v.decode()), last_ms, SEEN_DUE) for v in due),
                     *([("EVALSHA", undue_sha, 1, self.keys.seen_due, last_ms, *due)] if due else []),

@@ -1,18 +1,21 @@
 """Analysts' tools over the log: rebuild read models (``stories replay``), see one story as it
-was at a moment (``stories story-at``), find the log position of a moment in time."""
+was at a moment (``stories story-at``), and where ``--until`` cuts the log (``Cut``)."""
 
 from __future__ import annotations
 
+import copy
 import threading
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Callable
 
 import redis
 from pymongo import MongoClient
 
-from commands.event_store import EventStore
+from commands.event_store import EventStore, LoggedEvent
 from domain.stickers import parse_timestamp
-from projections.document_writes import DocumentWrites
+from domain.stories import StoryCreated, StoryEdited
+from projections.document_writes import DocumentWrites, apply_update
 from projections.mongo_views import HANDLERS as MONGO_HANDLERS, MongoViewStore, ensure_indexes
 from projections.redis_schema import EXPIRY_TAG, LEGACY_KEYS, Keys
 from projections.redis_views import READ_MODEL_KEYS, RedisViewStore
@@ -22,29 +25,35 @@ from read_api import presenter
 REPLAY_BATCH = 5000
 
 
-def position_at(store: EventStore, moment: datetime) -> int:
-    """The position of the last event that occurred at or before ``moment`` (0 if none).
+@dataclass(frozen=True)
+class Cut:
+    """What ``--until`` keeps: the log up to ``position``, and of it, when ``moment`` is given,
+    only the events that occurred at or before it.
 
-    One writer stamps events in commit order, so the scan stops at the first later event."""
-    found, after = 0, 0
-    while True:
-        events, reached = store.read_batch(after, REPLAY_BATCH)
-        for logged in events:
-            if logged.event.occurred_at > moment:
-                return found
-            found = logged.position
-        if reached == after:
-            return found
-        after = reached
+    A moment is not a position: events are stamped by the clocks of the processes that wrote
+    them, so one stamped earlier may sit after one stamped later. A time cut therefore reads the
+    log up to its head (when the command starts) and keeps events by their ``occurred_at``."""
+
+    position: int
+    moment: datetime | None = None
+
+    def keeps(self, logged: LoggedEvent) -> bool:
+        return self.moment is None or logged.event.occurred_at <= self.moment
+
+    @property
+    def keep(self) -> Callable[[LoggedEvent], bool] | None:
+        """The event filter for ``rebuild`` / ProjectionRunner (None: a position cut keeps all)."""
+        return None if self.moment is None else self.keeps
 
 
-def parse_until(store: EventStore, value: str | None) -> int:
-    """``--until``: a position (digits) or an ISO 8601 timestamp; default: the head now."""
+def parse_until(store: EventStore, value: str | None) -> Cut:
+    """``--until``: a position (digits), an ISO 8601 time (every event at or before it, up to
+    the head now), or by default the head now."""
     if value is None:
-        return store.head()
+        return Cut(store.head())
     if value.isdigit():
-        return int(value)
-    return position_at(store, parse_timestamp(value))
+        return Cut(int(value))
+    return Cut(store.head(), parse_timestamp(value))
 
 
 def clear_read_models(mongo: MongoClient, database: str, client: redis.Redis, prefix: str) -> None:
@@ -59,11 +68,29 @@ def clear_read_models(mongo: MongoClient, database: str, client: redis.Redis, pr
 
 def rebuild(
     store: EventStore, mongo: MongoClient, database: str, client: redis.Redis, prefix: str, until: int,
-    on_progress: Callable[[int], None] = lambda position: None, batch: int = REPLAY_BATCH,
+    on_progress: Callable[[int], None] = lambda position: None, keep: Callable[[LoggedEvent], bool] | None = None,
+    partitions: int = 1,
 ) -> int:
-    """Project the log up to ``until`` into (empty) read models; the events applied."""
+    """Rebuild the log up to ``until`` into empty read models as a bulk load
+    (``projections.bulk_load``); the events applied. With ``keep`` (``Cut.keep``), only the
+    events it accepts: a time cut skips later-stamped events and goes on, since an
+    earlier-stamped one may follow them."""
+    from projections.bulk_load import bulk_load
+
+    return bulk_load(store, mongo, database, client, prefix, until, on_progress, keep=keep,
+                     partitions=partitions).applied
+
+
+def rebuild_with_runners(
+    store: EventStore, mongo: MongoClient, database: str, client: redis.Redis, prefix: str, until: int,
+    on_progress: Callable[[int], None] = lambda position: None, batch: int = REPLAY_BATCH,
+    keep: Callable[[LoggedEvent], bool] | None = None,
+) -> int:
+    """The rebuild before the bulk load: the normal runners (guarded upserts, stamped scripts)
+    with large batches. Kept for the benchmark's comparison."""
     mongo_view = MongoViewStore(mongo, database, indexes=False)  # indexes after the load: faster
-    runners = [ProjectionRunner(store, mongo_view, batch), ProjectionRunner(store, RedisViewStore(client, prefix), batch)]
+    runners = [ProjectionRunner(store, mongo_view, batch, keep=keep),
+               ProjectionRunner(store, RedisViewStore(client, prefix), batch, keep=keep)]
 
     errors: list[BaseException] = []
 
@@ -91,46 +118,43 @@ def rebuild(
 # -- one story at one moment -----------------------------------------------------------------
 
 
-def _apply_update(doc: dict[str, Any], update: dict[str, dict[str, Any]]) -> None:
-    """The few update operators the story handlers use, on a plain dict."""
-    for op, values in update.items():
-        for path, value in values.items():
-            *parents, leaf = path.split(".")
-            target = doc
-            for part in parents:
-                target = target.setdefault(part, {})
-            if op == "$set" or (op == "$setOnInsert" and leaf not in target):
-                target[leaf] = value
-            elif op == "$inc":
-                target[leaf] = target.get(leaf, 0) + value
-            elif op == "$max":
-                target[leaf] = max(target.get(leaf, value), value)
-            elif op == "$min":
-                target[leaf] = min(target.get(leaf, value), value)
+CONTENT_FIELDS = ("text_content", "background_color", "background_gradient", "stickers")
 
 
 def story_at(store: EventStore, story_id: str, moment: datetime) -> dict | None:
-    """The story, its sticker results and counts as they were at ``moment``, from the log alone."""
+    """The story, its sticker results and counts as they were at ``moment``, from the log alone,
+    with ``versions``: its content as created and after each edit, oldest first, up to then.
+
+    Every event of the story stamped at or before ``moment`` counts, wherever it sits in the log
+    (up to the head now): clocks of different processes may log an earlier event after a later one.
+    Versions are numbered in the story's own stream order (1: created, then one per edit), so a
+    number names the same content whatever the moment."""
     doc: dict[str, Any] | None = None
-    after = 0
-    while True:
-        events, reached = store.read_batch(after, REPLAY_BATCH)
-        for logged in events:
-            event = logged.event
-            if event.occurred_at > moment:
-                reached = after = -1
-                break
-            if getattr(event, "story_id", None) != story_id:
-                continue
-            writes = DocumentWrites()
-            MONGO_HANDLERS[type(event)](writes, event, logged)
-            for _key, update in writes.updates("stories"):
-                doc = doc if doc is not None else {"_id": story_id}
-                if update is not None:
-                    _apply_update(doc, update)
-        if reached in (after, -1):
-            break
-        after = reached
+    versions: list[dict[str, Any]] = []
+    number = 0
+    for logged in store.read(0, store.head(), REPLAY_BATCH):
+        event = logged.event
+        if getattr(event, "story_id", None) != story_id:
+            continue
+        if isinstance(event, (StoryCreated, StoryEdited)):
+            number += 1
+            if event.occurred_at <= moment:
+                versions.append({
+                    "version": number, "at": event.occurred_at.isoformat(),
+                    "changed": list(getattr(event, "changed", [])),
+                    **{name: copy.deepcopy(getattr(event, name)) for name in CONTENT_FIELDS},
+                })
+        if event.occurred_at > moment:
+            continue
+        handler = MONGO_HANDLERS.get(type(event))
+        if handler is None:  # a type the read models do not project
+            continue
+        writes = DocumentWrites()
+        handler(writes, event, logged)
+        for _key, update in writes.updates("stories"):
+            doc = doc if doc is not None else {"_id": story_id}
+            if update is not None:
+                apply_update(doc, update)
     if doc is None or "user_id" not in doc:
         return None
     story = presenter.base_story(doc, doc["user_id"], moment, viewed_by_me=False,
@@ -140,5 +164,5 @@ def story_at(store: EventStore, story_id: str, moment: datetime) -> dict | None:
         for i, s in enumerate(doc.get("stickers", []))
     ]
     story.update(as_of=moment.isoformat(), unique_viewers=doc.get("unique_viewers", 0),
-                 deleted=bool(doc.get("deleted")), insights=presenter.insights(doc, 0))
+                 deleted=bool(doc.get("deleted")), insights=presenter.insights(doc, 0), versions=versions)
     return story

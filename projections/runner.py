@@ -1,9 +1,13 @@
 """The projection runner: follow the log from a view store's own position, in batches.
 
-A view store applies one batch so that re-running it lands nothing twice (MongoDB: writes stamped
-and guarded by version; Redis: one script per hash tag, stamped with the log position it reached),
-then records the batch's end position. Killed at any point, it restarts from the last recorded
-position and every effect lands exactly once.
+A view store applies one batch so that re-running it lands nothing twice (MongoDB: inserts
+idempotent by their ``_id``, other writes stamped and guarded by version, deletes as stamped
+tombstones; Redis: one script per hash tag, stamped with the log position it reached), then
+records the batch's end position. Killed at any point, it restarts from the last recorded
+position and every effect lands exactly once. Two runners on one view (one stalled, say) are
+safe too: the later one re-runs the unfinished batch, the stalled one's late writes meet stamps
+they cannot beat, and its position is refused (StalePosition); the MongoDB store also fences
+runners with a token and a lease on its position document (``MongoViewStore``).
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ import logging
 import threading
 import zlib
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Callable, Protocol
 
 from commands.event_store import EventStore, LoggedEvent
 
@@ -63,9 +67,11 @@ class Partition:
 class ProjectionRunner:
     def __init__(
         self, store: EventStore, view: ViewStore, batch_size: int = 1000, idle_wait_s: float = 0.05,
-        partition: Partition = Partition(),
+        partition: Partition = Partition(), keep: Callable[[LoggedEvent], bool] | None = None,
     ) -> None:
-        self.store, self.view, self.partition = store, view, partition
+        # ``keep``: apply only the events it accepts (``stories replay --until TIME`` keeps those
+        # that occurred by then, wherever they sit in the log); the position still moves past the rest.
+        self.store, self.view, self.partition, self.keep = store, view, partition, keep
         self.batch_size, self.idle_wait_s = batch_size, idle_wait_s
         self.position: int | None = None
         self.applied = 0
@@ -87,6 +93,8 @@ class ProjectionRunner:
             return 0
         if self.partition.count > 1:
             events = [e for e in events if self.partition.owns(e)]
+        if self.keep is not None:
+            events = [e for e in events if self.keep(e)]
         try:
             self.view.apply(events, self.position, reached)
         except StalePosition:

@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry, Gauge
 from pymongo import AsyncMongoClient
 from redis.asyncio import Redis
 
+from projections import generations
 from projections.mongo_views import POSITIONS
 from projections.runner import Partition
 from projections.redis_schema import VIEW_NAME, Keys
@@ -33,6 +34,7 @@ QUERIES = web.AppKey("queries", Queries)
 POSITION = web.AppKey("projection_positions", "ProjectionPositions")
 CLOCK = web.AppKey("clock", object)
 LIVE = web.AppKey("live_hub", live.LiveHub)
+GENERATIONS = web.AppKey("generation_watcher", object)
 MONGO_VIEWS, REDIS_VIEWS = "mongo_views", VIEW_NAME  # the projector's view store names
 
 
@@ -50,13 +52,15 @@ class ProjectionPositions:
     of waiting requests cost the stores nothing more (the loop reads every 10 ms while anyone
     waits, every 50 ms otherwise)."""
 
-    def __init__(self, mongo: AsyncMongoClient, database: str, redis: Redis, prefix: str, partitions: int) -> None:
+    def __init__(self, mongo: AsyncMongoClient, database: str, redis: Redis, prefix: str, partitions: int,
+                 log_head_prefix: str | None = None) -> None:
         self._mongo = mongo[database][POSITIONS]
         self._redis = redis
         parts = [Partition(i, partitions) for i in range(partitions)]
         self._mongo_names = [p.name(MONGO_VIEWS) for p in parts]
         self._redis_keys = [Keys(prefix).position(p.name(REDIS_VIEWS)) for p in parts]
-        self._log_head_key = Keys(prefix).position("log_head")
+        # the projector publishes the log head under the configured prefix, whatever the generation
+        self._log_head_key = Keys(log_head_prefix or prefix).position("log_head")
         self.mongo = self.redis = self.log_head = 0
         self.failing = False  # the last read of the positions failed (a store is down)
         self.waiting = 0  # requests waiting for a position now
@@ -128,6 +132,119 @@ class ProjectionPositions:
         finally:
             self.waiting -= 1
         return self.current >= position
+
+
+class _Served:
+    """The generation served now (``projections.generations``), behind the objects the handlers
+    hold: ``queries`` and ``positions`` delegate to the current generation's, swapped in one step."""
+
+    def __init__(self, target: object) -> None:
+        self.__dict__["target"] = target
+
+    def __getattr__(self, name: str):
+        return getattr(self.__dict__["target"], name)
+
+
+class ServedQueries(_Served):
+    pass
+
+
+class ServedPositions(_Served):
+    """A generation's ``ProjectionPositions`` that the watcher can swap for another's. A request
+    waiting for a position waits on whichever generation is served, across a switch."""
+
+    async def wait_for(self, position: int, timeout_s: float) -> bool:
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while True:
+            target = self.target
+            left = deadline - asyncio.get_running_loop().time()
+            if await target.wait_for(position, min(max(left, 0.0), GENERATION_WAIT_SLICE_S)):
+                return True
+            if target is self.target and (target.failing or left <= GENERATION_WAIT_SLICE_S):
+                return target.current >= position
+            # (the generation changed under us, or more time is left: wait on the one served now)
+
+
+GENERATION_WAIT_SLICE_S = 0.25  # a waiting request re-checks which generation is served this often
+
+
+class GenerationWatcher:
+    """Reads the generation pointer once a second (a plain GET: the same on one Redis and on a
+    cluster, no keyspace-notification setting, and a change missed by one read is seen by the
+    next). On a change it follows the new generation's positions and switches ``queries``,
+    ``positions`` and the live hub only once they are at or past those served from before, so
+    the position an answer was served at never goes back."""
+
+    def __init__(self, settings: Settings, mongo: AsyncMongoClient, redis: Redis, queries: ServedQueries,
+                 positions: ServedPositions, hub: live.LiveHub, cursors: Cursors) -> None:
+        self.settings, self.mongo, self.redis, self.hub, self.cursors = settings, mongo, redis, hub, cursors
+        self.queries, self.positions = queries, positions
+        self.serving = generations.default_generation(settings.mongodb_database, settings.redis_prefix)
+        self.follow_task: asyncio.Task | None = None
+        self.switches = 0
+
+    def _for(self, gen: generations.Generation) -> tuple[Queries, ProjectionPositions]:
+        s = self.settings
+        return (Queries(self.mongo, gen.mongodb_database, self.redis, gen.redis_prefix, s.platform, self.cursors),
+                ProjectionPositions(self.mongo, gen.mongodb_database, self.redis, gen.redis_prefix,
+                                    s.projector_partitions, log_head_prefix=s.redis_prefix))
+
+    async def start(self) -> None:
+        """At start-up, before any request: serve the generation the pointer names."""
+        try:
+            gen = await generations.current_async(self.redis, self.settings.mongodb_database, self.settings.redis_prefix)
+        except Exception as e:  # Redis down: start on the configured one; the watcher corrects it
+            log.warning("reading the generation pointer failed: %s", e)
+            gen = self.serving
+        if gen.where != self.serving.where:
+            self._swap(gen, *self._for(gen))
+        self.follow_task = asyncio.create_task(self.positions.target.follow())
+
+    def _swap(self, gen: generations.Generation, queries: Queries, positions: ProjectionPositions) -> None:
+        self.queries.__dict__["target"] = queries
+        self.positions.__dict__["target"] = positions
+        self.hub.switch(gen.redis_prefix)
+        self.serving = gen
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(generations.WATCH_INTERVAL_S)
+            try:
+                wanted = await generations.current_async(self.redis, self.settings.mongodb_database,
+                                                         self.settings.redis_prefix)
+            except Exception as e:
+                log.debug("reading the generation pointer failed: %s", e)
+                continue
+            if wanted.where != self.serving.where:
+                await self._switch_to(wanted)
+
+    async def _switch_to(self, gen: generations.Generation) -> None:
+        queries, positions = self._for(gen)
+        checked = asyncio.get_running_loop().time()
+        while True:  # until the new generation is at or past what the served one served
+            try:
+                if await positions.refresh() >= self.positions.target.current:
+                    break
+            except Exception as e:  # a store down: keep serving the old one meanwhile
+                log.debug("reading generation %s's positions failed: %s", gen.name, e)
+            await asyncio.sleep(WAITING_INTERVAL_S)
+            if asyncio.get_running_loop().time() - checked >= generations.WATCH_INTERVAL_S:
+                checked = asyncio.get_running_loop().time()
+                try:
+                    latest = await generations.current_async(self.redis, self.settings.mongodb_database,
+                                                             self.settings.redis_prefix)
+                except Exception:
+                    continue
+                if latest.where != gen.where:  # switched again (or back) meanwhile
+                    return
+        old_follow = self.follow_task
+        self._swap(gen, queries, positions)
+        self.follow_task = asyncio.create_task(positions.follow())
+        self.switches += 1
+        if old_follow is not None:
+            old_follow.cancel()
+        log.info("serving generation %s (MongoDB %s, Redis prefix %s) from position %s", gen.name,
+                 gen.mongodb_database, gen.redis_prefix, positions.current)
 
 
 def _min_position(request: web.Request) -> int | None:
@@ -246,6 +363,11 @@ async def get_close_friends(request, q: Queries, user: str, now: datetime):
     return await q.close_friends(user, *_paging(request))
 
 
+@_served
+async def get_muted(request, q: Queries, user: str, now: datetime):
+    return await q.muted(user, *_paging(request))
+
+
 async def get_story_live(request: web.Request) -> web.StreamResponse:
     app = request.app
     return await live.story_stream(request, app[LIVE], app[QUERIES], app[POSITION], app[CLOCK])
@@ -286,6 +408,7 @@ ROUTES = [
     Route("GET", "/api/v1/viewers/user/insights", get_user_insights, "totals over your stories", query=MIN_POSITION),
     Route("GET", "/api/v1/close-friends/", get_close_friends, "your close friends", errors=(422,), query=PAGE),
     Route("GET", "/api/v1/close-friends", get_close_friends, "your close friends", errors=(422,), query=PAGE),
+    Route("GET", "/api/v1/muted", get_muted, "the authors you muted, latest first", errors=(422,), query=PAGE),
 ]
 
 
@@ -298,10 +421,13 @@ def create_app(settings: Settings, clock: Callable[[], datetime] | None = None) 
     app["max_body_bytes"] = settings.max_body_bytes
     app["min_position_wait_s"] = settings.min_position_wait_s
     mongo, redis = async_mongo_client(settings), async_redis_client(settings)
-    app[QUERIES] = Queries(mongo, settings.mongodb_database, redis, settings.redis_prefix, settings.platform,
-                           Cursors(cursor_secret(settings)))
-    positions = ProjectionPositions(mongo, settings.mongodb_database, redis, settings.redis_prefix,
-                                    settings.projector_partitions)
+    cursors = Cursors(cursor_secret(settings))
+    # The configured stores until the generation pointer says otherwise (GenerationWatcher).
+    queries = ServedQueries(Queries(mongo, settings.mongodb_database, redis, settings.redis_prefix, settings.platform,
+                                    cursors))
+    app[QUERIES] = queries
+    positions = ServedPositions(ProjectionPositions(mongo, settings.mongodb_database, redis, settings.redis_prefix,
+                                                    settings.projector_partitions))
     app[POSITION] = positions
 
     for view in ("mongo", "redis"):
@@ -312,16 +438,24 @@ def create_app(settings: Settings, clock: Callable[[], datetime] | None = None) 
 
     hub = live.LiveHub(redis, settings.redis_prefix, settings.platform)
     app[LIVE] = hub
+    watcher = GenerationWatcher(settings, mongo, redis, queries, positions, hub, cursors)
+    app[GENERATIONS] = watcher
 
     async def follow_positions(app: web.Application):
         # The one reader of the positions; answers keep the last known (lower) position while a
         # store is down, and /ready reports it. And the one subscriber to the change notices.
-        task = asyncio.create_task(positions.follow())
+        # Both of the generation served (the watcher moves them when the pointer changes).
+        await watcher.start()
         notices = asyncio.create_task(hub.run())
+        watching = asyncio.create_task(watcher.run())
         yield
         hub.close()
-        for t in (task, notices):
-            t.cancel()
+        watching.cancel()
+        with suppress(asyncio.CancelledError):
+            await watching
+        for t in (watcher.follow_task, notices):
+            if t is not None:
+                t.cancel()
         with suppress(asyncio.CancelledError):
             await notices
         await mongo.close()

@@ -40,6 +40,7 @@ from redis.asyncio import Redis
 from domain.errors import NotFound
 from domain.platform import Platform
 from projections.redis_schema import Keys
+from read_api.queries import tray_authors
 from stories.auth import AuthError
 from stories.backends import is_cluster
 from stories.http import UNAVAILABLE, USER, ApiError, actor
@@ -189,6 +190,14 @@ class LiveHub:
                 f.refollow = True
                 f.poke(position)
 
+    def switch(self, prefix: str) -> None:
+        """Another generation is served (``read_api.app.GenerationWatcher``): its keys, and its
+        change channel. ``run`` resubscribes within ``READ_TIMEOUT_S``, and every stream then
+        re-reads its current state from the new generation."""
+        self.keys = Keys(prefix)
+        self.channel = self.keys.changes
+        self.wake_all(resync=True)
+
     def wake_all(self, resync: bool) -> None:
         for w in self.watches:
             w.poke(self.last_position, resync)
@@ -210,11 +219,12 @@ class LiveHub:
             while not self.closing:
                 pubsub = None
                 try:
+                    channel = self.channel
                     pubsub, conn = await self._subscribe()
                     backoff = BACKOFF_MIN_S
                     self.subscribed.set()
                     self.wake_all(resync=True)
-                    while not self.closing:
+                    while not self.closing and self.channel == channel:  # (a switch: resubscribe)
                         message = await pubsub.get_message(timeout=READ_TIMEOUT_S)
                         if message is None:
                             continue
@@ -451,13 +461,8 @@ async def story_stream(request: web.Request, hub: LiveHub, queries: Any, positio
 
 
 async def followed_authors(hub: LiveHub, viewer: str) -> set[str]:
-    """Whose tray entries the viewer sees: whom they follow (entativa: their friends)."""
-    k = hub.keys
-    if hub.platform is Platform.ENTATIVA:
-        raw = await hub.redis.sinter(k.following(viewer), k.followers(viewer))
-    else:
-        raw = await hub.redis.smembers(k.following(viewer))
-    return {_text(a) for a in raw}
+    """Whose tray entries the viewer sees (``tray_authors``)."""
+    return {_text(a) for a in await tray_authors(hub.redis, hub.keys, hub.platform, viewer)}
 
 
 async def authors_with_live_entries(hub: LiveHub, authors: set[str]) -> list[str]:

@@ -7,16 +7,19 @@ from decimal import Decimal
 from typing import Any
 
 from domain.stickers import parse_timestamp
-from projections.redis_schema import SLIDER_SUM_SCALE
-from read_api.tallies import percentages, rate
+from projections.redis_schema import LONGEST_LIFE, SLIDER_SUM_SCALE
+from domain.engagement import NavigationAction
+from read_api.tallies import completion_rate, percentages, rate
 
 CONTENT_FIELDS = (
     "story_id", "user_id", "story_type", "media_id", "media_url", "thumbnail_url", "text_content",
     "background_color", "background_gradient", "duration", "privacy", "allow_replies", "allow_sharing",
+    "reshared_from",
 )
 
 
 OWNER_ONLY_FIELDS = ("allowed_viewer_ids", "hidden_from_ids")
+MAX_LIFE_HOURS = int(LONGEST_LIFE.total_seconds() // 3600)
 
 
 def _iso(value: Any) -> Any:
@@ -35,6 +38,8 @@ def base_story(doc: dict, viewer: str, now: datetime, *, viewed_by_me: bool, vie
         view_count=view_count,
         reply_count=reply_count,
         viewed_by_me=viewed_by_me,
+        edited=bool(doc.get("edited")),
+        edited_at=_iso(doc.get("edited_at")),
     )
     if viewer == doc["user_id"]:  # only the owner sees who the story was meant for
         story.update((name, doc.get(name, [])) for name in OWNER_ONLY_FIELDS)
@@ -107,13 +112,28 @@ def sticker_interactions(doc: dict) -> dict[str, int]:
     }
 
 
-def insights(doc: dict, audience_size: int) -> dict:
+def life_hours(doc: dict) -> int:
+    """How many hours the story lives (the length of its ``views_timeline``)."""
+    created = doc["created_at"] if isinstance(doc["created_at"], datetime) else parse_timestamp(doc["created_at"])
+    expires = doc["expires_at"] if isinstance(doc["expires_at"], datetime) else parse_timestamp(doc["expires_at"])
+    hours = -(-int((expires - created).total_seconds()) // 3600)
+    return min(max(hours, 1), MAX_LIFE_HOURS)  # a bounded answer whatever a stored expiry says
+
+
+def navigation_counts(counts: dict[str, int] | None) -> dict[str, int]:
+    return {action.value: (counts or {}).get(action.value, 0) for action in NavigationAction}
+
+
+def insights(doc: dict, audience_size: int, navigation: dict[str, int] | None = None) -> dict:
+    """``navigation``: how many viewers' last navigation was each action (from the viewer entries)."""
     by_hour = {str(h): doc.get("views_by_hour", {}).get(str(h), 0) for h in range(24)}
     per_sticker = sticker_interactions(doc)
     replies = doc.get("reply_count", 0)
     interactions = sum(per_sticker.values()) + replies
     unique = doc.get("unique_viewers", 0)
     peak = max(range(24), key=lambda h: (by_hour[str(h)], -h)) if any(by_hour.values()) else None
+    timeline = doc.get("views_timeline", {})
+    navigation = navigation_counts(navigation)
     return {
         "story_id": doc["_id"],
         "total_views": doc.get("view_count", 0),
@@ -123,18 +143,26 @@ def insights(doc: dict, audience_size: int) -> dict:
         "total_interactions": interactions,
         "interaction_rate": rate(interactions, unique),
         "replies": replies,
+        "shares": doc.get("shares", 0),
         "views_by_hour": by_hour,
         "peak_viewing_hour": peak,
+        "views_timeline": [timeline.get(str(h), 0) for h in range(life_hours(doc))],
+        "navigation": navigation,
+        "completion_rate": completion_rate(unique, navigation),
         "sticker_interactions": per_sticker,
     }
 
 
-def user_insights(user_id: str, docs: list[dict], unique_viewers: int | None = None) -> dict:
+def user_insights(user_id: str, docs: list[dict], unique_viewers: int | None = None,
+                  navigation: dict[str, int] | None = None) -> dict:
     """Totals over the user's stories; ``unique_viewers`` counts distinct people (each story's
-    own count would count a person once per story they saw)."""
+    own count would count a person once per story they saw). ``views_timeline`` adds the stories'
+    timelines hour by hour since each was posted; ``completion_rate`` is over the stories' own
+    unique viewers, as navigation is counted per story."""
     by_hour = {str(h): 0 for h in range(24)}
-    totals = {"total_views": 0, "unique_viewers": 0, "replies": 0, "total_interactions": 0}
+    totals = {"total_views": 0, "unique_viewers": 0, "replies": 0, "total_interactions": 0, "shares": 0}
     stickers: dict[str, int] = {}
+    timeline: list[int] = []
     for doc in docs:
         story = insights(doc, 0)
         for h, n in story["views_by_hour"].items():
@@ -144,7 +172,13 @@ def user_insights(user_id: str, docs: list[dict], unique_viewers: int | None = N
         for kind_total in story["sticker_interactions"].items():
             kind = kind_total[0].split("_", 2)[2]
             stickers[kind] = stickers.get(kind, 0) + kind_total[1]
+        for h, n in enumerate(story["views_timeline"]):
+            if h == len(timeline):
+                timeline.append(0)
+            timeline[h] += n
     peak = max(range(24), key=lambda h: (by_hour[str(h)], -h)) if any(by_hour.values()) else None
+    navigation = navigation_counts(navigation)
+    story_viewers = totals["unique_viewers"]
     if unique_viewers is not None:
         totals["unique_viewers"] = unique_viewers
     return {
@@ -154,5 +188,8 @@ def user_insights(user_id: str, docs: list[dict], unique_viewers: int | None = N
         "interaction_rate": rate(totals["total_interactions"], totals["unique_viewers"]),
         "views_by_hour": by_hour,
         "peak_viewing_hour": peak,
+        "views_timeline": timeline,
+        "navigation": navigation,
+        "completion_rate": completion_rate(story_viewers, navigation),
         "sticker_interactions": stickers,
     }

@@ -9,6 +9,7 @@ with a fixed number of round trips, whatever the caller's history.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import os
 import zlib
@@ -20,11 +21,13 @@ from pymongo import AsyncMongoClient
 from pymongo.asynchronous.collection import AsyncCollection
 from redis.asyncio import Redis
 
+from domain.engagement import NavigationAction
 from domain.errors import Forbidden, InvalidInput, NotFound
 from domain.ids import canonical_id
 from domain.platform import Platform
 from domain.stickers import parse_timestamp
 from domain.visibility import Relationship, audience_allows
+from projections.document_writes import NOT_GONE
 from projections.redis_schema import RESPONSES_KEPT, Keys, answer_field, counters_from_hash
 from read_api import presenter
 from read_api.pages import Cursors, invalid_cursor, page
@@ -287,11 +290,7 @@ class Queries:
             if len(values) != 2 or not isinstance(values[0], int) or not isinstance(values[1], list):
                 raise invalid_cursor()
             as_of, after = values[0], tuple(values[1])
-        entativa = self.platform is Platform.ENTATIVA
-        if entativa:
-            authors = await self.redis.sinter(k.following(viewer), k.followers(viewer))
-        else:
-            authors = await self.redis.smembers(k.following(viewer))
+        authors = await tray_authors(self.redis, k, self.platform, viewer)
         live_keys = slot_groups(self.redis, [k.live(viewer), *(k.live(a.decode()) for a in authors)])
         *unions, seen_pairs = await read_pipeline(self.redis, [
             *(("SUNION", *group) for group in live_keys),  # one per hash slot (a single server: one in all)
@@ -462,12 +461,22 @@ class Queries:
     async def story_insights(self, story_id: str, viewer: str, now: datetime) -> dict:
         story_id = _path_id(story_id, "story")
         doc = await self._owned_story(story_id, viewer, now)
-        return presenter.insights(doc, await self.audience_size(doc))
+        navigation = await self._navigation({"story_id": story_id})
+        return presenter.insights(doc, await self.audience_size(doc), navigation)
 
     async def user_insights(self, viewer: str) -> dict:
         docs = [d async for d in self.db.stories.find({"user_id": viewer, "deleted": False})]
         distinct = await self.db.owner_viewers.count_documents({"owner_id": viewer})
-        return presenter.user_insights(viewer, docs, distinct)
+        navigation = await self._navigation({"story_id": {"$in": [d["_id"] for d in docs]}}) if docs else {}
+        return presenter.user_insights(viewer, docs, distinct, navigation)
+
+    async def _navigation(self, scope: dict[str, Any]) -> dict[str, int]:
+        """Viewers' last navigations by action: one count per action on the (scope, navigation)
+        index, a count scan on MongoDB whatever the story's audience."""
+        actions = [action.value for action in NavigationAction]
+        counts = await asyncio.gather(*(
+            self.db.story_viewers.count_documents({**scope, "navigation": action}) for action in actions))
+        return dict(zip(actions, counts))
 
     # -- highlights and close friends -------------------------------------------------------
 
@@ -577,9 +586,15 @@ class Queries:
         return {**self._highlight_head(h, shown), "order_index": order.index(highlight_id) if highlight_id in order else 0,
                 "stories": page(served, next_cursor)}
 
+    async def muted(self, viewer: str, limit: int, cursor: str | None) -> dict:
+        rows, next_cursor = await self._keyset_page(
+            self.db.muted, {"user_id": viewer, **NOT_GONE}, [("muted_at", -1), ("muted_id", 1)],
+            f"muted:{viewer}", limit, cursor)
+        return page([{"user_id": r["muted_id"], "muted_at": r["muted_at"].isoformat()} for r in rows], next_cursor)
+
     async def close_friends(self, viewer: str, limit: int, cursor: str | None) -> dict:
         rows, next_cursor = await self._keyset_page(
-            self.db.close_friends, {"user_id": viewer}, [("added_at", -1), ("friend_id", 1)],
+            self.db.close_friends, {"user_id": viewer, **NOT_GONE}, [("added_at", -1), ("friend_id", 1)],
             f"close-friends:{viewer}", limit, cursor)
         if not rows:
             return page([], None)
@@ -592,6 +607,16 @@ class Queries:
             {"user_id": r["friend_id"], "added_at": r["added_at"].isoformat(), "is_mutual": bool(a and b)}
             for r, a, b in zip(rows, following, followers)
         ], next_cursor)
+
+
+async def tray_authors(redis: Redis, keys: Keys, platform: Platform, viewer: str) -> set[bytes]:
+    """Whose entries the viewer's tray shows: whom they follow (entativa: their friends), less
+    those they muted. One round trip: the keys share the viewer's slot."""
+    if platform is Platform.ENTATIVA:
+        friends, muted = await read_pipeline(redis, [
+            ("SINTER", keys.following(viewer), keys.followers(viewer)), ("SMEMBERS", keys.muted(viewer))])
+        return set(friends) - set(muted)
+    return await redis.sdiff(keys.following(viewer), keys.muted(viewer))
 
 
 async def gather_pages(fetch: Callable[[str | None], Awaitable[dict]]) -> list:

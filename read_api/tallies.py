@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Sequence
 
+from domain.engagement import ABANDONING_ACTIONS
+
 
 def percentages(counts: Sequence[int]) -> list[float]:
     """Shares of ``counts`` in percent with one decimal, summing to exactly 100.0 when any count
@@ -24,3 +26,10 @@ def percentages(counts: Sequence[int]) -> list[float]:
 def rate(part: float, whole: float) -> float:
     """part / whole in percent, one decimal; 0.0 when whole is 0."""
     return round(part * 100 / whole, 1) if whole else 0.0
+
+
+def completion_rate(unique_viewers: int, navigation: dict[str, int]) -> float:
+    """Unique viewers who neither exited nor swiped away, in percent of unique viewers (one
+    decimal). ``navigation`` counts each viewer's last navigation (contract, "Product depth")."""
+    left = sum(navigation.get(action, 0) for action in ABANDONING_ACTIONS)
+    return rate(max(unique_viewers - left, 0), unique_viewers)

@@ -258,12 +258,16 @@ def token(user_id: str, ttl: int = typer.Option(3600, help="seconds until it exp
 @cli.command("export")
 def export(
     after: int = typer.Option(0, help="only events after this position"),
-    until: Optional[str] = typer.Option(None, help="up to this position or ISO 8601 time"),
+    until: Optional[str] = typer.Option(
+        None, help="up to this position, or every event that occurred at or before this ISO 8601 time"),
     fmt: str = typer.Option("jsonl", "--format", help="jsonl (the envelope) or csv (flat columns)"),
     types: list[str] = typer.Option([], "--type", help="only these event types (repeatable)"),
     progress: bool = typer.Option(True, help="progress on stderr"),
 ) -> None:
-    """Stream events in log order: one JSON envelope per line, or CSV with the data as JSON."""
+    """Stream events in log order: one JSON envelope per line, or CSV with the data as JSON.
+
+    With --until TIME: every event stamped at or before TIME, up to the head, wherever it sits in
+    the log (processes' clocks may log an earlier event after a later one)."""
     import csv
 
     from rich.progress import Progress
@@ -278,7 +282,8 @@ def export(
         typer.echo(f"unknown format or event types: {fmt} {unknown}", err=True)
         raise typer.Exit(2)
     store = EventStore(settings.event_store_url)
-    last = parse_until(store, until)
+    cut = parse_until(store, until)
+    last = cut.position
     out = sys.stdout
     writer = csv.writer(out) if fmt == "csv" else None
     if writer:
@@ -292,7 +297,7 @@ def export(
             while position < last:
                 events, reached = store.read_batch(position, 5000, last)
                 for logged in events:
-                    if wanted and logged.event.event_type not in wanted:
+                    if (wanted and logged.event.event_type not in wanted) or not cut.keeps(logged):
                         continue
                     envelope = logged.envelope(settings.platform.value)
                     if writer:
@@ -318,21 +323,32 @@ def _stderr_console():
 
 @cli.command("replay")
 def replay(
-    until: Optional[str] = typer.Option(None, help="rebuild the world as it was at this position or ISO time"),
+    until: Optional[str] = typer.Option(
+        None, help="rebuild the world as it was at this position, or from every event at or before this ISO time"),
     yes: bool = typer.Option(False, "--yes", help="drop and rebuild the configured read models in place"),
     database: Optional[str] = typer.Option(None, help="target MongoDB database (default: a fresh one)"),
     prefix: Optional[str] = typer.Option(None, help="target Redis key prefix (default: a fresh one)"),
+    into: Optional[str] = typer.Option(
+        None, "--into", help="zero downtime: build generation NAME while the served one keeps serving, follow the "
+        "log until caught up, then switch the query API and the projector to it"),
 ) -> None:
-    """Rebuild every read model from the log, into fresh databases or (--yes) the configured ones."""
+    """Rebuild every read model from the log, as a bulk load: into fresh databases, (--yes) the
+    configured ones, or (--into NAME) a new generation that the service then switches to."""
     import time
 
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
     from commands.event_store import EventStore
-    from projections.replay import clear_read_models, parse_until, rebuild
+    from projections.bulk_load import STATE, TargetNotEmpty, bulk_load
+    from projections.redis_schema import Keys
+    from projections.replay import clear_read_models, parse_until
     from stories.backends import mongo_client, redis_client
 
     settings = _with_backends(Settings(), "mongodb", "redis")
+    if into is not None and (yes or until or database or prefix):
+        typer.echo("--into builds a generation that follows the log: not with --until, --yes, --database, --prefix",
+                   err=True)
+        raise typer.Exit(2)
     stamp = time.strftime("%Y%m%d%H%M%S")
     if yes:
         database, prefix = settings.mongodb_database, settings.redis_prefix
@@ -341,30 +357,88 @@ def replay(
         prefix = prefix or f"{settings.redis_prefix.rstrip(':')}-replay-{stamp}:"
     store = EventStore(settings.event_store_url)
     mongo, client = mongo_client(settings), redis_client(settings)
-    if yes:
-        clear_read_models(mongo, database, client, prefix)
-    target = parse_until(store, until)
+    grace_ms = int(settings.redis_grace.total_seconds() * 1000)
     started = time.monotonic()
-    columns = [TextColumn("replay"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+    columns = [TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                TextColumn("{task.fields[rate]} ev/s"), TimeRemainingColumn()]
-    with Progress(*columns, console=_stderr_console()) as bar:
-        task = bar.add_task("replay", total=target, rate="-")
+    try:
+        with Progress(*columns, console=_stderr_console()) as bar:
+            task = bar.add_task("replay", total=1, rate="-")
 
-        def progress(position: int) -> None:
-            elapsed = time.monotonic() - started
-            bar.update(task, completed=position, rate=f"{position / elapsed:,.0f}" if elapsed else "-")
+            def progress(position: int, target: int | None = None) -> None:
+                elapsed = time.monotonic() - started
+                if target is not None:
+                    bar.update(task, total=target)
+                bar.update(task, completed=position, rate=f"{position / elapsed:,.0f}" if elapsed else "-")
 
-        applied = rebuild(store, mongo, database, client, prefix, target, progress)
-    elapsed = time.monotonic() - started
-    typer.echo(f"replayed {applied} events up to position {target} in {elapsed:.1f} s "
-               f"({applied / elapsed if elapsed else 0:,.0f} events/s) into MongoDB database "
-               f"{database!r} and Redis prefix {prefix!r}")
-    store.close()
+            if into is not None:
+                from projections.generations import GenerationRefused, build
+
+                try:
+                    gen = build(store, mongo, client, settings.mongodb_database, settings.redis_prefix, into,
+                                partitions=settings.projector_partitions, batch=settings.projector_batch,
+                                grace_ms=grace_ms, on_progress=progress, say=bar.console.print)
+                except GenerationRefused as e:
+                    typer.echo(f"refused: {e}", err=True)
+                    raise typer.Exit(2)
+                typer.echo(f"generation {gen.name!r} (MongoDB database {gen.mongodb_database!r}, Redis prefix "
+                           f"{gen.redis_prefix!r}) is served from position {gen.position} on, after "
+                           f"{time.monotonic() - started:.1f} s")
+                return
+            if yes:
+                clear_read_models(mongo, database, client, prefix)
+                client.delete(Keys(prefix).position(STATE))
+            cut = parse_until(store, until)
+            target = cut.position
+            bar.update(task, total=target)
+            try:
+                stats = bulk_load(store, mongo, database, client, prefix, target, progress, keep=cut.keep,
+                                  partitions=settings.projector_partitions, grace_ms=grace_ms)
+            except TargetNotEmpty as e:
+                typer.echo(f"refused: {e}; name an empty target (or a half-built one: it is dropped and "
+                           f"rebuilt)", err=True)
+                raise typer.Exit(2)
+        elapsed = time.monotonic() - started
+        scope = f"up to position {target}" + (
+            f" that occurred at or before {cut.moment.isoformat()}" if cut.moment else "")
+        typer.echo(f"replayed {stats.applied} events {scope} in {elapsed:.1f} s "
+                   f"({stats.applied / elapsed if elapsed else 0:,.0f} events/s) into MongoDB database "
+                   f"{database!r} and Redis prefix {prefix!r}")
+    finally:
+        store.close()
+
+
+@cli.command("generations")
+def generations_command(
+    drop: Optional[str] = typer.Option(None, "--drop", help="drop generation NAME (never the one served)"),
+) -> None:
+    """The read models' generations (``replay --into``): name, position, which one is served."""
+    from projections import generations as gens
+    from stories.backends import mongo_client, redis_client
+
+    settings = _with_backends(Settings(), "mongodb", "redis")
+    mongo, client = mongo_client(settings), redis_client(settings)
+    if drop is not None:
+        try:
+            gen = gens.drop(mongo, client, settings.mongodb_database, settings.redis_prefix, drop)
+        except gens.GenerationRefused as e:
+            typer.echo(f"refused: {e}", err=True)
+            raise typer.Exit(2)
+        typer.echo(f"dropped generation {gen.name!r} (MongoDB database {gen.mongodb_database!r}, Redis prefix "
+                   f"{gen.redis_prefix!r})")
+        return
+    rows = gens.listing(mongo, client, settings.mongodb_database, settings.redis_prefix,
+                        settings.projector_partitions)
+    typer.echo(f"{'':2}{'name':<16} {'position':>12}  {'state':<10} {'MongoDB database':<28} Redis prefix")
+    for row in rows:
+        typer.echo(f"{'*' if row['current'] else '':2}{row['name']:<16} {row['position']:>12}  {row['state']:<10} "
+                   f"{row['mongodb_database']:<28} {row['redis_prefix']}")
 
 
 @cli.command("story-at")
 def story_at(story_id: str, at: str = typer.Option(..., "--at", help="ISO 8601 time")) -> None:
-    """A story, its sticker results and counts as they were at a moment, from the log alone."""
+    """A story, its sticker results, counts and content versions as they were at a moment, from the
+    log alone: every event of it stamped at or before --at, wherever it sits in the log."""
     from commands.event_store import EventStore
     from domain.stickers import parse_timestamp
     from projections.replay import story_at as compute

@@ -294,6 +294,7 @@ class Route:
     errors: tuple[int, ...] = ()
     auth: bool = True
     query: dict[str, dict] = field(default_factory=dict)
+    body_required: bool = True
 
 
 ERROR_SCHEMA = {
@@ -326,7 +327,7 @@ def openapi_document(title: str, version: str, routes: list[Route], success_sche
             schemas.update(schema.pop("$defs", {}))
             schemas[route.body.__name__] = schema
             op["requestBody"] = {
-                "required": True,
+                "required": route.body_required,
                 "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{route.body.__name__}"}}},
             }
         ok: dict[str, Any] = {"description": "success"}

@@ -64,6 +64,7 @@ class Settings(BaseSettings):
     limit_close_friends: int = Field(default=1_500, ge=1, description="close friends per user")
     limit_highlight_stories: int = Field(default=100, ge=1, description="stories per highlight")
     limit_highlights: int = Field(default=200, ge=1, description="highlights per user")
+    limit_muted: int = Field(default=7_500, ge=1, description="accounts a user mutes")
 
     cursor_secret: str | None = Field(default=None, description="HMAC key of page cursors (default: derived from the JWT key)")
     redis_grace: timedelta = Field(default=timedelta(hours=1), description="per-story Redis keys expire this long after the story (safety net)")

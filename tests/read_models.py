@@ -11,7 +11,7 @@ from projections.mongo_views import POSITIONS
 from projections.redis_schema import VIEW_NAME
 
 COLLECTIONS = ("stories", "story_viewers", "question_answers", "highlights", "highlight_reels", "close_friends",
-               "owner_viewers")
+               "owner_viewers", "muted")
 
 
 def dump_mongo(client: MongoClient, database: str) -> dict[str, list[dict]]:

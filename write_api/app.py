@@ -53,12 +53,14 @@ def _answer(answer: Answer, position: int) -> web.Response:
 # -- handlers ------------------------------------------------------------------------------
 
 
-def command(method: str, body: type | None = None, *path_params: str) -> Callable:
-    """A handler: the actor from the token, path ids, the validated body, one application call."""
+def command(method: str, body: type | None = None, *path_params: str, optional: bool = False) -> Callable:
+    """A handler: the actor from the token, path ids, the validated body (``optional``: may be
+    left out), one application call."""
 
     async def handle(request: web.Request) -> web.Response:
         user = actor(request)
-        payload = await read_json(request, body) if body else await read_json(request, required=False)
+        payload = await read_json(request, body, required=not optional) if body else await read_json(
+            request, required=False)
         args = [request.match_info[name] for name in path_params] + ([payload] if body else [])
         built = getattr(request.app[APP], method)(user, *args)
         return await _execute(request, user, built, payload if body else None)
@@ -77,6 +79,12 @@ ROUTES = [
           models.ReplyToStory, 201, (403, 404, 409)),
     Route("POST", S + "/{story_id}/interact", command("interact", models.Interact, SID), "interact with a sticker",
           models.Interact, 200, (403, 404, 409)),
+    Route("POST", S + "/{story_id}/navigate", command("navigate", models.Navigate, SID),
+          "how the viewer left a story", models.Navigate, 202, (404, 409)),
+    Route("POST", S + "/{story_id}/share", command("share_story", models.ShareStory, SID, optional=True),
+          "reshare a public story as your own", models.ShareStory, 201, (403, 404, 409), body_required=False),
+    Route("PATCH", S + "/{story_id}", command("edit_story", models.EditStory, SID), "edit your story",
+          models.EditStory, 200, (403, 404, 409)),
     Route("DELETE", S + "/{story_id}", command("delete_story", None, SID), "delete your story", None, 204, (403, 404)),
     Route("POST", H, command("create_highlight", models.CreateHighlight), "create a highlight",
           models.CreateHighlight, 201, (409,)),
@@ -94,6 +102,9 @@ ROUTES = [
           None, 201, (409, 422)),
     Route("DELETE", "/api/v1/close-friends/{user_id}", command("remove_close_friend", None, UID),
           "remove a close friend", None, 204, (404,)),
+    Route("PUT", "/api/v1/muted/{user_id}", command("mute", None, UID), "mute a user's stories in your tray", None,
+          200, (409, 422)),
+    Route("DELETE", "/api/v1/muted/{user_id}", command("unmute", None, UID), "unmute a user", None, 204, (404,)),
     Route("PUT", "/api/v1/following/{user_id}", command("follow", None, UID), "follow a user", None, 200, (409, 422)),
     Route("DELETE", "/api/v1/following/{user_id}", command("unfollow", None, UID), "unfollow a user", None, 204,
           (404,)),
@@ -157,6 +168,7 @@ def limits_of(settings: Settings) -> Limits:
         close_friends=settings.limit_close_friends,
         highlight_stories=settings.limit_highlight_stories,
         highlights=settings.limit_highlights,
+        muted=settings.limit_muted,
     )
 
 

@@ -85,7 +85,8 @@ Write = Callable[[str, str, str, Any], Any]  # (method, path, user, json body) -
 
 
 def seed(write: Write) -> Seeded:
-    """Follows, close friends, stories of every privacy, engagement and highlights, by ``fuzzer`` and others."""
+    """Follows, close friends, mutes, stories of every privacy, engagement, a reshare, an edit and
+    highlights, by ``fuzzer`` and others."""
     out = Seeded()
 
     def do(method: str, path: str, user: str, body: Any = None, expect: int | None = None) -> Any:
@@ -131,6 +132,13 @@ def seed(write: Write) -> Seeded:
     do("POST", f"{S}/{mine_stickers}/reply", ALICE, {"text": "nice"}, 201)
     do("POST", f"{S}/{alice_stickers}/view", FUZZ_USER, expect=202)
     do("POST", f"{S}/{alice_followers}/view", FUZZ_USER, expect=202)
+    # product depth: a navigation, a reshare, an edit, a mute kept and one undone (a tombstone)
+    do("POST", f"{S}/{mine_text}/navigate", ALICE, {"action": "exit"}, 202)
+    out.story_ids.append(do("POST", f"{S}/{alice_stickers}/share", FUZZ_USER, None, 201).body["story_id"])
+    do("PATCH", f"{S}/{mine_text}", FUZZ_USER, {"background_color": "#112233"}, 200)
+    do("PUT", f"/api/v1/muted/{BOB}", FUZZ_USER)
+    do("PUT", f"/api/v1/muted/{ALICE}", FUZZ_USER)
+    do("DELETE", f"/api/v1/muted/{ALICE}", FUZZ_USER, expect=204)
 
     for user, title, ids in [
         (FUZZ_USER, "Summer", [mine_text, mine_stickers]),

@@ -103,6 +103,12 @@ def _workload(app: StoriesApplication, committer: GroupCommitter, clock) -> tupl
     run(app.reply_to_story("bob", asks, models.ReplyToStory(text="nice")))
     run(app.interact("bob", asks, models.Interact(sticker_index=0, text="why?")))
     run(app.interact("cat", asks, models.Interact(sticker_index=1, option_index=1)))
+    run(app.navigate("bob", asks, models.Navigate(action="exit")))
+    run(app.share_story("cat", asks, None))
+    run(app.edit_story("ann", asks, models.EditStory(stickers=[{"sticker_index": 0, "x": 0.2}])))
+    run(app.mute("bob", "ann"))
+    run(app.mute("bob", "cat"))
+    run(app.unmute("bob", "cat"))
     run(app.delete_story("ann", stories["gone"]))
     kept = run(app.create_highlight("ann", models.CreateHighlight(title="one", story_ids=[asks])))["highlight_id"]
     other = run(app.create_highlight("ann", models.CreateHighlight(title="two", story_ids=[plain])))["highlight_id"]
@@ -125,6 +131,8 @@ def _filters(commands: list[tuple[str, dict]]) -> tuple[list[tuple[str, dict, bo
             writes += [(body["update"], u["q"], bool(u.get("upsert"))) for u in body["updates"]]
         elif name == "delete":
             writes += [(body["delete"], d["q"], False) for d in body["deletes"]]
+        elif name == "insert":
+            writes += [(body["insert"], d, True) for d in body["documents"]]
         elif name == "find":
             reads.append((body["find"], body.get("filter", {})))
         elif name == "aggregate":
@@ -187,6 +195,7 @@ async def _query_api_reads(w: World, redis_url: str) -> list[tuple[str, dict]]:
         for viewer in ("bob", "ann"):  # the expired story in it: was it seen? (story_viewers)
             await gather_pages(lambda c: _stories_page(q.highlight(w.highlight, viewer, now, 1, c)))
         await gather_pages(lambda c: q.close_friends("ann", 1, c))
+        await gather_pages(lambda c: q.muted("bob", 1, c))
     finally:
         await mongo.close()
         await redis.aclose()

@@ -1,5 +1,5 @@
 """The privacy model, end to end in process: random follows, close-friend lists, stories of every
-privacy setting, views, question answers, deletes, highlights and clock advances past expiry go
+privacy setting, mutes, views, question answers, deletes, highlights and clock advances past expiry go
 through the real write path (StoriesApplication + GroupCommitter over a SQLite log); the projector
 (ProjectionRunner + MongoViewStore + RedisViewStore) builds the read models; read_api.queries.Queries
 serves them. What is served to every user must equal a plain model of the contract's rules written
@@ -75,6 +75,7 @@ class Model:
     platform: Platform
     follows: set = field(default_factory=set)  # (follower, followee)
     close: set = field(default_factory=set)  # (owner, friend)
+    muted: set = field(default_factory=set)  # (user, author): left out of user's tray, nothing else
     stories: dict = field(default_factory=dict)  # id -> MStory, in creation order
     last_view: dict = field(default_factory=dict)  # (story, viewer) -> time of the last view
     first_view: dict = field(default_factory=dict)  # (story, viewer) -> time of the first view
@@ -120,6 +121,7 @@ class Model:
             authors = {b for (a, b) in self.follows if a == viewer and self.friends(viewer, b)}
         else:
             authors = {b for (a, b) in self.follows if a == viewer}
+        authors -= {b for (a, b) in self.muted if a == viewer}
         entries = []
         for author in [viewer, *sorted(authors - {viewer})]:
             shown = sorted((s for s in self.stories.values()
@@ -228,6 +230,19 @@ class PrivacyMachine(RuleBasedStateMachine):
         assert ok == (a != b)
         if ok:
             self.model.follows.add((a, b))
+
+    @rule(a=users, b=users)
+    def mute(self, a, b):
+        ok = self.run(a, self.app.mute(a, b))
+        assert ok == (a != b)
+        if ok:
+            self.model.muted.add((a, b))
+
+    @rule(a=users, b=users)
+    def unmute(self, a, b):
+        ok = self.run(a, self.app.unmute(a, b))
+        assert ok == ((a, b) in self.model.muted)
+        self.model.muted.discard((a, b))
 
     @rule(a=users, b=users)
     def unfollow(self, a, b):

@@ -18,7 +18,7 @@ from pymongo import MongoClient
 from commands.event_store import EventStore
 from commands.synthetic_load import generate
 from domain.platform import Platform
-from projections.mongo_views import MongoViewStore
+from projections.mongo_views import POSITIONS, MongoViewStore
 from projections.redis_views import RedisViewStore
 from projections.runner import ProjectionRunner
 from stories.backends import connect_redis
@@ -114,18 +114,25 @@ def test_sigkill_mid_batch_loses_and_doubles_nothing(long_log, read_side_setting
     mongo, rclient = MongoClient(mongodb_url, tz_aware=True), connect_redis(redis_url)
     head = store.head()
     rng = random.Random(3)
-    kills_mid_stream = 0
+    kills_mid_stream = kills_mid_batch = 0
     deadline = time.monotonic() + 180
-    # Small batches keep the projector busy long enough to be killed several times mid-stream.
-    while kills_mid_stream < 4:
-        assert time.monotonic() < deadline, "could not kill the projector mid-stream"
+    checkpoint = mongo[s.mongodb_database][POSITIONS]
+    # Small batches keep the projector busy long enough to be killed several times mid-stream;
+    # after start-up, each kill waits (up to 1 s) for a MongoDB batch in flight, and the kills go
+    # on until at least one is confirmed to have landed mid-batch (its intent recorded).
+    while kills_mid_stream < 4 or not kills_mid_batch:
+        assert time.monotonic() < deadline, "could not kill the projector mid-stream and mid-batch"
         proc = _projector_process(s, batch=rng.choice([3, 5, 8]))
         time.sleep(rng.uniform(1.3, 2.0))  # start-up takes ~1.2 s
+        aim = time.monotonic() + 1.0
+        while time.monotonic() < aim and not (checkpoint.find_one({"_id": "mongo_views"}) or {}).get("pending_until"):
+            time.sleep(0.002)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         mongo_at, redis_at = positions(mongo, s.mongodb_database, rclient, s.redis_prefix)
         assert min(mongo_at, redis_at) < head, "caught up before the kill: make the log longer"
         kills_mid_stream += 1
+        kills_mid_batch += bool((checkpoint.find_one({"_id": "mongo_views"}) or {}).get("pending_until"))
     proc = _projector_process(s, batch=50)
     while positions(mongo, s.mongodb_database, rclient, s.redis_prefix) != (head, head):
         assert proc.poll() is None, proc.stderr.read().decode()

@@ -9,7 +9,7 @@ from commands.application import StoriesApplication
 from commands.event_store import EventStore
 from commands.group_commit import GroupCommitter
 from domain.platform import Platform
-from projections.replay import position_at, story_at
+from projections.replay import Cut, parse_until, story_at
 
 POLL = {"sticker_type": "poll", "poll": {"question": "?", "options": [{"text": "a"}, {"text": "b"}]}}
 
@@ -47,7 +47,8 @@ def test_story_at_shows_counts_and_results_as_they_were(sqlite_url, clock):
         poll = now["stickers"][0]["poll"]
         assert [o["votes"] for o in poll["options"]] == [3, 2] and [o["percentage"] for o in poll["options"]] == [60.0, 40.0]
         assert story_at(store, "no-such-story", middle) is None
-        assert 0 < position_at(store, middle) < store.head()
+        assert [v["version"] for v in now["versions"]] == [1] and now["versions"][0]["text_content"] == "hi"
+        assert parse_until(store, middle.isoformat()) == Cut(store.head(), middle)
     finally:
         committer.close()
         store.close()

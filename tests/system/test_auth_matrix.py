@@ -106,6 +106,11 @@ class World:
             ("POST", S + "/{story_id}/reply"): {"text": "hi"},
             ("POST", S + "/{story_id}/interact"): {"sticker_index": 0, "option_index": 0},
             ("DELETE", S + "/{story_id}"): None,
+            ("POST", S + "/{story_id}/navigate"): {"action": "exit"},
+            ("POST", S + "/{story_id}/share"): None,
+            ("PATCH", S + "/{story_id}"): {"text_content": "x"},
+            ("PUT", "/api/v1/muted/{user_id}"): None,
+            ("DELETE", "/api/v1/muted/{user_id}"): None,
             ("POST", H): {"title": "mine", "story_ids": [self.public]},
             ("POST", H + "/reorder"): {"highlight_ids": [self.highlight]},
             ("PATCH", H + "/{highlight_id}"): {"title": "renamed"},
@@ -189,7 +194,7 @@ def check_refusal(resp, expected: set[int], what: str, secrets: tuple[str, ...],
 def test_every_endpoint_refuses_every_bad_credential(read_side, world, api):  # noqa: F811
     rs, w = read_side, world
     routes = endpoints(rs, api)
-    assert len(routes) == (15 if api == "command" else 14), routes
+    assert len(routes) == (20 if api == "command" else 15), routes
     before = w.head()
     calls = 0
     failures = []
@@ -213,6 +218,8 @@ def test_every_endpoint_refuses_every_bad_credential(read_side, world, api):  # 
 WRONG_USER = [
     ("command", "DELETE", S + "/{story_id}", "public", {403}),
     ("command", "DELETE", S + "/{story_id}", "hidden", {404}),
+    ("command", "PATCH", S + "/{story_id}", "public", {403}),
+    ("command", "PATCH", S + "/{story_id}", "hidden", {404}),
     ("command", "PATCH", H + "/{highlight_id}", None, {403}),
     ("command", "POST", H + "/{highlight_id}/stories", None, {403}),
     ("command", "DELETE", H + "/{highlight_id}/stories", None, {403}),

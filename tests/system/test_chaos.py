@@ -2,6 +2,9 @@
 SIGKILLed at random moments (at least 3 times each) and restarted. Afterwards, once every follower
 of the log has caught up with its head:
 
+* at least one of the projector's kills landed in the middle of a MongoDB batch (its intent,
+  ``pending_until``, was recorded when it died): the projector is killed as soon as it is seen
+  mid-batch, and again until one such kill is confirmed,
 * the live read models equal a fresh ``stories replay`` of the same log (MongoDB and Redis),
 * every counter equals the number of commands the API accepted (views, poll votes, replies, ...),
 * a subscriber of ``<broker_prefix>.events`` saw every event exactly once after dedupe on
@@ -34,8 +37,11 @@ async def chaos(stack: Stack, name: str, seconds: float, rng: random.Random, log
     enough, sometimes, for a backlog to build up, so the next kill may land mid-batch)."""
     started = time.monotonic()
     deadline = started + seconds - 0.5
-    while stack.kills[name] < KILLS_EACH and time.monotonic() < deadline:
+    while ((stack.kills[name] < KILLS_EACH or (name == "projector" and not stack.mid_batch_kills))
+           and time.monotonic() < deadline):
         await asyncio.sleep(rng.uniform(1.0, 3.0))
+        if name == "projector":  # aim at a batch in flight: kill as soon as one is seen pending
+            await asyncio.to_thread(wait_mid_batch, stack, 2.0)
         mid_batch = ""
         stack.kill(name)
         if name == "projector":
@@ -46,6 +52,13 @@ async def chaos(stack: Stack, name: str, seconds: float, rng: random.Random, log
         await asyncio.sleep(rng.uniform(0.1, 1.5))
         stack.start(name)
         log.append(f"{time.monotonic() - started:5.1f}s start {name}")
+
+
+def wait_mid_batch(stack: Stack, seconds: float) -> None:
+    """Return as soon as the projector has a MongoDB batch in flight (or after ``seconds``)."""
+    until = time.monotonic() + seconds
+    while time.monotonic() < until and not pending_until(stack):
+        time.sleep(0.002)
 
 
 def pending_until(stack: Stack) -> int | None:
@@ -74,6 +87,7 @@ async def test_kill_projector_and_relay_under_load(tmp_path, own_secantus, redis
         print(load.summary())
         assert not load.problems, load.problems[:20]
         assert stack.kills["projector"] >= 3 and stack.kills["relay"] >= 3, stack.kills
+        assert stack.mid_batch_kills >= 1, "no kill of the projector landed in the middle of a MongoDB batch"
         stack.check_alive()
 
         t0 = time.monotonic()

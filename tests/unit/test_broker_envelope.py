@@ -37,7 +37,7 @@ def _sample(hint):
     if origin is list:
         return [_sample(args[0])] if args and args[0] in SAMPLES else [{"k": "v"}]
     if origin is dict:
-        return {"k": "v", "n": 1}
+        return {"k": "v"} if args and args[1] is str else {"k": "v", "n": 1}
     if type(None) in args:  # X | None
         return _sample(next(a for a in args if a is not type(None)))
     raise AssertionError(f"no sample for {hint!r}")
