@@ -277,8 +277,8 @@ class ProcessTreeCpu:
                 argv = (Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") + [b""])[:4]
             except OSError:
                 continue
-            words = [Path(a.decode(errors="replace")).name for a in argv
-                     if a and not a.startswith(b"-") and b":" not in a]  # no options, no addresses
+            words = [Path(a.decode(errors="replace")).name for a in argv  # no options, addresses, ports
+                     if a and not a.startswith(b"-") and b":" not in a and not a.isdigit()]
             name = " ".join(w for w in words if w not in ("python", "python3", "python3.11"))[:40] or str(pid)
             out[pid] = (name, CpuMeter._proc(pid))
         return out
