@@ -3,7 +3,7 @@
 A benchmark module has ``run() -> list[Row]``; add it to MODULES to include it.
 Run one alone with ``python -m bench write_side`` (BENCH_RESULTS_FILE=path writes the table
 there instead of bench/RESULTS.md). Modules: write_side, read_side, replay, rebuild_switch, relay, end_to_end,
-scale_out, redis_cluster, soak, live. The soak takes options: ``python -m bench soak --days 14 --scale 2880 --users 300``
+scale_out, redis_cluster, soak, live, erasure. The soak takes options: ``python -m bench soak --days 14 --scale 2880 --users 300``
 (they set BENCH_SOAK_DAYS / BENCH_SOAK_SCALE / BENCH_SOAK_USERS; ``--seed``, ``--relay`` too).
 """
 
@@ -20,7 +20,8 @@ from pathlib import Path
 from bench.common import BENCH_DIR, COLUMNS, Row, generator_name, log
 
 MODULES = ["bench.write_side", "bench.read_side", "bench.replay", "bench.rebuild_switch", "bench.relay",
-           "bench.end_to_end", "bench.scale_out", "bench.redis_cluster", "bench.soak", "bench.live"]
+           "bench.end_to_end", "bench.scale_out", "bench.redis_cluster", "bench.soak", "bench.live",
+           "bench.erasure"]
 SOAK_OPTIONS = {"--days": "BENCH_SOAK_DAYS", "--scale": "BENCH_SOAK_SCALE", "--users": "BENCH_SOAK_USERS",
                 "--seed": "BENCH_SOAK_SEED"}
 

@@ -914,3 +914,16 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def seeding_application(data_dir: Path) -> tuple[Any, Any, Any]:
+    """(event store, group committer, application service) on a fresh SQLite log in ``data_dir``:
+    to seed a benchmark through the real write path, in process."""
+    from commands.application import StoriesApplication
+    from commands.event_store import EventStore
+    from commands.group_commit import GroupCommitter
+    from domain.platform import Platform
+
+    store = EventStore(f"sqlite:///{(data_dir / 'events.sqlite3').resolve()}")
+    committer = GroupCommitter(store)
+    return store, committer, StoriesApplication(store, committer, Platform.VIGNETTE)

@@ -182,9 +182,11 @@ class SoakStack:
     def story_stamps(self, keys: list[bytes]) -> list[bytes]:
         """An ended story's stamps (``at:{<story id>}``): they outlive the story by a fixed real
         time (``redis_views.STAMP_LIFE_MS`` + grace) so that a stalled projector cannot bring the
-        story back; bounded by age, not by the simulated clock, so counted apart."""
-        head = f"{self.prefix}at:{{".encode()
-        return [k for k in keys if k.startswith(head) and _STORY_TAG.fullmatch(k[len(head):-1])]
+        story back; and the erasure indexes (``named:{<user>}``), which expire with the last story
+        they list, plus grace. Bounded by age, not by the simulated clock, so counted apart."""
+        head, named = f"{self.prefix}at:{{".encode(), f"{self.prefix}named:{{".encode()
+        return [k for k in keys if k.startswith(named)
+                or (k.startswith(head) and _STORY_TAG.fullmatch(k[len(head):-1]))]
 
     def redis_stats(self, memory_per_key: bool = False) -> dict[str, Any]:
         info = self.redis.info("memory")

@@ -31,7 +31,7 @@ from pathlib import Path
 
 from bench.common import (
     PYTHON, ROOT, CpuMeter, FreshPostgres, LoadResult, LoadSpec, Process, Row, free_port, generator_name, http_request,
-    log, median, mint_tokens, percentile, run_load, scrape_metrics,
+    log, median, mint_tokens, percentile, run_load, scrape_metrics, seeding_application,
 )
 
 SECRET = "bench-secret-not-for-production-use-0123456789"
@@ -84,15 +84,8 @@ class Seeded:
 def seed(data_dir: Path) -> Seeded:
     """Create the stories and give the hot one HOT_VIEWS views, all through the application service."""
     from commands import models
-    from commands.application import StoriesApplication
-    from commands.event_store import EventStore
-    from commands.group_commit import GroupCommitter
-    from domain.platform import Platform
 
-    url = f"sqlite:///{(data_dir / 'events.sqlite3').resolve()}"
-    store = EventStore(url)
-    committer = GroupCommitter(store)
-    app = StoriesApplication(store, committer, Platform.VIGNETTE)
+    store, committer, app = seeding_application(data_dir)
 
     async def create(owner: str, body: dict) -> str:
         answer, _ = await app.execute(owner, app.create_story(owner, models.CreateStory.model_validate(body)))

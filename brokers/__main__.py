@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
                 from brokers.lag import print_lag
 
                 asyncio.run(print_lag(args.event_store_url, args.broker_url, args.prefix, sys.stdout,
-                                      args.follow, args.interval))
+                                      args.follow, args.interval, master_keys=settings.master_keys))
                 return 0
             asyncio.run(tail(args.broker_url, args.prefix, args.from_start, args.limit, sys.stdout, args.idle_timeout_s))
         except KeyboardInterrupt:
@@ -146,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
             batch_size=args.batch_size, max_len=args.max_len, retention=args.retention,
             batch_pause_s=args.batch_pause_s, stop=stop, metrics=metrics,
             lease_ttl_s=args.lease_ttl_s or None, ops_port=args.port, ops_host=args.host,
+            master_keys=settings.master_keys,
         )
 
     asyncio.run(_run())

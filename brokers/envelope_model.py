@@ -37,6 +37,8 @@ class Envelope(BaseModel):
     platform: Platform = Field(description="The product profile that wrote it")
     schema_version: int = Field(ge=1, description="The event type's shape version (old shapes are upcast)")
     data: dict[str, Any] = Field(description="The event's own fields")
+    erased: bool = Field(default=False, description="True when a person this event names was erased: "
+                         "their personal fields read null (docs/BROKERS.md, \"Erasure\"); absent otherwise")
 
 
 def _data_model(name: str, cls: type[DomainEvent]) -> type[BaseModel]:
@@ -51,7 +53,9 @@ def _data_model(name: str, cls: type[DomainEvent]) -> type[BaseModel]:
             default = Field(default_factory=f.default_factory)  # type: ignore[misc]
         else:
             default = ...
-        fields[f.name] = (hints[f.name], default)
+        # A personal field reads null once its person is erased (the envelope's ``erased``).
+        hint = hints[f.name] | None if f.name in cls.PERSONAL else hints[f.name]
+        fields[f.name] = (hint, default)
     doc = (cls.__doc__ or "").strip()
     if doc.startswith(name + "("):  # the dataclass's generated repr-like doc says nothing
         doc = ""

@@ -95,14 +95,14 @@ async def broker_last_position(url: str, prefix: str = "stories") -> int | None:
 
 
 async def lag_report(event_store_url: str, broker_url: str, prefix: str = "stories",
-                     now: Callable[[], datetime] = utc_now, store: Any = None) -> Lag:
+                     now: Callable[[], datetime] = utc_now, store: Any = None, *, master_keys: str | None = None) -> Lag:
     """Ask the broker for its last position, then the log for how far ahead it is."""
     position = await broker_last_position(broker_url, prefix)
     if store is not None:  # a command-line tool: reading the log inline is fine
         return measure(store, position, now)
     from commands.event_store import EventStore
 
-    own = EventStore(event_store_url)
+    own = EventStore(event_store_url, master_keys=master_keys)
     try:
         return measure(own, position, now)
     finally:
@@ -118,7 +118,8 @@ def format_lag(lag: Lag) -> str:
 
 
 async def print_lag(event_store_url: str, broker_url: str, prefix: str = "stories", out: Any = None,
-                    follow: bool = False, interval_s: float = 5.0, times: int | None = None) -> int:
+                    follow: bool = False, interval_s: float = 5.0, times: int | None = None, *,
+                    master_keys: str | None = None) -> int:
     """Print ``format_lag`` once, or every ``interval_s`` with ``follow`` (``times`` lines at most,
     None: until interrupted); the number of lines printed."""
     import sys
@@ -126,7 +127,7 @@ async def print_lag(event_store_url: str, broker_url: str, prefix: str = "storie
     from commands.event_store import EventStore
 
     out = out or sys.stdout
-    store = EventStore(event_store_url)
+    store = EventStore(event_store_url, master_keys=master_keys)
     printed = 0
     try:
         while True:

@@ -440,7 +440,7 @@ async def run_relay(
     max_len: int | None = DEFAULT_MAX_LEN, retention: timedelta | float | None = DEFAULT_RETENTION,
     batch_pause_s: float = 0.0, stop: asyncio.Event | None = None, metrics: RelayMetrics | None = None,
     lease_ttl_s: float | None = 10.0, ops_port: int | None = None, ops_host: str = "127.0.0.1",
-    **publisher_options: Any,
+    master_keys: str | None = None, **publisher_options: Any,
 ) -> Relay:
     """The relay process: follow ``event_store_url`` into ``broker_url`` until ``stop`` is set.
 
@@ -458,7 +458,7 @@ async def run_relay(
             raise ValueError("the NATS relay keeps its position in Redis: give position_redis_url (STORIES_REDIS_URL)")
         position_redis_url = broker_url
     stop = stop or asyncio.Event()
-    store = EventStore(event_store_url)
+    store = EventStore(event_store_url, master_keys=master_keys)  # reads only: seals nothing
     publisher = make_publisher(broker_url, prefix, max_len or None, retention, **publisher_options)
     positions = RedisPositionStore(position_redis_url, position_key(position_key_prefix, kind))
     lease = RedisLease(position_redis_url, lease_key(position_key_prefix, kind), lease_ttl_s) if lease_ttl_s else None

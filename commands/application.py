@@ -11,7 +11,10 @@ from datetime import datetime, timezone
 from typing import Any, Callable
 from uuid import UUID, uuid4
 
+import asyncio
+
 from commands import models
+from commands.erasure import erase_account
 from commands.event_store import EventStore
 from commands.group_commit import AfterCommit, Batch, GroupCommitter
 from commands.idempotency import IdempotencyRecord
@@ -66,12 +69,14 @@ class StoriesApplication:
         platform: Platform,
         clock: Callable[[], datetime] = utc_now,
         limits: Limits = Limits(),
+        pseudonym_key: bytes = b"",
     ) -> None:
         self.store = store
         self.committer = committer
         self.platform = platform
         self.clock = clock
         self.limits = limits
+        self.pseudonym_key = pseudonym_key
 
     # -- running commands -----------------------------------------------------------------
 
@@ -105,12 +110,18 @@ class StoriesApplication:
         batch.add(IdempotencyRecord.record(actor, idem.key, idem.fingerprint, answer.status, answer.body, now))
         return answer, None
 
+    async def erase_account(self, actor: str) -> int:
+        """Erase the caller's account (commands/erasure.py): not a group-committed command, as
+        its first step destroys a key outside the log. The position of its ``AccountErased``."""
+        return await asyncio.get_running_loop().run_in_executor(
+            None, erase_account, self.store, self.pseudonym_key, actor, self.clock())
+
     # -- loading ------------------------------------------------------------------------
 
     @staticmethod
     def _story(batch: Batch, story_id: str) -> Story:
         story = batch.load(Story, parse_id(story_id, "story"))
-        if story is None:
+        if story is None or story.erased:
             raise NotFound("story not found")
         return story
 
@@ -272,7 +283,7 @@ class StoriesApplication:
             story = batch.load(Story, story_id)
             if story is None:
                 raise NotFound("story not found")
-            story.expire(now)
+            story.expire(now)  # an erased author's too: the schedule empties as it would
             batch.add(story)
             return Answer(200, {"story_id": str(story_id)})
 
@@ -283,7 +294,8 @@ class StoriesApplication:
     @staticmethod
     def _story_or_none(batch: Batch, story_id: str) -> Story | None:
         canonical = canonical_id(story_id)
-        return batch.load(Story, UUID(canonical)) if canonical is not None else None
+        story = batch.load(Story, UUID(canonical)) if canonical is not None else None
+        return None if story is None or story.erased else story
 
     def _stories(self, batch: Batch, story_ids: list[str]) -> dict[str, Story | None]:
         return {story_id: self._story_or_none(batch, story_id) for story_id in story_ids}
@@ -294,7 +306,7 @@ class StoriesApplication:
         none of its stories visible to them (the domain's rule, on the edges ``_relationship``
         loads)."""
         highlight = batch.load(Highlight, parse_id(highlight_id, "highlight"))
-        if highlight is None or not highlight.visible_to(
+        if highlight is None or highlight.erased or not highlight.visible_to(
             actor, lambda story_id: self._story_or_none(batch, story_id),
             lambda story: self._relationship(batch, story, actor),
         ):

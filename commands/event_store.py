@@ -12,6 +12,7 @@ import random
 import threading
 import time
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator, Sequence, TypeVar
@@ -25,13 +26,16 @@ from eventsourcing.persistence import (
     IntegrityError,
     InternalError,
     JSONTranscoder,
+    Mapper,
     OperationalError,
     InterfaceError,
     StoredEvent,
     UUIDAsHex,
 )
-from eventsourcing.utils import Environment
+from eventsourcing.utils import Environment, get_topic, resolve_topic
 
+from commands.personal_data import KeyStore, PersonalData, parse_master_keys
+from domain.accounts import AccountErased
 from domain.aggregate import Aggregate, DomainEvent
 from domain.catalogue import EVENT_TYPES
 from domain.ids import NAMESPACE
@@ -63,9 +67,10 @@ class LoggedEvent:
         return uuid5(NAMESPACE, f"{self.event.originator_id}:{self.event.originator_version}")
 
     def envelope(self, platform: str) -> dict:
-        """The contract's JSON envelope."""
+        """The contract's JSON envelope; ``"erased": true`` when an erased person's data in it
+        reads null (``../shared/CONTRACT.md``, "Erasure")."""
         event = self.event
-        return {
+        envelope = {
             "event_id": str(self.event_id),
             "event_type": event.event_type,
             "stream_id": str(event.originator_id),
@@ -76,6 +81,56 @@ class LoggedEvent:
             "schema_version": event.class_version,
             "data": event.data(),
         }
+        if event.erased:
+            envelope["erased"] = True
+        return envelope
+
+
+class PersonalDataMapper(Mapper):
+    """eventsourcing's mapper, with each event's personal fields sealed with their person's key
+    (``commands.personal_data``) and streams derived from user ids stored under keyed ids.
+    The reader's notes (``_erased``, ``AccountErased``'s ``_user_id``) are never stored."""
+
+    def __init__(self, transcoder: JSONTranscoder, keys: KeyStore, encrypt: bool) -> None:
+        super().__init__(transcoder=transcoder)
+        self.keys = keys
+        self.personal = PersonalData(keys)
+        self.encrypt = encrypt
+
+    def to_stored_event(self, domain_event: Any) -> StoredEvent:
+        cls = type(domain_event)
+        state = {k: v for k, v in vars(domain_event).items() if not k.startswith("_")}
+        originator_id = state.pop("originator_id")
+        originator_version = state.pop("originator_version")
+        if self.encrypt:
+            self.personal.seal(cls, state)
+        if cls.class_version > 1:
+            state["class_version"] = cls.class_version
+        return StoredEvent(originator_id=self.keys.physical_stream(originator_id),
+                           originator_version=originator_version, topic=get_topic(cls),
+                           state=self.transcoder.encode(state))
+
+    def to_domain_event(self, stored_event: StoredEvent) -> Any:
+        cls = resolve_topic(stored_event.topic)
+        state = self.transcoder.decode(stored_event.state)
+        erased = self.personal.open(cls, state)  # whether or not this process seals new ones (``encrypt``)
+        originator_id = stored_event.originator_id
+        state["originator_id"] = originator_id if isinstance(originator_id, UUID) else UUID(str(originator_id))
+        state["originator_version"] = stored_event.originator_version
+        class_version = getattr(cls, "class_version", 1)
+        from_version = state.pop("class_version", 1)
+        while from_version < class_version:
+            getattr(cls, f"upcast_v{from_version}_v{from_version + 1}")(state)
+            from_version += 1
+        if erased:
+            state["_erased"] = erased
+        if cls is AccountErased:
+            # Forget the person's key in this process from here on in log order, and learn
+            # whom the projectors must purge (while the key store still says).
+            state["_user_id"] = self.keys.erased_user(state["pseudonym"])
+        event = object.__new__(cls)
+        object.__setattr__(event, "__dict__", state)
+        return event
 
 
 def persistence_env(url: str) -> dict[str, str]:
@@ -111,14 +166,19 @@ def persistence_env(url: str) -> dict[str, str]:
 class EventStore:
     """Loads aggregates, appends events atomically, reads the log in position order."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, master_keys: str | None = None, encrypt: bool = True,
+                 purge_window: timedelta = timedelta(days=7)) -> None:
+        """``master_keys``: ``STORIES_MASTER_KEYS`` (commands/personal_data.py); ``encrypt``:
+        seal new events' personal data (off only to measure what it costs)."""
         self.url = url
         env = Environment("stories", persistence_env(url))
         self._factory = InfrastructureFactory.construct(env)
-        transcoder = JSONTranscoder()
-        transcoder.register(UUIDAsHex())
-        transcoder.register(DatetimeAsISO())
-        self._mapper = self._factory.mapper(transcoder=transcoder)
+        self._transcoder = JSONTranscoder()
+        self._transcoder.register(UUIDAsHex())
+        self._transcoder.register(DatetimeAsISO())
+        self._master_keys, self._encrypt, self._purge_window = parse_master_keys(master_keys), encrypt, purge_window
+        self._mapper: PersonalDataMapper | None = None
+        self.keys: KeyStore | None = None
         self._recorder = None
         self._events: LibraryEventStore | None = None
         # Circuit breaker: while the database is down, calls fail at once (503) and one
@@ -133,6 +193,11 @@ class EventStore:
     def _connect(self) -> None:
         if self._recorder is None:
             recorder = self._create_recorder()
+            if self.keys is None:
+                legacy = (recorder.max_notification_id() or 0) > 0
+                self.keys = KeyStore(recorder.datastore, self._master_keys, legacy_log=legacy,
+                                     purge_window=self._purge_window)
+                self._mapper = PersonalDataMapper(self._transcoder, self.keys, self._encrypt)
             self._events = LibraryEventStore(mapper=self._mapper, recorder=recorder)
             self._recorder = recorder
 
@@ -180,11 +245,12 @@ class EventStore:
         """Replay the stream; with ``last``, only its newest event (for streams whose every
         event holds the whole state, e.g. the limit tallies: O(1) however long they grow)."""
         self._guard()
+        stored_id = self.keys.physical_stream(aggregate_id)
         try:
             if last:
-                rows = self.recorder.select_events(aggregate_id, desc=True, limit=1)
+                rows = self.recorder.select_events(stored_id, desc=True, limit=1)
                 return cls.replay(aggregate_id, map(self._mapper.to_domain_event, rows))
-            return cls.replay(aggregate_id, self._events.get(aggregate_id))
+            return cls.replay(aggregate_id, self._events.get(stored_id))
         except (OperationalError, InterfaceError) as error:
             raise self._trip(error) from error
 
@@ -207,18 +273,19 @@ class EventStore:
         datastore, sql, key_of = self._events_query("originator_version, topic, state",
                                                     "originator_id = ? ORDER BY originator_version")
         sql_last = sql + " DESC LIMIT 1"
-        to_event = self._mapper.to_domain_event
+        to_event, stored = self._mapper.to_domain_event, self.keys.physical_stream
         try:
             with datastore.transaction(commit=False) as cursor:
 
                 def load(cls: type[A], aggregate_id: UUID, *, last: bool = False) -> A | None:
                     try:
-                        cursor.execute(sql_last if last else sql, (key_of(aggregate_id),))
+                        stored_id = stored(aggregate_id)
+                        cursor.execute(sql_last if last else sql, (key_of(stored_id),))
                         rows = cursor.fetchall()
                     except (OperationalError, InterfaceError) as error:
                         raise self._trip(error) from error
                     return cls.replay(aggregate_id, (
-                        to_event(StoredEvent(aggregate_id, row["originator_version"], row["topic"], row["state"]))
+                        to_event(StoredEvent(stored_id, row["originator_version"], row["topic"], row["state"]))
                         for row in rows
                     ))
 
@@ -232,6 +299,8 @@ class EventStore:
             return []
         self._guard()
         try:
+            if self._encrypt:  # every key the batch needs, in one transaction before it (not one per person)
+                self.keys.ensure(p for e in events for p in PersonalData.people(type(e), vars(e)))
             recordings = self._events.put(events)
         except IntegrityError as error:
             raise StreamConflict(str(error)) from error
@@ -243,6 +312,7 @@ class EventStore:
         """Where one stored event sits in the log (eventsourcing has no public call for this)."""
         recorder = self.recorder
         datastore, table = recorder.datastore, recorder.events_table_name
+        aggregate_id = self.keys.physical_stream(aggregate_id)
         try:
             with datastore.transaction(commit=False) as cursor:
                 if hasattr(datastore, "schema"):  # PostgreSQL
@@ -278,15 +348,39 @@ class EventStore:
             with datastore.transaction(commit=False) as cursor:
                 positions = []
                 for event in events:
-                    expected = self._mapper.to_stored_event(event)
-                    cursor.execute(sql, (key_of(event.originator_id), event.originator_version))
+                    stored_id = self.keys.physical_stream(event.originator_id)
+                    cursor.execute(sql, (key_of(stored_id), event.originator_version))
                     row = cursor.fetchone()
-                    if row is None or row["topic"] != expected.topic or bytes(row["state"]) != bytes(expected.state):
+                    # Compared opened: sealed values differ in every write (a fresh nonce each).
+                    if row is None or row["topic"] != get_topic(type(event)) or not self._same(event, StoredEvent(
+                            stored_id, event.originator_version, row["topic"], bytes(row["state"]))):
                         return None
                     positions.append(row["position"])
                 return positions
         except (OperationalError, InterfaceError) as error:
             raise self._trip(error) from error
+
+    def _same(self, event: DomainEvent, stored: StoredEvent) -> bool:
+        found = self._mapper.to_domain_event(stored)
+        # An erased person's values were sealed with a key nobody keeps: they cannot be compared.
+        skip = {"originator_id", *found.erased_fields}
+        ours = {k: v for k, v in vars(event).items() if not k.startswith("_") and k not in skip}
+        theirs = {k: v for k, v in vars(found).items() if not k.startswith("_") and k not in skip}
+        return ours == theirs
+
+    def copy_from(self, source: "EventStore", batch: int = 1000,
+                  on_batch: Callable[[int, int], None] | None = None) -> int:
+        """Append every record of ``source`` (private ones too), in its order, through this
+        store's mapper (``stories reencrypt``); how many. ``on_batch(position, head)`` after each."""
+        copied, after, head = 0, 0, source.head()
+        while True:
+            rows = source.recorder.select_notifications(after + 1, batch)
+            if not rows:
+                return copied
+            self.append([source._mapper.to_domain_event(row) for row in rows])
+            copied, after = copied + len(rows), rows[-1].id
+            if on_batch is not None:
+                on_batch(after, head)
 
     def head(self) -> int:
         """The position of the newest event (0 for an empty log)."""

@@ -11,11 +11,11 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar
 
 import orjson
 
-from domain.aggregate import Aggregate, DomainEvent
+from domain.aggregate import SELF, Aggregate, DomainEvent
 from domain.errors import Conflict
 from domain.ids import stream_id
 
@@ -29,6 +29,7 @@ def request_fingerprint(method: str, path: str, body: Any) -> str:
 
 @dataclass(frozen=True, kw_only=True)
 class IdempotentRequestRecorded(DomainEvent):
+    PERSONAL: ClassVar[dict[str, str]] = {"user_id": SELF, "body": "user_id"}
     user_id: str
     key: str
     fingerprint: str

@@ -23,16 +23,39 @@ class DomainEvent:
     # events stored in the old shape are read in the new one (see README, "Event versions").
     class_version: ClassVar[int] = 1
 
+    # Which fields hold personal data, and whose: ``{field: owner}``, where ``owner`` is ``SELF``
+    # (the value is a person's id, or a list of ids, each that person's) or the name of the field
+    # that holds the id of the person who wrote it (dotted for a nested id; ``a|b``: the first of
+    # them that holds one). The log stores each
+    # such value encrypted with its person's own key (commands/personal_data.py); a reader of an
+    # erased person's event finds ``None`` there and the field's name in ``erased_fields``.
+    PERSONAL: ClassVar[dict[str, str]] = {}
+
     @property
     def event_type(self) -> str:
         return type(self).__name__
+
+    @property
+    def erased_fields(self) -> frozenset[str]:
+        """The fields whose person was erased: their values read ``None`` (in a list of ids,
+        that person's entries do). Set by the log's reader, never stored or published."""
+        return self.__dict__.get("_erased", frozenset())
+
+    @property
+    def erased(self) -> bool:
+        return bool(self.erased_fields)
 
     def data(self) -> dict[str, Any]:
         """The event's own fields, as published in the envelope's ``data``."""
         state = dict(self.__dict__)
         for key in ("originator_id", "originator_version", "occurred_at"):
             state.pop(key, None)
+        for key in [key for key in state if key.startswith("_")]:  # what the reader noted, not fields
+            del state[key]
         return state
+
+
+SELF = "."  # in ``DomainEvent.PERSONAL``: the field's value is itself a person's id
 
 
 class Aggregate:

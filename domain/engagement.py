@@ -14,7 +14,7 @@ from enum import StrEnum
 from typing import Any, ClassVar, Self
 from uuid import UUID
 
-from domain.aggregate import Aggregate, DomainEvent
+from domain.aggregate import SELF, Aggregate, DomainEvent
 from domain.errors import Conflict, Forbidden, InvalidInput, field_error
 from domain.ids import stream_id
 from domain.platform import Platform
@@ -28,6 +28,7 @@ ANSWER_TEXT_LIMIT = 500
 
 @dataclass(frozen=True, kw_only=True)
 class StoryViewed(DomainEvent):
+    PERSONAL: ClassVar[dict[str, str]] = {"owner_id": SELF, "viewer_id": SELF}
     story_id: str
     owner_id: str
     viewer_id: str
@@ -60,6 +61,7 @@ class StoryNavigated(DomainEvent):
     """How a viewer left the story. Each is its own stream: recording one reads nothing of the
     viewer's earlier ones; the read models keep the last per viewer and story."""
 
+    PERSONAL: ClassVar[dict[str, str]] = {"owner_id": SELF, "viewer_id": SELF}
     story_id: str
     owner_id: str
     viewer_id: str
@@ -70,6 +72,7 @@ class StoryNavigated(DomainEvent):
 class StoryShared(DomainEvent):
     """``user_id`` reshared ``story_id`` (of ``owner_id``) as their own story ``reshare_id``."""
 
+    PERSONAL: ClassVar[dict[str, str]] = {"owner_id": SELF, "user_id": SELF}
     story_id: str
     owner_id: str
     user_id: str
@@ -78,6 +81,7 @@ class StoryShared(DomainEvent):
 
 @dataclass(frozen=True, kw_only=True)
 class StoryReplied(DomainEvent):
+    PERSONAL: ClassVar[dict[str, str]] = {"owner_id": SELF, "user_id": SELF, "text": "user_id"}
     story_id: str
     owner_id: str
     user_id: str
@@ -87,6 +91,7 @@ class StoryReplied(DomainEvent):
 
 @dataclass(frozen=True, kw_only=True)
 class StickerEvent(DomainEvent):
+    PERSONAL: ClassVar[dict[str, str]] = {"owner_id": SELF, "user_id": SELF}
     story_id: str
     owner_id: str
     user_id: str
@@ -107,6 +112,7 @@ class QuizAnswered(StickerEvent):
 
 @dataclass(frozen=True, kw_only=True)
 class QuestionAnswered(StickerEvent):
+    PERSONAL: ClassVar[dict[str, str]] = {"owner_id": SELF, "user_id": SELF, "text": "user_id"}
     answer_number: int
     text: str
 

@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any, Callable, ClassVar, Iterable
 from uuid import UUID
 
-from domain.aggregate import Aggregate, DomainEvent
+from domain.aggregate import SELF, Aggregate, DomainEvent
 from domain.errors import Forbidden, InvalidInput, NotFound, field_error, limit_reached
 from domain.ids import canonical_id, stream_id
 from domain.limits import HIGHLIGHT_STORIES, HIGHLIGHTS, Limits
@@ -37,6 +37,12 @@ def _cover_from_url(cover: Any) -> Any:
 
 @dataclass(frozen=True, kw_only=True)
 class HighlightCreated(DomainEvent):
+    PERSONAL: ClassVar[dict[str, str]] = {
+        "user_id": SELF,
+        "title": "user_id",
+        "description": "user_id",
+        "cover": "user_id",
+    }
     highlight_id: str
     user_id: str
     title: str
@@ -56,6 +62,7 @@ class HighlightCreated(DomainEvent):
 
 @dataclass(frozen=True, kw_only=True)
 class HighlightUpdated(DomainEvent):
+    PERSONAL: ClassVar[dict[str, str]] = {"user_id": SELF, "changes": "user_id"}
     highlight_id: str
     user_id: str
     changes: dict[str, Any]  # only the fields the owner changed
@@ -72,6 +79,7 @@ class HighlightUpdated(DomainEvent):
 
 @dataclass(frozen=True, kw_only=True)
 class HighlightStoriesAdded(DomainEvent):
+    PERSONAL: ClassVar[dict[str, str]] = {"user_id": SELF}
     highlight_id: str
     user_id: str
     story_ids: list[str]
@@ -79,6 +87,7 @@ class HighlightStoriesAdded(DomainEvent):
 
 @dataclass(frozen=True, kw_only=True)
 class HighlightStoriesRemoved(DomainEvent):
+    PERSONAL: ClassVar[dict[str, str]] = {"user_id": SELF}
     highlight_id: str
     user_id: str
     story_ids: list[str]
@@ -86,6 +95,7 @@ class HighlightStoriesRemoved(DomainEvent):
 
 @dataclass(frozen=True, kw_only=True)
 class HighlightDeleted(DomainEvent):
+    PERSONAL: ClassVar[dict[str, str]] = {"user_id": SELF}
     highlight_id: str
     user_id: str
 
@@ -94,18 +104,21 @@ class HighlightDeleted(DomainEvent):
 class HighlightFiled(DomainEvent):
     """The reel's record that a highlight joined the owner's list (at the end)."""
 
+    PERSONAL: ClassVar[dict[str, str]] = {"user_id": SELF}
     user_id: str
     highlight_id: str
 
 
 @dataclass(frozen=True, kw_only=True)
 class HighlightUnfiled(DomainEvent):
+    PERSONAL: ClassVar[dict[str, str]] = {"user_id": SELF}
     user_id: str
     highlight_id: str
 
 
 @dataclass(frozen=True, kw_only=True)
 class HighlightsReordered(DomainEvent):
+    PERSONAL: ClassVar[dict[str, str]] = {"user_id": SELF}
     user_id: str
     highlight_ids: list[str]
 
@@ -277,6 +290,11 @@ class Highlight(Aggregate):
     def delete(self, actor_id: str, now: datetime) -> None:
         self.check_owner(actor_id)
         self._record(HighlightDeleted, now, highlight_id=str(self.id), user_id=self.owner_id)
+
+    @property
+    def erased(self) -> bool:
+        """Its author's account was erased (their id reads None): it exists for no one."""
+        return self.owner_id is None
 
     def _apply_HighlightCreated(self, event: HighlightCreated) -> None:
         self.owner_id = event.user_id

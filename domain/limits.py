@@ -26,9 +26,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import ClassVar
 from uuid import UUID
 
-from domain.aggregate import Aggregate, DomainEvent
+from domain.aggregate import SELF, Aggregate, DomainEvent
 from domain.errors import limit_reached
 from domain.ids import stream_id
 
@@ -60,6 +61,7 @@ _MESSAGES = {
 class TallyRecorded(DomainEvent):
     """Private: the user's count of ``kind`` after a change."""
 
+    PERSONAL: ClassVar[dict[str, str]] = {"user_id": SELF}
     user_id: str
     kind: str
     count: int
@@ -102,6 +104,7 @@ class Tally(Aggregate):
 class LiveStoriesRecorded(DomainEvent):
     """Private: the author's live stories after a change, {story_id: expires_at (ISO 8601)}."""
 
+    PERSONAL: ClassVar[dict[str, str]] = {"user_id": SELF}
     user_id: str
     live: dict[str, str]
 

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Self
+from typing import ClassVar, Self
 from uuid import UUID
 
-from domain.aggregate import Aggregate, DomainEvent
+from domain.aggregate import SELF, Aggregate, DomainEvent
 from domain.errors import Conflict, NotFound, field_error
 from domain.ids import is_user_id, stream_id
 from domain.limits import Tally
@@ -18,24 +18,28 @@ from domain.limits import Tally
 
 @dataclass(frozen=True, kw_only=True)
 class UserFollowed(DomainEvent):
+    PERSONAL: ClassVar[dict[str, str]] = {"follower_id": SELF, "followee_id": SELF}
     follower_id: str
     followee_id: str
 
 
 @dataclass(frozen=True, kw_only=True)
 class UserUnfollowed(DomainEvent):
+    PERSONAL: ClassVar[dict[str, str]] = {"follower_id": SELF, "followee_id": SELF}
     follower_id: str
     followee_id: str
 
 
 @dataclass(frozen=True, kw_only=True)
 class CloseFriendAdded(DomainEvent):
+    PERSONAL: ClassVar[dict[str, str]] = {"user_id": SELF, "friend_id": SELF}
     user_id: str
     friend_id: str
 
 
 @dataclass(frozen=True, kw_only=True)
 class CloseFriendRemoved(DomainEvent):
+    PERSONAL: ClassVar[dict[str, str]] = {"user_id": SELF, "friend_id": SELF}
     user_id: str
     friend_id: str
 
@@ -44,12 +48,14 @@ class CloseFriendRemoved(DomainEvent):
 class UserMuted(DomainEvent):
     """``user_id`` no longer sees ``muted_id``'s stories in their tray (never shown to ``muted_id``)."""
 
+    PERSONAL: ClassVar[dict[str, str]] = {"user_id": SELF, "muted_id": SELF}
     user_id: str
     muted_id: str
 
 
 @dataclass(frozen=True, kw_only=True)
 class UserUnmuted(DomainEvent):
+    PERSONAL: ClassVar[dict[str, str]] = {"user_id": SELF, "muted_id": SELF}
     user_id: str
     muted_id: str
 

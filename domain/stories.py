@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from typing import Any, ClassVar
 from uuid import UUID
 
-from domain.aggregate import Aggregate, DomainEvent
+from domain.aggregate import SELF, Aggregate, DomainEvent
 from domain.errors import Conflict, Forbidden, InvalidInput, NotFound, field_error
 from domain.ids import is_user_id
 from domain.limits import LiveStories
@@ -41,6 +41,19 @@ RESHARE_OPTIONS = ("privacy", "allowed_viewer_ids", "hidden_from_ids", "allow_re
 
 @dataclass(frozen=True, kw_only=True)
 class StoryCreated(DomainEvent):
+    # A reshare's content is what the original's author wrote: sealed with their key (the first
+    # of the ``|`` alternatives that names someone).
+    PERSONAL: ClassVar[dict[str, str]] = {
+        "user_id": SELF,
+        "media_id": "reshared_from.user_id|user_id",
+        "media_url": "reshared_from.user_id|user_id",
+        "thumbnail_url": "reshared_from.user_id|user_id",
+        "text_content": "reshared_from.user_id|user_id",
+        "stickers": "user_id",  # a reshare has none of the original's
+        "allowed_viewer_ids": SELF,
+        "hidden_from_ids": SELF,
+        "reshared_from": "reshared_from.user_id",
+    }
     story_id: str
     user_id: str
     story_type: str
@@ -73,12 +86,19 @@ class StoryCreated(DomainEvent):
         state.setdefault("reshared_from", None)
 
 
+# A reshare's fields that hold what the original's author wrote (theirs, by ``PERSONAL``): they go
+# when that author is erased.
+ORIGINAL_AUTHORS_FIELDS = tuple(name for name, owner in StoryCreated.PERSONAL.items()
+                                if owner.startswith("reshared_from."))
+
+
 @dataclass(frozen=True, kw_only=True)
 class StoryEdited(DomainEvent):
     """The owner edited the story. It carries the editable content *as it stands after the edit*
     (whole, so the latest edit alone gives the current content) and which parts this edit changed
     (``text_content``, ``background_color``, ``background_gradient``, ``stickers.<i>``)."""
 
+    PERSONAL: ClassVar[dict[str, str]] = {"user_id": SELF, "text_content": "user_id", "stickers": "user_id"}
     story_id: str
     user_id: str
     text_content: str | None
@@ -90,12 +110,14 @@ class StoryEdited(DomainEvent):
 
 @dataclass(frozen=True, kw_only=True)
 class StoryDeleted(DomainEvent):
+    PERSONAL: ClassVar[dict[str, str]] = {"user_id": SELF}
     story_id: str
     user_id: str
 
 
 @dataclass(frozen=True, kw_only=True)
 class StoryExpired(DomainEvent):
+    PERSONAL: ClassVar[dict[str, str]] = {"user_id": SELF}
     story_id: str
     user_id: str
     expired_at: str  # the story's due time, which a late sweep does not move
@@ -240,6 +262,8 @@ class Story(Aggregate):
             raise NotFound("story not found")
         if actor_id != self.owner_id:
             raise Forbidden("only the owner can edit a story", code="not_owner")
+        if self.fields.get("reshared_from"):  # its content is what the original's author wrote
+            raise Forbidden("a reshare shows another's story: it cannot be edited", code="reshare_not_editable")
         if not self.is_live(now):
             raise Conflict("the story has expired", code="story_expired")
         content = {name: self.fields.get(name) for name in EDITABLE_FIELDS}
@@ -304,6 +328,11 @@ class Story(Aggregate):
 
     # -- rules --------------------------------------------------------------------------
 
+    @property
+    def erased(self) -> bool:
+        """Its author's account was erased (their id reads None): it exists for no one."""
+        return self.owner_id is None
+
     def is_live(self, now: datetime) -> bool:
         return not self.deleted and not self.expired and now < self.expires_at
 
@@ -338,7 +367,7 @@ class Story(Aggregate):
 
     @property
     def stickers(self) -> list[dict[str, Any]]:
-        return self.fields["stickers"]
+        return self.fields["stickers"] or []  # None: a reshare whose original's author was erased
 
     # -- evolution ----------------------------------------------------------------------
 

@@ -18,7 +18,7 @@ from projections.mongo_views import MongoViewStore
 from projections.redis_schema import VIEW_NAME
 from projections.redis_views import Keys, RedisViewStore
 from projections.runner import Partition, ProjectionRunner
-from stories.backends import mongo_client, redis_client
+from stories.backends import event_store, mongo_client, redis_client
 from stories.settings import Settings
 from stories.supervisor import ops_port, safe, serve_ops
 
@@ -97,7 +97,7 @@ def run_projector(settings: Settings, stop: threading.Event | None = None,
         from stories.clock import clock_from
 
         clock = clock_from(settings)
-    store = EventStore(settings.event_store_url)
+    store = event_store(settings)
     pointer = redis_client(settings)
     generation = generations.current(pointer, settings.mongodb_database, settings.redis_prefix)
     runners = build_runners(settings, store, generation)

@@ -17,7 +17,8 @@ so the normal projector's guarded upserts, stamps and scripts are not needed:
   1,000,000-event log's documents (1.4 million) fit under the default 1.5 million, so there the
   only documents written before the end are the created-once ones. Indexes are built after the
   load (on SecantusDB, inserting into indexed collections is ~7x slower than building after).
-* Redis: the projector's own handlers (``redis_views.HANDLERS``) record their calls on a
+* Redis: the projector's own handlers (``redis_views.apply_event``: ``HANDLERS``, then the
+  erasure indexes) record their calls on a
   ``BatchWrites`` per chunk; the live-story entries they consult are kept in memory for the
   whole load (instead of being read back from Redis per batch), and the calls go out as plain
   pipelines (no stamps, no scripts), with the seen-set reclaim after each chunk as the projector
@@ -27,9 +28,10 @@ so the normal projector's guarded upserts, stamps and scripts are not needed:
   ``_v`` stamp below any stamp the projector will write next.
 
 What it relies on from the handlers (kept by ``projections.mongo_views`` / ``redis_views``): a
-MongoDB handler calls ``w.update(collection, key, update, upsert=True, shard=None)`` and
-``w.delete(collection, key, shard=None)`` only, with the update operators ``apply_update``
-knows; a Redis handler records calls on a ``BatchWrites`` and reads ``w.live`` / ``w.members``.
+MongoDB handler calls ``w.update(collection, key, update, upsert=True, shard=None)``,
+``w.delete(collection, key, shard=None)``, and (an erasure's purge) ``w.delete_many(collection,
+filter)`` / ``w.update_many(collection, filter, update)`` with filters of plain equalities, only,
+with the update operators ``apply_update`` knows; a Redis handler records calls on a ``BatchWrites`` and reads ``w.live`` / ``w.members``.
 """
 
 from __future__ import annotations
@@ -41,14 +43,14 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable
 
-from pymongo import DeleteOne, MongoClient, UpdateOne
+from pymongo import DeleteMany, DeleteOne, MongoClient, UpdateMany, UpdateOne
 
 from commands.event_store import EventStore, LoggedEvent
-from projections.document_writes import GONE, STAMP_SPAN, DocumentWrites, apply_update
+from projections.document_writes import GONE, STAMP_SPAN, DocumentWrites, apply_update, matches
 from projections.mongo_views import HANDLERS as MONGO_HANDLERS, POSITIONS, TOMBSTONED, ensure_indexes
 from projections.redis_schema import EXPIRY_TAG, READ_MODEL_KEYS, SEEN_DUE, VIEW_NAME, Keys, LiveEntry
 from projections.redis_views import (
-    DEFAULT_GRACE, HANDLERS as REDIS_HANDLERS, RECLAIM_SEEN, UNDUE, BatchWrites, redis_command,
+    DEFAULT_GRACE, RECLAIM_SEEN, UNDUE, BatchWrites, apply_event, redis_command,
 )
 from projections.runner import Partition
 from stories.backends import run_pipeline
@@ -85,7 +87,11 @@ class MongoFold:
         self.max_docs = max_docs
         self.docs: dict[str, dict[Any, dict]] = {}  # not cut yet, least recently touched first
         self.written: dict[str, set] = {}  # ids cut into a job (and not deleted since)
+        self.gone_written: dict[str, set] = {}  # of those, the tombstones (TOMBSTONED collections)
         self.later = DocumentWrites()  # writes to documents already cut, since the last cut
+        # Writes of ``later`` fixed in order before a write by filter (which follows them), as
+        # (collection, key or filter, update or None, by filter?): sent before ``later``'s own.
+        self.later_fixed: list[tuple[str, Any, dict | None, bool]] = []
         self.held = 0
         self.flushes = 0
         self.inserted = self.updated = 0
@@ -118,6 +124,19 @@ class MongoFold:
                     return
                 del doc[GONE]
             apply_update(doc, update)
+        elif key in self.gone_written.get(collection, ()):
+            # A tombstone written out: an update leaves it alone, an upsert brings the document
+            # back (as the projector's does: on the tombstone's shard key values, nothing
+            # inserted). Sent as the tombstone's delete, then the document's insert.
+            if upsert:
+                self.gone_written[collection].discard(key)
+                self.written[collection].discard(key)
+                self.later.delete(collection, key)
+                self.later_deletes = True
+                doc = {"_id": key, **(shard or {})}
+                apply_update(doc, update)
+                docs[key] = doc
+                self.held += 1
         elif key in self.written.get(collection, ()):
             if set(update) != {"$setOnInsert"}:  # (that one never applies to an existing document)
                 self.later.update(collection, key, update, upsert=False)
@@ -138,11 +157,42 @@ class MongoFold:
             self.held -= 1
         elif key in self.written.get(collection, ()):
             self.written[collection].discard(key)
+            self.gone_written.get(collection, set()).discard(key)
             self.later.delete(collection, key)
             self.later_deletes = True
         if collection in TOMBSTONED:  # what the projector leaves of a deleted entry there
             docs[key] = {"_id": key, **(shard or {}), GONE: True}
             self.held += 1
+
+    def delete_many(self, collection: str, filter: dict[str, Any]) -> None:
+        """An erasure's purge: the matching documents held go (tombstones too: a delete by filter
+        leaves none, as in the projector), and those cut already are deleted by the next job."""
+        self._by_filter(collection, filter, None)
+
+    def update_many(self, collection: str, filter: dict[str, Any], update: dict[str, dict[str, Any]]) -> None:
+        self._by_filter(collection, filter, update)
+
+    def _by_filter(self, collection: str, filter: dict[str, Any], update: dict | None) -> None:
+        self.touched[collection] = self.touched.get(collection, 0) + 1
+        docs = self.docs.setdefault(collection, {})
+        for key in [key for key, doc in docs.items() if matches(doc, filter)]:
+            if update is None:
+                del docs[key]
+                self.held -= 1
+            else:
+                apply_update(docs[key], update)
+        if self.written.get(collection):
+            # Documents cut already: the job after this write runs it, in order after the
+            # writes to them recorded before it (those are fixed now, so that later ones cannot
+            # merge into them across it). Where it deletes, which ids it removes is not known
+            # here: they stay in ``written``, so a later write to one is an update of nothing,
+            # where the projector would upsert it (only a write naming the erased person, which
+            # no event read after the erasure does).
+            for name in set(self.docs) | set(self.written):
+                self.later_fixed += [(name, key, upd, False) for key, upd in self.later.updates(name)]
+            self.later = DocumentWrites()
+            self.later_fixed.append((collection, filter, update, True))
+            self.later_deletes = True  # sent with the next job, before any document it inserts
 
     def full(self) -> bool:
         return self.held > self.max_docs
@@ -168,8 +218,11 @@ class MongoFold:
         defer = not everything and not self.later_deletes
         for collection in () if defer else set(self.docs) | set(self.written):
             ops: list[Any] = []
-            for key, update in self.later.updates(collection):
-                if update is None:
+            fixed = [(key, update, by_filter) for name, key, update, by_filter in self.later_fixed if name == collection]
+            for key, update, by_filter in fixed + [(key, update, False) for key, update in self.later.updates(collection)]:
+                if by_filter:  # unstamped, as the projector sends it
+                    ops.append(DeleteMany(key) if update is None else UpdateMany(key, update))
+                elif update is None:
                     ops.append(DeleteOne({"_id": key}))
                 else:
                     update = {op: dict(values) for op, values in update.items() if op != "$setOnInsert"}
@@ -178,6 +231,7 @@ class MongoFold:
             job[collection] = (ops, [])
         if not defer:
             self.later = DocumentWrites()
+            self.later_fixed = []
             self.later_deletes = False
         keep = 0 if everything else self.max_docs // 2
         evict = self.held - keep
@@ -194,6 +248,8 @@ class MongoFold:
                 doc["_v"] = stamp
                 inserts.append(doc)
                 written.add(key)
+                if doc.get(GONE):
+                    self.gone_written.setdefault(collection, set()).add(key)
         self.held = sum(len(docs) for docs in self.docs.values())
         self.flushes += 1
         return job
@@ -257,11 +313,9 @@ class RedisFold:
     def fold(self, events: list[LoggedEvent]) -> tuple[list[tuple], int]:
         """The chunk's commands, and its last event time (ms) for the seen-set reclaim."""
         w = _Commands(self.grace_ms, self.live)
-        handlers, keys = REDIS_HANDLERS, self.keys
+        keys = self.keys
         for logged in events:
-            handler = handlers.get(type(logged.event))
-            if handler is not None:
-                handler(w, keys, logged.event)
+            apply_event(w, keys, logged.event)  # the handler's writes, then the erasure index's
         last_ms = int(max(e.event.occurred_at for e in events).timestamp() * 1000) if events else 0
         w.set_expiries()
         commands = w.out

@@ -16,6 +16,15 @@ insert of the document as the batch leaves it (``plan``): cheap, and idempotent 
 deterministic ``_id``. Its stamp is the one the upsert would have set, so later guarded updates
 line up with it. A delete is sent as a stamped tombstone (``plan``), so that a stale write can
 never bring the document back: the guard has a stamp to compare against.
+
+A write by filter (``delete_many`` / ``update_many``: an erased person's documents, wherever
+they are) is sent as one ``DeleteMany`` / ``UpdateMany`` in its place among the collection's
+writes. It is neither stamped nor guarded: what it does (remove the documents that name a
+person, pull an id out of lists) is idempotent by nature, so a batch re-run after a crash simply
+does it again; and it must not stamp, since it reaches documents of every partition, whose own
+runners' stamps it would otherwise overtake. A delete by filter leaves no tombstone (a tombstone
+holds the shard key values, which would name the person): see ``mongo_views.on_account_erased``
+for what that leaves to a stalled runner.
 """
 
 from __future__ import annotations
@@ -23,7 +32,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from pymongo import DeleteOne, ReplaceOne, UpdateOne
+from pymongo import DeleteMany, DeleteOne, ReplaceOne, UpdateMany, UpdateOne
 
 STAMP_SPAN = 1_000_000  # writes per batch, at most; positions up to 9e12 fit in an int64 stamp
 
@@ -51,6 +60,7 @@ class _Entry:
     shard: dict[str, Any] = field(default_factory=dict)  # shard key field -> value, beside the _id
     fields: dict[str, str] = field(default_factory=dict)  # field path -> operator
     insert: str | None = None  # INSERT_ONCE / INSERT_FIRST: the batch's first write, creating the document
+    filter: dict[str, Any] | None = None  # a write by filter (DeleteMany / UpdateMany): ``key`` is None
 
 
 def _clashes(path: str, other: str) -> bool:
@@ -61,6 +71,7 @@ class DocumentWrites:
     def __init__(self) -> None:
         self._entries: dict[str, list[_Entry]] = {}
         self._last: dict[tuple[str, Any], _Entry] = {}
+        self._filtered: set[str] = set()  # collections the batch wrote to by filter
 
     def update(self, collection: str, key: Any, update: dict[str, dict[str, Any]], upsert: bool = True,
                shard: dict[str, Any] | None = None, insert: str | None = None) -> None:
@@ -76,12 +87,31 @@ class DocumentWrites:
             return
         entry = _Entry(key, {op: dict(values) for op, values in update.items()}, upsert, shard)
         entry.fields = {path: op for op, values in update.items() for path in values}
-        if insert is not None and last is None and upsert and set(update) <= _MATERIALIZABLE:
+        # Not as an insert after a write by filter: inserts go out before the other writes.
+        if (insert is not None and last is None and upsert and set(update) <= _MATERIALIZABLE
+                and collection not in self._filtered):
             entry.insert = insert
         self._add(collection, entry)
 
     def delete(self, collection: str, key: Any, shard: dict[str, Any] | None = None) -> None:
         self._add(collection, _Entry(key, None, shard=dict(shard or {})))
+
+    def delete_many(self, collection: str, filter: dict[str, Any]) -> None:
+        """Delete every document ``filter`` (equalities) matches, tombstones included."""
+        self._add_filtered(collection, _Entry(None, None, upsert=False, filter=dict(filter)))
+
+    def update_many(self, collection: str, filter: dict[str, Any], update: dict[str, dict[str, Any]]) -> None:
+        """Update every document ``filter`` (equalities) matches; never upserts. The update must be
+        idempotent (``$pull``, ``$set``): it is not guarded by stamp."""
+        entry = _Entry(None, {op: dict(values) for op, values in update.items()}, upsert=False, filter=dict(filter))
+        self._add_filtered(collection, entry)
+
+    def _add_filtered(self, collection: str, entry: _Entry) -> None:
+        # Writes after it to one document must not merge into writes before it (they would move
+        # to its other side), nor be sent as inserts (those go first).
+        self._entries.setdefault(collection, []).append(entry)
+        self._last = {k: v for k, v in self._last.items() if k[0] != collection}
+        self._filtered.add(collection)
 
     def _add(self, collection: str, entry: _Entry) -> None:
         self._entries.setdefault(collection, []).append(entry)
@@ -124,6 +154,9 @@ class DocumentWrites:
             ops = out.setdefault(collection, [])
             for e in entries:
                 seq += 1
+                if e.filter is not None:
+                    ops.append(_filtered_op(e))
+                    continue
                 stamp = batch_end * STAMP_SPAN + seq
                 guard = {"_id": e.key, **e.shard, "_v": {"$lt": stamp}}
                 if e.update is None:
@@ -152,6 +185,9 @@ class DocumentWrites:
             tomb = collection in tombstoned
             for e in entries:
                 seq += 1
+                if e.filter is not None:  # tombstones included: a delete by filter removes them too
+                    plan.updates.append(_filtered_op(e))
+                    continue
                 stamp = batch_end * STAMP_SPAN + seq
                 guard = {"_id": e.key, **e.shard, "_v": {"$lt": stamp}}
                 if e.update is None:
@@ -175,8 +211,13 @@ class DocumentWrites:
         return out
 
     def updates(self, collection: str) -> list[tuple[Any, dict | None]]:
-        """(key, update) per write to ``collection``, in order; None for a delete."""
-        return [(e.key, e.update) for e in self._entries.get(collection, [])]
+        """(key, update) per write to ``collection``, in order; None for a delete. Writes by
+        filter are left out (``filtered``)."""
+        return [(e.key, e.update) for e in self._entries.get(collection, []) if e.filter is None]
+
+    def filtered(self, collection: str) -> list[tuple[dict, dict | None]]:
+        """(filter, update) per write by filter to ``collection``, in order; None for a delete."""
+        return [(e.filter, e.update) for e in self._entries.get(collection, []) if e.filter is not None]
 
     def __len__(self) -> int:
         return sum(len(entries) for entries in self._entries.values())
@@ -232,6 +273,25 @@ def apply_update(doc: dict[str, Any], update: dict[str, dict[str, Any]], inserti
                     target[leaf] = [item for item in target[leaf] if item not in drop]
             else:
                 raise ValueError(f"update operator {op} is not supported")
+
+
+def _filtered_op(entry: _Entry) -> DeleteMany | UpdateMany:
+    """A write by filter, unstamped (see the module's docstring)."""
+    if entry.update is None:
+        return DeleteMany(entry.filter)
+    return UpdateMany(entry.filter, entry.update)
+
+
+def matches(doc: dict[str, Any], filter: dict[str, Any]) -> bool:
+    """Whether ``doc`` matches ``filter`` as MongoDB matches a filter of plain equalities (a
+    dotted path; a list holding the value matches it)."""
+    for path, wanted in filter.items():
+        value: Any = doc
+        for part in path.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        if not (value == wanted or (isinstance(value, list) and wanted in value)):
+            return False
+    return True
 
 
 def _materialize(entry: _Entry, stamp: int) -> dict:

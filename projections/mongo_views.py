@@ -3,6 +3,14 @@
 One small function per event type turns the event into document updates; the view store merges a
 batch's updates and writes them idempotently (stamped and guarded, no transaction: see MongoViewStore).
 Every write names its document's shard key (``SHARD_KEYS``) with values the event carries.
+
+Erasure (``../shared/CONTRACT.md``, "Erasure"): a reader of the log finds an erased person's
+personal fields ``None`` (``DomainEvent.PERSONAL``). Every handler takes that as "this person is
+gone": it writes nothing that would name a ``None`` person, and nothing at all to a story (or
+highlight) whose owner is ``None``, as if the story had never been (counts on other people's
+stories that name nobody still count). ``on_account_erased`` removes, live, what the handlers
+wrote while the person was still named, so that a replay after the erasure (their fields ``None``
+from the start) builds the same documents as the live projection.
 """
 
 from __future__ import annotations
@@ -17,7 +25,7 @@ from pymongo.errors import BulkWriteError
 from pymongo.database import Database
 
 from commands.event_store import LoggedEvent
-from domain import engagement as en, highlights as hl, social as so, stories as st
+from domain import accounts as ac, engagement as en, highlights as hl, social as so, stories as st
 from projections.document_writes import GONE, INSERT_FIRST, INSERT_ONCE, CollectionPlan, DocumentWrites
 from projections.redis_schema import SLIDER_SUM_SCALE
 from projections.runner import StalePosition
@@ -35,24 +43,41 @@ def _result(event: en.StickerEvent, name: str) -> str:
     return f"results.{event.sticker_index}.{name}"
 
 
+# The lists of person ids a story keeps (who it is for, who it is hidden from): an erased
+# person's entries read None, and are left out (``on_account_erased`` pulls them live).
+STORY_ID_LISTS = ("allowed_viewer_ids", "hidden_from_ids")
+
+
 def on_story_created(w: DocumentWrites, e: st.StoryCreated, at: LoggedEvent) -> None:
+    if e.user_id is None:  # an erased owner's story is never shown
+        return
     fields = e.data()
+    for name in STORY_ID_LISTS:
+        if fields.get(name) is not None:
+            fields[name] = [person for person in fields[name] if person is not None]
+    # (``reshared_from`` reads None when the original's owner is erased: the purge sets that too.)
     fields.update(created_at=e.occurred_at, expires_at=datetime.fromisoformat(e.expires_at), deleted=False, expired=False)
     w.update("stories", e.story_id, {"$set": fields}, shard={"user_id": e.user_id}, insert=INSERT_FIRST)
 
 
 def on_story_edited(w: DocumentWrites, e: st.StoryEdited, at: LoggedEvent) -> None:
+    if e.user_id is None:
+        return
     content = e.data()
     del content["changed"]
     _story(w, e.story_id, e.user_id, {"$set": {**content, "edited": True, "edited_at": e.occurred_at}})
 
 
 def on_story_viewed(w: DocumentWrites, e: en.StoryViewed, at: LoggedEvent) -> None:
+    if e.owner_id is None:  # the story of an erased owner: gone
+        return
     first = 1 if e.view_number == 1 else 0
     counts = {"view_count": 1, "unique_viewers": first, f"views_by_hour.{e.occurred_at.hour}": 1}
     if e.life_hour is not None:  # views before StoryViewed version 2 did not say
         counts[f"views_timeline.{e.life_hour}"] = 1
     _story(w, e.story_id, e.owner_id, {"$inc": counts})
+    if e.viewer_id is None:  # an erased viewer: the counts stay, the viewer entries do not
+        return
     w.update("story_viewers", f"{e.story_id}:{e.viewer_id}", {
         "$setOnInsert": {"story_id": e.story_id, "viewer_id": e.viewer_id, "owner_id": e.owner_id},
         "$min": {"first_viewed_at": e.occurred_at},
@@ -68,33 +93,47 @@ def on_story_viewed(w: DocumentWrites, e: en.StoryViewed, at: LoggedEvent) -> No
 def on_story_navigated(w: DocumentWrites, e: en.StoryNavigated, at: LoggedEvent) -> None:
     """The last navigation stands, on the viewer's entry; one from someone who never viewed the
     story finds no entry and counts nowhere. Insights count them by ``navigation`` (indexed)."""
+    if e.owner_id is None or e.viewer_id is None:
+        return
     w.update("story_viewers", f"{e.story_id}:{e.viewer_id}",
              {"$set": {"navigation": e.action, "navigated_at": e.occurred_at}},
              upsert=False, shard={"story_id": e.story_id, "viewer_id": e.viewer_id})
 
 
 def on_story_shared(w: DocumentWrites, e: en.StoryShared, at: LoggedEvent) -> None:
+    if e.owner_id is None:
+        return
     _story(w, e.story_id, e.owner_id, {"$inc": {"shares": 1}})  # the original's; the reshare is a StoryCreated
 
 
 def on_story_replied(w, e: en.StoryReplied, at) -> None:
+    if e.owner_id is None:
+        return
     _story(w, e.story_id, e.owner_id, {"$inc": {"reply_count": 1}})
 
 
 def on_poll_voted(w, e: en.PollVoted, at) -> None:
+    if e.owner_id is None:
+        return
     _story(w, e.story_id, e.owner_id, {"$inc": {
         _result(e, f"options.{e.option_index}"): 1, _result(e, "total"): 1,
     }})
 
 
 def on_quiz_answered(w, e: en.QuizAnswered, at) -> None:
+    if e.owner_id is None:
+        return
     _story(w, e.story_id, e.owner_id, {"$inc": {
         _result(e, f"options.{e.option_index}"): 1, _result(e, "total"): 1, _result(e, "correct"): int(e.correct),
     }})
 
 
 def on_question_answered(w, e: en.QuestionAnswered, at: LoggedEvent) -> None:
+    if e.owner_id is None:
+        return
     _story(w, e.story_id, e.owner_id, {"$inc": {_result(e, "total"): 1}})
+    if e.user_id is None:  # an erased answerer: counted, but their answer (and text) is gone
+        return
     w.update("question_answers", str(at.event_id), {"$set": {
         "story_id": e.story_id, "owner_id": e.owner_id, "sticker_index": e.sticker_index, "user_id": e.user_id,
         "text": e.text, "answered_at": e.occurred_at,
@@ -102,43 +141,62 @@ def on_question_answered(w, e: en.QuestionAnswered, at: LoggedEvent) -> None:
 
 
 def on_countdown_followed(w, e: en.CountdownFollowed, at) -> None:
+    if e.owner_id is None:
+        return
     _story(w, e.story_id, e.owner_id, {"$inc": {_result(e, "followers"): 1, _result(e, "total"): 1}})
 
 
 def on_countdown_unfollowed(w, e: en.CountdownUnfollowed, at) -> None:
+    if e.owner_id is None:
+        return
     _story(w, e.story_id, e.owner_id, {"$inc": {_result(e, "followers"): -1}})
 
 
 def on_slider_answered(w, e: en.SliderAnswered, at) -> None:
+    if e.owner_id is None:
+        return
     _story(w, e.story_id, e.owner_id, {"$inc": {
         _result(e, "ssum"): e.value * SLIDER_SUM_SCALE, _result(e, "total"): 1,
     }})
 
 
 def on_link_tapped(w, e: en.LinkTapped, at) -> None:
+    if e.owner_id is None:
+        return
     _story(w, e.story_id, e.owner_id, {"$inc": {_result(e, "total"): 1}})
 
 
 def on_story_deleted(w, e: st.StoryDeleted, at) -> None:
+    if e.user_id is None:
+        return
     _story(w, e.story_id, e.user_id, {"$set": {"deleted": True, "deleted_at": e.occurred_at}})  # the owner's id
 
 
 def on_story_expired(w, e: st.StoryExpired, at) -> None:
+    if e.user_id is None:
+        return
     _story(w, e.story_id, e.user_id, {"$set": {"expired": True}})  # the owner's id
 
 
 def _highlight(w: DocumentWrites, e, update: dict, upsert: bool = False) -> None:
-    """Every highlight event's ``user_id`` is the highlight's owner: the shard key's ``user_id``."""
+    """Every highlight event's ``user_id`` is the highlight's owner: the shard key's ``user_id``
+    (None: an erased owner's highlight, never shown)."""
+    if e.user_id is None:
+        return
     w.update("highlights", e.highlight_id, update, upsert=upsert, shard={"user_id": e.user_id})
 
 
 def on_highlight_created(w, e: hl.HighlightCreated, at) -> None:
+    if e.user_id is None:
+        return
     fields = e.data()
     fields.update(created_at=e.occurred_at, updated_at=e.occurred_at, deleted=False)
     w.update("highlights", e.highlight_id, {"$set": fields}, shard={"user_id": e.user_id}, insert=INSERT_FIRST)
 
 
 def on_highlight_updated(w, e: hl.HighlightUpdated, at) -> None:
+    if e.user_id is None:  # (its ``changes`` read None too)
+        return
     _highlight(w, e, {"$set": {**e.changes, "updated_at": e.occurred_at}})
 
 
@@ -154,40 +212,105 @@ def on_highlight_deleted(w, e: hl.HighlightDeleted, at) -> None:
     _highlight(w, e, {"$set": {"deleted": True, "updated_at": e.occurred_at}})
 
 
+def _reel(w: DocumentWrites, e, update: dict) -> None:
+    if e.user_id is not None:  # None: an erased owner's reel
+        w.update("highlight_reels", e.user_id, update)
+
+
 def on_highlight_filed(w, e: hl.HighlightFiled, at) -> None:
-    w.update("highlight_reels", e.user_id, {"$push": {"highlight_ids": e.highlight_id}})
+    _reel(w, e, {"$push": {"highlight_ids": e.highlight_id}})
 
 
 def on_highlight_unfiled(w, e: hl.HighlightUnfiled, at) -> None:
-    w.update("highlight_reels", e.user_id, {"$pull": {"highlight_ids": e.highlight_id}})
+    _reel(w, e, {"$pull": {"highlight_ids": e.highlight_id}})
 
 
 def on_highlights_reordered(w, e: hl.HighlightsReordered, at) -> None:
-    w.update("highlight_reels", e.user_id, {"$set": {"highlight_ids": e.highlight_ids}})
+    _reel(w, e, {"$set": {"highlight_ids": e.highlight_ids}})
 
+
+# Close friends and mutes are edges between two people: one that names an erased person (None)
+# is not written, neither added nor removed (``on_account_erased`` removes it, tombstones too).
 
 def _close_friend_shard(e) -> dict:
     return {"user_id": e.user_id, "friend_id": e.friend_id}
 
 
 def on_close_friend_added(w, e: so.CloseFriendAdded, at) -> None:
+    if e.user_id is None or e.friend_id is None:
+        return
     w.update("close_friends", f"{e.user_id}:{e.friend_id}", {"$set": {
         "user_id": e.user_id, "friend_id": e.friend_id, "added_at": e.occurred_at,
     }}, shard=_close_friend_shard(e), insert=INSERT_FIRST)
 
 
 def on_close_friend_removed(w, e: so.CloseFriendRemoved, at) -> None:
+    if e.user_id is None or e.friend_id is None:
+        return
     w.delete("close_friends", f"{e.user_id}:{e.friend_id}", shard=_close_friend_shard(e))
 
 
 def on_user_muted(w, e: so.UserMuted, at) -> None:
+    if e.user_id is None or e.muted_id is None:
+        return
     w.update("muted", f"{e.user_id}:{e.muted_id}", {"$set": {
         "user_id": e.user_id, "muted_id": e.muted_id, "muted_at": e.occurred_at,
     }}, shard={"user_id": e.user_id, "muted_id": e.muted_id}, insert=INSERT_FIRST)
 
 
 def on_user_unmuted(w, e: so.UserUnmuted, at) -> None:
+    if e.user_id is None or e.muted_id is None:
+        return
     w.delete("muted", f"{e.user_id}:{e.muted_id}", shard={"user_id": e.user_id, "muted_id": e.muted_id})
+
+
+# What ``on_account_erased`` deletes: per collection, the fields that name a person (a document
+# naming the erased person in any of them goes, tombstones included). Deleting by a shard key's
+# leading field (``stories``, ``highlights``, ``close_friends`` and ``muted`` by ``user_id``,
+# ``owner_viewers`` by ``owner_id``, a reel by ``_id``) goes to the shards holding that person's
+# documents only; the others go to every shard (indexed there: ``ensure_indexes``).
+PURGED_BY: dict[str, tuple[str, ...]] = {
+    "stories": ("user_id",),  # their stories
+    "story_viewers": ("viewer_id", "owner_id"),  # their views, and every view of their stories
+    "owner_viewers": ("owner_id", "viewer_id"),
+    "question_answers": ("user_id", "owner_id"),  # their answers, and every answer to their stories
+    "highlights": ("user_id",),
+    "highlight_reels": ("_id",),
+    "close_friends": ("user_id", "friend_id"),
+    "muted": ("user_id", "muted_id"),
+}
+
+
+def on_account_erased(w: DocumentWrites, e: ac.AccountErased, at: LoggedEvent) -> None:
+    """Remove every document that names the erased person or belongs to their stories, and take
+    their id out of other people's stories (who a story is for or hidden from, a reshare's
+    original): what the other handlers would never have written had the person's fields read
+    None from the start. Counts on other people's stories stay (they name nobody).
+
+    ``e.user_id`` is None when the reader could not resolve the account (a replay long after
+    the erasure): then the person's fields read None in every event before it, nothing of theirs
+    was written, and there is nothing to do.
+
+    The runner applies an ``AccountErased`` in a batch of its own, after the events before it
+    have landed (``projections.runner.erasure_alone``), and in every partition. Its writes are
+    by filter (``DocumentWrites.delete_many`` / ``update_many``): unstamped, idempotent, so a
+    re-run after a crash (or another partition's purge) does the same again and harms nothing.
+    Gap (fencing): a delete by filter leaves no tombstone (it would name the person), so a
+    runner that stalled *before* this batch and was overtaken could still land a write it had
+    in flight (an insert of a viewer entry, say) after the purge. It stops at its next fenced
+    step, so that is at most the one request per collection it had in flight; re-applying the
+    erasure (``stories erase USER`` again, or a replay) removes such a straggler.
+    """
+    person = e.user_id
+    if person is None:
+        return
+    for collection, fields in PURGED_BY.items():
+        for name in fields:
+            w.delete_many(collection, {name: person})
+    for name in STORY_ID_LISTS:
+        w.update_many("stories", {name: person}, {"$pull": {name: person}})
+    # A reshare's content is what the original's author wrote (``StoryCreated.PERSONAL``): it goes too.
+    w.update_many("stories", {"reshared_from.user_id": person}, {"$set": dict.fromkeys(st.ORIGINAL_AUTHORS_FIELDS)})
 
 
 HANDLERS: dict[type, Callable] = {
@@ -218,6 +341,7 @@ HANDLERS: dict[type, Callable] = {
     so.CloseFriendRemoved: on_close_friend_removed,
     so.UserMuted: on_user_muted,
     so.UserUnmuted: on_user_unmuted,
+    ac.AccountErased: on_account_erased,
     # Follows live in Redis (the graph); nothing to write here.
     so.UserFollowed: lambda w, e, at: None,
     so.UserUnfollowed: lambda w, e, at: None,
@@ -263,6 +387,15 @@ def ensure_indexes(db: Database) -> None:
     db.muted.create_index([("user_id", ASCENDING), ("muted_at", DESCENDING), ("muted_id", ASCENDING)])
     # Navigation counts for insights: a count scan of this index per action.
     db.story_viewers.create_index([("story_id", ASCENDING), ("navigation", ASCENDING)])
+    # What an erasure's purge selects by (``PURGED_BY``, ``on_account_erased``) where no index
+    # above starts with the field: a person's views, answers, edges by the other side, and the
+    # stories whose lists name them. (The lists' indexes are multikey: one entry per listed id.)
+    for collection, name in (("story_viewers", "viewer_id"), ("story_viewers", "owner_id"),
+                             ("owner_viewers", "viewer_id"), ("question_answers", "user_id"),
+                             ("question_answers", "owner_id"), ("close_friends", "friend_id"),
+                             ("muted", "muted_id"), ("stories", "allowed_viewer_ids"),
+                             ("stories", "hidden_from_ids"), ("stories", "reshared_from.user_id")):
+        db[collection].create_index([(name, ASCENDING)])
     # One index per shard key, its fields first: sh.shardCollection needs it on a collection that
     # holds documents. They also serve reads: highlights by owner, an owner's distinct viewers
     # (databases made before these keys also hold {user_id: 1} and {owner_id: 1}: redundant now).

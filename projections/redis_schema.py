@@ -10,6 +10,8 @@ Redis holds the social graph and the live window, nothing that grows with histor
 | ``P:cf:{u}``              | u | set    | ``u``'s close friends                           | graph |
 | ``P:cfof:{u}``            | u | set    | owners whose close-friends list holds ``u``     | graph |
 | ``P:muted:{u}``           | u | set    | authors ``u`` muted (left out of ``u``'s tray)   | graph |
+| ``P:mutedby:{u}``         | u | set    | who muted ``u`` (the reverse of ``muted``: erasure removes ``u`` from theirs) | graph |
+| ``P:named:{u}``           | u | zset   | live stories whose keys name ``u`` (``u``'s answers in ``mine``/``qa``, ``u`` in ``aud``/``hid``): story id -> its expiry (ms) | trimmed two days after each story's expiry; key expires with the last |
 | ``P:live:{u}``            | u | set    | ``u``'s live stories, each a `LiveEntry`        | a member per live story; key expires with the last |
 | ``P:seen:{u}``            | u | zset   | stories ``u`` has seen: story id -> first view (ms); ``~due`` -> when the last of them expires | trimmed by view time; reclaimed when due |
 | ``P:at:{u}``              | u | hash   | stamps: view -> last log position applied to ``u``'s keys | two days after the last write |
@@ -18,11 +20,20 @@ Redis holds the social graph and the live window, nothing that grows with histor
 | ``P:mine:{s}``            | s | hash   | ``"<sticker>:<user>"`` -> that user's answer    | story's life |
 | ``P:aud:{s}`` / ``P:hid:{s}`` | s | set | a custom story's allowed viewers / hidden viewers | story's life |
 | ``P:qa:{s}``              | s | list   | the latest question responses (JSON), newest first | story's life |
+| ``P:erased:{~erased}``    | ~erased | zset | erased accounts: pseudonym -> when erased (ms), for refusing their tokens | trimmed after ``ERASED_KEPT`` (400 days) |
 | ``P:seen_due``            | - | zset   | viewer -> when the last story they saw expires (ms); idempotent writes only | an entry per viewer who saw a live story |
 | ``P:expiry:{~expiry}``    | ~expiry | zset | the expirer's schedule (its own view), stamps ``P:at:{~expiry}`` | story's life |
 | ``P:position:<view>``     | - | string | the last log position each view applied        | permanent |
 | ``P:wait:{tag}``          | tag | string | a marker written before WAIT (``STORIES_REDIS_WAIT_REPLICAS``) | 10 s |
 | ``P:changes``             | - | channel | sharded pub/sub (SPUBLISH): what each applied batch changed | not stored |
+
+A story whose owner is erased is a *ghost*: its counters hash holds only a member naming nobody
+(``LiveEntry.ghost``: story id and expiry, no author, privacy or flags) and its stamps, nothing
+else: no card, counters, answers, lists or live-set member. A replay of the erased log makes the
+ghost from the owner-less ``StoryCreated``; the live projector's ``AccountErased`` purge turns the
+person's live stories into the same ghosts. A ghost lets the viewers' and answerers' own keys
+(``seen``, ``named``, ``seen_due``) come out the same both ways; it goes with the story's end
+like any story's keys.
 
 "Story's life": deleted when the story's ``StoryExpired`` or ``StoryDeleted`` is applied, and
 created with a time to live of the story's remaining life plus a grace period, a safety net
@@ -52,11 +63,14 @@ RESPONSES_KEPT = 5  # question responses a served story carries; all of them are
 VIEW_NAME = "redis_views.v2"
 LEGACY_KEYS = ("views", "replies", "answer:", "countdown:", "position:redis_views")  # layout v1
 SEEN_DUE = "~due"  # the member of a seen set whose score is when the last story in it expires
+ERASED_TAG = "~erased"  # the erased accounts' pseudonyms (``P:erased:{~erased}``)
+ERASED_KEPT = timedelta(days=400)  # an erased pseudonym is kept this long (longer than any token lives)
 EXPIRY_TAG = "~expiry"  # the expirer's schedule and its stamps (not a read model: replay keeps them)
 
 # Key kinds that make up the read models (replay clears these; relay and expirer keep theirs).
 READ_MODEL_KEYS = ("following:", "followers:", "cf:", "cfof:", "muted:", "live:", "seen:", "seen_due", "card:", "n:",
-                   "mine:", "aud:", "hid:", "qa:", "at:", "wait:", "position:redis_views")  # v1 and v2 positions
+                   "mine:", "aud:", "hid:", "qa:", "mutedby:", "named:", "erased:", "at:", "wait:",
+                   "position:redis_views")  # v1 and v2 positions
 
 
 def hash_tag(key: str) -> str | None:
@@ -80,6 +94,13 @@ class Keys:
     def muted(self, u: str) -> str: return f"{self.p}muted:{{{u}}}"
     def live(self, author: str) -> str: return f"{self.p}live:{{{author}}}"
     def seen(self, viewer: str) -> str: return f"{self.p}seen:{{{viewer}}}"
+    def muted_by(self, u: str) -> str: return f"{self.p}mutedby:{{{u}}}"
+    def named(self, u: str) -> str: return f"{self.p}named:{{{u}}}"
+
+    def user_keys(self, u: str) -> tuple[str, ...]:
+        """Everything Redis holds under one user's tag (their stamps aside)."""
+        return (self.following(u), self.followers(u), self.close_friends(u), self.close_friend_of(u),
+                self.muted(u), self.muted_by(u), self.live(u), self.seen(u), self.named(u))
 
     # one story's keys (hash tag: the story id)
     def card(self, story: str) -> str: return f"{self.p}card:{{{story}}}"
@@ -111,6 +132,8 @@ class Keys:
     @property
     def seen_due(self) -> str: return f"{self.p}seen_due"
     @property
+    def erased(self) -> str: return f"{self.p}erased:{{{ERASED_TAG}}}"
+    @property
     def expiry_due(self) -> str: return f"{self.p}expiry:{{{EXPIRY_TAG}}}"
     @property
     def legacy_expiry(self) -> tuple[str, str]:  # before the cluster layout: untagged
@@ -136,6 +159,14 @@ class LiveEntry:
     created_ms: int
     expires_ms: int
     lists: str = ""
+
+    @property
+    def ghost(self) -> bool:
+        """The story of an erased owner: nothing of it is kept but this (module docstring)."""
+        return not self.user_id
+
+    def as_ghost(self) -> LiveEntry:
+        return LiveEntry(self.story_id, "", "", 0, self.expires_ms, "")
 
     def encode(self) -> str:
         return f"{self.story_id}|{self.user_id}|{self.privacy}|{self.created_ms}|{self.expires_ms}|{self.lists}"

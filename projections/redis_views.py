@@ -10,6 +10,13 @@ writes exactly what the live projection wrote.
 Handlers record redis-py style calls on ``BatchWrites``; ``RedisViewStore`` applies them as one
 stamped script per hash tag, so that the same code is exactly-once on one Redis and on a Redis
 Cluster, with no cross-slot transaction.
+
+Erasure (``../shared/CONTRACT.md``, "Erasure"): an event read after a person's key was destroyed
+names them None; every handler then writes nothing of them (a view still counts, an answer still
+tallies) and a story of theirs is a ghost (``redis_schema``). ``on_account_erased`` purges what
+the live projection kept of them, from what ``plan_erasure`` read before the batch and from two
+indexes kept for it (``ERASURE_INDEXES``: ``P:named:{u}``, ``P:mutedby:{u}``), so that the purged
+read models equal a replay of the erased log. Every event goes through ``apply_event``.
 """
 
 from __future__ import annotations
@@ -23,18 +30,21 @@ import redis
 
 from commands.event_store import LoggedEvent
 from domain import engagement as en, highlights as hl, social as so, stories as st
+from domain.accounts import AccountErased
+from domain.stickers import MAX_STICKERS
 from projections.redis_schema import (
-    LONGEST_LIFE, READ_MODEL_KEYS, RESPONSES_KEPT, SEEN_DUE, VIEW_NAME, CounterField as F, Keys, LiveEntry,
-    answer_field, hash_tag,
+    ERASED_KEPT, LONGEST_LIFE, READ_MODEL_KEYS, RESPONSES_KEPT, SEEN_DUE, VIEW_NAME, CounterField as F, Keys,
+    LiveEntry, answer_field, hash_tag,
 )
 from projections.runner import StalePosition
 from stories.backends import is_cluster, run_pipeline
 
-__all__ = ["HANDLERS", "READ_MODEL_KEYS", "Keys", "RedisViewStore", "story_card"]
+__all__ = ["ERASURE_INDEXES", "HANDLERS", "READ_MODEL_KEYS", "Keys", "RedisViewStore", "apply_event", "story_card"]
 
 DEFAULT_GRACE = timedelta(hours=1)
 ANSWERED_KINDS = {"poll", "quiz", "slider", "countdown"}  # stickers whose answer each user gets back
 LONGEST_LIFE_MS = int(LONGEST_LIFE.total_seconds() * 1000)
+ERASED_KEPT_MS = int(ERASED_KEPT.total_seconds() * 1000)
 
 
 def _ms(moment: datetime) -> int:
@@ -42,6 +52,23 @@ def _ms(moment: datetime) -> int:
 
 
 Call = tuple  # (method, args) or (method, args, kwargs), as a redis-py pipeline would take it
+
+
+@dataclass
+class ErasurePlan:
+    """What an ``AccountErased`` purge needs read before its writes (``RedisViewStore._read_ahead``):
+    the person's graph sets, their live stories (entry and counter fields) and the live stories
+    whose keys name them (entry, card, question responses)."""
+
+    following: list[str] = field(default_factory=list)
+    followers: list[str] = field(default_factory=list)
+    close_friends: list[str] = field(default_factory=list)
+    close_friend_of: list[str] = field(default_factory=list)
+    muted_by: list[str] = field(default_factory=list)
+    muted: list[str] = field(default_factory=list)
+    own: dict[str, tuple[LiveEntry, list[str]]] = field(default_factory=dict)  # story -> (entry, counter fields)
+    # story -> (entry, card, question responses)
+    named: dict[str, tuple[LiveEntry, bytes | None, list[bytes]]] = field(default_factory=dict)
 
 
 @dataclass
@@ -63,14 +90,16 @@ class BatchWrites:
     calls: list[Call] = field(default_factory=list)
     positions: list[int] = field(default_factory=list)  # calls[i] was made for the event at positions[i]
     _expiry: dict[str, tuple[int, bool]] = field(default_factory=dict)
+    erasures: dict[str, ErasurePlan] = field(default_factory=dict)  # erased user -> what their purge read
+    forgotten: set[str] = field(default_factory=set)  # erased users' tags: no stamp is written for them
 
     def _call(self, name: str, *args: Any, **kwargs: Any) -> None:
         self.calls.append((name, args, kwargs) if kwargs else (name, args))
         self.positions.append(self.at)
 
-    def set(self, key: str, value: Any) -> None: self._call("set", key, value)
+    def set(self, key: str, value: Any, *flags: str) -> None: self._call("set", key, value, *flags)
     def hset(self, key: str, name: str, value: Any) -> None: self._call("hset", key, name, value)
-    def hdel(self, key: str, name: str) -> None: self._call("hdel", key, name)
+    def hdel(self, key: str, *names: str) -> None: self._call("hdel", key, *names)
     def hincrby(self, key: str, name: str, by: int) -> None: self._call("hincrby", key, name, by)
     def hincrbyfloat(self, key: str, name: str, by: float) -> None: self._call("hincrbyfloat", key, name, by)
     def sadd(self, key: str, *members: Any) -> None: self._call("sadd", key, *members)
@@ -79,6 +108,10 @@ class BatchWrites:
     def zremrangebyscore(self, key: str, low: Any, high: Any) -> None: self._call("zremrangebyscore", key, low, high)
     def lpush(self, key: str, *values: Any) -> None: self._call("lpush", key, *values)
     def ltrim(self, key: str, start: int, end: int) -> None: self._call("ltrim", key, start, end)
+    def linsert(self, key: str, where: str, pivot: Any, value: Any) -> None:
+        self._call("linsert", key, where, pivot, value)
+
+    def lrem(self, key: str, count: int, value: Any) -> None: self._call("lrem", key, count, value)
     def unlink(self, *keys: str) -> None: self._call("unlink", *keys)
 
     def zadd(self, key: str, mapping: dict, **flags: bool) -> None:
@@ -117,25 +150,42 @@ def story_card(e: st.StoryCreated) -> dict:
 
 
 def live_entry(e: st.StoryCreated) -> LiveEntry:
-    kinds = {s["sticker_type"] for s in e.stickers}
+    kinds = {s["sticker_type"] for s in e.stickers or ()}
     lists = ("w" if e.privacy == "custom" else "") + ("h" if e.hidden_from_ids else "") \
         + ("i" if kinds & ANSWERED_KINDS else "") + ("q" if "question" in kinds else "")
     return LiveEntry(e.story_id, e.user_id, e.privacy, _ms(e.occurred_at), _ms(datetime.fromisoformat(e.expires_at)),
                      lists)
 
 
+def ghost_entry(e: st.StoryCreated) -> LiveEntry:
+    """The entry of a story whose owner is erased (``LiveEntry.ghost``): its id and expiry only."""
+    return LiveEntry(e.story_id, "", "", 0, _ms(datetime.fromisoformat(e.expires_at)), "")
+
+
+def _named(ids: list[str | None] | None) -> list[str]:
+    """The ids of a list of people that still name someone (an erased person's entries are None)."""
+    return [i for i in ids or () if i is not None]
+
+
 def on_story_created(w: BatchWrites, k: Keys, e: st.StoryCreated) -> None:
-    entry = live_entry(e)
     p, sid = w, e.story_id
+    if e.user_id is None:  # its owner is erased: a ghost, nothing else (redis_schema)
+        ghost = ghost_entry(e)
+        p.hset(k.counters(sid), F.MEMBER, ghost.encode())
+        w.keep_until(k.counters(sid), ghost, e.occurred_at)
+        w.live[sid] = ghost
+        return
+    entry = live_entry(e)
     p.set(k.card(sid), orjson.dumps(story_card(e)))
     p.hset(k.counters(sid), F.MEMBER, entry.encode())
     w.keep_until(k.card(sid), entry, e.occurred_at)
     w.keep_until(k.counters(sid), entry, e.occurred_at)
-    if e.privacy == "custom" and e.allowed_viewer_ids:
-        p.sadd(k.allowed(sid), *e.allowed_viewer_ids)
+    allowed, hidden = _named(e.allowed_viewer_ids), _named(e.hidden_from_ids)
+    if e.privacy == "custom" and allowed:
+        p.sadd(k.allowed(sid), *allowed)
         w.keep_until(k.allowed(sid), entry, e.occurred_at)
-    if e.hidden_from_ids:
-        p.sadd(k.hidden(sid), *e.hidden_from_ids)
+    if hidden:
+        p.sadd(k.hidden(sid), *hidden)
         w.keep_until(k.hidden(sid), entry, e.occurred_at)
     p.sadd(k.live(e.user_id), entry.encode())
     w.keep_until(k.live(e.user_id), entry, e.occurred_at, shared=True)
@@ -146,10 +196,14 @@ def on_story_viewed(w: BatchWrites, k: Keys, e: en.StoryViewed) -> None:
     entry = w.story(e.story_id)
     if entry is None:
         return
-    p, seen = w, k.seen(e.viewer_id)
-    p.hincrby(k.counters(e.story_id), F.VIEWS, 1)
-    if e.view_number == 1:
-        p.hincrby(k.counters(e.story_id), F.UNIQUE_VIEWERS, 1)
+    p = w
+    if not entry.ghost:  # a ghost counts nothing: only the viewer's own keys are as they were
+        p.hincrby(k.counters(e.story_id), F.VIEWS, 1)
+        if e.view_number == 1:
+            p.hincrby(k.counters(e.story_id), F.UNIQUE_VIEWERS, 1)
+    if e.viewer_id is None:  # an erased viewer still counted; nothing of theirs is kept
+        return
+    seen = k.seen(e.viewer_id)
     p.zadd(seen, {e.story_id: _ms(e.occurred_at)}, nx=True)  # the first view's time
     # Whatever was seen longer ago than any story lives has expired: trim it as we go.
     p.zremrangebyscore(seen, "-inf", f"({_ms(e.occurred_at) - LONGEST_LIFE_MS}")
@@ -160,13 +214,19 @@ def on_story_viewed(w: BatchWrites, k: Keys, e: en.StoryViewed) -> None:
     p.zadd(k.seen_due, {e.viewer_id: entry.expires_ms}, gt=True)
 
 
+def _live(w: BatchWrites, story_id: str) -> bool:
+    """Whether the story is live in Redis and not a ghost: events about it may write its keys."""
+    entry = w.story(story_id)
+    return entry is not None and not entry.ghost
+
+
 def on_story_replied(w: BatchWrites, k: Keys, e: en.StoryReplied) -> None:
-    if w.story(e.story_id) is not None:
+    if _live(w, e.story_id):
         w.hincrby(k.counters(e.story_id), F.REPLIES, 1)
 
 
 def _tally(w: BatchWrites, k: Keys, e: en.StickerEvent, *fields: str, by: int = 1) -> bool:
-    if w.story(e.story_id) is None:
+    if not _live(w, e.story_id):
         return False
     for name in fields:
         w.hincrby(k.counters(e.story_id), name, by)
@@ -174,6 +234,8 @@ def _tally(w: BatchWrites, k: Keys, e: en.StickerEvent, *fields: str, by: int = 
 
 
 def _remember(w: BatchWrites, k: Keys, e: en.StickerEvent, value: Any) -> None:
+    if e.user_id is None:  # an erased person's answer: counted, not kept
+        return
     w.hset(k.answers(e.story_id), answer_field(e.sticker_index, e.user_id), value)
     w.keep_until(k.answers(e.story_id), w.live[e.story_id], e.occurred_at)  # type: ignore[arg-type]
 
@@ -205,7 +267,7 @@ def on_countdown_followed(w: BatchWrites, k: Keys, e: en.CountdownFollowed) -> N
 
 
 def on_countdown_unfollowed(w: BatchWrites, k: Keys, e: en.CountdownUnfollowed) -> None:
-    if _tally(w, k, e, F.followers(e.sticker_index), by=-1):
+    if _tally(w, k, e, F.followers(e.sticker_index), by=-1) and e.user_id is not None:
         w.hdel(k.answers(e.story_id), answer_field(e.sticker_index, e.user_id))
 
 
@@ -225,8 +287,8 @@ def on_link_tapped(w: BatchWrites, k: Keys, e: en.LinkTapped) -> None:
 def on_story_gone(w: BatchWrites, k: Keys, e: st.StoryDeleted | st.StoryExpired) -> None:
     entry = w.story(e.story_id)
     stale = set(w.members.get(e.story_id, ())) - ({entry.encode().encode()} if entry else set())
-    if entry is not None or stale:
-        w.srem(k.live(e.user_id), *([entry.encode()] if entry else []), *stale)
+    if e.user_id is not None and (entry is not None and not entry.ghost or stale):
+        w.srem(k.live(e.user_id), *([entry.encode()] if entry and not entry.ghost else []), *stale)
     w.unlink(*k.story_keys(e.story_id))  # UNLINK: a hot story's large hashes are freed off the main thread
     w.live[e.story_id] = None
 
@@ -234,7 +296,7 @@ def on_story_gone(w: BatchWrites, k: Keys, e: st.StoryDeleted | st.StoryExpired)
 def on_story_edited(w: BatchWrites, k: Keys, e: st.StoryEdited) -> None:
     """The edited content goes beside the counters (``CounterField.EDIT``): the card stays as created
     and every read of a live story, which reads the counters anyway, lays the edit over it."""
-    if w.story(e.story_id) is not None:
+    if _live(w, e.story_id):
         w.hset(k.counters(e.story_id), F.EDIT, orjson.dumps(edited_content(e)))
 
 
@@ -245,31 +307,209 @@ def edited_content(e: st.StoryEdited) -> dict[str, Any]:
 
 
 def on_user_muted(w: BatchWrites, k: Keys, e: so.UserMuted) -> None:
+    if e.user_id is None or e.muted_id is None:  # an erased side: nothing of it is kept
+        return
     w.sadd(k.muted(e.user_id), e.muted_id)
 
 
 def on_user_unmuted(w: BatchWrites, k: Keys, e: so.UserUnmuted) -> None:
+    if e.user_id is None or e.muted_id is None:
+        return
     w.srem(k.muted(e.user_id), e.muted_id)
 
 
 def on_user_followed(w: BatchWrites, k: Keys, e: so.UserFollowed) -> None:
+    if e.follower_id is None or e.followee_id is None:
+        return
     w.sadd(k.following(e.follower_id), e.followee_id)
     w.sadd(k.followers(e.followee_id), e.follower_id)
 
 
 def on_user_unfollowed(w: BatchWrites, k: Keys, e: so.UserUnfollowed) -> None:
+    if e.follower_id is None or e.followee_id is None:
+        return
     w.srem(k.following(e.follower_id), e.followee_id)
     w.srem(k.followers(e.followee_id), e.follower_id)
 
 
 def on_close_friend_added(w: BatchWrites, k: Keys, e: so.CloseFriendAdded) -> None:
+    if e.user_id is None or e.friend_id is None:
+        return
     w.sadd(k.close_friends(e.user_id), e.friend_id)
     w.sadd(k.close_friend_of(e.friend_id), e.user_id)
 
 
 def on_close_friend_removed(w: BatchWrites, k: Keys, e: so.CloseFriendRemoved) -> None:
+    if e.user_id is None or e.friend_id is None:
+        return
     w.srem(k.close_friends(e.user_id), e.friend_id)
     w.srem(k.close_friend_of(e.friend_id), e.user_id)
+
+
+def on_account_erased(w: BatchWrites, k: Keys, e: AccountErased) -> None:
+    """Record the pseudonym (the query API refuses the account's tokens: ``read_api.queries.is_erased``)
+    and, when the projector knows whom it names and has read what they left (``w.erasures``), remove
+    every trace of them: their keys, their place in other people's sets, their live stories (which
+    become ghosts, as a replay makes them), their answers and their places on live stories' lists.
+    Every write is idempotent; each tag's go through its stamped script like any other."""
+    ms = _ms(e.occurred_at)
+    w.zadd(k.erased, {e.pseudonym: ms})
+    w.zremrangebyscore(k.erased, "-inf", f"({ms - ERASED_KEPT_MS}")
+    plan = w.erasures.get(e.user_id) if e.user_id else None
+    if plan is None:
+        return
+    u = e.user_id
+    # each set of theirs, and where the others in it hold them in turn
+    for others, their_set in ((plan.following, k.followers), (plan.followers, k.following),
+                              (plan.close_friends, k.close_friend_of), (plan.close_friend_of, k.close_friends),
+                              (plan.muted_by, k.muted), (plan.muted, k.muted_by)):
+        for other in others:
+            w.srem(their_set(other), u)
+    for sid, (entry, fields) in plan.own.items():  # their live stories: ghosts, as a replay has them
+        w.unlink(*(key for key in k.story_keys(sid) if key != k.counters(sid)))
+        if fields:
+            dropped = [f for f in fields if f != F.MEMBER and not f.startswith("@")]
+            if dropped:
+                w.hdel(k.counters(sid), *dropped)
+            ghost = entry.as_ghost()
+            w.hset(k.counters(sid), F.MEMBER, ghost.encode())
+            w.live[sid] = ghost
+        else:
+            w.unlink(k.counters(sid))
+            w.live[sid] = None
+    for sid, (entry, card, responses) in plan.named.items():
+        if sid in plan.own:
+            continue
+        w.live[sid] = entry
+        if entry.ghost:
+            continue  # a ghost's keys name nobody
+        w.hdel(k.answers(sid), *(answer_field(i, u) for i in range(MAX_STICKERS)))
+        w.srem(k.allowed(sid), u)
+        w.srem(k.hidden(sid), u)
+        for raw in responses:
+            response = orjson.loads(raw)
+            if response.get("user_id") == u:  # as a replay pushes it: answered, by nobody named
+                w.linsert(k.responses(sid), "BEFORE", raw, orjson.dumps({**response, "user_id": None, "text": None}))
+                w.lrem(k.responses(sid), 1, raw)
+        if card is not None:
+            patched = unnamed_card(card, u)
+            if patched is not None:
+                w.set(k.card(sid), patched, "KEEPTTL")
+    # Their stamps (``P:at:{u}``) go too, and this batch writes none under their tag: a key named
+    # by their id would outlive them. Gap: a runner that read a batch naming them before the
+    # erasure and stalled past this purge finds no stamp, so its late writes to their keys land
+    # (fenced at its next step; erasing again removes them), as on MongoDB (``on_account_erased``).
+    w.unlink(*k.user_keys(u), k.stamps(u))
+    w.forgotten.add(u)
+    w.zrem(k.seen_due, u)
+
+
+def plan_erasure(read: Callable[[list[tuple]], list], k: Keys, u: str) -> ErasurePlan:
+    """What the purge of ``u`` reads first, in two round trips of single-key commands (any slot;
+    ``read`` runs a list of them and returns their replies): their graph sets, their live stories'
+    entries and counter fields, and each live story whose keys name them (``P:named:{u}``) with its
+    entry, card and question responses."""
+    following, followers, cf, cfof, muted_by, muted, live, named = read([
+        ("SMEMBERS", k.following(u)), ("SMEMBERS", k.followers(u)), ("SMEMBERS", k.close_friends(u)),
+        ("SMEMBERS", k.close_friend_of(u)), ("SMEMBERS", k.muted_by(u)), ("SMEMBERS", k.muted(u)),
+        ("SMEMBERS", k.live(u)), ("ZRANGE", k.named(u), 0, -1),
+    ])
+    text = lambda values: sorted(v.decode() if isinstance(v, bytes) else v for v in values or ())  # noqa: E731
+    own = {entry.story_id: entry for entry in sorted(map(LiveEntry.decode, live or ()), key=lambda x: x.story_id)}
+    named_ids = [sid for sid in text(named) if sid not in own]
+    replies = read([
+        *(("HKEYS", k.counters(sid)) for sid in own),
+        *(cmd for sid in named_ids for cmd in (("HGET", k.counters(sid), F.MEMBER), ("GET", k.card(sid)),
+                                              ("LRANGE", k.responses(sid), 0, -1))),
+    ]) if own or named_ids else []
+    plan = ErasurePlan(text(following), text(followers), text(cf), text(cfof), text(muted_by), text(muted))
+    for (sid, entry), fields in zip(own.items(), replies):
+        plan.own[sid] = (entry, text(fields))
+    rest = replies[len(own):]
+    for i, sid in enumerate(named_ids):
+        member, card, responses = rest[3 * i:3 * i + 3]
+        if member:
+            plan.named[sid] = (LiveEntry.decode(member), card, list(responses or ()))
+    return plan
+
+
+def unnamed_card(card: bytes, user_id: str) -> bytes | None:
+    """A live story's card as a replay writes it once ``user_id`` is erased (None if it does not name
+    them): their entries in its lists read None, and a reshare of their story loses its origin and
+    the content it copied from it."""
+    doc = orjson.loads(card)
+    changed = False
+    for name in ("allowed_viewer_ids", "hidden_from_ids"):
+        ids = doc.get(name)
+        if ids and user_id in ids:
+            doc[name] = [None if i == user_id else i for i in ids]
+            changed = True
+    origin = doc.get("reshared_from")
+    if isinstance(origin, dict) and origin.get("user_id") == user_id:
+        doc.update(dict.fromkeys(st.ORIGINAL_AUTHORS_FIELDS))  # what the original's author wrote, too
+        changed = True
+    return orjson.dumps(doc) if changed else None
+
+
+# -- erasure indexes: what a purge reads to find a person's traces in other keys ----------------
+
+def _index_named(w: BatchWrites, k: Keys, user_id: str, entry: LiveEntry, at: datetime) -> None:
+    key = k.named(user_id)
+    w.zadd(key, {entry.story_id: entry.expires_ms})
+    w.zremrangebyscore(key, "-inf", f"({_ms(at) - LONGEST_LIFE_MS}")  # stories long gone
+    w.keep_until(key, entry, at, shared=True)
+
+
+def index_story_created(w: BatchWrites, k: Keys, e: st.StoryCreated) -> None:
+    entry = w.story(e.story_id)
+    if entry is None:
+        return
+    listed = _named(e.allowed_viewer_ids) + _named(e.hidden_from_ids)  # its card names them, whatever the privacy
+    origin = (e.reshared_from or {}).get("user_id")
+    for user_id in dict.fromkeys([*listed, *([origin] if origin else [])]):
+        _index_named(w, k, user_id, entry, e.occurred_at)
+
+
+def index_answer(w: BatchWrites, k: Keys, e: en.StickerEvent) -> None:
+    entry = w.story(e.story_id)
+    if entry is not None and e.user_id is not None:
+        _index_named(w, k, e.user_id, entry, e.occurred_at)
+
+
+def index_muted(w: BatchWrites, k: Keys, e: so.UserMuted) -> None:
+    if e.user_id is not None and e.muted_id is not None:
+        w.sadd(k.muted_by(e.muted_id), e.user_id)
+
+
+def index_unmuted(w: BatchWrites, k: Keys, e: so.UserUnmuted) -> None:
+    if e.user_id is not None and e.muted_id is not None:
+        w.srem(k.muted_by(e.muted_id), e.user_id)
+
+
+# Applied after each event's handler (``apply_event``): kept apart from HANDLERS so each handler
+# stays the read model's own writes.
+ERASURE_INDEXES: dict[type, Callable] = {
+    st.StoryCreated: index_story_created,
+    en.PollVoted: index_answer,
+    en.QuizAnswered: index_answer,
+    en.SliderAnswered: index_answer,
+    en.CountdownFollowed: index_answer,
+    en.QuestionAnswered: index_answer,
+    so.UserMuted: index_muted,
+    so.UserUnmuted: index_unmuted,
+}
+
+
+def apply_event(w: BatchWrites, k: Keys, event: Any, handlers: dict[type, Callable] | None = None) -> None:
+    """One event's writes: its handler's, then its erasure index's (the Redis read model's way to
+    apply an event; ``projections.bulk_load`` should call it too)."""
+    handler = (HANDLERS if handlers is None else handlers).get(type(event))
+    if handler is not None:
+        handler(w, k, event)
+    if handlers is None or handlers is HANDLERS:
+        indexer = ERASURE_INDEXES.get(type(event))
+        if indexer is not None:
+            indexer(w, k, event)
 
 
 def _nothing(w, k, e) -> None:
@@ -296,6 +536,7 @@ HANDLERS: dict[type, Callable] = {
     so.UserUnfollowed: on_user_unfollowed,
     so.CloseFriendAdded: on_close_friend_added,
     so.CloseFriendRemoved: on_close_friend_removed,
+    AccountErased: on_account_erased,
     **{cls: _nothing for cls in (
         hl.HighlightCreated, hl.HighlightUpdated, hl.HighlightStoriesAdded, hl.HighlightStoriesRemoved,
         hl.HighlightDeleted, hl.HighlightFiled, hl.HighlightUnfiled, hl.HighlightsReordered,
@@ -311,10 +552,14 @@ def change_notice(events: list[LoggedEvent], position: int) -> dict[str, Any]:
     stories: dict[str, None] = {}
     authors: dict[str, None] = {}
     pairs: dict[tuple[str, str], None] = {}
+    resync = False
     for logged in events:
         e = logged.event
         if isinstance(e, (en.StoryNavigated, en.StoryShared)):
             continue  # they change the owner's insights, which are not streamed
+        if isinstance(e, AccountErased):
+            resync = True  # whose trays and stories changed is not published: everyone re-reads
+            continue
         if isinstance(e, (st.StoryCreated, st.StoryEdited, st.StoryDeleted, st.StoryExpired)):
             stories[e.story_id] = None
             authors[e.user_id] = None
@@ -332,8 +577,13 @@ def change_notice(events: list[LoggedEvent], position: int) -> dict[str, Any]:
             pairs[(e.friend_id, e.user_id)] = None
         elif isinstance(e, (so.UserMuted, so.UserUnmuted)):
             pairs[(e.user_id, e.muted_id)] = None
-    return {"position": position, "stories": list(stories), "authors": list(authors),
-            "pairs": [list(pair) for pair in pairs]}
+    stories.pop(None, None)  # type: ignore[call-overload]
+    authors.pop(None, None)  # type: ignore[call-overload]
+    notice = {"position": position, "stories": list(stories), "authors": list(authors),
+              "pairs": [list(pair) for pair in pairs if None not in pair]}
+    if resync:
+        notice["resync"] = True
+    return notice
 
 
 def stories_to_look_up(events: list[LoggedEvent]) -> list[str]:
@@ -438,6 +688,7 @@ class _TagWrites:
     make_stamp: bool
     keys: dict[str, int] = field(default_factory=dict)
     ops: list[Any] = field(default_factory=list)
+    story: bool = False  # a story's tag (APPLY_STORY: its stamps in its counters, and a tombstone)
 
     def add(self, position: int, command: str, key: str, args: list) -> None:
         index = self.keys.setdefault(key, len(self.keys) + 2)  # KEYS[1] is the stamp key
@@ -497,13 +748,14 @@ class RedisViewStore:
         return sha
 
     def _read_ahead(self, events: list[LoggedEvent], start: int) -> tuple[
-            dict[str, LiveEntry | None], dict[str, list[bytes]], list[bytes]]:
+            dict[str, LiveEntry | None], dict[str, list[bytes]], list[bytes], dict[str, ErasurePlan]]:
         """In one round trip: that the position is still ``start`` (else StalePosition); the live
         entries of the stories the batch touches; for the stories it ends, their members as the
         author's live set holds them (found by story id, should the counters hash that names the
         member have expired first); the viewers whose seen sets may be due."""
         story_ids = stories_to_look_up(events) if self.live_window else []
-        gone = [e.event for e in events if self.live_window and isinstance(e.event, (st.StoryDeleted, st.StoryExpired))]
+        gone = [e.event for e in events if self.live_window and isinstance(e.event, (st.StoryDeleted, st.StoryExpired))
+                and e.event.user_id is not None]
         reclaim = self.live_window and bool(events)
         at, *replies = run_pipeline(self.client, [
             ("GET", self.keys.position(self.name)),
@@ -516,7 +768,12 @@ class RedisViewStore:
             raise StalePosition(self.name)
         live = {sid: LiveEntry.decode(m) if m else None for sid, m in zip(story_ids, replies)}
         members = {event.story_id: found for event, (_, found) in zip(gone, replies[len(story_ids):])}
-        return live, members, (replies[-1] if reclaim else [])
+        erased = [e.event.user_id for e in events if self.live_window and isinstance(e.event, AccountErased)
+                  and e.event.user_id]
+        plans = {user_id: plan_erasure(lambda commands: run_pipeline(self.client, commands), self.keys, user_id)
+                 for user_id in dict.fromkeys(erased)}
+        return live, members, (replies[-1] if reclaim else []), plans
+
 
     @staticmethod
     def _last_ms(events: list[LoggedEvent]) -> int:
@@ -540,20 +797,18 @@ class RedisViewStore:
                 if group is None:
                     story = tag in writes.live  # a story's stamps live in its counters, and go with it
                     group = groups[tag] = _TagWrites(self.keys.counters(tag) if story else self.keys.stamps(tag),
-                                                     not story)
+                                                     not story and tag not in writes.forgotten, story=story)
                     if story:  # KEYS[2]: where the stamp stays once the story has ended (APPLY_STORY)
                         group.keys[self.keys.stamps(tag)] = 2
                 group.add(position, command, key, args)
         return groups, plain
 
     def apply(self, events: list[LoggedEvent], start: int, position: int) -> None:
-        live, members, due = self._read_ahead(events, start)
-        writes = BatchWrites(self.grace_ms, dict(live), members)
+        live, members, due, plans = self._read_ahead(events, start)
+        writes = BatchWrites(self.grace_ms, dict(live), members, erasures=plans)
         for logged in events:
-            handler = self.handlers.get(type(logged.event))
-            if handler is not None:
-                writes.at = logged.position
-                handler(writes, self.keys, logged.event)
+            writes.at = logged.position
+            apply_event(writes, self.keys, logged.event, self.handlers)
         writes.set_expiries()
         groups, plain = self._group(writes)
         # Stories the batch removes go last: until they are gone, a re-run still finds them live
@@ -563,7 +818,7 @@ class RedisViewStore:
         last = {tag: g for tag, g in groups.items() if tag in ending}
         top = max((logged.position for logged in events), default=position)
         for tag, group in last.items():
-            if not group.make_stamp:  # the ended story's tombstone: its stamp, where APPLY_STORY reads it
+            if group.story:  # the ended story's tombstone: its stamp, where APPLY_STORY reads it
                 tomb = self.keys.stamps(tag)
                 group.add(top, "HSET", tomb, [self.stamp_field, top])
                 group.add(top, "PEXPIRE", tomb, [STAMP_LIFE_MS + self.grace_ms])
@@ -601,7 +856,7 @@ class RedisViewStore:
                 apply_sha, story_sha = self._sha(APPLY), self._sha(self.APPLY_STORY)
                 reclaim_sha, undue_sha = (self._sha(RECLAIM_SEEN), self._sha(UNDUE)) if due else ("", "")
                 run_pipeline(self.client, [
-                    *(("EVALSHA", apply_sha if g.make_stamp else story_sha, 1 + len(g.keys), g.stamp_key, *g.keys,
+                    *(("EVALSHA", story_sha if g.story else apply_sha, 1 + len(g.keys), g.stamp_key, *g.keys,
                        self.stamp_field, int(g.make_stamp), user_ttl if g.make_stamp else 0, top, *g.ops)
                       for g in groups.values()),
                     *((command, key, *args) for command, key, args in plain),

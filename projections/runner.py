@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Callable, Protocol
 
 from commands.event_store import EventStore, LoggedEvent
+from domain.accounts import AccountErased
 
 log = logging.getLogger(__name__)
 
@@ -57,11 +58,26 @@ class Partition:
         if self.count == 1:
             return True
         event = logged.event
+        if isinstance(event, AccountErased):  # a person's documents are in every partition
+            return True
         key = getattr(event, "story_id", None) or str(event.originator_id)
         return zlib.crc32(key.encode()) % self.count == self.index
 
     def name(self, base: str) -> str:
         return base if self.count == 1 else f"{base}.p{self.index}of{self.count}"
+
+
+def erasure_alone(events: list[LoggedEvent], reached: int) -> tuple[list[LoggedEvent], int]:
+    """Cut a batch so that an ``AccountErased`` is applied alone, after the events before it
+    have landed: its purge then reads the read models as they name the person, with nothing of
+    theirs still pending in the same batch. (A re-run of a cut batch reads exactly its range
+    again, so it is cut the same way.)"""
+    for i, logged in enumerate(events):
+        if isinstance(logged.event, AccountErased):
+            if i == 0:
+                return events[:1], logged.position
+            return events[:i], logged.position - 1
+    return events, reached
 
 
 class ProjectionRunner:
@@ -91,6 +107,7 @@ class ProjectionRunner:
     def _apply(self, events: list[LoggedEvent], reached: int) -> int:
         if reached == self.position:
             return 0
+        events, reached = erasure_alone(events, reached)
         if self.partition.count > 1:
             events = [e for e in events if self.partition.owns(e)]
         if self.keep is not None:

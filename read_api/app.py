@@ -21,14 +21,14 @@ from read_api import live
 from read_api.live_page import add_live_page
 from read_api.pages import DEFAULT_LIMIT, MAX_LIMIT, Cursors
 from read_api.queries import Queries
-from stories.auth import TokenVerifier
+from stories.auth import ErasedAccounts, TokenVerifier
 from stories.backends import async_mongo_client, async_redis_client
 from domain.errors import DomainError
 from stories.http import (
     REGISTRY, UNAVAILABLE, USER, ApiError, Route, actor, add_routes, error_middleware, error_response_of,
     json_response, metrics_middleware, openapi_document, ready_handler, unavailable_response,
 )
-from stories.settings import Settings, cursor_secret
+from stories.settings import Settings, cursor_secret, pseudonym_key
 
 QUERIES = web.AppKey("queries", Queries)
 POSITION = web.AppKey("projection_positions", "ProjectionPositions")
@@ -412,11 +412,46 @@ ROUTES = [
 ]
 
 
+ERASED_REFRESH_S = 1.0
+ERASED_LOOKBACK_MS = 60_000
+
+
+def _erased_accounts(queries: ServedQueries, erased: ErasedAccounts) -> Callable:
+    """Every second, learn the accounts erased since the last look (the projector records each
+    ``AccountErased`` in the Redis read model: ``P:erased:{~erased}``, pseudonym -> ms), so that
+    their tokens are refused here too."""
+
+    async def refresh() -> None:
+        # Scores are erasure times by the erasing process's clock: look back a little each time.
+        low = int(erased.since) - ERASED_LOOKBACK_MS if erased.since else "-inf"
+        found = await queries.redis.zrangebyscore(queries.keys.erased, low, "+inf", withscores=True)
+        if found:
+            erased.add(name.decode() if isinstance(name, bytes) else name for name, _ in found)
+            erased.since = str(max(int(erased.since or 0), int(found[-1][1])))
+
+    async def context(app: web.Application):
+        async def follow() -> None:
+            while True:
+                try:
+                    await refresh()
+                except Exception as error:  # Redis is down: /ready says so; keep what we know
+                    log.debug("erased accounts not refreshed: %s", error)
+                await asyncio.sleep(ERASED_REFRESH_S)
+
+        task = asyncio.create_task(follow())
+        yield
+        task.cancel()
+        with suppress(asyncio.CancelledError):
+            await task
+
+    return context
+
+
 def create_app(settings: Settings, clock: Callable[[], datetime] | None = None) -> web.Application:
     registry = CollectorRegistry()
     app = web.Application(middlewares=[metrics_middleware(registry), error_middleware])
     app[REGISTRY] = registry
-    app[USER] = TokenVerifier(settings)
+    app[USER] = TokenVerifier(settings, ErasedAccounts(pseudonym_key(settings)))
     app[CLOCK] = clock or (lambda: datetime.now(timezone.utc))
     app["max_body_bytes"] = settings.max_body_bytes
     app["min_position_wait_s"] = settings.min_position_wait_s
@@ -462,6 +497,7 @@ def create_app(settings: Settings, clock: Callable[[], datetime] | None = None) 
         await redis.aclose()
 
     app.cleanup_ctx.append(follow_positions)
+    app.cleanup_ctx.append(_erased_accounts(queries, app[USER].erased))
 
     async def end_streams(app: web.Application) -> None:
         hub.close()  # open event streams end before the server waits for its handlers

@@ -174,6 +174,9 @@ class LiveHub:
         position = int(notice.get("position", 0))
         self.notices += 1
         self.last_position = max(self.last_position, position)
+        if notice.get("resync"):  # an erasure: whose state changed is not published, so every stream re-reads
+            self.wake_all(resync=True)
+            return
         for story_id in notice.get("stories", ()):
             for w in self.by_story.get(story_id, ()):
                 w.poke(position)

@@ -42,7 +42,8 @@ def base_story(doc: dict, viewer: str, now: datetime, *, viewed_by_me: bool, vie
         edited_at=_iso(doc.get("edited_at")),
     )
     if viewer == doc["user_id"]:  # only the owner sees who the story was meant for
-        story.update((name, doc.get(name, [])) for name in OWNER_ONLY_FIELDS)
+        # (an erased person is never listed: the projector leaves them out; skipped here too)
+        story.update((name, [p for p in doc.get(name) or [] if p is not None]) for name in OWNER_ONLY_FIELDS)
     return story
 
 

@@ -43,6 +43,32 @@ def _ms(moment: datetime) -> int:
     return int(moment.timestamp() * 1000)
 
 
+async def is_erased(redis: Redis, keys: Keys | str, pseudonym: str) -> bool:
+    """Whether the account of this pseudonym (``domain.accounts.AccountErased``) was erased, by the
+    Redis read model's ``P:erased:{~erased}`` (``keys``: the read side's ``Keys`` or its prefix).
+    It holds each pseudonym ``ERASED_KEPT`` (400 days), longer than any token lives."""
+    k = Keys(keys) if isinstance(keys, str) else keys
+    return await redis.zscore(k.erased, pseudonym) is not None
+
+
+def _named_ids(ids: list | None) -> list[str]:
+    return [i for i in ids or () if i is not None]
+
+
+def _unnamed(doc: dict) -> dict:
+    """A story without its erased entries: a list of people in which an erased person reads None
+    (their key is gone) is served without them."""
+    lists = {name: [i for i in doc[name] if i is not None] for name in ("allowed_viewer_ids", "hidden_from_ids")
+             if doc.get(name) and None in doc[name]}
+    return {**doc, **lists} if lists else doc
+
+
+def _responses(raw: list[bytes]) -> list[dict]:
+    """Question responses as served: an erased person's (kept for its place, naming nobody) are left out."""
+    return [{key: r[key] for key in ("user_id", "text", "answered_at")} for r in map(orjson.loads, raw)
+            if r.get("user_id") is not None]
+
+
 def _at(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, timezone.utc)
 
@@ -92,6 +118,10 @@ def _position(cursor_values: list[Any]) -> list[Any]:
 
 
 class Queries:
+    async def is_erased(self, pseudonym: str) -> bool:
+        """``is_erased`` on this read side's Redis and prefix."""
+        return await is_erased(self.redis, self.keys, pseudonym)
+
     def __init__(self, mongo: AsyncMongoClient, database: str, redis: Redis, prefix: str, platform: Platform,
                  cursors: Cursors | None = None) -> None:
         self.db = mongo[database]
@@ -117,7 +147,7 @@ class Queries:
     async def audience_size(self, doc: dict) -> int:
         owner, privacy, k = doc["user_id"], doc["privacy"], self.keys
         if privacy == "custom":
-            return len(doc.get("allowed_viewer_ids", []))
+            return len(_named_ids(doc.get("allowed_viewer_ids")))
         if privacy == "close_friends":
             return await self.redis.scard(k.close_friends(owner))
         if privacy == "friends" or (privacy == "public" and self.platform is Platform.ENTATIVA):
@@ -131,6 +161,7 @@ class Queries:
                  responses: list[dict] | None) -> dict:
         """The one served shape of a story, from a MongoDB document or a Redis card with its
         counters (``projections.redis_schema.counters_from_hash`` gives them the same fields)."""
+        doc = _unnamed(doc)
         owner = viewer == doc["user_id"]
         story = presenter.base_story(doc, viewer, now, viewed_by_me=seen, view_count=doc.get("view_count", 0),
                                      reply_count=doc.get("reply_count", 0))
@@ -138,7 +169,7 @@ class Queries:
         story["stickers"] = [
             presenter.sticker_with_results(i, sticker, results, mine.get(i, {}), owner, now,
                                            responses if sticker["sticker_type"] == "question" else None)
-            for i, sticker in enumerate(doc.get("stickers", []))
+            for i, sticker in enumerate(doc.get("stickers") or [])
         ]
         if owner:
             story["unique_viewers"] = doc.get("unique_viewers", 0)
@@ -148,7 +179,7 @@ class Queries:
     def _mine(doc: dict, raw: list[bytes | None] | None) -> dict[int, dict]:
         """The caller's own answers, from ``HMGET mine:{s} 0:<viewer> ... 9:<viewer>``."""
         out: dict[int, dict] = {}
-        for i, sticker in enumerate(doc.get("stickers", [])):
+        for i, sticker in enumerate(doc.get("stickers") or []):
             kind = sticker["sticker_type"]
             value = raw[i] if raw is not None and i < len(raw) else None
             if kind == "countdown":
@@ -188,7 +219,7 @@ class Queries:
                                                         {"story_id": 1}):
                 seen[row["story_id"]] = True
         asking = [d for d in docs if d["user_id"] == viewer
-                  and any(s["sticker_type"] == "question" for s in d.get("stickers", []))]
+                  and any(s["sticker_type"] == "question" for s in d.get("stickers") or [])]
         responses = await self._latest_responses([d["_id"] for d in asking])
         return [self._present(d, viewer, now, seen=seen.get(d["_id"], False),
                               mine=self._mine(d, mine_raw.get(d["_id"])), responses=responses.get(d["_id"]))
@@ -206,7 +237,8 @@ class Queries:
         ])
         out: dict[str, list[dict]] = {story_id: [] for story_id in story_ids}
         async for group in found:
-            out[group["_id"]] = [{**r, "answered_at": r["answered_at"].isoformat()} for r in group["latest"]]
+            out[group["_id"]] = [{**r, "answered_at": r["answered_at"].isoformat()} for r in group["latest"]
+                                 if r.get("user_id") is not None]  # an erased person's: not served
         return out
 
     # -- stories --------------------------------------------------------------------------
@@ -420,8 +452,7 @@ class Queries:
         cards, rest = [found[k.card(sid)] for sid, _, _, _ in items], replies[len(card_groups):]
         n, m = len(items), len(asks_mine)
         counters, mine = rest[:n], dict(zip(asks_mine, rest[n:n + m]))
-        responses = {sid: [{key: r[key] for key in ("user_id", "text", "answered_at")} for r in map(orjson.loads, raw)]
-                     for sid, raw in zip(own_questions, rest[n + m:])}
+        responses = {sid: _responses(raw) for sid, raw in zip(own_questions, rest[n + m:])}
         out = {}
         for (sid, _, _, was_seen), card, raw_counters in zip(items, cards, counters):
             if card is None:
@@ -441,7 +472,8 @@ class Queries:
             self.db.story_viewers, {"story_id": story_id}, [("first_viewed_at", -1), ("viewer_id", 1)],
             f"viewers:{story_id}:{viewer}", limit, cursor)
         items = [{"user_id": r["viewer_id"], "first_viewed_at": r["first_viewed_at"].isoformat(),
-                  "viewed_at": r["last_viewed_at"].isoformat(), "view_count": r["view_count"]} for r in rows]
+                  "viewed_at": r["last_viewed_at"].isoformat(), "view_count": r["view_count"]} for r in rows
+                 if r.get("viewer_id") is not None]  # an erased viewer: counted, never listed
         return {**page(items, next_cursor), "story_id": story_id, "total": doc.get("unique_viewers", 0)}
 
     async def answers(self, story_id: str, viewer: str, now: datetime, limit: int, cursor: str | None,
@@ -455,7 +487,8 @@ class Queries:
             self.db.question_answers, query, [("answered_at", -1), ("_id", -1)],
             f"answers:{story_id}:{sticker_index}:{viewer}", limit, cursor)
         items = [{"user_id": r["user_id"], "sticker_index": r["sticker_index"], "text": r["text"],
-                  "answered_at": r["answered_at"].isoformat()} for r in rows]
+                  "answered_at": r["answered_at"].isoformat()} for r in rows
+                 if r.get("user_id") is not None]  # an erased person's answer: not served
         return {**page(items, next_cursor), "story_id": story_id}
 
     async def story_insights(self, story_id: str, viewer: str, now: datetime) -> dict:

@@ -9,12 +9,14 @@ loopback only.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import ipaddress
 import os
 import secrets
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import jwt
 
@@ -142,8 +144,32 @@ def hs256_secret(settings: Settings, minting: bool = False) -> str:
 # -- verifying and minting -----------------------------------------------------------------
 
 
+class ErasedAccounts:
+    """The pseudonyms of erased accounts (``../shared/CONTRACT.md``, "Erasure"), so that their
+    tokens are refused. Each API process keeps them in memory, fed from its side's own record
+    (the command API: the key store; the query API: the read model), and checks every request
+    against them: an HMAC, and only once any account has been erased."""
+
+    def __init__(self, key: bytes) -> None:
+        self._key = key
+        self._pseudonyms: set[str] = set()
+        self.since = ""  # the newest erasure seen (ISO time or position: the feeder's own mark)
+
+    def add(self, pseudonyms: Iterable[str]) -> None:
+        self._pseudonyms.update(pseudonyms)
+
+    def __contains__(self, user_id: str) -> bool:
+        if not self._pseudonyms:
+            return False
+        return hmac.new(self._key, user_id.encode(), hashlib.sha256).hexdigest() in self._pseudonyms
+
+    def __len__(self) -> int:
+        return len(self._pseudonyms)
+
+
 class TokenVerifier:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, erased: ErasedAccounts | None = None) -> None:
+        self.erased = erased if erased is not None else ErasedAccounts(b"")
         if settings.jwt_public_key:
             self._key, self._algorithms = load_public_key(settings.jwt_public_key), ["RS256"]
         else:
@@ -164,7 +190,7 @@ class TokenVerifier:
         cached = self._verified.get(token)
         if cached is not None:
             if time.time() < cached[1]:
-                return cached[0]
+                return self._not_erased(cached[0])
             del self._verified[token]
         try:
             claims = jwt.decode(
@@ -180,7 +206,12 @@ class TokenVerifier:
         if len(self._verified) >= CACHE_SIZE:
             self._verified.clear()
         self._verified[token] = (sub, min(float(claims["exp"]), time.time() + CACHE_TTL_S))
-        return sub
+        return self._not_erased(sub)
+
+    def _not_erased(self, user_id: str) -> str:
+        if user_id in self.erased:
+            raise AuthError("this account has been erased")
+        return user_id
 
 
 def mint_token(settings: Settings, user_id: str, ttl_s: int = 3600) -> str:

@@ -1,4 +1,4 @@
-"""Clients for the read-side stores, built from settings (one place for their options).
+"""Clients for the event log and the read-side stores, built from settings (one place for their options).
 
 ``STORIES_REDIS_URL`` names one server (``redis://``, ``rediss://``, ``unix://``) or a Redis
 Cluster (``redis+cluster://host:port,host:port,...``: any of its nodes; the client finds the
@@ -12,7 +12,7 @@ import asyncio
 import weakref
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
-from typing import Sequence, TypeVar, Union
+from typing import TYPE_CHECKING, Sequence, TypeVar, Union
 from urllib.parse import parse_qs, urlparse
 
 import redis
@@ -23,6 +23,17 @@ from pymongo import AsyncMongoClient, MongoClient
 from redis.connection import HiredisRespSerializer
 
 from stories.settings import Settings
+
+if TYPE_CHECKING:
+    from commands.event_store import EventStore
+
+
+def event_store(settings: Settings) -> "EventStore":
+    """The event log, with the key store's settings (personal data, erasure)."""
+    from commands.event_store import EventStore
+
+    return EventStore(settings.event_store_url, master_keys=settings.master_keys,
+                      encrypt=settings.encrypt_personal_data, purge_window=settings.erasure_purge_window)
 
 
 MONGO_OPTIONS = dict(serverSelectionTimeoutMS=2000, connectTimeoutMS=2000, tz_aware=True)

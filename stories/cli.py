@@ -148,7 +148,7 @@ def expirer(once: bool = typer.Option(False, "--once", help="run one sweep and e
     import asyncio
     import signal
 
-    from commands.event_store import EventStore
+    from stories.backends import event_store
     from projections.expiry import Expirer
     from stories.backends import redis_client
 
@@ -156,7 +156,7 @@ def expirer(once: bool = typer.Option(False, "--once", help="run one sweep and e
     settings = _loopback_in_dev_mode(Settings())
     clock = _clock(settings)
     settings = _with_backends(settings, "redis")
-    store = EventStore(settings.event_store_url)
+    store = event_store(settings)
     worker = Expirer(store, redis_client(settings), settings.redis_prefix, settings.platform, clock=clock)
 
     async def main() -> None:
@@ -208,7 +208,7 @@ def tail_events(
 
         try:
             asyncio.run(print_lag(settings.event_store_url, settings.broker_url, settings.broker_prefix,
-                                  sys.stdout, follow, interval))
+                                  sys.stdout, follow, interval, master_keys=settings.master_keys))
         except KeyboardInterrupt:
             pass
         return
@@ -255,6 +255,82 @@ def token(user_id: str, ttl: int = typer.Option(3600, help="seconds until it exp
         raise typer.Exit(2)
 
 
+@cli.command("erase")
+def erase(user_id: str, yes: bool = typer.Option(False, "--yes", help="do not ask")) -> None:
+    """Erase an account, as DELETE /api/v1/account does: destroy its key, append AccountErased.
+    Idempotent: run it again after any failure."""
+    from datetime import datetime, timezone
+
+    from commands.erasure import erase_account
+    from domain.ids import is_user_id
+    from stories.backends import event_store
+    from stories.settings import pseudonym_key
+
+    if not is_user_id(user_id):
+        typer.echo("not a user id", err=True)
+        raise typer.Exit(2)
+    if not yes and not typer.confirm(f"erase {user_id}? Their personal data becomes unreadable for good"):
+        raise typer.Exit(1)
+    settings = Settings()
+    store = event_store(settings)
+    try:
+        position = erase_account(store, pseudonym_key(settings), user_id, datetime.now(timezone.utc))
+    finally:
+        store.close()
+    typer.echo(f"erased; AccountErased at position {position}")
+
+
+keys_cli = typer.Typer(help="The key store of personal data (README, \"Erasure and the key store\").",
+                       no_args_is_help=True)
+cli.add_typer(keys_cli, name="keys")
+
+
+@keys_cli.command("rotate")
+def keys_rotate() -> None:
+    """Rewrap every person's key with the first of STORIES_MASTER_KEYS (then the older master
+    keys can be dropped from the setting)."""
+    from stories.backends import event_store
+
+    store = event_store(Settings())
+    try:
+        store.head()  # connects
+        typer.echo(f"rewrapped {store.keys.rotate()} keys with master key {store.keys.meta.current_master}")
+    finally:
+        store.close()
+
+
+@cli.command("reencrypt")
+def reencrypt(
+    into: str = typer.Option(..., "--into", help="the new, empty log: sqlite:///path or postgresql://..."),
+    progress: bool = typer.Option(True, help="progress on stderr"),
+) -> None:
+    """Copy a log written before per-person encryption into a new one: personal data sealed with
+    each person's key, stream ids keyed. Then point STORIES_EVENT_STORE_URL at it and rebuild the
+    read models (`stories replay --yes`), the relay's position too (positions start again at 1)."""
+    from rich.progress import Progress
+
+    from commands.event_store import EventStore
+    from stories.backends import event_store
+
+    settings = Settings()
+    source = event_store(settings)
+    target = EventStore(into, master_keys=settings.master_keys)
+    try:
+        if target.head():
+            typer.echo("the target log is not empty", err=True)
+            raise typer.Exit(2)
+        if source.keys.meta.stream_key is not None:
+            typer.echo("the source log is keyed already (for new master keys: `stories keys rotate`)", err=True)
+            raise typer.Exit(2)
+        with Progress(disable=not progress, transient=True, console=_stderr_console()) as bar:
+            task = bar.add_task("copying", total=None)
+            copied = target.copy_from(source, on_batch=lambda done, head: bar.update(task, completed=done, total=head))
+    finally:
+        source.close()
+        target.close()
+    typer.echo(f"copied {copied} records into {into}")
+
+
 @cli.command("export")
 def export(
     after: int = typer.Option(0, help="only events after this position"),
@@ -272,7 +348,7 @@ def export(
 
     from rich.progress import Progress
 
-    from commands.event_store import EventStore
+    from stories.backends import event_store
     from domain.catalogue import EVENT_TYPES
     from projections.replay import parse_until
 
@@ -281,14 +357,14 @@ def export(
     if fmt not in ("jsonl", "csv") or unknown:
         typer.echo(f"unknown format or event types: {fmt} {unknown}", err=True)
         raise typer.Exit(2)
-    store = EventStore(settings.event_store_url)
+    store = event_store(settings)
     cut = parse_until(store, until)
     last = cut.position
     out = sys.stdout
     writer = csv.writer(out) if fmt == "csv" else None
     if writer:
         writer.writerow(["position", "event_id", "event_type", "stream_id", "stream_version", "occurred_at",
-                         "platform", "schema_version", "data"])
+                         "platform", "schema_version", "data", "erased"])
     wanted = set(types)
     with Progress(disable=not progress, transient=True, console=_stderr_console()) as bar:
         task = bar.add_task("exporting", total=max(last - after, 1))
@@ -303,7 +379,7 @@ def export(
                     if writer:
                         writer.writerow([*(envelope[k] for k in ("position", "event_id", "event_type", "stream_id",
                                          "stream_version", "occurred_at", "platform", "schema_version")),
-                                         orjson.dumps(envelope["data"]).decode()])
+                                         orjson.dumps(envelope["data"]).decode(), str(logged.event.erased).lower()])
                     else:
                         out.write(orjson.dumps(envelope).decode() + "\n")
                 if reached == position:
@@ -338,7 +414,7 @@ def replay(
 
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from commands.event_store import EventStore
+    from stories.backends import event_store
     from projections.bulk_load import STATE, TargetNotEmpty, bulk_load
     from projections.redis_schema import Keys
     from projections.replay import clear_read_models, parse_until
@@ -355,7 +431,7 @@ def replay(
     else:
         database = database or f"{settings.mongodb_database}_replay_{stamp}"
         prefix = prefix or f"{settings.redis_prefix.rstrip(':')}-replay-{stamp}:"
-    store = EventStore(settings.event_store_url)
+    store = event_store(settings)
     mongo, client = mongo_client(settings), redis_client(settings)
     grace_ms = int(settings.redis_grace.total_seconds() * 1000)
     started = time.monotonic()
@@ -439,11 +515,11 @@ def generations_command(
 def story_at(story_id: str, at: str = typer.Option(..., "--at", help="ISO 8601 time")) -> None:
     """A story, its sticker results, counts and content versions as they were at a moment, from the
     log alone: every event of it stamped at or before --at, wherever it sits in the log."""
-    from commands.event_store import EventStore
+    from stories.backends import event_store
     from domain.stickers import parse_timestamp
     from projections.replay import story_at as compute
 
-    store = EventStore(Settings().event_store_url)
+    store = event_store(Settings())
     try:
         story = compute(store, story_id, parse_timestamp(at))
     finally:
@@ -462,12 +538,12 @@ def generate_load(
     """Append a reproducible mixed workload through the write path (demos, benchmarks)."""
     import asyncio
 
-    from commands.event_store import EventStore
+    from stories.backends import event_store
     from commands.synthetic_load import generate
 
     settings = Settings()
     clock = _clock(settings)
-    store = EventStore(settings.event_store_url)
+    store = event_store(settings)
     try:
         tally = asyncio.run(generate(store, settings.platform, users=users, stories=stories,
                                      engagements=engagements, seed=seed, clock=clock))

@@ -66,6 +66,18 @@ class Settings(BaseSettings):
     limit_highlights: int = Field(default=200, ge=1, description="highlights per user")
     limit_muted: int = Field(default=7_500, ge=1, description="accounts a user mutes")
 
+    # Erasure (commands/personal_data.py; README, "Erasure and the key store").
+    master_keys: str | None = Field(default=None, description="base64 32-byte keys wrapping every person's data key, "
+                                    "comma-separated, newest first (rotate: add one in front, then `stories keys rotate`); "
+                                    "unset: one the key store keeps beside the keys, which protects nothing against a copy")
+    pseudonym_key: str | None = Field(default=None, description="HMAC key of AccountErased's pseudonym, shared with trusted "
+                                      "subscribers (default: derived from the JWT key)")
+    encrypt_personal_data: bool = Field(default=True, description="seal personal data in new events (off only to measure its cost)")
+    erasure_purge_window: timedelta = Field(default=timedelta(days=7), description="how long the key store keeps an erased "
+                                            "account's id (wrapped) for projectors that lag or restart to purge it")
+    erased_tokens_retention: timedelta = Field(default=timedelta(days=400), description="how long an erased account's "
+                                               "pseudonym is kept to refuse its tokens")
+
     cursor_secret: str | None = Field(default=None, description="HMAC key of page cursors (default: derived from the JWT key)")
     redis_grace: timedelta = Field(default=timedelta(hours=1), description="per-story Redis keys expire this long after the story (safety net)")
     redis_wait_replicas: int = Field(default=0, ge=0, description="before a batch counts as applied, wait until this many replicas of every Redis master written acknowledge it (WAIT)")
@@ -86,7 +98,7 @@ class Settings(BaseSettings):
             raise ValueError("the Redis key prefix must not contain braces")
         return value
 
-    @field_validator("broker_retention", "redis_grace", mode="before")
+    @field_validator("broker_retention", "redis_grace", "erasure_purge_window", "erased_tokens_retention", mode="before")
     @classmethod
     def _duration(cls, value: object) -> object:
         """Durations as ISO 8601 (P7D), seconds (3600), or a number with d/h/m/s (7d, 12h)."""
@@ -143,3 +155,14 @@ def cursor_secret(settings: Settings) -> bytes:
 
     key = settings.cursor_secret or settings.jwt_secret or settings.jwt_public_key or hs256_secret(settings)
     return key.encode()
+
+
+def pseudonym_key(settings: Settings) -> bytes:
+    """The key of erased accounts' pseudonyms: its own setting, else derived from the JWT key, as
+    every API process of a deployment shares that (both APIs refuse an erased account's tokens)."""
+    import hashlib
+    import hmac
+
+    if settings.pseudonym_key:
+        return settings.pseudonym_key.encode()
+    return hmac.new(cursor_secret(settings), b"stories pseudonym key", hashlib.sha256).digest()

@@ -7,6 +7,7 @@ from typing import Any
 import redis
 from pymongo import MongoClient
 
+from commands.event_store import LoggedEvent
 from projections.mongo_views import POSITIONS
 from projections.redis_schema import VIEW_NAME
 
@@ -50,3 +51,32 @@ def positions(client: MongoClient, database: str, rclient: redis.Redis, prefix: 
 def redis_views_counted(client: redis.Redis, prefix: str) -> int:
     """Views counted in Redis: live stories only (a story's counters go when it expires)."""
     return sum(int(client.hget(key, "v") or 0) for key in client.scan_iter(match=prefix + "n:*", count=1000))
+
+
+def all_docs(client: MongoClient, database: str) -> dict[str, list[dict]]:
+    """``dump_mongo``'s collections and ``muted`` (and any other read-model collection), ``_v`` aside."""
+    out = dump_mongo(client, database)
+    for name in ("muted",) + tuple(n for n in COLLECTIONS if n not in out):
+        out[name] = sorted(client[database][name].find({}, {"_v": 0}), key=lambda d: str(d["_id"]))
+    return out
+
+
+def drop_read_models(client: MongoClient, rclient: redis.Redis, database: str, prefix: str) -> None:
+    client.drop_database(database)
+    for key in rclient.scan_iter(match=prefix + "*"):
+        rclient.delete(key)
+
+
+class MemoryLog:
+    """A log in memory, read as the projector reads the event store."""
+
+    def __init__(self, events: list) -> None:
+        self.events = [LoggedEvent(i + 1, e) for i, e in enumerate(events)]
+
+    def head(self) -> int:
+        return len(self.events)
+
+    def read_batch(self, after: int, limit: int, until: int | None = None) -> tuple[list[LoggedEvent], int]:
+        stop = len(self.events) if until is None else min(until, len(self.events))
+        chunk = self.events[after:max(after, min(after + limit, stop))]
+        return chunk, after + len(chunk)

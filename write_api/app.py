@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+from datetime import datetime, timezone
 from typing import Any, Callable
 
 from aiohttp import web
@@ -13,17 +15,22 @@ from commands.application import Answer, Idempotency, StoriesApplication
 from commands.event_store import EventStore
 from commands.group_commit import GroupCommitter
 from commands.idempotency import MAX_KEY_LENGTH, request_fingerprint
+from commands.personal_data import CLOCK_SKEW, pseudonym
 from domain.limits import Limits
-from stories.auth import TokenVerifier
+from commands.erasure import finish_erasures
+from stories.auth import ErasedAccounts, TokenVerifier
+from stories.backends import event_store
 from stories.http import (
     REGISTRY, USER, ApiError, Route, actor, add_routes, error_middleware, json_response, metrics_middleware,
     openapi_document, read_json, ready_handler,
 )
-from stories.settings import Settings
+from stories.settings import Settings, pseudonym_key
 from write_api.rate_limit import RateLimiter
 
 APP = web.AppKey("application", StoriesApplication)
+ERASED_REFRESH_S = 1.0
 LIMITER = web.AppKey("rate_limiter", RateLimiter)
+log = logging.getLogger(__name__)
 
 
 async def _execute(request: web.Request, user: str, command: Callable, body: Any = None) -> web.Response:
@@ -51,6 +58,16 @@ def _answer(answer: Answer, position: int) -> web.Response:
 
 
 # -- handlers ------------------------------------------------------------------------------
+
+
+async def erase_account(request: web.Request) -> web.Response:
+    """The caller's account is erased (``../shared/CONTRACT.md``, "Erasure"): 202 with the position
+    of its ``AccountErased``; from now on its tokens are refused here, and on the query API once
+    the projector has applied that position."""
+    user = actor(request)
+    position = await request.app[APP].erase_account(user)
+    request.app[USER].erased.add([pseudonym(request.app[APP].pseudonym_key, user)])
+    return json_response({"position": position}, 202, {"X-Stories-Position": str(position)})
 
 
 def command(method: str, body: type | None = None, *path_params: str, optional: bool = False) -> Callable:
@@ -106,6 +123,8 @@ ROUTES = [
           200, (409, 422)),
     Route("DELETE", "/api/v1/muted/{user_id}", command("unmute", None, UID), "unmute a user", None, 204, (404,)),
     Route("PUT", "/api/v1/following/{user_id}", command("follow", None, UID), "follow a user", None, 200, (409, 422)),
+    Route("DELETE", "/api/v1/account", erase_account, "erase your account: nothing served, exported, replayed or "
+          "published from then on names you", None, 202, ()),
     Route("DELETE", "/api/v1/following/{user_id}", command("unfollow", None, UID), "unfollow a user", None, 204,
           (404,)),
 ]
@@ -126,13 +145,15 @@ def create_app(settings: Settings, store: EventStore | None = None, clock: Calla
     )
     app[REGISTRY] = registry
     app["max_body_bytes"] = settings.max_body_bytes
-    app[USER] = TokenVerifier(settings)
+    app[USER] = TokenVerifier(settings, ErasedAccounts(pseudonym_key(settings)))
     app[LIMITER] = RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst)
     owns_store = store is None
-    store = store or EventStore(settings.event_store_url)
+    store = store or event_store(settings)
     committer = GroupCommitter(store, settings.group_commit_max)
     kwargs = {"clock": clock} if clock else {}
-    app[APP] = StoriesApplication(store, committer, settings.platform, limits=limits_of(settings), **kwargs)
+    app[APP] = StoriesApplication(store, committer, settings.platform, limits=limits_of(settings),
+                                  pseudonym_key=pseudonym_key(settings), **kwargs)
+    app.cleanup_ctx.append(_erased_accounts(store, app[USER].erased, settings))
 
     Gauge("stories_log_head", "position of the newest event in the log", registry=registry).set_function(
         lambda: _safe_head(store)
@@ -158,6 +179,40 @@ def create_app(settings: Settings, store: EventStore | None = None, clock: Calla
 
     app.on_cleanup.append(close)
     return app
+
+
+def _erased_accounts(store: EventStore, erased: ErasedAccounts, settings: Settings) -> Callable:
+    """At start, finish any erasure a crash left unannounced; then, every second, learn the
+    accounts erased (by any command API process) so that their tokens are refused."""
+
+    def refresh() -> None:
+        if not erased.since:  # the first time: whatever is still within the retention
+            now = datetime.now(timezone.utc)
+            store.head()  # raises while the store is down: tried again in a second
+            finish_erasures(store, now)
+            erased.since = (now - settings.erased_tokens_retention).isoformat()
+        # Each process stamps erasures by its own clock: look back a little (CLOCK_SKEW) each time.
+        found = store.keys.erased_since((datetime.fromisoformat(erased.since) - CLOCK_SKEW).isoformat())
+        if found:
+            erased.add(name for name, _ in found)
+            erased.since = max(erased.since, found[-1][1])
+
+    async def context(app: web.Application) -> Any:
+        loop = asyncio.get_running_loop()
+
+        async def follow() -> None:
+            while True:
+                try:
+                    await loop.run_in_executor(None, refresh)
+                except Exception as error:  # the store is down: the circuit breaker answers 503 meanwhile
+                    log.debug("erased accounts not refreshed: %s", error)
+                await asyncio.sleep(ERASED_REFRESH_S)
+
+        task = asyncio.create_task(follow())
+        yield
+        task.cancel()
+
+    return context
 
 
 def limits_of(settings: Settings) -> Limits:

@@ -18,7 +18,7 @@ from projections.redis_views import RedisViewStore
 from projections.runner import ProjectionRunner
 from stories.backends import connect_redis
 from tests.conftest import on_one_redis_and_a_cluster
-from tests.read_models import COLLECTIONS, dump_mongo, dump_redis, positions
+from tests.read_models import all_docs as _docs, drop_read_models as _drop, dump_redis, positions
 
 redis_url = on_one_redis_and_a_cluster  # the bulk load's Redis writes run on one Redis and on a cluster
 
@@ -26,20 +26,6 @@ redis_url = on_one_redis_and_a_cluster  # the bulk load's Redis writes run on on
 def _project(store, mongo, database, rclient, prefix, batch, until=None) -> None:
     for view in (MongoViewStore(mongo, database), RedisViewStore(rclient, prefix)):
         ProjectionRunner(store, view, batch).catch_up(until)
-
-
-def _docs(mongo, database) -> dict:
-    """Every read-model collection (``tests.read_models.dump_mongo``'s, and ``muted``), ``_v`` aside."""
-    out = dump_mongo(mongo, database)
-    for name in ("muted",) + tuple(n for n in COLLECTIONS if n not in out):
-        out[name] = sorted(mongo[database][name].find({}, {"_v": 0}), key=lambda d: str(d["_id"]))
-    return out
-
-
-def _drop(mongo, rclient, database, prefix) -> None:
-    mongo.drop_database(database)
-    for key in rclient.scan_iter(match=prefix + "*"):
-        rclient.delete(key)
 
 
 @pytest.fixture

@@ -34,7 +34,7 @@ from domain.platform import Platform
 from projections.document_writes import GONE, DocumentWrites
 from projections.mongo_views import HANDLERS, POSITIONS, MongoViewStore, _write_skipping_landed
 from projections.runner import ProjectionRunner
-from tests.read_models import COLLECTIONS
+from tests.read_models import COLLECTIONS, MemoryLog
 
 ALL = tuple(dict.fromkeys((*COLLECTIONS, "muted")))
 
@@ -116,21 +116,6 @@ def cut_store(mongo: MongoClient, database: str, cut: Cut, **kwargs) -> MongoVie
     store = MongoViewStore(mongo, database, **kwargs)
     store.db = CutDatabase(store.db, cut)
     return store
-
-
-class MemoryLog:
-    """A log in memory, read as the projector reads the event store."""
-
-    def __init__(self, events: list) -> None:
-        self.events = [LoggedEvent(i + 1, e) for i, e in enumerate(events)]
-
-    def head(self) -> int:
-        return len(self.events)
-
-    def read_batch(self, after: int, limit: int, until: int | None = None) -> tuple[list[LoggedEvent], int]:
-        stop = len(self.events) if until is None else min(until, len(self.events))
-        chunk = self.events[after:max(after, min(after + limit, stop))]
-        return chunk, after + len(chunk)
 
 
 def _ev(cls, at, **fields):

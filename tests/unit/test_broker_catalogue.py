@@ -19,6 +19,7 @@ README = Path(__file__).resolve().parents[2] / "README.md"
 BASE = {"originator_id", "originator_version", "occurred_at"}  # the envelope's, not data's
 ENVELOPE_FIELDS = ["event_id", "event_type", "stream_id", "stream_version", "position", "occurred_at",
                    "platform", "schema_version", "data"]
+OPTIONAL_ENVELOPE_FIELDS = ["erased"]  # only on events an erased person's data was in
 PREFIX = "stories"
 
 
@@ -65,7 +66,7 @@ def _asyncapi_events(document: dict) -> dict[str, dict[str, list[str]]]:
     for key, message in document["components"]["messages"].items():
         broker = key.partition(":")[0]
         _name, envelope = _resolve(document, message["payload"]["$ref"])
-        assert list(envelope["properties"]) == ENVELOPE_FIELDS, key
+        assert list(envelope["properties"]) == ENVELOPE_FIELDS + OPTIONAL_ENVELOPE_FIELDS, key
         assert set(envelope["required"]) == set(ENVELOPE_FIELDS), key
         event_type = envelope["properties"]["event_type"]["const"]
         _data_name, data = _resolve(document, envelope["properties"]["data"]["$ref"])
