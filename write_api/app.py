@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from datetime import datetime, timezone
 from typing import Any, Callable
 
@@ -29,6 +30,7 @@ from write_api.rate_limit import RateLimiter
 
 APP = web.AppKey("application", StoriesApplication)
 ERASED_REFRESH_S = 1.0
+SCRUB_EVERY_S = 3600.0
 LIMITER = web.AppKey("rate_limiter", RateLimiter)
 log = logging.getLogger(__name__)
 
@@ -183,7 +185,9 @@ def create_app(settings: Settings, store: EventStore | None = None, clock: Calla
 
 def _erased_accounts(store: EventStore, erased: ErasedAccounts, settings: Settings) -> Callable:
     """At start, finish any erasure a crash left unannounced; then, every second, learn the
-    accounts erased (by any command API process) so that their tokens are refused."""
+    accounts erased (by any command API process) so that their tokens are refused; every hour,
+    drop the ids kept for the projectors' purge once the purge window has passed."""
+    scrubbed = [0.0]  # when, by the monotonic clock
 
     def refresh() -> None:
         if not erased.since:  # the first time: whatever is still within the retention
@@ -191,6 +195,9 @@ def _erased_accounts(store: EventStore, erased: ErasedAccounts, settings: Settin
             store.head()  # raises while the store is down: tried again in a second
             finish_erasures(store, now)
             erased.since = (now - settings.erased_tokens_retention).isoformat()
+        if time.monotonic() - scrubbed[0] >= SCRUB_EVERY_S:
+            store.keys.scrub(datetime.now(timezone.utc))
+            scrubbed[0] = time.monotonic()
         # Each process stamps erasures by its own clock: look back a little (CLOCK_SKEW) each time.
         found = store.keys.erased_since((datetime.fromisoformat(erased.since) - CLOCK_SKEW).isoformat())
         if found:
