@@ -7,7 +7,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test test-fast test-cluster bench clean
+.PHONY: install run test test-fast test-cluster lint format bench clean
 
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "Python 3.11+ is needed"; exit 1; }
@@ -30,8 +30,23 @@ run: install
 test: install
 	$(BIN)/pytest -q
 
+# The quality gates CI runs before the tests: lint and format, types, the layers' import contract.
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+format: install
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+# The fast tier: pure units, and the HTTP tests served in process (tests/in_process.py).
+FAST_TESTS := tests/unit tests/integration/test_command_api.py tests/integration/test_query_api.py \
+	tests/integration/test_pages.py tests/integration/test_read_your_writes.py
+
 test-fast: install
-	$(BIN)/pytest -q tests/unit
+	$(BIN)/pytest -q $(FAST_TESTS)
 
 # The whole suite with the read models on a 3-master Redis Cluster (started by the tests).
 test-cluster: install

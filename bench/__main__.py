@@ -19,11 +19,25 @@ from pathlib import Path
 
 from bench.common import BENCH_DIR, COLUMNS, Row, generator_name, log
 
-MODULES = ["bench.write_side", "bench.read_side", "bench.replay", "bench.rebuild_switch", "bench.relay",
-           "bench.end_to_end", "bench.scale_out", "bench.redis_cluster", "bench.soak", "bench.live",
-           "bench.erasure"]
-SOAK_OPTIONS = {"--days": "BENCH_SOAK_DAYS", "--scale": "BENCH_SOAK_SCALE", "--users": "BENCH_SOAK_USERS",
-                "--seed": "BENCH_SOAK_SEED"}
+MODULES = [
+    "bench.write_side",
+    "bench.read_side",
+    "bench.replay",
+    "bench.rebuild_switch",
+    "bench.relay",
+    "bench.end_to_end",
+    "bench.scale_out",
+    "bench.redis_cluster",
+    "bench.soak",
+    "bench.live",
+    "bench.erasure",
+]
+SOAK_OPTIONS = {
+    "--days": "BENCH_SOAK_DAYS",
+    "--scale": "BENCH_SOAK_SCALE",
+    "--users": "BENCH_SOAK_USERS",
+    "--seed": "BENCH_SOAK_SEED",
+}
 
 
 def take_options(argv: list[str]) -> list[str]:
@@ -38,7 +52,7 @@ def take_options(argv: list[str]) -> list[str]:
             try:
                 float(value)
             except ValueError:
-                raise SystemExit(f"{name} needs a number, got {value!r}")
+                raise SystemExit(f"{name} needs a number, got {value!r}") from None
             os.environ[SOAK_OPTIONS[name]] = value
         elif arg == "--relay":
             os.environ["BENCH_SOAK_RELAY"] = "1"
@@ -101,17 +115,22 @@ def markdown(rows: list[Row], info: dict[str, str], started: str, elapsed_s: flo
         f"- load average (1/5/15 min) before / after: {info['loadavg_start']} / {info['loadavg']} "
         "(other work on the machine skews the figures; compare ratios, rerun when in doubt)",
         f"- load generator: {generator_name()}",
-        "- knobs (environment): " + (", ".join(f"`{k}={v}`" for k, v in sorted(os.environ.items()) if k.startswith("BENCH_"))
-                       or "none set (full sizes)"),
+        "- knobs (environment): "
+        + (
+            ", ".join(f"`{k}={v}`" for k, v in sorted(os.environ.items()) if k.startswith("BENCH_"))
+            or "none set (full sizes)"
+        ),
         "",
         "| " + " | ".join(COLUMNS) + " |",
-        "| " + " | ".join("---" if c in ("name", "unit", "goal", "ceiling/baseline") else "---:" for c in COLUMNS) + " |",
+        "| "
+        + " | ".join("---" if c in ("name", "unit", "goal", "ceiling/baseline") else "---:" for c in COLUMNS)
+        + " |",
     ]
     for row in rows:
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in row.cells()) + " |")
     notes = [f"- {r.name}: {r.note}" for r in rows if r.note]
     if notes:
-        lines += ["", "Notes:", ""] + notes
+        lines += ["", "Notes:", "", *notes]
     if failed:
         lines += ["", "Failed modules (see the console output): " + ", ".join(failed)]
     return "\n".join(lines) + "\n"
@@ -120,17 +139,27 @@ def markdown(rows: list[Row], info: dict[str, str], started: str, elapsed_s: flo
 # Goals that compare figures of two modules measured in the same run (issue 9): the read side must
 # keep up with the write side. (row of the figure, row of its baseline, goal on the ratio)
 CROSS_MODULE = [
-    ("(a) projector: mixed log", "views: POST /stories/{id}/view", ("read side keeps up: projector on the mixed log / "
-     "command API view rate", (">=", 1.0))),
-    ("end to end (SQLite log): highest offered rate held", "views: POST /stories/{id}/view",
-     ("read side keeps up: end to end held with lag p99 < 1 s / view rate (SQLite log)", (">=", 0.8))),
-    ("end to end (PostgreSQL log): highest offered rate held", "views on the PostgreSQL event store",
-     ("end to end held with lag p99 < 1 s / view rate (PostgreSQL log, both)", (">=", 0.8))),
+    (
+        "(a) projector: mixed log",
+        "views: POST /stories/{id}/view",
+        ("read side keeps up: projector on the mixed log / command API view rate", (">=", 1.0)),
+    ),
+    (
+        "end to end (SQLite log): highest offered rate held",
+        "views: POST /stories/{id}/view",
+        ("read side keeps up: end to end held with lag p99 < 1 s / view rate (SQLite log)", (">=", 0.8)),
+    ),
+    (
+        "end to end (PostgreSQL log): highest offered rate held",
+        "views on the PostgreSQL event store",
+        ("end to end held with lag p99 < 1 s / view rate (PostgreSQL log, both)", (">=", 0.8)),
+    ),
 ]
 
 
 def cross_module_rows(rows: list[Row]) -> list[Row]:
     """Headline rows for ``CROSS_MODULE`` whose two figures are both in this run."""
+
     def find(prefix: str) -> Row | None:
         return next((r for r in rows if r.name.startswith(prefix)), None)
 
@@ -138,8 +167,16 @@ def cross_module_rows(rows: list[Row]) -> list[Row]:
     for figure_name, baseline_name, (name, goal) in CROSS_MODULE:
         figure, baseline = find(figure_name), find(baseline_name)
         if figure is not None and baseline is not None:
-            out.append(Row(name, figure.value, figure.unit, baseline=baseline.value,
-                           baseline_name=f"{baseline.name}, same run", goal=goal))
+            out.append(
+                Row(
+                    name,
+                    figure.value,
+                    figure.unit,
+                    baseline=baseline.value,
+                    baseline_name=f"{baseline.name}, same run",
+                    goal=goal,
+                )
+            )
     return out
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import http.client
 import json
 import os
@@ -23,9 +24,11 @@ import statistics
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
+
 from projections.redis_schema import VIEW_NAME
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -77,7 +80,10 @@ class Row:
         met = self.goal_met()
         goal = ""
         if self.goal is not None:
-            goal = f"{'≥' if self.goal[0] == '>=' else '≤'} {self.goal[1]:g}{' ' + self.unit if self.goal_on_value else ''} " + ("✓ met" if met else "✗ missed")
+            goal = (
+                f"{'≥' if self.goal[0] == '>=' else '≤'} {self.goal[1]:g}{' ' + self.unit if self.goal_on_value else ''} "
+                + ("✓ met" if met else "✗ missed")
+            )
         baseline = ""
         if self.baseline is not None:
             baseline = fmt(self.baseline) + (f" ({self.baseline_name})" if self.baseline_name else "")
@@ -124,7 +130,7 @@ class Process:
         OUT_DIR.mkdir(parents=True, exist_ok=True)
         self.name = name
         self.log_path = OUT_DIR / f"{name}.log"
-        self._log = open(self.log_path, "wb")
+        self._log = open(self.log_path, "wb")  # noqa: SIM115  # the child writes to it until stop() closes it
         self.proc = subprocess.Popen(
             list(argv), env=env, cwd=cwd, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
         )
@@ -137,7 +143,9 @@ class Process:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}; see {self.log_path}:\n{self.tail()}")
+                raise RuntimeError(
+                    f"{self.name} exited with {self.proc.returncode}; see {self.log_path}:\n{self.tail()}"
+                )
             try:
                 status, _ = http_request("GET", port, path, timeout=1.0)
                 if status == 200:
@@ -159,14 +167,12 @@ class Process:
                 os.killpg(self.proc.pid, signal.SIGINT)  # aiohttp's run_app shuts down cleanly on SIGINT
                 self.proc.wait(timeout=timeout)
             except (ProcessLookupError, subprocess.TimeoutExpired):
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.killpg(self.proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
                 self.proc.wait(timeout=5)
         self._log.close()
 
-    def __enter__(self) -> "Process":
+    def __enter__(self) -> Process:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -204,10 +210,8 @@ def scrape_metrics(port: int) -> dict[str, float]:
             continue
         parts = line.split()
         if len(parts) == 2:
-            try:
+            with contextlib.suppress(ValueError):
                 out[parts[0]] = float(parts[1])
-            except ValueError:
-                pass
     return out
 
 
@@ -234,11 +238,11 @@ class CpuMeter:
         except OSError:
             return []
 
-    def start(self) -> "CpuMeter":
+    def start(self) -> CpuMeter:
         self._t0, self._p0, self._s0 = time.perf_counter(), self._proc(self.pid), self._system()
         return self
 
-    def stop(self) -> "CpuMeter":
+    def stop(self) -> CpuMeter:
         elapsed = time.perf_counter() - self._t0
         self.process_cores = (self._proc(self.pid) - self._p0) / elapsed if elapsed else float("nan")
         s1 = self._system()
@@ -274,20 +278,23 @@ class ProcessTreeCpu:
         out = {}
         for pid in wanted:
             try:
-                argv = (Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") + [b""])[:4]
+                argv = ([*Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\x00"), b""])[:4]
             except OSError:
                 continue
-            words = [Path(a.decode(errors="replace")).name for a in argv  # no options, addresses, ports
-                     if a and not a.startswith(b"-") and b":" not in a and not a.isdigit()]
+            words = [
+                Path(a.decode(errors="replace")).name
+                for a in argv  # no options, addresses, ports
+                if a and not a.startswith(b"-") and b":" not in a and not a.isdigit()
+            ]
             name = " ".join(w for w in words if w not in ("python", "python3", "python3.11"))[:40] or str(pid)
             out[pid] = (name, CpuMeter._proc(pid))
         return out
 
-    def start(self) -> "ProcessTreeCpu":
+    def start(self) -> ProcessTreeCpu:
         self._t0, self._before, self._machine = time.perf_counter(), self._tree(), CpuMeter().start()
         return self
 
-    def stop(self) -> "ProcessTreeCpu":
+    def stop(self) -> ProcessTreeCpu:
         elapsed = time.perf_counter() - self._t0
         after = self._tree()
         self.machine_busy = self._machine.stop().machine_busy
@@ -299,8 +306,10 @@ class ProcessTreeCpu:
 
     def summary(self) -> str:
         top = sorted(self.cores.items(), key=lambda item: -item[1])
-        return ", ".join(f"{name} {cores:.2f}" for name, cores in top if cores >= 0.01) + \
-            f" cores; machine {self.machine_busy:.0%} busy"
+        return (
+            ", ".join(f"{name} {cores:.2f}" for name, cores in top if cores >= 0.01)
+            + f" cores; machine {self.machine_busy:.0%} busy"
+        )
 
 
 # -- tokens -------------------------------------------------------------------------------
@@ -321,7 +330,7 @@ def percentile(samples: Sequence[float], p: float) -> float:
     if not samples:
         return float("nan")
     ordered = sorted(samples)
-    k = max(0, min(len(ordered) - 1, int(round(p / 100 * len(ordered) + 0.5)) - 1))
+    k = max(0, min(len(ordered) - 1, round(p / 100 * len(ordered) + 0.5) - 1))
     return ordered[k]
 
 
@@ -425,16 +434,26 @@ def run_load(spec: LoadSpec, tag: str) -> LoadResult:
         script = OUT_DIR / "rotate.lua"
         script.write_text(WRK_SCRIPT)
         argv = [
-            wrk, f"-t{spec.threads}", f"-c{spec.connections}", f"-d{int(round(spec.duration_s))}s", "--timeout", "5s",
-            "-s", str(script), f"http://127.0.0.1:{spec.port}",
-            "--", spec.method, str(pairfile), "0",
+            wrk,
+            f"-t{spec.threads}",
+            f"-c{spec.connections}",
+            f"-d{round(spec.duration_s)}s",
+            "--timeout",
+            "5s",
+            "-s",
+            str(script),
+            f"http://127.0.0.1:{spec.port}",
+            "--",
+            spec.method,
+            str(pairfile),
+            "0",
         ]
         out = subprocess.run(argv, capture_output=True, text=True, timeout=spec.duration_s + 60)
         (OUT_DIR / f"{tag}.wrk.txt").write_text(out.stdout + out.stderr)
-        line = next((l for l in out.stdout.splitlines() if l.startswith("WRK_JSON ")), None)
+        line = next((ln for ln in out.stdout.splitlines() if ln.startswith("WRK_JSON ")), None)
         if line is None:
             raise RuntimeError(f"wrk gave no summary (rc={out.returncode}):\n{out.stdout}\n{out.stderr}")
-        data = json.loads(line[len("WRK_JSON "):])
+        data = json.loads(line[len("WRK_JSON ") :])
         return LoadResult(
             generator="wrk",
             requests=data["requests"],
@@ -445,9 +464,20 @@ def run_load(spec: LoadSpec, tag: str) -> LoadResult:
             latency_p99_ms=data["p99_us"] / 1000,
         )
     argv = [
-        PYTHON, "-m", "bench.common", "loadgen", "--port", str(spec.port), "--method", spec.method,
-        "--requests", str(pairfile), "--duration", str(spec.duration_s),
-        "--connections", str(spec.connections),
+        PYTHON,
+        "-m",
+        "bench.common",
+        "loadgen",
+        "--port",
+        str(spec.port),
+        "--method",
+        spec.method,
+        "--requests",
+        str(pairfile),
+        "--duration",
+        str(spec.duration_s),
+        "--connections",
+        str(spec.connections),
     ]
     out = subprocess.run(argv, capture_output=True, text=True, timeout=spec.duration_s + 60, cwd=ROOT)
     (OUT_DIR / f"{tag}.loadgen.txt").write_text(out.stdout + out.stderr)
@@ -482,7 +512,7 @@ class EmbeddedBackends:
         self.redis.stop()
         self.mongo.stop()
 
-    def __enter__(self) -> "EmbeddedBackends":
+    def __enter__(self) -> EmbeddedBackends:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -491,8 +521,13 @@ class EmbeddedBackends:
 
 def stories_env(data_dir: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("STORIES_")}
-    env.update(STORIES_DATA_DIR=str(data_dir), STORIES_JWT_SECRET=SECRET, STORIES_RATE_LIMIT_PER_S="0",
-               STORIES_HOST="127.0.0.1", STORIES_PLATFORM="vignette")
+    env.update(
+        STORIES_DATA_DIR=str(data_dir),
+        STORIES_JWT_SECRET=SECRET,
+        STORIES_RATE_LIMIT_PER_S="0",
+        STORIES_HOST="127.0.0.1",
+        STORIES_PLATFORM="vignette",
+    )
     env.update(extra)
     return env
 
@@ -519,7 +554,7 @@ class FreshPostgres:
         with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
 
-    def __enter__(self) -> "FreshPostgres":
+    def __enter__(self) -> FreshPostgres:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -533,8 +568,9 @@ class Stack:
     def __init__(self, data_dir: Path, name: str = "stories-run", **extra: str) -> None:
         self.data_dir = data_dir
         self.command_port, self.query_port = free_port(), free_port()
-        env = stories_env(data_dir, STORIES_COMMAND_PORT=str(self.command_port),
-                          STORIES_QUERY_PORT=str(self.query_port), **extra)
+        env = stories_env(
+            data_dir, STORIES_COMMAND_PORT=str(self.command_port), STORIES_QUERY_PORT=str(self.query_port), **extra
+        )
         self.process = Process(name, [str(STORIES_BIN), "run"], env=env)
         try:
             self.process.wait_http(self.command_port, timeout=90)
@@ -544,12 +580,14 @@ class Stack:
         except Exception:
             self.process.stop(timeout=20)
             raise
-        self.event_store_url = extra.get("STORIES_EVENT_STORE_URL") or f"sqlite:///{(data_dir / 'events.sqlite3').resolve()}"
+        self.event_store_url = (
+            extra.get("STORIES_EVENT_STORE_URL") or f"sqlite:///{(data_dir / 'events.sqlite3').resolve()}"
+        )
 
     def stop(self) -> None:
         self.process.stop(timeout=30)
 
-    def __enter__(self) -> "Stack":
+    def __enter__(self) -> Stack:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -560,8 +598,9 @@ class PositionReader:
     """Reads the log head (SQLite) and both read models' recorded positions directly: what the
     query API serves at is min(mongo, redis)."""
 
-    def __init__(self, event_store_url: str, mongo_url: str, redis_url: str, database: str = "stories",
-                 prefix: str = "stories:") -> None:
+    def __init__(
+        self, event_store_url: str, mongo_url: str, redis_url: str, database: str = "stories", prefix: str = "stories:"
+    ) -> None:
         import redis
         from pymongo import MongoClient
 
@@ -616,11 +655,11 @@ class LagSampler:
             next_at += self.interval_s
             self._stop.wait(max(0.0, next_at - time.monotonic()))
 
-    def start(self) -> "LagSampler":
+    def start(self) -> LagSampler:
         self._thread.start()
         return self
 
-    def stop(self) -> "LagSampler":
+    def stop(self) -> LagSampler:
         self._stop.set()
         self._thread.join(timeout=10)
         return self
@@ -636,7 +675,7 @@ class LagSampler:
         samples = self.samples
         events, seconds = [], []
         first_seen: list[tuple[int, float]] = []  # (head, t) where head grew
-        for t, head, m, r in samples:
+        for t, head, _m, _r in samples:
             if not first_seen or head > first_seen[-1][0]:
                 first_seen.append((head, t))
         import bisect
@@ -654,9 +693,11 @@ class LagSampler:
                 seconds.append(max(0.0, t - first_seen[k][1]) if k < len(first_seen) else 0.0)
         return {
             "samples": len(events),
-            "events_p50": percentile(events, 50), "events_p99": percentile(events, 99),
+            "events_p50": percentile(events, 50),
+            "events_p99": percentile(events, 99),
             "events_max": max(events) if events else float("nan"),
-            "s_p50": percentile(seconds, 50), "s_p99": percentile(seconds, 99),
+            "s_p50": percentile(seconds, 50),
+            "s_p99": percentile(seconds, 99),
             "s_max": max(seconds) if seconds else float("nan"),
         }
 
@@ -682,8 +723,14 @@ class PacedResult:
         return self.ok / self.duration_s if self.duration_s else 0.0
 
 
-def run_paced(port: int, requests: list[tuple[str, str, str, str | None]], rate: float, duration_s: float,
-              tag: str, max_in_flight: int = 256) -> PacedResult:
+def run_paced(
+    port: int,
+    requests: list[tuple[str, str, str, str | None]],
+    rate: float,
+    duration_s: float,
+    tag: str,
+    max_in_flight: int = 256,
+) -> PacedResult:
     """Offer ``rate`` requests/s for ``duration_s`` (open loop: sends on schedule, not on answers;
     at most ``max_in_flight`` outstanding, a send that finds none free is counted ``late`` and waits).
     ``requests``: (method, path, token, json body or None), used in order, wrapping around.
@@ -694,9 +741,24 @@ def run_paced(port: int, requests: list[tuple[str, str, str, str | None]], rate:
         for method, path, token, body in requests:
             f.write(json.dumps([method, path, token, body]) + "\n")
     outfile = OUT_DIR / f"{tag}.paced.out.json"
-    argv = [PYTHON, "-m", "bench.common", "paced", "--port", str(port), "--requests", str(reqfile),
-            "--rate", str(rate), "--duration", str(duration_s), "--max-in-flight", str(max_in_flight),
-            "--out", str(outfile)]
+    argv = [
+        PYTHON,
+        "-m",
+        "bench.common",
+        "paced",
+        "--port",
+        str(port),
+        "--requests",
+        str(reqfile),
+        "--rate",
+        str(rate),
+        "--duration",
+        str(duration_s),
+        "--max-in-flight",
+        str(max_in_flight),
+        "--out",
+        str(outfile),
+    ]
     out = subprocess.run(argv, capture_output=True, text=True, timeout=duration_s + 90, cwd=ROOT)
     if out.returncode != 0:
         raise RuntimeError(f"paced load failed (rc={out.returncode}):\n{out.stderr[-2000:]}")
@@ -739,7 +801,7 @@ async def _paced(port: int, requests: list[list], rate: float, duration: float, 
                         position = response.headers.get("X-Stories-Position")
                         if position and position.isdigit():
                             answers.append((t1, int(position)))
-            except (aiohttp.ClientError, asyncio.TimeoutError):
+            except (TimeoutError, aiohttp.ClientError):
                 counts["errors"] += 1
             finally:
                 slots.release()
@@ -762,15 +824,22 @@ async def _paced(port: int, requests: list[list], rate: float, duration: float, 
         if tasks:
             await asyncio.wait(tasks, timeout=15)
     return {
-        "offered_rps": rate, "sent": n, "duration_s": max(sent_by - started, 1e-9), "ok": counts["ok"],
-        "statuses": statuses, "errors": counts["errors"], "late": counts["late"],
-        "latency_p50_ms": percentile(latencies, 50) * 1000, "latency_p99_ms": percentile(latencies, 99) * 1000,
+        "offered_rps": rate,
+        "sent": n,
+        "duration_s": max(sent_by - started, 1e-9),
+        "ok": counts["ok"],
+        "statuses": statuses,
+        "errors": counts["errors"],
+        "late": counts["late"],
+        "latency_p50_ms": percentile(latencies, 50) * 1000,
+        "latency_p99_ms": percentile(latencies, 99) * 1000,
         "answers": answers,
     }
 
 
-def sequential_get(port: int, path: str, token: str | None, count: int, warmup: int = 10,
-                   limit_s: float = 120.0) -> tuple[list[float], dict[int, int], int]:
+def sequential_get(
+    port: int, path: str, token: str | None, count: int, warmup: int = 10, limit_s: float = 120.0
+) -> tuple[list[float], dict[int, int], int]:
     """``count`` GETs one after another on one keep-alive connection: (latencies s, statuses, bytes of the last)."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     headers = {"Authorization": f"Bearer {token}"} if token else {}
@@ -861,7 +930,7 @@ async def _loadgen(port: int, method: str, pairs: list[tuple[str, str]], duratio
                         await response.read()
                         if not 200 <= response.status < 400:
                             counts["non_2xx"] += 1
-                except (aiohttp.ClientError, asyncio.TimeoutError):
+                except (TimeoutError, aiohttp.ClientError):
                     counts["socket_errors"] += 1
                     continue
                 counts["requests"] += 1

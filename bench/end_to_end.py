@@ -21,12 +21,23 @@ import time
 from pathlib import Path
 
 from bench.common import (
-    SECRET, FreshPostgres, LagSampler, PositionReader, ProcessTreeCpu, Row, Stack, loadavg, log, mint_tokens,
+    SECRET,
+    FreshPostgres,
+    LagSampler,
+    PositionReader,
+    ProcessTreeCpu,
+    Row,
+    Stack,
+    loadavg,
+    log,
+    mint_tokens,
     run_paced,
 )
 from bench.read_side import create_poll_stories, lag_requests
 
-RATES = [float(x) for x in os.environ.get("BENCH_E2E_RATES", "200,400,800,1300,2000,2600,3200,4000,5000,6000").split(",")]
+RATES = [
+    float(x) for x in os.environ.get("BENCH_E2E_RATES", "200,400,800,1300,2000,2600,3200,4000,5000,6000").split(",")
+]
 STEP_S = float(os.environ.get("BENCH_E2E_STEP_S", "8"))
 LAG_GOAL_S = 1.0
 SAMPLE_MS = 20  # lag resolution: finer than the 50 ms the issue asks for
@@ -67,28 +78,44 @@ def ladder(log_name: str, **env: str) -> list[Row]:
                 # stretches past STEP_S (no free in-flight slot) and this drops below the offer
                 held = lag["s_p99"] < LAG_GOAL_S and result.ok_rps >= 0.95 * rate
                 steps.append((rate, result, lag, held, load, cpu.summary()))
-                log(f"  offered {rate:,.0f}/s: {result.ok_rps:,.0f} 2xx/s (sent {result.sent}, statuses {result.statuses}, "
+                log(
+                    f"  offered {rate:,.0f}/s: {result.ok_rps:,.0f} 2xx/s (sent {result.sent}, statuses {result.statuses}, "
                     f"errors {result.errors}, late {result.late}), latency p99 {result.latency_p99_ms:.0f} ms; "
                     f"lag p50 {lag['s_p50'] * 1000:.0f} ms p99 {lag['s_p99'] * 1000:.0f} ms "
                     f"({lag['events_p99']:.0f} events); {'held' if held else 'did not hold'}; load {load}; "
-                    f"CPU: {cpu.summary()}")
+                    f"CPU: {cpu.summary()}"
+                )
                 if not held:
                     break
         finally:
             reader.close()
     best = max((s for s in steps if s[3]), key=lambda s: s[0], default=None)
-    trail = "; ".join(f"{r:,.0f}/s -> {res.ok_rps:,.0f} 2xx/s, lag p99 {lag['s_p99'] * 1000:,.0f} ms"
-                      f"{'' if held else ' ✗'}" for r, res, lag, held, _, _ in steps)
-    rows.append(Row(f"end to end ({log_name} log): highest offered rate held (lag p99 < 1 s, >= 95 % 2xx)",
-                    best[1].ok_rps if best else 0.0, "commands/s",
-                    note=f"steps of {STEP_S:g} s, views + poll votes via `stories run`, lag sampled every "
-                         f"{SAMPLE_MS} ms: {trail}"))
-    for rate, res, lag, held, load, cpu_use in steps:
-        rows.append(Row(f"end to end ({log_name} log) @ {rate:,.0f}/s offered: lag p99", lag["s_p99"] * 1000, "ms",
-                        goal=("<=", 1000), goal_on_value=True,
-                        note=f"{res.ok_rps:,.0f} 2xx/s; command latency p50 {res.latency_p50_ms:.0f} / p99 "
-                             f"{res.latency_p99_ms:.0f} ms; lag events p99 {lag['events_p99']:.0f}; load {load}; "
-                             f"CPU of the stack's processes: {cpu_use}"))
+    trail = "; ".join(
+        f"{r:,.0f}/s -> {res.ok_rps:,.0f} 2xx/s, lag p99 {lag['s_p99'] * 1000:,.0f} ms{'' if held else ' ✗'}"
+        for r, res, lag, held, _, _ in steps
+    )
+    rows.append(
+        Row(
+            f"end to end ({log_name} log): highest offered rate held (lag p99 < 1 s, >= 95 % 2xx)",
+            best[1].ok_rps if best else 0.0,
+            "commands/s",
+            note=f"steps of {STEP_S:g} s, views + poll votes via `stories run`, lag sampled every "
+            f"{SAMPLE_MS} ms: {trail}",
+        )
+    )
+    for rate, res, lag, _held, load, cpu_use in steps:
+        rows.append(
+            Row(
+                f"end to end ({log_name} log) @ {rate:,.0f}/s offered: lag p99",
+                lag["s_p99"] * 1000,
+                "ms",
+                goal=("<=", 1000),
+                goal_on_value=True,
+                note=f"{res.ok_rps:,.0f} 2xx/s; command latency p50 {res.latency_p50_ms:.0f} / p99 "
+                f"{res.latency_p99_ms:.0f} ms; lag events p99 {lag['events_p99']:.0f}; load {load}; "
+                f"CPU of the stack's processes: {cpu_use}",
+            )
+        )
     return rows
 
 

@@ -47,11 +47,32 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.common import (
-    CpuMeter, EmbeddedBackends, LoadResult, LoadSpec, Process, Row, Stack, free_port, generator_name,
-    http_request, log, median, mint_tokens, percentile, run_load, seeding_application,
+    CpuMeter,
+    EmbeddedBackends,
+    LoadResult,
+    LoadSpec,
+    Process,
+    Row,
+    Stack,
+    free_port,
+    generator_name,
+    http_request,
+    log,
+    median,
+    mint_tokens,
+    percentile,
+    run_load,
+    seeding_application,
 )
 from bench.write_side import (
-    CONNECTIONS, LOAD_STORIES, PLAIN_STORY, SECRET, STORIES_BIN, USERS, server_env, view_requests,
+    CONNECTIONS,
+    LOAD_STORIES,
+    PLAIN_STORY,
+    SECRET,
+    STORIES_BIN,
+    USERS,
+    server_env,
+    view_requests,
 )
 
 DURATION_S = float(os.environ.get("BENCH_ERASURE_DURATION_S", "8"))
@@ -118,11 +139,15 @@ def measure_views(sealed: bool, tokens: list[str], n: int) -> ViewRun:
             requests = view_requests(stories, tokens)
             # Warm-up: a view by every user, so that each has written before (their key exists, as
             # for anyone but a brand-new account, whose first event costs one more insert).
-            run_load(LoadSpec(port, requests[:len(tokens)], duration_s=WARMUP_S, connections=CONNECTIONS),
-                     f"erasure-views-warmup-{n}")
+            run_load(
+                LoadSpec(port, requests[: len(tokens)], duration_s=WARMUP_S, connections=CONNECTIONS),
+                f"erasure-views-warmup-{n}",
+            )
             cpu = CpuMeter(server.pid).start()
-            result = run_load(LoadSpec(port, requests, duration_s=DURATION_S, connections=CONNECTIONS),
-                              f"erasure-views-{label(sealed)}-{n}")
+            result = run_load(
+                LoadSpec(port, requests, duration_s=DURATION_S, connections=CONNECTIONS),
+                f"erasure-views-{label(sealed)}-{n}",
+            )
             cpu.stop()
         finally:
             server.stop()
@@ -133,12 +158,16 @@ def measure_views(sealed: bool, tokens: list[str], n: int) -> ViewRun:
 def view_rows(tokens: list[str]) -> list[Row]:
     runs: list[ViewRun] = []
     for n, sealed in enumerate(alternating(ROUNDS)):
-        log(f"views, {label(sealed)} (STORIES_ENCRYPT_PERSONAL_DATA={str(sealed).lower()}), run {n + 1}/{2 * ROUNDS}: "
-            f"{generator_name()}, {CONNECTIONS} connections, {DURATION_S:g} s")
+        log(
+            f"views, {label(sealed)} (STORIES_ENCRYPT_PERSONAL_DATA={str(sealed).lower()}), run {n + 1}/{2 * ROUNDS}: "
+            f"{generator_name()}, {CONNECTIONS} connections, {DURATION_S:g} s"
+        )
         run = measure_views(sealed, tokens, n)
         runs.append(run)
-        log(f"  {run.load.ok_rps:,.0f} 2xx req/s ({run.load.non_2xx} non-2xx, {run.load.socket_errors} socket errors), "
-            f"server {run.cores:.2f} cores; {run.sealed_views:,} of {run.views:,} StoryViewed sealed in the log")
+        log(
+            f"  {run.load.ok_rps:,.0f} 2xx req/s ({run.load.non_2xx} non-2xx, {run.load.socket_errors} socket errors), "
+            f"server {run.cores:.2f} cores; {run.sealed_views:,} of {run.views:,} StoryViewed sealed in the log"
+        )
     by = {s: [r for r in runs if r.sealed == s] for s in (True, False)}
     rate = {s: median([r.load.ok_rps for r in by[s]]) for s in by}
     wrong = [r for r in runs if (r.sealed_views != r.views if r.sealed else r.sealed_views > 0)]
@@ -150,18 +179,37 @@ def view_rows(tokens: list[str]) -> list[Row]:
         return median([r.cores / r.load.ok_rps * 1e6 for r in by[s] if r.load.ok_rps])
 
     errors = sum(r.load.non_2xx + r.load.socket_errors for r in runs)
-    note = (f"median of {ROUNDS} runs each, alternated A B B A, a fresh SQLite log and server per run, after a "
-            f"warm-up of one view by every user (their keys exist); sealed runs "
-            f"{trail(True)} req/s, clear runs {trail(False)} req/s; CPU per view {per_view_us(True):.0f} µs sealed / "
-            f"{per_view_us(False):.0f} µs clear; {errors} non-2xx + socket errors in all; log check: "
-            + ("every sealed run's StoryViewed sealed, no clear run's" if not wrong else
-               "SETTING DID NOT TAKE in " + ", ".join(f"{label(r.sealed)} run ({r.sealed_views}/{r.views} sealed)" for r in wrong)))
-    return [Row(f"erasure cost: views POST /stories/{{id}}/view with per-person encryption, {USERS:,} users",
-                rate[True], "req/s", baseline=rate[False], baseline_name="same load, encryption off, same run",
-                goal=(">=", 0.9), note=note),
-            Row("erasure cost: command API CPU per view with per-person encryption", per_view_us(True), "µs",
-                baseline=per_view_us(False), baseline_name="encryption off, same run",
-                note="server process CPU (all threads) / 2xx views, medians of the same runs")]
+    note = (
+        f"median of {ROUNDS} runs each, alternated A B B A, a fresh SQLite log and server per run, after a "
+        f"warm-up of one view by every user (their keys exist); sealed runs "
+        f"{trail(True)} req/s, clear runs {trail(False)} req/s; CPU per view {per_view_us(True):.0f} µs sealed / "
+        f"{per_view_us(False):.0f} µs clear; {errors} non-2xx + socket errors in all; log check: "
+        + (
+            "every sealed run's StoryViewed sealed, no clear run's"
+            if not wrong
+            else "SETTING DID NOT TAKE in "
+            + ", ".join(f"{label(r.sealed)} run ({r.sealed_views}/{r.views} sealed)" for r in wrong)
+        )
+    )
+    return [
+        Row(
+            f"erasure cost: views POST /stories/{{id}}/view with per-person encryption, {USERS:,} users",
+            rate[True],
+            "req/s",
+            baseline=rate[False],
+            baseline_name="same load, encryption off, same run",
+            goal=(">=", 0.9),
+            note=note,
+        ),
+        Row(
+            "erasure cost: command API CPU per view with per-person encryption",
+            per_view_us(True),
+            "µs",
+            baseline=per_view_us(False),
+            baseline_name="encryption off, same run",
+            note="server process CPU (all threads) / 2xx views, medians of the same runs",
+        ),
+    ]
 
 
 # -- 2. the projector rate, sealed vs clear -----------------------------------------------------
@@ -177,8 +225,15 @@ async def _generate(path: Path, sealed: bool, events: int, users: int, stories: 
     class MostlyPublic(SyntheticLoad):  # as bench.replay's log: most random views are accepted
         def _privacy(self) -> str:
             r = self.rng.random()
-            return ("public" if r < 0.7 else self.app.platform.audience if r < 0.8
-                    else "close_friends" if r < 0.9 else "custom")
+            return (
+                "public"
+                if r < 0.7
+                else self.app.platform.audience
+                if r < 0.8
+                else "close_friends"
+                if r < 0.9
+                else "custom"
+            )
 
     store = EventStore(f"sqlite:///{path.resolve()}", encrypt=sealed)
     committer = GroupCommitter(store)
@@ -222,8 +277,10 @@ def project(path: Path, sealed: bool, mongo, client, n: int) -> ProjectionRun:
     store = EventStore(f"sqlite:///{path.resolve()}")  # fresh: its key cache starts cold
     head = store.head()
     database, prefix = f"erasure_{label(sealed)}_{n}", f"erasure{n}:"
-    runners = [ProjectionRunner(store, MongoViewStore(mongo, database), 1000),
-               ProjectionRunner(store, RedisViewStore(client, prefix), 1000)]
+    runners = [
+        ProjectionRunner(store, MongoViewStore(mongo, database), 1000),
+        ProjectionRunner(store, RedisViewStore(client, prefix), 1000),
+    ]
     deadline = time.monotonic() + PROJECT_LIMIT_S
 
     def follow(runner) -> None:
@@ -256,13 +313,17 @@ def projector_rows() -> list[Row]:
         paths, info = {}, {}
         for sealed in (True, False):
             paths[sealed] = tmp_dir / f"log-{label(sealed)}.sqlite3"
-            log(f"generating a {LOG_EVENTS:,}-event log, {label(sealed)} (SyntheticLoad seed 7, {users} users, "
-                f"{stories:,} stories, through the application service)")
+            log(
+                f"generating a {LOG_EVENTS:,}-event log, {label(sealed)} (SyntheticLoad seed 7, {users} users, "
+                f"{stories:,} stories, through the application service)"
+            )
             info[sealed] = asyncio.run(_generate(paths[sealed], sealed, LOG_EVENTS, users, stories, 7))
             share = sealed_share(paths[sealed], "StoryViewed")
             info[sealed]["share"] = share
-            log(f"  head {info[sealed]['head']:,} in {info[sealed]['seconds']:.1f} s; {share[0]:,} of {share[1]:,} "
-                f"StoryViewed sealed")
+            log(
+                f"  head {info[sealed]['head']:,} in {info[sealed]['seconds']:.1f} s; {share[0]:,} of {share[1]:,} "
+                f"StoryViewed sealed"
+            )
         import redis
         from pymongo import MongoClient
 
@@ -272,39 +333,62 @@ def projector_rows() -> list[Row]:
             client = redis.Redis.from_url(backends.redis_url)
             try:
                 for n, sealed in enumerate(alternating(ROUNDS)):
-                    log(f"projector, {label(sealed)} log, run {n + 1}/{2 * ROUNDS}: ProjectionRunner x2 (MongoDB, Redis), "
-                        f"batch 1000, positions 1..{info[sealed]['head']:,}")
+                    log(
+                        f"projector, {label(sealed)} log, run {n + 1}/{2 * ROUNDS}: ProjectionRunner x2 (MongoDB, Redis), "
+                        f"batch 1000, positions 1..{info[sealed]['head']:,}"
+                    )
                     run = project(paths[sealed], sealed, mongo, client, n)
                     runs.append(run)
-                    log(f"  {run.rate:,.0f} events/s ({run.events:,} events in {run.seconds:.1f} s, "
-                        f"this process {run.cores:.2f} cores)")
+                    log(
+                        f"  {run.rate:,.0f} events/s ({run.events:,} events in {run.seconds:.1f} s, "
+                        f"this process {run.cores:.2f} cores)"
+                    )
             finally:
                 mongo.close()
                 client.close()
     rate = {s: median([r.rate for r in runs if r.sealed == s]) for s in (True, False)}
     trail = {s: ", ".join(f"{r.rate:,.0f}" for r in runs if r.sealed == s) for s in (True, False)}
-    note = (f"incremental ProjectionRunner (MongoViewStore + RedisViewStore, batch 1000, a thread each, in the bench "
-            f"process, embedded SecantusDB + Valkey, fresh databases and a fresh EventStore per run); logs of the same "
-            f"SyntheticLoad (seed 7): sealed head {info[True]['head']:,} ({info[True]['share'][0]:,}/"
-            f"{info[True]['share'][1]:,} views sealed), clear head {info[False]['head']:,} ({info[False]['share'][0]:,}/"
-            f"{info[False]['share'][1]:,} sealed); median of {ROUNDS} runs each, A B B A: sealed {trail[True]}, "
-            f"clear {trail[False]} events/s")
-    cpu = {s: median([r.cores * r.seconds / r.events * 1e6 for r in runs if r.sealed == s and r.events])
-           for s in (True, False)}
-    return [Row(f"erasure cost: projector rate on a log with per-person encryption ({LOG_EVENTS:,} events)",
-                rate[True], "events/s", baseline=rate[False], baseline_name="same workload logged in clear, same run",
-                goal=(">=", 0.9), note=note),
-            Row("erasure cost: projector CPU per event with per-person encryption (reading, decrypting, applying)",
-                cpu[True], "µs", baseline=cpu[False], baseline_name="log in clear, same run",
-                note="the projecting process's CPU (both runner threads) / events, medians of the same runs; "
-                     "SecantusDB's and Valkey's own CPU not included")]
+    note = (
+        f"incremental ProjectionRunner (MongoViewStore + RedisViewStore, batch 1000, a thread each, in the bench "
+        f"process, embedded SecantusDB + Valkey, fresh databases and a fresh EventStore per run); logs of the same "
+        f"SyntheticLoad (seed 7): sealed head {info[True]['head']:,} ({info[True]['share'][0]:,}/"
+        f"{info[True]['share'][1]:,} views sealed), clear head {info[False]['head']:,} ({info[False]['share'][0]:,}/"
+        f"{info[False]['share'][1]:,} sealed); median of {ROUNDS} runs each, A B B A: sealed {trail[True]}, "
+        f"clear {trail[False]} events/s"
+    )
+    cpu = {
+        s: median([r.cores * r.seconds / r.events * 1e6 for r in runs if r.sealed == s and r.events])
+        for s in (True, False)
+    }
+    return [
+        Row(
+            f"erasure cost: projector rate on a log with per-person encryption ({LOG_EVENTS:,} events)",
+            rate[True],
+            "events/s",
+            baseline=rate[False],
+            baseline_name="same workload logged in clear, same run",
+            goal=(">=", 0.9),
+            note=note,
+        ),
+        Row(
+            "erasure cost: projector CPU per event with per-person encryption (reading, decrypting, applying)",
+            cpu[True],
+            "µs",
+            baseline=cpu[False],
+            baseline_name="log in clear, same run",
+            note="the projecting process's CPU (both runner threads) / events, medians of the same runs; "
+            "SecantusDB's and Valkey's own CPU not included",
+        ),
+    ]
 
 
 # -- 3. erasing a person ------------------------------------------------------------------------
 
 PERSON = "erasee-7f3a9c"  # unique: no other id or value contains it
 POLL_QUESTION_STORY = {
-    "story_type": "text", "text_content": "ask and vote", "privacy": "public",
+    "story_type": "text",
+    "text_content": "ask and vote",
+    "privacy": "public",
     "stickers": [
         {"sticker_type": "poll", "poll": {"question": "pick one", "options": [{"text": "a"}, {"text": "b"}]}},
         {"sticker_type": "question", "question": {"text": "ask me anything"}},
@@ -324,6 +408,7 @@ class Seeded:
 def seed_person(data_dir: Path) -> Seeded:
     """A person with about PERSON_EVENTS events among other people's, through the application service."""
     from commands import models
+    from commands import use_cases as uc
 
     store, committer, app = seeding_application(data_dir)
     others = [f"other-{i}" for i in range(300)]
@@ -334,43 +419,44 @@ def seed_person(data_dir: Path) -> Seeded:
     rest = max(0, PERSON_EVENTS - views_on_own - answers_on_own - follows - followers - friends - mutes - 2 * own_count)
     their_stories = max(1, math.ceil(rest / 3))  # a view, a poll vote and a question answer on each
     per_owner = 50
-    owners = others[:math.ceil(their_stories / per_owner)]
+    owners = others[: math.ceil(their_stories / per_owner)]
     vote = lambda i: models.Interact(sticker_index=0, option_index=i % 2)  # noqa: E731
     answer = models.Interact(sticker_index=1, text="a question for you")
     body = models.CreateStory.model_validate(POLL_QUESTION_STORY)
 
     async def run_all(jobs: list, window: int = 512) -> list:
+        """The results of the commands, in order (a refused one raises)."""
         out = []
         for i in range(0, len(jobs), window):
-            for a, _ in await asyncio.gather(*(app.execute(actor, cmd) for actor, cmd in jobs[i:i + window])):
-                if a.status >= 300:
-                    raise RuntimeError(f"seeding answered {a.status}: {a.body}")
-                out.append(a)
+            out += [result for result, _ in await asyncio.gather(*(app.execute(cmd) for cmd in jobs[i : i + window]))]
         return out
 
     async def go() -> str:
-        own = [a.body["story_id"] for a in await run_all([(PERSON, app.create_story(PERSON, body)) for _ in range(own_count)])]
-        jobs = [(o, app.create_story(o, body)) for k in range(per_owner) for o in owners][:their_stories]
-        theirs = [a.body["story_id"] for a in await run_all(jobs)]
-        social = [(PERSON, app.follow(PERSON, o)) for o in others[:follows]]
-        social += [(o, app.follow(o, PERSON)) for o in others[-followers:]]
-        social += [(PERSON, app.add_close_friend(PERSON, o)) for o in others[:friends]]
-        social += [(PERSON, app.mute(PERSON, o)) for o in others[-mutes:]]
+        own = [str(r.story_id) for r in await run_all([uc.CreateStory(PERSON, body) for _ in range(own_count)])]
+        jobs = [uc.CreateStory(o, body) for k in range(per_owner) for o in owners][:their_stories]
+        theirs = [str(r.story_id) for r in await run_all(jobs)]
+        social = [uc.Follow(PERSON, o) for o in others[:follows]]
+        social += [uc.Follow(o, PERSON) for o in others[-followers:]]
+        social += [uc.AddCloseFriend(PERSON, o) for o in others[:friends]]
+        social += [uc.Mute(PERSON, o) for o in others[-mutes:]]
         await run_all(social)
         # their engagement on other people's stories, with other people's around it
         jobs = []
         for i, story in enumerate(theirs):
-            jobs += [(PERSON, app.view_story(PERSON, story)), (PERSON, app.interact(PERSON, story, vote(i))),
-                     (PERSON, app.interact(PERSON, story, answer))]
+            jobs += [
+                uc.ViewStory(PERSON, story),
+                uc.Interact(PERSON, story, vote(i)),
+                uc.Interact(PERSON, story, answer),
+            ]
             for k in range(2):
                 viewer = others[(i * 7 + k * 131) % len(others)]
-                jobs.append((viewer, app.view_story(viewer, story)))
+                jobs.append(uc.ViewStory(viewer, story))
             voter = others[(i * 11 + 57) % len(others)]
-            jobs.append((voter, app.interact(voter, story, vote(i + 1))))
+            jobs.append(uc.Interact(voter, story, vote(i + 1)))
         await run_all(jobs)
         # other people on their stories
-        jobs = [(o, app.view_story(o, s)) for o in others for s in own][:views_on_own]
-        jobs += [(o, app.interact(o, s, answer)) for o in others for s in own][:answers_on_own]
+        jobs = [uc.ViewStory(o, s) for o in others for s in own][:views_on_own]
+        jobs += [uc.Interact(o, s, answer) for o in others for s in own][:answers_on_own]
         await run_all(jobs)
         return theirs[0]
 
@@ -382,14 +468,17 @@ def seed_person(data_dir: Path) -> Seeded:
         import orjson
 
         needle = PERSON.encode()
-        naming = sum(1 for logged in store.read(0, head, 5000)
-                     if needle in orjson.dumps(logged.event.data(), default=str))
+        naming = sum(
+            1 for logged in store.read(0, head, 5000) if needle in orjson.dumps(logged.event.data(), default=str)
+        )
     finally:
         committer.close()
         store.close()
-    plan = (f"{own_count} stories of their own (poll + question) viewed {views_on_own:,} times and answered "
-            f"{answers_on_own:,} times by others; a view, a vote and an answer on {their_stories:,} stories of "
-            f"{len(owners)} others; {follows} follows, {followers} followers, {friends} close friends, {mutes} mutes")
+    plan = (
+        f"{own_count} stories of their own (poll + question) viewed {views_on_own:,} times and answered "
+        f"{answers_on_own:,} times by others; a view, a vote and an answer on {their_stories:,} stories of "
+        f"{len(owners)} others; {follows} follows, {followers} followers, {friends} close friends, {mutes} mutes"
+    )
     return Seeded(target, naming, head, seconds, plan)
 
 
@@ -451,9 +540,13 @@ class Positions:
             pipe = self.redis.pipeline(transaction=False)
             for key, kind in zip(names, types):
                 kind = kind.decode() if isinstance(kind, bytes) else kind
-                {"string": lambda k: pipe.get(k), "set": lambda k: pipe.smembers(k),
-                 "zset": lambda k: pipe.zrange(k, 0, -1), "hash": lambda k: pipe.hgetall(k),
-                 "list": lambda k: pipe.lrange(k, 0, -1)}.get(kind, lambda k: pipe.exists(k))(key)
+                {
+                    "string": lambda k: pipe.get(k),
+                    "set": lambda k: pipe.smembers(k),
+                    "zset": lambda k: pipe.zrange(k, 0, -1),
+                    "hash": lambda k: pipe.hgetall(k),
+                    "list": lambda k: pipe.lrange(k, 0, -1),
+                }.get(kind, lambda k: pipe.exists(k))(key)
             for key, value in zip(names, pipe.execute()):
                 if isinstance(value, dict):
                     blob = b"".join(a + b"\0" + b for a, b in value.items())
@@ -462,7 +555,7 @@ class Positions:
                 else:
                     blob = value if isinstance(value, bytes) else b""
                 if needle in key or needle in blob:
-                    kind = key[len(PREFIX):].split(b":", 1)[0].decode(errors="replace")
+                    kind = key[len(PREFIX) :].split(b":", 1)[0].decode(errors="replace")
                     keys[kind] = keys.get(kind, 0) + 1
                     if len(self.examples) < 3:
                         shown = value if not isinstance(value, (set, list)) else sorted(value)[:5]
@@ -507,12 +600,15 @@ def erasure_rows() -> list[Row]:
                 before = positions.naming(PERSON)
                 log(f"  before erasure the read models name them in: {describe(before)}")
 
-                log(f"ordinary lag: {LAG_SAMPLES} views by new users, one at a time, each until both read models have it")
+                log(
+                    f"ordinary lag: {LAG_SAMPLES} views by new users, one at a time, each until both read models have it"
+                )
                 lags: list[float] = []
-                for i, token in enumerate(mint_tokens(SECRET, [f"lag-{i}" for i in range(LAG_SAMPLES)])):
+                for _i, token in enumerate(mint_tokens(SECRET, [f"lag-{i}" for i in range(LAG_SAMPLES)])):
                     t0 = time.perf_counter()
-                    status, body = http_request("POST", stack.command_port, f"/api/v1/stories/{seeded.target}/view",
-                                                token=token)
+                    status, body = http_request(
+                        "POST", stack.command_port, f"/api/v1/stories/{seeded.target}/view", token=token
+                    )
                     if status != 202:
                         raise RuntimeError(f"a view answered {status}: {body[:300]!r}")
                     reached = positions.wait(json.loads(body)["position"], 30)
@@ -542,36 +638,61 @@ def erasure_rows() -> list[Row]:
                     checked += 1
                     if not (after[0] or after[1]):
                         forgotten_s = time.perf_counter() - t0  # to within one scan
-                log(f"  call {call_s * 1000:.0f} ms (AccountErased at {erased_at:,}); positions past it "
-                    f"{past_s * 1000:.0f} ms after sending ({each}); read models name them in: {describe(after)}")
+                log(
+                    f"  call {call_s * 1000:.0f} ms (AccountErased at {erased_at:,}); positions past it "
+                    f"{past_s * 1000:.0f} ms after sending ({each}); read models name them in: {describe(after)}"
+                )
                 left = list(positions.examples)
-                status, _ = http_request("POST", stack.command_port, f"/api/v1/stories/{seeded.target}/view", token=token)
+                status, _ = http_request(
+                    "POST", stack.command_port, f"/api/v1/stories/{seeded.target}/view", token=token
+                )
                 refused = status
             finally:
                 positions.close()
 
-    scan_note = (f"no MongoDB document (every collection of `{DATABASE}`) or Redis key under `{PREFIX}` (name or "
-                 f"content) names them" if not (after[0] or after[1]) else
-                 f"NOT FORGOTTEN after {FORGET_LIMIT_S:.0f} s ({checked} scans); still named in: {describe(after)}"
-                 + (f" (e.g. {'; '.join(left)})" if left else ""))
+    scan_note = (
+        f"no MongoDB document (every collection of `{DATABASE}`) or Redis key under `{PREFIX}` (name or "
+        f"content) names them"
+        if not (after[0] or after[1])
+        else f"NOT FORGOTTEN after {FORGET_LIMIT_S:.0f} s ({checked} scans); still named in: {describe(after)}"
+        + (f" (e.g. {'; '.join(left)})" if left else "")
+    )
     return [
-        Row(f"erasure: a person with {seeded.person_events:,} events: read models past the AccountErased "
-            f"(DELETE /api/v1/account sent -> both positions past it)", past_s * 1000, "ms", baseline=lag_p99 * 1000,
+        Row(
+            f"erasure: a person with {seeded.person_events:,} events: read models past the AccountErased "
+            f"(DELETE /api/v1/account sent -> both positions past it)",
+            past_s * 1000,
+            "ms",
+            baseline=lag_p99 * 1000,
             baseline_name="ordinary event's projection lag p99, same stack",
             note=f"each read model past it: {each} after sending (the purge is applied in the AccountErased's own "
-                 f"batch, before that view's position moves past it)"),
-        Row(f"erasure: a person with {seeded.person_events:,} events forgotten by the read models "
+            f"batch, before that view's position moves past it)",
+        ),
+        Row(
+            f"erasure: a person with {seeded.person_events:,} events forgotten by the read models "
             f"(DELETE /api/v1/account sent -> both positions past AccountErased, nothing names them)",
-            forgotten_s * 1000, "ms", baseline=lag_p99 * 1000,
-            baseline_name="ordinary event's projection lag p99, same stack", goal=("<=", 1.0),
+            forgotten_s * 1000,
+            "ms",
+            baseline=lag_p99 * 1000,
+            baseline_name="ordinary event's projection lag p99, same stack",
+            goal=("<=", 1.0),
             note=f"`stories run` on a SQLite log of {seeded.head:,} positions ({seeded.plan}); positions past the "
-                 f"AccountErased {past_s * 1000:.0f} ms after sending; then {scan_note}; before it they were named in: "
-                 f"{describe(before)}; the erased token then got {refused} on a view"),
-        Row("erasure: DELETE /api/v1/account call (key destroyed, AccountErased appended)", call_s * 1000, "ms",
-            note="one request on a fresh connection, measured at the client"),
-        Row("erasure baseline: one ordinary event's projection lag (view sent -> both read models have it), p50",
-            lag_p50 * 1000, "ms", note=f"{len(lags)} sequential views by new users on the same stack just before the "
-                                       f"erasure; p99 {lag_p99 * 1000:.0f} ms, max {max(lags) * 1000:.0f} ms"),
+            f"AccountErased {past_s * 1000:.0f} ms after sending; then {scan_note}; before it they were named in: "
+            f"{describe(before)}; the erased token then got {refused} on a view",
+        ),
+        Row(
+            "erasure: DELETE /api/v1/account call (key destroyed, AccountErased appended)",
+            call_s * 1000,
+            "ms",
+            note="one request on a fresh connection, measured at the client",
+        ),
+        Row(
+            "erasure baseline: one ordinary event's projection lag (view sent -> both read models have it), p50",
+            lag_p50 * 1000,
+            "ms",
+            note=f"{len(lags)} sequential views by new users on the same stack just before the "
+            f"erasure; p99 {lag_p99 * 1000:.0f} ms, max {max(lags) * 1000:.0f} ms",
+        ),
     ]
 
 
@@ -589,8 +710,14 @@ def run() -> list[Row]:
             import traceback
 
             traceback.print_exc()
-            rows.append(Row(f"erasure bench part failed: {getattr(part, '__name__', 'views')}", float("nan"), "",
-                            note=f"{type(error).__name__}: {error}"[:300]))
+            rows.append(
+                Row(
+                    f"erasure bench part failed: {getattr(part, '__name__', 'views')}",
+                    float("nan"),
+                    "",
+                    note=f"{type(error).__name__}: {error}"[:300],
+                )
+            )
     return rows
 
 

@@ -28,17 +28,29 @@ BENCH_LIVE_SUBSCRIBERS (20), BENCH_LIVE_STREAMS (2000), BENCH_LIVE_REQUESTS (300
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import resource
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from bench.common import (
-    SECRET, LagSampler, PositionReader, Row, Stack, loadavg, log, median, mint_tokens, percentile, run_paced,
+    SECRET,
+    LagSampler,
+    PositionReader,
+    Row,
+    Stack,
+    loadavg,
+    log,
+    median,
+    mint_tokens,
+    percentile,
+    run_paced,
     sequential_get,
 )
 from bench.read_side import create_poll_stories, lag_requests, write_to_visible
@@ -116,14 +128,17 @@ class LiveClients:
     async def _session(self):
         import aiohttp
 
-        return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0),
-                                     timeout=aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=None))
+        return aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0),
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=None),
+        )
 
     async def _stream(self, idx: int, story_id: str, token: str) -> None:
         ready = self._ready[idx]
         try:
-            async with self.session.get(f"{self.base}/api/v1/stories/{story_id}/live",
-                                        params={"access_token": token}) as response:
+            async with self.session.get(
+                f"{self.base}/api/v1/stories/{story_id}/live", params={"access_token": token}
+            ) as response:
                 if response.status != 200:
                     self.failures[idx] = f"status {response.status}: {(await response.read())[:200]!r}"
                     return
@@ -155,16 +170,16 @@ class LiveClients:
             self._ready[idx] = asyncio.Event()
             self.tasks[idx] = asyncio.create_task(self._stream(idx, story_id, token))
         waits = [self._ready[idx].wait() for idx, _, _ in streams]
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.gather(*waits), timeout)
-        except asyncio.TimeoutError:
-            pass
 
-    def open(self, streams: list[tuple[int, str, str]], batch: int = OPEN_BATCH, timeout: float = FIRST_EVENT_S) -> None:
+    def open(
+        self, streams: list[tuple[int, str, str]], batch: int = OPEN_BATCH, timeout: float = FIRST_EVENT_S
+    ) -> None:
         """Open (index, story id, token) streams ``batch`` at a time; each batch until every stream in
         it has its first event (or failed, or ``timeout``)."""
         for i in range(0, len(streams), batch):
-            self.call(self._open(streams[i:i + batch], timeout), timeout + 30)
+            self.call(self._open(streams[i : i + batch], timeout), timeout + 30)
 
     async def _close(self, indexes: list[int] | None) -> None:
         tasks = [t for i, t in self.tasks.items() if indexes is None or i in indexes]
@@ -187,7 +202,7 @@ class LiveClients:
             self.loop.call_soon_threadsafe(self.loop.stop)
             self.thread.join(timeout=10)
 
-    def __enter__(self) -> "LiveClients":
+    def __enter__(self) -> LiveClients:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -278,8 +293,12 @@ def votes_in_log(event_store_url: str, stories: set[str]) -> dict[str, list[int]
     return out
 
 
-def vote_latencies(votes: dict[str, list[int]], answered: dict[int, float],
-                   seen: dict[int, list[tuple[float, int]]], story_of: dict[int, str]) -> tuple[list[float], dict]:
+def vote_latencies(
+    votes: dict[str, list[int]],
+    answered: dict[int, float],
+    seen: dict[int, list[tuple[float, int]]],
+    story_of: dict[int, str],
+) -> tuple[list[float], dict]:
     """Per (vote, subscriber of its story): first event showing total_votes >= the vote's rank,
     minus the vote's answer time. Also counts of votes without an answer time and of pairs never seen."""
     latencies: list[float] = []
@@ -312,8 +331,10 @@ def measure_vote_to_event(tmp: Path) -> list[Row]:
         reader = PositionReader(stack.event_store_url, stack.mongo_url, stack.redis_url)
         try:
             stories = create_poll_stories(stack.command_port, STORIES)
-            subs = [(i, stories[i % len(stories)], t) for i, t in
-                    enumerate(mint_tokens(SECRET, [f"live-sub-{i}" for i in range(SUBSCRIBERS)]))]
+            subs = [
+                (i, stories[i % len(stories)], t)
+                for i, t in enumerate(mint_tokens(SECRET, [f"live-sub-{i}" for i in range(SUBSCRIBERS)]))
+            ]
             story_of = {i: s for i, s, _ in subs}
             seen: dict[int, list[tuple[float, int]]] = {i: [] for i in story_of}
             bad_data = [0]
@@ -330,8 +351,10 @@ def measure_vote_to_event(tmp: Path) -> list[Row]:
             with LiveClients(stack.query_port, on_event) as clients:
                 clients.open(subs)
                 opened = len(clients.first)
-                log(f"(a) {opened}/{SUBSCRIBERS} subscribers on {len(stories)} poll stories"
-                    + (f"; failures {dict(list(clients.failures.items())[:3])}" if clients.failures else ""))
+                log(
+                    f"(a) {opened}/{SUBSCRIBERS} subscribers on {len(stories)} poll stories"
+                    + (f"; failures {dict(list(clients.failures.items())[:3])}" if clients.failures else "")
+                )
                 users = int(RATE * DURATION_S / 2) + 200
                 tokens = mint_tokens(SECRET, [f"live-voter-{i}" for i in range(users)])
                 requests = lag_requests(stories, tokens)
@@ -355,35 +378,59 @@ def measure_vote_to_event(tmp: Path) -> list[Row]:
     events = sum(len(v) for v in seen.values())
     ms = [x * 1000 for x in latencies]
     p50, p99, worst = percentile(ms, 50), percentile(ms, 99), max(ms) if ms else float("nan")
-    log(f"  {result.ok_rps:,.0f} 2xx/s (statuses {result.statuses}, errors {result.errors}, late {result.late}); "
+    log(
+        f"  {result.ok_rps:,.0f} 2xx/s (statuses {result.statuses}, errors {result.errors}, late {result.late}); "
         f"lag p50 {lag['s_p50'] * 1000:.0f} ms p99 {lag['s_p99'] * 1000:.0f} ms; write->visible p99 "
         f"{percentile(visible, 99) * 1000:.0f} ms; vote->SSE p50 {p50:.0f} ms p99 {p99:.0f} ms max {worst:.0f} ms "
-        f"over {len(ms):,} (vote, subscriber) pairs; {counts}; {events:,} story events; caught up {caught}")
-    setup = (f"`stories run`, {RATE:g}/s offered views + poll votes for {DURATION_S:g} s "
-             f"({result.ok_rps:,.0f} 2xx/s answered, statuses {result.statuses}, {result.errors} errors, "
-             f"{result.late} late; command p99 {result.latency_p99_ms:.0f} ms); {opened} subscribers on "
-             f"{len(stories)} public poll stories; load average at start {load}")
+        f"over {len(ms):,} (vote, subscriber) pairs; {counts}; {events:,} story events; caught up {caught}"
+    )
+    setup = (
+        f"`stories run`, {RATE:g}/s offered views + poll votes for {DURATION_S:g} s "
+        f"({result.ok_rps:,.0f} 2xx/s answered, statuses {result.statuses}, {result.errors} errors, "
+        f"{result.late} late; command p99 {result.latency_p99_ms:.0f} ms); {opened} subscribers on "
+        f"{len(stories)} public poll stories; load average at start {load}"
+    )
     rows = [
-        Row(f"live (a): projection lag p99 under {RATE:g} commands/s (baseline)", lag["s_p99"] * 1000, "ms",
-            goal=("<=", 1000), goal_on_value=True,
+        Row(
+            f"live (a): projection lag p99 under {RATE:g} commands/s (baseline)",
+            lag["s_p99"] * 1000,
+            "ms",
+            goal=("<=", 1000),
+            goal_on_value=True,
             note=f"{setup}; sampled every 50 ms ({lag['samples']} samples); lag p50 {lag['s_p50'] * 1000:.0f} ms; "
-                 f"events p99 {lag['events_p99']:.0f}; write answered -> visible in both read models p50 "
-                 f"{percentile(visible, 50) * 1000:.0f} / p99 {percentile(visible, 99) * 1000:.0f} ms "
-                 f"(50 ms resolution)"),
-        Row(f"live (a): vote answered -> SSE event on a subscriber p99 at {RATE:g} commands/s", p99, "ms",
-            baseline=lag["s_p99"] * 1000, baseline_name="projection lag p99, same run",
-            goal=("<=", VOTE_GOAL_MS), goal_on_value=True,
+            f"events p99 {lag['events_p99']:.0f}; write answered -> visible in both read models p50 "
+            f"{percentile(visible, 50) * 1000:.0f} / p99 {percentile(visible, 99) * 1000:.0f} ms "
+            f"(50 ms resolution)",
+        ),
+        Row(
+            f"live (a): vote answered -> SSE event on a subscriber p99 at {RATE:g} commands/s",
+            p99,
+            "ms",
+            baseline=lag["s_p99"] * 1000,
+            baseline_name="projection lag p99, same run",
+            goal=("<=", VOTE_GOAL_MS),
+            goal_on_value=True,
             note=f"per (vote, subscriber of its story) pair: {len(ms):,} pairs from {counts['votes']:,} votes "
-                 f"({counts['unanswered']} votes without a 2xx answer time, {counts['never_seen']} pairs never "
-                 f"seen, {counts['negative']} seen before the voter had its answer); p50 {p50:.0f} ms, max "
-                 f"{worst:.0f} ms; {events:,} story events received; stream failures "
-                 f"{len(failures)}{' ' + str(dict(list(failures.items())[:3])) if failures else ''}"
-                 f"{f'; {bad_data[0]} unparsable events' if bad_data[0] else ''}"),
-        Row("live (a): vote answered -> SSE event p50", p50, "ms", baseline=percentile(visible, 50) * 1000,
-            baseline_name="write answered -> visible in both read models p50, same run"),
-        Row("live (a): write answered -> visible in both read models p99 (same run)", percentile(visible, 99) * 1000,
-            "ms", note=f"{len(visible):,} answers (views and votes); every 50 ms sample of both read models' "
-                       "positions: the part of vote -> SSE event that is the projector's"),
+            f"({counts['unanswered']} votes without a 2xx answer time, {counts['never_seen']} pairs never "
+            f"seen, {counts['negative']} seen before the voter had its answer); p50 {p50:.0f} ms, max "
+            f"{worst:.0f} ms; {events:,} story events received; stream failures "
+            f"{len(failures)}{' ' + str(dict(list(failures.items())[:3])) if failures else ''}"
+            f"{f'; {bad_data[0]} unparsable events' if bad_data[0] else ''}",
+        ),
+        Row(
+            "live (a): vote answered -> SSE event p50",
+            p50,
+            "ms",
+            baseline=percentile(visible, 50) * 1000,
+            baseline_name="write answered -> visible in both read models p50, same run",
+        ),
+        Row(
+            "live (a): write answered -> visible in both read models p99 (same run)",
+            percentile(visible, 99) * 1000,
+            "ms",
+            note=f"{len(visible):,} answers (views and votes); every 50 ms sample of both read models' "
+            "positions: the part of vote -> SSE event that is the projector's",
+        ),
     ]
     return rows
 
@@ -406,15 +453,19 @@ def measure_idle_streams(tmp: Path) -> list[Row]:
         tokens = mint_tokens(SECRET, [f"live-idle-{i}" for i in range(STREAMS)])
         streams = [(i, stories[i % len(stories)], t) for i, t in enumerate(tokens)]
         with LiveClients(stack.query_port) as clients:
-            warm = [(STREAMS + i, stories[i % len(stories)], t) for i, t in
-                    enumerate(mint_tokens(SECRET, [f"live-warm-{i}" for i in range(20)]))]
+            warm = [
+                (STREAMS + i, stories[i % len(stories)], t)
+                for i, t in enumerate(mint_tokens(SECRET, [f"live-warm-{i}" for i in range(20)]))
+            ]
             clients.open(warm)
             clients.close_streams([i for i, _, _ in warm])
             sequential_get(stack.query_port, path, token, 100, warmup=10)  # warm the query path too
             before = settled_rss(pid)
             lat0, statuses0, _ = sequential_get(stack.query_port, path, token, REQUESTS, warmup=10)
-            log(f"(b) query API pid {pid}: RSS {before / 1024:.1f} MiB; GET a story p99 "
-                f"{percentile(lat0, 99) * 1000:.2f} ms with no streams; opening {STREAMS:,} streams ({limit})")
+            log(
+                f"(b) query API pid {pid}: RSS {before / 1024:.1f} MiB; GET a story p99 "
+                f"{percentile(lat0, 99) * 1000:.2f} ms with no streams; opening {STREAMS:,} streams ({limit})"
+            )
             t0 = time.perf_counter()
             clients.open(streams)
             open_s = time.perf_counter() - t0
@@ -423,22 +474,35 @@ def measure_idle_streams(tmp: Path) -> list[Row]:
             after = settled_rss(pid)
             lat1, statuses1, _ = sequential_get(stack.query_port, path, token, REQUESTS, warmup=10)
             still = sum(1 for i, _, _ in streams if i in clients.tasks and not clients.tasks[i].done())
-            log(f"  {opened:,} streams had their first event in {open_s:.1f} s ({len(failures)} failed"
+            log(
+                f"  {opened:,} streams had their first event in {open_s:.1f} s ({len(failures)} failed"
                 f"{': ' + str(dict(list(failures.items())[:3])) if failures else ''}); RSS {after / 1024:.1f} MiB; "
-                f"GET a story p99 {percentile(lat1, 99) * 1000:.2f} ms; {still:,} still open")
+                f"GET a story p99 {percentile(lat1, 99) * 1000:.2f} ms; {still:,} still open"
+            )
     per_stream = (after - before) / opened if opened else float("nan")
     p0, p1 = percentile(lat0, 99) * 1000, percentile(lat1, 99) * 1000
     return [
-        Row(f"live (b): memory per idle stream ({opened:,} streams, one query API process)", per_stream, "KiB",
-            goal=("<=", STREAM_GOAL_KIB), goal_on_value=True,
+        Row(
+            f"live (b): memory per idle stream ({opened:,} streams, one query API process)",
+            per_stream,
+            "KiB",
+            goal=("<=", STREAM_GOAL_KIB),
+            goal_on_value=True,
             note=f"query API RSS {before / 1024:.1f} MiB with no streams -> {after / 1024:.1f} MiB with {opened:,} "
-                 f"open (each had its first `story` event; {len(failures)} failed; opened {OPEN_BATCH} at a time "
-                 f"in {open_s:.1f} s; {still:,} still open after the query run); {IDLE_STORIES} public stories, "
-                 f"one viewer per stream"),
-        Row(f"live (b): GET a story p99 with {opened:,} streams open", p1, "ms", baseline=p0,
-            baseline_name="same, no streams open", goal=("<=", QUERY_GOAL_RATIO),
+            f"open (each had its first `story` event; {len(failures)} failed; opened {OPEN_BATCH} at a time "
+            f"in {open_s:.1f} s; {still:,} still open after the query run); {IDLE_STORIES} public stories, "
+            f"one viewer per stream",
+        ),
+        Row(
+            f"live (b): GET a story p99 with {opened:,} streams open",
+            p1,
+            "ms",
+            baseline=p0,
+            baseline_name="same, no streams open",
+            goal=("<=", QUERY_GOAL_RATIO),
             note=f"{REQUESTS} sequential GET /api/v1/stories/{{id}} on one keep-alive connection, same process; "
-                 f"p50 {median(lat1) * 1000:.2f} ms vs {median(lat0) * 1000:.2f} ms; statuses {statuses1} vs {statuses0}"),
+            f"p50 {median(lat1) * 1000:.2f} ms vs {median(lat0) * 1000:.2f} ms; statuses {statuses1} vs {statuses0}",
+        ),
     ]
 
 

@@ -34,8 +34,21 @@ import time
 from pathlib import Path
 
 from bench.common import (
-    SECRET, CpuMeter, EmbeddedBackends, LagSampler, PositionReader, Row, Stack, http_request, log, loadavg,
-    median, mint_tokens, percentile, run_paced, sequential_get,
+    SECRET,
+    CpuMeter,
+    EmbeddedBackends,
+    LagSampler,
+    PositionReader,
+    Row,
+    Stack,
+    http_request,
+    loadavg,
+    log,
+    median,
+    mint_tokens,
+    percentile,
+    run_paced,
+    sequential_get,
 )
 
 READ_EVENTS = int(os.environ.get("BENCH_READ_EVENTS", "10000"))
@@ -58,7 +71,8 @@ def projector_work(store, until: int, batch: int = PROJECTOR_BATCH) -> dict:
     the MongoDB writes as (inserts, guarded updates) and the Redis command count; plus the event count."""
     from projections.document_writes import DocumentWrites
     from projections.mongo_views import HANDLERS as MONGO
-    from projections.redis_views import HANDLERS as REDIS, BatchWrites, Keys
+    from projections.redis_views import HANDLERS as REDIS
+    from projections.redis_views import BatchWrites, Keys
 
     keys = Keys("count:")
     live: dict = {}  # what Redis holds of live stories, carried from batch to batch as the real store does
@@ -86,8 +100,12 @@ def projector_work(store, until: int, batch: int = PROJECTOR_BATCH) -> dict:
         redis_batches.append(len(redis_writes.calls) + 1)  # + the position SET
         events += len(batch_events)
         after = reached
-    return {"events": events, "mongo_batches": mongo_batches, "redis_batches": redis_batches,
-            "distinct_docs": len(docs)}
+    return {
+        "events": events,
+        "mongo_batches": mongo_batches,
+        "redis_batches": redis_batches,
+        "distinct_docs": len(docs),
+    }
 
 
 def _threads(*targets) -> tuple[float, list[float]]:
@@ -120,6 +138,7 @@ def _runner_job(runner, until: int):
         while (runner.position or 0) < until and time.monotonic() < deadline:
             if not runner.run_once(until):
                 break
+
     return job
 
 
@@ -135,10 +154,19 @@ def _mongo_ceiling_job(mongo, database: str, batches: list[tuple[int, int]], dis
             if inserts:
                 col.insert_many([{"_id": f"i{n + i}", "n": 1, "_v": n + i} for i in range(inserts)], ordered=False)
             if updates:
-                col.bulk_write([UpdateOne({"_id": f"d{(n + i) % max(distinct, 1)}"},
-                                          {"$inc": {"n": 1}, "$set": {"_v": n + i}}, upsert=True)
-                                for i in range(updates)], ordered=True)
+                col.bulk_write(
+                    [
+                        UpdateOne(
+                            {"_id": f"d{(n + i) % max(distinct, 1)}"},
+                            {"$inc": {"n": 1}, "$set": {"_v": n + i}},
+                            upsert=True,
+                        )
+                        for i in range(updates)
+                    ],
+                    ordered=True,
+                )
             n += inserts + updates
+
     return job
 
 
@@ -151,6 +179,7 @@ def _redis_ceiling_job(client, prefix: str, batches: list[int]):
                     pipe.hincrby(f"{prefix}ceiling", f"f{(n + i) % 50000}", 1)
                 pipe.execute()
             n += size
+
     return job
 
 
@@ -164,7 +193,7 @@ def measure_projector(tmp: Path) -> list[Row]:
     from projections.redis_views import RedisViewStore
     from projections.runner import ProjectionRunner
 
-    path, info = generated_log(READ_EVENTS, users=300, stories=1000)
+    path, _info = generated_log(READ_EVENTS, users=300, stories=1000)
     store = EventStore(f"sqlite:///{path.resolve()}")
     until = store.head()
     t0 = time.perf_counter()
@@ -176,9 +205,11 @@ def measure_projector(tmp: Path) -> list[Row]:
     events = work["events"]
     mongo_inserts = sum(i for i, _ in work["mongo_batches"])
     mongo_ops, redis_cmds = sum(i + u for i, u in work["mongo_batches"]), sum(work["redis_batches"])
-    log(f"(a) log {path.name}: {events:,} events up to {until:,}; the projector issues {mongo_ops:,} MongoDB ops "
+    log(
+        f"(a) log {path.name}: {events:,} events up to {until:,}; the projector issues {mongo_ops:,} MongoDB ops "
         f"({mongo_ops / events:.2f}/event, {work['distinct_docs']:,} documents) and {redis_cmds:,} Redis commands "
-        f"in {len(work['mongo_batches'])} batches")
+        f"in {len(work['mongo_batches'])} batches"
+    )
     rows: list[Row] = []
     with EmbeddedBackends(tmp / "embedded") as backends:
         mongo = MongoClient(backends.mongo_url)
@@ -186,8 +217,10 @@ def measure_projector(tmp: Path) -> list[Row]:
         sec_pid = backends.mongo.process.pid
 
         def runners(tag: str):
-            return (ProjectionRunner(store, MongoViewStore(mongo, f"p_{tag}"), PROJECTOR_BATCH),
-                    ProjectionRunner(store, RedisViewStore(client, f"p{tag}:"), PROJECTOR_BATCH))
+            return (
+                ProjectionRunner(store, MongoViewStore(mongo, f"p_{tag}"), PROJECTOR_BATCH),
+                ProjectionRunner(store, RedisViewStore(client, f"p{tag}:"), PROJECTOR_BATCH),
+            )
 
         # warm-up: a small slice, so imports, indexes and connections are not timed
         m, r = runners("warm")
@@ -205,14 +238,18 @@ def measure_projector(tmp: Path) -> list[Row]:
         log(f"  {applied / both_s:,.0f} events/s ({both_s:.1f} s; SecantusDB used {cpu.process_cores:.2f} cores)")
 
         log("(a) ceiling: raw bulk_write + MULTI/EXEC pipelines of the same sizes, one thread each")
-        ceil_s, _ = _threads(_mongo_ceiling_job(mongo, "ceiling_both", work["mongo_batches"], work["distinct_docs"]),
-                             _redis_ceiling_job(client, "ceilboth:", work["redis_batches"]))
+        ceil_s, _ = _threads(
+            _mongo_ceiling_job(mongo, "ceiling_both", work["mongo_batches"], work["distinct_docs"]),
+            _redis_ceiling_job(client, "ceilboth:", work["redis_batches"]),
+        )
         log(f"  {events / ceil_s:,.0f} events/s equivalent ({ceil_s:.1f} s)")
 
         log("(a) each store alone")
         m, _ = runners("mongo")
         mongo_s, _ = _threads(_runner_job(m, until))
-        mongo_ceil_s, _ = _threads(_mongo_ceiling_job(mongo, "ceiling_mongo", work["mongo_batches"], work["distinct_docs"]))
+        mongo_ceil_s, _ = _threads(
+            _mongo_ceiling_job(mongo, "ceiling_mongo", work["mongo_batches"], work["distinct_docs"])
+        )
         _, r = runners("redis")
         redis_s, _ = _threads(_runner_job(r, until))
         redis_ceil_s, _ = _threads(_redis_ceiling_job(client, "ceilredis:", work["redis_batches"]))
@@ -220,23 +257,52 @@ def measure_projector(tmp: Path) -> list[Row]:
         client.close()
     store.close()
 
-    rows.append(Row(f"(a) projector: mixed log, Mongo+Redis views ({events:,} events)", applied / both_s, "events/s",
-                    baseline=events / ceil_s, baseline_name="raw writes, same ops", goal=(">=", 0.5),
-                    note=f"{mongo_ops / events:.2f} MongoDB ops + {redis_cmds / events:.2f} Redis commands per event "
-                         f"(batch {PROJECTOR_BATCH}); ceiling = {mongo_inserts:,} documents in insert_many and "
-                         f"{mongo_ops - mongo_inserts:,} UpdateOne($inc, upsert) in bulk_writes of "
-                         f"the projector's batch sizes + {redis_cmds:,} HINCRBY in MULTI/EXEC of its sizes, two threads, "
-                         f"converted to events/s as events / ceiling wall time; SecantusDB used "
-                         f"{cpu.process_cores:.2f} cores during the projector run"))
-    rows.append(Row("(a) projector: MongoDB view store alone", events / mongo_s, "events/s",
-                    baseline=events / mongo_ceil_s, baseline_name="raw bulk_write",
-                    note=f"raw bulk_write = {mongo_ops / mongo_ceil_s:,.0f} ops/s on SecantusDB"))
-    rows.append(Row("(a) projector: Redis view store alone", events / redis_s, "events/s",
-                    baseline=events / redis_ceil_s, baseline_name="raw pipelines",
-                    note=f"raw MULTI/EXEC pipelines = {redis_cmds / redis_ceil_s:,.0f} commands/s on Valkey"))
-    rows.append(Row("(a) projector's in-process work alone (read + decode log, build writes; no I/O)",
-                    events / work_s, "events/s", baseline=read_events / read_s, baseline_name="log read + decode alone",
-                    note="diagnostic: the projector cannot beat this on one core; the ceiling above leaves it out"))
+    rows.append(
+        Row(
+            f"(a) projector: mixed log, Mongo+Redis views ({events:,} events)",
+            applied / both_s,
+            "events/s",
+            baseline=events / ceil_s,
+            baseline_name="raw writes, same ops",
+            goal=(">=", 0.5),
+            note=f"{mongo_ops / events:.2f} MongoDB ops + {redis_cmds / events:.2f} Redis commands per event "
+            f"(batch {PROJECTOR_BATCH}); ceiling = {mongo_inserts:,} documents in insert_many and "
+            f"{mongo_ops - mongo_inserts:,} UpdateOne($inc, upsert) in bulk_writes of "
+            f"the projector's batch sizes + {redis_cmds:,} HINCRBY in MULTI/EXEC of its sizes, two threads, "
+            f"converted to events/s as events / ceiling wall time; SecantusDB used "
+            f"{cpu.process_cores:.2f} cores during the projector run",
+        )
+    )
+    rows.append(
+        Row(
+            "(a) projector: MongoDB view store alone",
+            events / mongo_s,
+            "events/s",
+            baseline=events / mongo_ceil_s,
+            baseline_name="raw bulk_write",
+            note=f"raw bulk_write = {mongo_ops / mongo_ceil_s:,.0f} ops/s on SecantusDB",
+        )
+    )
+    rows.append(
+        Row(
+            "(a) projector: Redis view store alone",
+            events / redis_s,
+            "events/s",
+            baseline=events / redis_ceil_s,
+            baseline_name="raw pipelines",
+            note=f"raw MULTI/EXEC pipelines = {redis_cmds / redis_ceil_s:,.0f} commands/s on Valkey",
+        )
+    )
+    rows.append(
+        Row(
+            "(a) projector's in-process work alone (read + decode log, build writes; no I/O)",
+            events / work_s,
+            "events/s",
+            baseline=read_events / read_s,
+            baseline_name="log read + decode alone",
+            note="diagnostic: the projector cannot beat this on one core; the ceiling above leaves it out",
+        )
+    )
     return rows
 
 
@@ -244,7 +310,9 @@ def measure_projector(tmp: Path) -> list[Row]:
 
 
 POLL_STORY = {
-    "story_type": "text", "text_content": "which one?", "privacy": "public",
+    "story_type": "text",
+    "text_content": "which one?",
+    "privacy": "public",
     "stickers": [{"sticker_type": "poll", "poll": {"question": "pick one", "options": [{"text": "a"}, {"text": "b"}]}}],
 }
 
@@ -254,6 +322,7 @@ def seed_feed(data_dir: Path, viewer: str, wide_viewer: str) -> dict:
     FEED_AUTHORS authors who post FEED_STORIES stories between them (public and followers-only);
     the wide viewer follows those and FEED_WIDE_AUTHORS - FEED_AUTHORS more, who post one each."""
     from commands import models
+    from commands import use_cases as uc
     from commands.application import StoriesApplication
     from commands.event_store import EventStore
     from commands.group_commit import GroupCommitter
@@ -268,10 +337,10 @@ def seed_feed(data_dir: Path, viewer: str, wide_viewer: str) -> dict:
 
     async def go() -> int:
         started = time.perf_counter()
-        jobs = [app.execute(viewer, app.follow(viewer, a)) for a in authors]
-        jobs += [app.execute(wide_viewer, app.follow(wide_viewer, a)) for a in authors + more]
+        jobs = [app.execute(uc.Follow(viewer, a)) for a in authors]
+        jobs += [app.execute(uc.Follow(wide_viewer, a)) for a in authors + more]
         for i in range(0, len(jobs), 512):
-            await asyncio.gather(*jobs[i:i + 512])
+            await asyncio.gather(*jobs[i : i + 512])
         bodies = []
         for k in range(FEED_STORIES):
             privacy = "public" if k % 2 else "followers"
@@ -280,13 +349,16 @@ def seed_feed(data_dir: Path, viewer: str, wide_viewer: str) -> dict:
                 body["stickers"] = [POLL_STORY["stickers"][0]]
             bodies.append((authors[k % len(authors)], models.CreateStory.model_validate(body)))
         for k, author in enumerate(more):
-            body = {"story_type": "image", "media_url": f"https://cdn.example.org/w{k}.jpg",
-                    "privacy": "public" if k % 2 else "followers"}
+            body = {
+                "story_type": "image",
+                "media_url": f"https://cdn.example.org/w{k}.jpg",
+                "privacy": "public" if k % 2 else "followers",
+            }
             bodies.append((author, models.CreateStory.model_validate(body)))
         created = 0
         for i in range(0, len(bodies), 512):
-            answers = await asyncio.gather(*(app.execute(a, app.create_story(a, b)) for a, b in bodies[i:i + 512]))
-            created += sum(1 for ans, _ in answers if ans.status == 201)
+            answers = await asyncio.gather(*(app.execute(uc.CreateStory(a, b)) for a, b in bodies[i : i + 512]))
+            created += sum(1 for result, _ in answers if isinstance(result, uc.StoryPosted))
             if time.perf_counter() - started > 600:
                 log("feed seeding hit its time limit")
                 break
@@ -353,24 +425,39 @@ def measure_feed_page(stack, viewer: str, authors: int, head: int, health_lat: l
     status, body = http_request("GET", stack.query_port, path, token=token, timeout=30)
     page = json.loads(body) if status == 200 else {"items": []}
     entries, items = len(page["items"]), sum(len(e["stories"]) for e in page["items"])
-    log(f"  p50 {median(lat) * 1000:.1f} ms p99 {percentile(lat, 99) * 1000:.1f} ms; {entries} entries, "
-        f"{items} stories, {size:,} bytes; statuses {statuses}")
+    log(
+        f"  p50 {median(lat) * 1000:.1f} ms p99 {percentile(lat, 99) * 1000:.1f} ms; {entries} entries, "
+        f"{items} stories, {size:,} bytes; statuses {statuses}"
+    )
     return [
-        Row(f"(c) feed page (limit {FEED_PAGE}), {authors:,} followed authors: p99", percentile(lat, 99) * 1000, "ms",
-            baseline=percentile(health_lat, 99) * 1000, baseline_name="GET /health p99", goal=("<=", goal),
+        Row(
+            f"(c) feed page (limit {FEED_PAGE}), {authors:,} followed authors: p99",
+            percentile(lat, 99) * 1000,
+            "ms",
+            baseline=percentile(health_lat, 99) * 1000,
+            baseline_name="GET /health p99",
+            goal=("<=", goal),
             goal_on_value=True,
             note=f"p50 {median(lat) * 1000:.1f} ms vs /health p50 {median(health_lat) * 1000:.2f} ms; {entries} entries, "
-                 f"{items} stories, {size / 1e3:.1f} kB per page; statuses {statuses}"),
-        Row(f"(c) feed page, {authors:,} followed authors: p50", median(lat) * 1000, "ms",
-            baseline=median(health_lat) * 1000, baseline_name="GET /health p50"),
+            f"{items} stories, {size / 1e3:.1f} kB per page; statuses {statuses}",
+        ),
+        Row(
+            f"(c) feed page, {authors:,} followed authors: p50",
+            median(lat) * 1000,
+            "ms",
+            baseline=median(health_lat) * 1000,
+            baseline_name="GET /health p50",
+        ),
     ]
 
 
 def measure_stack(tmp: Path) -> list[Row]:
     data_dir = tmp / "stack"
     viewer, wide_viewer = "feed-viewer", "feed-viewer-wide"
-    log(f"(c) seeding: {viewer} follows {FEED_AUTHORS:,} authors with {FEED_STORIES:,} stories, {wide_viewer} "
-        f"{FEED_WIDE_AUTHORS:,} authors (write path, in-process)")
+    log(
+        f"(c) seeding: {viewer} follows {FEED_AUTHORS:,} authors with {FEED_STORIES:,} stories, {wide_viewer} "
+        f"{FEED_WIDE_AUTHORS:,} authors (write path, in-process)"
+    )
     t0 = time.perf_counter()
     seeded = seed_feed(data_dir, viewer, wide_viewer)
     log(f"  {seeded['created']:,} stories, log head {seeded['head']:,}, {time.perf_counter() - t0:.1f} s")
@@ -385,7 +472,9 @@ def measure_stack(tmp: Path) -> list[Row]:
             for who, authors, goal in ((viewer, FEED_AUTHORS, 10), (wide_viewer, FEED_WIDE_AUTHORS, 25)):
                 rows += measure_feed_page(stack, who, authors, seeded["head"], health_lat, goal)
 
-            log(f"(b) lag: {LAG_RATE:g} commands/s (views + poll votes, open loop) for {LAG_S:g} s; sampling every 50 ms")
+            log(
+                f"(b) lag: {LAG_RATE:g} commands/s (views + poll votes, open loop) for {LAG_S:g} s; sampling every 50 ms"
+            )
             stories = create_poll_stories(stack.command_port, 16)
             users = int(LAG_RATE * LAG_S / 2) + 200
             tokens = mint_tokens(SECRET, [f"lag-user-{i}" for i in range(users)])
@@ -400,20 +489,38 @@ def measure_stack(tmp: Path) -> list[Row]:
             sampler.stop()
             lag = sampler.lag(load_start, load_end)
             visible = write_to_visible(result.answers, sampler.samples)
-            log(f"  offered {LAG_RATE:g}/s, {result.ok_rps:,.0f} 2xx/s (statuses {result.statuses}, errors {result.errors},"
+            log(
+                f"  offered {LAG_RATE:g}/s, {result.ok_rps:,.0f} 2xx/s (statuses {result.statuses}, errors {result.errors},"
                 f" late {result.late}); lag p50 {lag['s_p50'] * 1000:.0f} ms p99 {lag['s_p99'] * 1000:.0f} ms "
-                f"({lag['events_p99']:.0f} events); write->visible p99 {percentile(visible, 99) * 1000:.0f} ms")
-            note = (f"`stories run` (all processes), {LAG_RATE:g}/s offered views + poll votes for {LAG_S:g} s, "
-                    f"{result.ok_rps:,.0f} 2xx/s answered, statuses {result.statuses}, {result.errors} errors; "
-                    f"{lag['samples']} samples of head (SQLite) and both read-model positions every 50 ms; "
-                    f"lag in events p50 {lag['events_p50']:.0f} / p99 {lag['events_p99']:.0f} / max {lag['events_max']:.0f}; "
-                    f"load average at start {load_avg_before}")
-            rows.append(Row(f"(b) projection lag under {LAG_RATE:g} commands/s: p99", lag["s_p99"] * 1000, "ms",
-                            goal=("<=", 1000), goal_on_value=True, note=note))
+                f"({lag['events_p99']:.0f} events); write->visible p99 {percentile(visible, 99) * 1000:.0f} ms"
+            )
+            note = (
+                f"`stories run` (all processes), {LAG_RATE:g}/s offered views + poll votes for {LAG_S:g} s, "
+                f"{result.ok_rps:,.0f} 2xx/s answered, statuses {result.statuses}, {result.errors} errors; "
+                f"{lag['samples']} samples of head (SQLite) and both read-model positions every 50 ms; "
+                f"lag in events p50 {lag['events_p50']:.0f} / p99 {lag['events_p99']:.0f} / max {lag['events_max']:.0f}; "
+                f"load average at start {load_avg_before}"
+            )
+            rows.append(
+                Row(
+                    f"(b) projection lag under {LAG_RATE:g} commands/s: p99",
+                    lag["s_p99"] * 1000,
+                    "ms",
+                    goal=("<=", 1000),
+                    goal_on_value=True,
+                    note=note,
+                )
+            )
             rows.append(Row(f"(b) projection lag under {LAG_RATE:g} commands/s: p50", lag["s_p50"] * 1000, "ms"))
-            rows.append(Row("(b) write answered -> visible in both read models: p99", percentile(visible, 99) * 1000, "ms",
-                            note=f"{len(visible):,} answers; p50 {percentile(visible, 50) * 1000:.0f} ms; "
-                                 "resolution: the 50 ms sampling interval"))
+            rows.append(
+                Row(
+                    "(b) write answered -> visible in both read models: p99",
+                    percentile(visible, 99) * 1000,
+                    "ms",
+                    note=f"{len(visible):,} answers; p50 {percentile(visible, 50) * 1000:.0f} ms; "
+                    "resolution: the 50 ms sampling interval",
+                )
+            )
         finally:
             reader.close()
     return rows

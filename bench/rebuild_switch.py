@@ -14,6 +14,7 @@ Knobs: BENCH_SWITCH_RATE (300), BENCH_SWITCH_WARMUP_S (20: history to rebuild).
 from __future__ import annotations
 
 import http.client
+import itertools
 import os
 import subprocess
 import tempfile
@@ -65,17 +66,26 @@ def run() -> list[Row]:
         duration = WARMUP_S + 60.0  # the load outlasts the rebuild and the switch
         tokens = mint_tokens(SECRET, [f"switch-{i}" for i in range(int(RATE * duration / 2) + 100)])
         requests = lag_requests(stories, tokens)
-        load = threading.Thread(target=run_paced, args=(stack.command_port, requests, RATE, duration, "switch"),
-                                daemon=True)
+        load = threading.Thread(
+            target=run_paced, args=(stack.command_port, requests, RATE, duration, "switch"), daemon=True
+        )
         load.start()
-        reader = Reader(stack.query_port, mint_tokens(SECRET, ["switch-reader"])[0],
-                        [f"/api/v1/stories/{stories[0]}", "/api/v1/stories/feed"])
+        reader = Reader(
+            stack.query_port,
+            mint_tokens(SECRET, ["switch-reader"])[0],
+            [f"/api/v1/stories/{stories[0]}", "/api/v1/stories/feed"],
+        )
         reader.thread.start()
         log(f"rebuild switch: {RATE:g}/s offered; {WARMUP_S:g} s of history before `stories replay --into b`")
         time.sleep(WARMUP_S)
         started = time.monotonic()
-        replay = subprocess.run([str(STORIES_BIN), "replay", "--into", "b"], env=stories_env(Path(tmp)), cwd=tmp,
-                                capture_output=True, timeout=600)
+        replay = subprocess.run(
+            [str(STORIES_BIN), "replay", "--into", "b"],
+            env=stories_env(Path(tmp)),
+            cwd=tmp,
+            capture_output=True,
+            timeout=600,
+        )
         switched = time.monotonic()
         if replay.returncode != 0:
             raise RuntimeError(f"replay --into failed: {replay.stderr.decode()[-2000:]}")
@@ -87,19 +97,35 @@ def run() -> list[Row]:
 
     answers = reader.answers
     failed = [a for a in answers if a[1] >= 500]
-    back = [(a, b) for a, b in zip(answers, answers[1:]) if b[2] < a[2]]
+    back = [(a, b) for a, b in itertools.pairwise(answers) if b[2] < a[2]]
     before = [a[3] for a in answers if a[0] < started]
     during = [a[3] for a in answers if started <= a[0] <= switched + AFTER_S]
-    note = (f"`stories run`, {RATE:g} views + poll votes/s offered throughout; one reader, one request at a time, "
-            f"the story and the feed; replay --into took {switched - started:.1f} s; {len(during):,} answers from "
-            f"its start to {AFTER_S:g} s after the switch; positions {answers[0][2]} .. {answers[-1][2]}")
+    note = (
+        f"`stories run`, {RATE:g} views + poll votes/s offered throughout; one reader, one request at a time, "
+        f"the story and the feed; replay --into took {switched - started:.1f} s; {len(during):,} answers from "
+        f"its start to {AFTER_S:g} s after the switch; positions {answers[0][2]} .. {answers[-1][2]}"
+    )
     return [
-        Row("zero-downtime rebuild: 5xx or refused answers while it built and switched", len(failed), "answers",
-            goal=("<=", 0), note=note),
-        Row("zero-downtime rebuild: answers older than the one before (position went back)", len(back), "answers",
-            goal=("<=", 0)),
-        Row("zero-downtime rebuild: read latency p99 during the rebuild and switch", percentile(during, 99) * 1000,
-            "ms", baseline=percentile(before, 99) * 1000, baseline_name="p99 before it"),
+        Row(
+            "zero-downtime rebuild: 5xx or refused answers while it built and switched",
+            len(failed),
+            "answers",
+            goal=("<=", 0),
+            note=note,
+        ),
+        Row(
+            "zero-downtime rebuild: answers older than the one before (position went back)",
+            len(back),
+            "answers",
+            goal=("<=", 0),
+        ),
+        Row(
+            "zero-downtime rebuild: read latency p99 during the rebuild and switch",
+            percentile(during, 99) * 1000,
+            "ms",
+            baseline=percentile(before, 99) * 1000,
+            baseline_name="p99 before it",
+        ),
     ]
 
 

@@ -51,7 +51,7 @@ import os
 import tempfile
 import time
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from pymongo import AsyncMongoClient
@@ -59,7 +59,9 @@ from pymongo import AsyncMongoClient
 from bench.common import CpuMeter, Row, log, median, percentile
 from commands.event_store import EventStore, LoggedEvent
 from commands.synthetic_load import generate
-from domain import engagement as en, social as so, stories as st
+from domain import engagement as en
+from domain import social as so
+from domain import stories as st
 from domain.platform import Platform
 from projections.redis_views import RedisViewStore
 from projections.runner import ProjectionRunner
@@ -79,9 +81,11 @@ STORIES_PER_AUTHOR = 2
 PROJECT_LIMIT_S = 600.0
 COST_LIMIT = 1.5  # the cluster may cost at most this much, on this machine
 
-SCALE_NOTE = ("all 6 cluster redis-servers, the single Redis and this client share the machine's 2 cores; on real "
-              "nodes (each master on its own machine) the projector's per-tag APPLY scripts and the feed's "
-              "per-slot SUNION/MGET pipelines spread over the 3 masters")
+SCALE_NOTE = (
+    "all 6 cluster redis-servers, the single Redis and this client share the machine's 2 cores; on real "
+    "nodes (each master on its own machine) the projector's per-tag APPLY scripts and the feed's "
+    "per-slot SUNION/MGET pipelines spread over the 3 masters"
+)
 
 
 # -- (a) projector --------------------------------------------------------------------------------
@@ -134,15 +138,22 @@ def project(store, client, prefix: str, until: int, pids: list[int], **options) 
     seconds = time.perf_counter() - t0
     if runner.position != until:
         raise RuntimeError(f"projector stopped at {runner.position} of {until} under {prefix}")
-    return {"events": runner.applied, "seconds": seconds, "rate": runner.applied / seconds,
-            "apply_s": view.seconds, "server_cores": cores_used(pids, seconds, cpu0)}
+    return {
+        "events": runner.applied,
+        "seconds": seconds,
+        "rate": runner.applied / seconds,
+        "apply_s": view.seconds,
+        "server_cores": cores_used(pids, seconds, cpu0),
+    }
 
 
 def measure_projector(tmp: Path, single, cluster_client, cluster, run_prefix: str) -> list[Row]:
     store = EventStore(f"sqlite:///{(tmp / 'events.sqlite3').resolve()}")
     try:
-        log(f"(a) generating a log through the write path: {USERS} users, {STORIES} stories, "
-            f"{ENGAGEMENTS:,} engagements")
+        log(
+            f"(a) generating a log through the write path: {USERS} users, {STORIES} stories, "
+            f"{ENGAGEMENTS:,} engagements"
+        )
         t0 = time.perf_counter()
         asyncio.run(generate(store, Platform.VIGNETTE, users=USERS, stories=STORIES, engagements=ENGAGEMENTS))
         until = store.head()
@@ -165,9 +176,11 @@ def measure_projector(tmp: Path, single, cluster_client, cluster, run_prefix: st
                 tag = name.split(",")[0].replace(" ", "") + ("w" if options else "")
                 res = project(store, client, f"{run_prefix}p{r}{tag}:", until, pids, **options)
                 results[name].append(res)
-                log(f"  round {r + 1}, {name}: {res['rate']:,.0f} events/s ({res['events']:,} events in "
+                log(
+                    f"  round {r + 1}, {name}: {res['rate']:,.0f} events/s ({res['events']:,} events in "
                     f"{res['seconds']:.1f} s, {res['apply_s']:.1f} s in apply; redis-server(s) used "
-                    f"{res['server_cores']:.2f} cores)")
+                    f"{res['server_cores']:.2f} cores)"
+                )
     finally:
         store.close()
 
@@ -178,35 +191,62 @@ def measure_projector(tmp: Path, single, cluster_client, cluster, run_prefix: st
         return ", ".join(f"{r['rate']:,.0f}" for r in results[name])
 
     return [
-        Row(f"Redis projector, one Redis ({events:,} events)", one["rate"], "events/s",
+        Row(
+            f"Redis projector, one Redis ({events:,} events)",
+            one["rate"],
+            "events/s",
             note=f"mixed log ({USERS} users, {STORIES} stories, {ENGAGEMENTS:,} engagement commands; SQLite), "
-                 f"batch {PROJECTOR_BATCH}, one thread; best of {ROUNDS} runs ({runs('one Redis')} events/s); "
-                 f"{one['apply_s']:.1f} of {one['seconds']:.1f} s in RedisViewStore.apply; redis-server used "
-                 f"{one['server_cores']:.2f} cores; reading + decoding the log alone: {events / read_s:,.0f} events/s"),
-        Row("Redis projector, 3-master cluster", clu["rate"], "events/s", baseline=one["rate"],
-            baseline_name="one Redis", goal=(">=", round(1 / COST_LIMIT, 2)),
+            f"batch {PROJECTOR_BATCH}, one thread; best of {ROUNDS} runs ({runs('one Redis')} events/s); "
+            f"{one['apply_s']:.1f} of {one['seconds']:.1f} s in RedisViewStore.apply; redis-server used "
+            f"{one['server_cores']:.2f} cores; reading + decoding the log alone: {events / read_s:,.0f} events/s",
+        ),
+        Row(
+            "Redis projector, 3-master cluster",
+            clu["rate"],
+            "events/s",
+            baseline=one["rate"],
+            baseline_name="one Redis",
+            goal=(">=", round(1 / COST_LIMIT, 2)),
             note=f"3 masters + 3 replicas on loopback; best of {ROUNDS} runs ({runs('cluster')} events/s); "
-                 f"{clu['apply_s']:.1f} of {clu['seconds']:.1f} s in RedisViewStore.apply; the 6 redis-servers used "
-                 f"{clu['server_cores']:.2f} cores between them (one Redis: {one['server_cores']:.2f}), so most of the "
-                 f"extra time is the client's; goal: the cluster costs at most {COST_LIMIT:g}x; "
-                 + SCALE_NOTE),
-        Row("Redis projector apply time (no log read), 3-master cluster", clu["apply_s"], "s",
-            baseline=one["apply_s"], baseline_name="one Redis",
+            f"{clu['apply_s']:.1f} of {clu['seconds']:.1f} s in RedisViewStore.apply; the 6 redis-servers used "
+            f"{clu['server_cores']:.2f} cores between them (one Redis: {one['server_cores']:.2f}), so most of the "
+            f"extra time is the client's; goal: the cluster costs at most {COST_LIMIT:g}x; " + SCALE_NOTE,
+        ),
+        Row(
+            "Redis projector apply time (no log read), 3-master cluster",
+            clu["apply_s"],
+            "s",
+            baseline=one["apply_s"],
+            baseline_name="one Redis",
             note="informative: the write side of the best runs above (time inside RedisViewStore.apply: building "
-                 "the writes, the client and the servers; not reading and decoding the log); ratio = how many times "
-                 "longer the cluster takes for the writes alone"),
-        Row("Redis projector, 3-master cluster, wait_replicas=1", durable["rate"], "events/s", baseline=clu["rate"],
-            baseline_name="cluster", note=f"informative: each batch WAITs for one replica of every master it wrote "
-                                           f"(durable against a failover); best of {ROUNDS} runs "
-                                           f"({runs('cluster, wait_replicas=1')} events/s); "
-                                           f"{durable['apply_s']:.1f} s in apply"),
+            "the writes, the client and the servers; not reading and decoding the log); ratio = how many times "
+            "longer the cluster takes for the writes alone",
+        ),
+        Row(
+            "Redis projector, 3-master cluster, wait_replicas=1",
+            durable["rate"],
+            "events/s",
+            baseline=clu["rate"],
+            baseline_name="cluster",
+            note=f"informative: each batch WAITs for one replica of every master it wrote "
+            f"(durable against a failover); best of {ROUNDS} runs "
+            f"({runs('cluster, wait_replicas=1')} events/s); "
+            f"{durable['apply_s']:.1f} s in apply",
+        ),
     ]
 
 
 # -- (b) feed page --------------------------------------------------------------------------------
 
-POLL = {"sticker_type": "poll", "x": 0.5, "y": 0.5, "width": 0.3, "height": 0.1, "rotation": 0.0,
-        "poll": {"question": "which one?", "options": [{"text": "a"}, {"text": "b"}]}}
+POLL = {
+    "sticker_type": "poll",
+    "x": 0.5,
+    "y": 0.5,
+    "width": 0.3,
+    "height": 0.1,
+    "rotation": 0.0,
+    "poll": {"question": "which one?", "options": [{"text": "a"}, {"text": "b"}]},
+}
 
 
 def feed_events(viewer: str, authors: int, base: datetime) -> tuple[list, datetime]:
@@ -217,8 +257,9 @@ def feed_events(viewer: str, authors: int, base: datetime) -> tuple[list, dateti
     def add(cls, **fields) -> None:
         nonlocal at
         at += timedelta(milliseconds=5)
-        out.append(LoggedEvent(len(out) + 1, cls(originator_id=uuid.uuid4(), originator_version=1, occurred_at=at,
-                                                 **fields)))
+        out.append(
+            LoggedEvent(len(out) + 1, cls(originator_id=uuid.uuid4(), originator_version=1, occurred_at=at, **fields))
+        )
 
     names = [f"cl-author-{i}" for i in range(authors)]
     for i, author in enumerate(names):
@@ -231,11 +272,25 @@ def feed_events(viewer: str, authors: int, base: datetime) -> tuple[list, dateti
     for author in names:
         for _ in range(STORIES_PER_AUTHOR):
             sid = str(uuid.uuid4())
-            add(st.StoryCreated, story_id=sid, user_id=author, story_type="image", media_id=None,
-                media_url=f"https://cdn.example.org/{sid}.jpg", thumbnail_url=None, text_content=None,
-                background_color=None, background_gradient=None, duration=5.0,
-                stickers=[POLL] if k % 10 == 0 else [], privacy=privacies[k % 4], allowed_viewer_ids=[],
-                hidden_from_ids=[], allow_replies="everyone", expires_at=(at + timedelta(hours=24)).isoformat())
+            add(
+                st.StoryCreated,
+                story_id=sid,
+                user_id=author,
+                story_type="image",
+                media_id=None,
+                media_url=f"https://cdn.example.org/{sid}.jpg",
+                thumbnail_url=None,
+                text_content=None,
+                background_color=None,
+                background_gradient=None,
+                duration=5.0,
+                stickers=[POLL] if k % 10 == 0 else [],
+                privacy=privacies[k % 4],
+                allowed_viewer_ids=[],
+                hidden_from_ids=[],
+                allow_replies="everyone",
+                expires_at=(at + timedelta(hours=24)).isoformat(),
+            )
             stories.append((sid, author))
             k += 1
     for j, (sid, author) in enumerate(stories):
@@ -247,13 +302,15 @@ def feed_events(viewer: str, authors: int, base: datetime) -> tuple[list, dateti
 def seed(client, prefix: str, events: list) -> None:
     view = RedisViewStore(client, prefix)
     for i in range(0, len(events), PROJECTOR_BATCH):
-        batch = events[i:i + PROJECTOR_BATCH]
+        batch = events[i : i + PROJECTOR_BATCH]
         view.apply(batch, i, batch[-1].position)
 
 
 def page_shape(page: dict) -> list:
-    return [(e["user_id"], e["has_unseen"], tuple((s["story_id"], s["viewed_by_me"]) for s in e["stories"]))
-            for e in page["items"]]
+    return [
+        (e["user_id"], e["has_unseen"], tuple((s["story_id"], s["viewed_by_me"]) for s in e["stories"]))
+        for e in page["items"]
+    ]
 
 
 async def feed_latencies(urls: dict[str, str], prefixes: dict[str, str], viewer: str, now: datetime) -> dict:
@@ -271,15 +328,18 @@ async def feed_latencies(urls: dict[str, str], prefixes: dict[str, str], viewer:
         gc.collect()
         with collections:
             for i in range(FEED_REQUESTS):
-                for name in (order if i % 2 == 0 else order[::-1]):  # interleaved: both see the same background
+                for name in order if i % 2 == 0 else order[::-1]:  # interleaved: both see the same background
                     collections.current = name
                     t0 = time.perf_counter()
                     await queries[name].feed(viewer, now, FEED_PAGE, None)
                     samples[name].append(time.perf_counter() - t0)
         k = queries[order[0]].keys
-        groups = {name: len(slot_groups(clients[name], [k.live(viewer)] + [k.live(f"cl-author-{i}")
-                                                                          for i in range(FEED_AUTHORS)]))
-                  for name in urls}
+        groups = {
+            name: len(
+                slot_groups(clients[name], [k.live(viewer)] + [k.live(f"cl-author-{i}") for i in range(FEED_AUTHORS)])
+            )
+            for name in urls
+        }
         return {"samples": samples, "pages": pages, "groups": groups, "gc": collections.by_name}
     finally:
         for client in clients.values():
@@ -306,7 +366,7 @@ class GcWatch:
             entry[0] += 1
             entry[1] += time.perf_counter() - self._t0
 
-    def __enter__(self) -> "GcWatch":
+    def __enter__(self) -> GcWatch:
         gc.callbacks.append(self)
         return self
 
@@ -325,10 +385,12 @@ def run_loop(coro):
 
 def measure_feed(single, cluster_client, cluster, run_prefix: str) -> list[Row]:
     viewer = "cl-viewer"
-    events, now = feed_events(viewer, FEED_AUTHORS, datetime.now(timezone.utc) - timedelta(hours=1))
+    events, now = feed_events(viewer, FEED_AUTHORS, datetime.now(UTC) - timedelta(hours=1))
     prefixes = {"one Redis": f"{run_prefix}feed1:", "cluster": f"{run_prefix}feedc:"}
-    log(f"(b) seeding: {viewer} follows {FEED_AUTHORS:,} authors, {STORIES_PER_AUTHOR} live stories each "
-        f"({len(events):,} events, projected on both)")
+    log(
+        f"(b) seeding: {viewer} follows {FEED_AUTHORS:,} authors, {STORIES_PER_AUTHOR} live stories each "
+        f"({len(events):,} events, projected on both)"
+    )
     for name, client in (("one Redis", single), ("cluster", cluster_client)):
         t0 = time.perf_counter()
         seed(client, prefixes[name], events)
@@ -340,38 +402,61 @@ def measure_feed(single, cluster_client, cluster, run_prefix: str) -> list[Row]:
     same = page_shape(out["pages"]["one Redis"]) == page_shape(out["pages"]["cluster"])
     page = out["pages"]["one Redis"]
     entries, items = len(page["items"]), sum(len(e["stories"]) for e in page["items"])
-    tails = {name: (f"p90 {percentile(v, 90) * 1000:.1f} ms, slowest "
-                    + ", ".join(f"{x * 1000:.1f}" for x in sorted(v)[-5:][::-1]) + " ms; "
-                    + "{:.0f} full garbage collections in its calls ({:.0f} ms)".format(
-                        *(lambda n, t: (n, t * 1000))(*out["gc"].get(name, [0, 0.0]))))
-             for name, v in s.items()}
+    tails = {
+        name: (
+            f"p90 {percentile(v, 90) * 1000:.1f} ms, slowest "
+            + ", ".join(f"{x * 1000:.1f}" for x in sorted(v)[-5:][::-1])
+            + " ms; "
+            + "{:.0f} full garbage collections in its calls ({:.0f} ms)".format(
+                *(lambda n, t: (n, t * 1000))(*out["gc"].get(name, [0, 0.0]))
+            )
+        )
+        for name, v in s.items()
+    }
     for name, (p99, p50) in ms.items():
         log(f"  {name}: p50 {p50:.2f} ms, p99 {p99:.2f} ms; {tails[name]}")
     if not same:
-        log(f"  the pages differ: one Redis {page_shape(out['pages']['one Redis'])[:3]}..., "
-            f"cluster {page_shape(out['pages']['cluster'])[:3]}...")
-    shape = (f"{entries} entries, {items} stories on the page; the pages of both backends are "
-             + ("the same" if same else "DIFFERENT (see the log)"))
+        log(
+            f"  the pages differ: one Redis {page_shape(out['pages']['one Redis'])[:3]}..., "
+            f"cluster {page_shape(out['pages']['cluster'])[:3]}..."
+        )
+    shape = f"{entries} entries, {items} stories on the page; the pages of both backends are " + (
+        "the same" if same else "DIFFERENT (see the log)"
+    )
     return [
-        Row(f"feed page (limit {FEED_PAGE}), {FEED_AUTHORS:,} followed authors, one Redis: p99", ms["one Redis"][0],
-            "ms", note=f"Queries.feed in-process (uvloop), {FEED_REQUESTS} sequential calls per backend interleaved "
-                       f"with the cluster's; {STORIES_PER_AUTHOR} live stories per author; {shape}; live keys read "
-                       f"with {out['groups']['one Redis']} SUNION; {tails['one Redis']}"),
+        Row(
+            f"feed page (limit {FEED_PAGE}), {FEED_AUTHORS:,} followed authors, one Redis: p99",
+            ms["one Redis"][0],
+            "ms",
+            note=f"Queries.feed in-process (uvloop), {FEED_REQUESTS} sequential calls per backend interleaved "
+            f"with the cluster's; {STORIES_PER_AUTHOR} live stories per author; {shape}; live keys read "
+            f"with {out['groups']['one Redis']} SUNION; {tails['one Redis']}",
+        ),
         Row("feed page, one Redis: p50", ms["one Redis"][1], "ms"),
-        Row(f"feed page (limit {FEED_PAGE}), {FEED_AUTHORS:,} followed authors, 3-master cluster: p99", ms["cluster"][0],
-            "ms", baseline=ms["one Redis"][0], baseline_name="one Redis p99", goal=("<=", COST_LIMIT),
+        Row(
+            f"feed page (limit {FEED_PAGE}), {FEED_AUTHORS:,} followed authors, 3-master cluster: p99",
+            ms["cluster"][0],
+            "ms",
+            baseline=ms["one Redis"][0],
+            baseline_name="one Redis p99",
+            goal=("<=", COST_LIMIT),
             note=f"{FEED_AUTHORS + 1:,} live keys fall in {out['groups']['cluster']:,} slots: one SUNION each, "
-                 f"pipelined per master; {tails['cluster']}; goal: the cluster costs at most {COST_LIMIT:g}x; "
-                 + SCALE_NOTE),
-        Row("feed page, 3-master cluster: p50", ms["cluster"][1], "ms", baseline=ms["one Redis"][1],
-            baseline_name="one Redis p50"),
+            f"pipelined per master; {tails['cluster']}; goal: the cluster costs at most {COST_LIMIT:g}x; " + SCALE_NOTE,
+        ),
+        Row(
+            "feed page, 3-master cluster: p50",
+            ms["cluster"][1],
+            "ms",
+            baseline=ms["one Redis"][1],
+            baseline_name="one Redis p50",
+        ),
     ]
 
 
 def delete_prefix(client, prefix: str) -> int:
     keys = list(client.scan_iter(match=prefix + "*", count=5000))
     for i in range(0, len(keys), 5000):
-        client.delete(*keys[i:i + 5000])
+        client.delete(*keys[i : i + 5000])
     return len(keys)
 
 

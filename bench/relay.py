@@ -20,6 +20,7 @@ Knobs: BENCH_RELAY_EVENTS (the read side's BENCH_READ_EVENTS), BENCH_REDIS_URL, 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 
@@ -40,13 +41,13 @@ async def _reachable(url: str) -> bool:
         _, writer = await asyncio.wait_for(asyncio.open_connection(u.hostname, u.port), 2)
         writer.close()
         return True
-    except (OSError, asyncio.TimeoutError):
+    except (TimeoutError, OSError):
         return False
 
 
 async def _relay(store, url: str, prefix: str, until: int) -> tuple[int, float]:
     from brokers.publishers import broker_kind, make_publisher
-    from brokers.relay import Relay, RedisPositionStore, position_key
+    from brokers.relay import RedisPositionStore, Relay, position_key
 
     publisher = make_publisher(url, prefix, None)
     positions = RedisPositionStore(REDIS_URL, position_key(f"{prefix}:", broker_kind(url)))
@@ -75,7 +76,7 @@ async def _raw_redis(envelopes: list[dict], prefix: str) -> float:
         t0 = time.perf_counter()
         for i in range(0, len(envelopes), BATCH):
             async with client.pipeline(transaction=True) as pipe:  # one MULTI/EXEC per batch, as the publisher
-                for envelope in envelopes[i:i + BATCH]:
+                for envelope in envelopes[i : i + BATCH]:
                     pipe.xadd(stream, {REDIS_EVENT_FIELD: orjson.dumps(envelope)})
                 await pipe.execute()
         return time.perf_counter() - t0
@@ -92,13 +93,18 @@ async def _raw_nats(envelopes: list[dict], prefix: str) -> float:
     broker = NatsBroker(NATS_URL)
     connection = await broker.connect()
     stream = nats_stream_name(prefix)
-    await connection.jetstream().add_stream(StreamConfig(name=stream, subjects=[nats_subjects_wildcard(prefix)],
-                                                         storage=StorageType.FILE))
+    await connection.jetstream().add_stream(
+        StreamConfig(name=stream, subjects=[nats_subjects_wildcard(prefix)], storage=StorageType.FILE)
+    )
     try:
         t0 = time.perf_counter()
         for i in range(0, len(envelopes), BATCH):
-            await asyncio.gather(*(broker.publish(e, nats_subject(prefix, e["event_type"]), stream=stream, timeout=10)
-                                   for e in envelopes[i:i + BATCH]))
+            await asyncio.gather(
+                *(
+                    broker.publish(e, nats_subject(prefix, e["event_type"]), stream=stream, timeout=10)
+                    for e in envelopes[i : i + BATCH]
+                )
+            )
         return time.perf_counter() - t0
     finally:
         await broker.stop()
@@ -112,8 +118,9 @@ async def _cleanup(prefixes: list[str]) -> None:
     if await _reachable(REDIS_URL):
         client = aioredis.Redis.from_url(REDIS_URL)
         for prefix in prefixes:
-            await client.delete(redis_stream_name(prefix), f"{prefix}:relay:position:redis",
-                                f"{prefix}:relay:position:nats")
+            await client.delete(
+                redis_stream_name(prefix), f"{prefix}:relay:position:redis", f"{prefix}:relay:position:nats"
+            )
         await client.aclose()
     if await _reachable(NATS_URL):
         import nats
@@ -122,10 +129,8 @@ async def _cleanup(prefixes: list[str]) -> None:
         nc = await nats.connect(NATS_URL)
         js = nc.jetstream()
         for prefix in prefixes:
-            try:
+            with contextlib.suppress(NotFoundError):
                 await js.delete_stream(nats_stream_name(prefix))
-            except NotFoundError:
-                pass
         await nc.close()
 
 
@@ -134,8 +139,10 @@ async def _measure(store, head: int, envelopes: list[dict]) -> list[Row]:
     tag = f"benchrelay{os.getpid()}t{int(time.time())}"
     prefixes = []
     try:
-        for kind, url, raw, raw_name in (("Redis Streams", REDIS_URL, _raw_redis, "raw XADD"),
-                                         ("NATS JetStream", NATS_URL, _raw_nats, "raw FastStream publish")):
+        for kind, url, raw, raw_name in (
+            ("Redis Streams", REDIS_URL, _raw_redis, "raw XADD"),
+            ("NATS JetStream", NATS_URL, _raw_nats, "raw FastStream publish"),
+        ):
             if not await _reachable(url):
                 log(f"{kind}: {url} not reachable, skipped")
                 rows.append(Row(f"relay -> {kind}: skipped ({url} not reachable)", float("nan"), "events/s"))
@@ -147,12 +154,21 @@ async def _measure(store, head: int, envelopes: list[dict]) -> list[Row]:
             log(f"  relay {published / relay_s:,.0f} events/s ({published:,} in {relay_s:.1f} s)")
             raw_s = await asyncio.wait_for(raw(envelopes, raw_prefix), LIMIT_S)
             log(f"  {raw_name} {len(envelopes) / raw_s:,.0f} events/s")
-            rows.append(Row(f"relay -> {kind} ({published:,} events)", published / relay_s, "events/s",
-                            baseline=len(envelopes) / raw_s, baseline_name=raw_name,
-                            note=f"{url}; relay batch {BATCH} with position saves; ceiling = same envelopes pre-built, "
-                                 + ("XADD <stream> * event <JSON> in one MULTI/EXEC per batch (redis-py), no trim"
-                                    if kind.startswith("Redis")
-                                    else "JetStream publishes, acks of a batch awaited together, no dedup headers")))
+            rows.append(
+                Row(
+                    f"relay -> {kind} ({published:,} events)",
+                    published / relay_s,
+                    "events/s",
+                    baseline=len(envelopes) / raw_s,
+                    baseline_name=raw_name,
+                    note=f"{url}; relay batch {BATCH} with position saves; ceiling = same envelopes pre-built, "
+                    + (
+                        "XADD <stream> * event <JSON> in one MULTI/EXEC per batch (redis-py), no trim"
+                        if kind.startswith("Redis")
+                        else "JetStream publishes, acks of a batch awaited together, no dedup headers"
+                    ),
+                )
+            )
     finally:
         await _cleanup(prefixes)
         log(f"deleted streams/keys of {len(prefixes)} prefixes")

@@ -71,8 +71,15 @@ async def _generate(path: Path, events: int, users: int, stories: int, seed: int
     class MostlyPublic(SyntheticLoad):
         def _privacy(self) -> str:
             r = self.rng.random()
-            return ("public" if r < 0.7 else self.app.platform.audience if r < 0.8
-                    else "close_friends" if r < 0.9 else "custom")
+            return (
+                "public"
+                if r < 0.7
+                else self.app.platform.audience
+                if r < 0.8
+                else "close_friends"
+                if r < 0.9
+                else "custom"
+            )
 
     store = EventStore(f"sqlite:///{path.resolve()}")
     committer = GroupCommitter(store)
@@ -95,15 +102,22 @@ async def _generate(path: Path, events: int, users: int, stories: int, seed: int
             elapsed = time.perf_counter() - started
             if elapsed - last_report > 20:
                 last_report = elapsed
-                log(f"  {head:,}/{events:,} positions, {commands / elapsed:,.0f} commands/s, "
-                    f"{head / elapsed:,.0f} positions/s")
+                log(
+                    f"  {head:,}/{events:,} positions, {commands / elapsed:,.0f} commands/s, "
+                    f"{head / elapsed:,.0f} positions/s"
+                )
     finally:
         committer.close()
         store.close()
     elapsed = time.perf_counter() - started
     log(f"generated {head:,} positions from {commands:,} commands in {elapsed:.0f} s")
-    return {"head": head, "commands": commands, "seconds": elapsed,
-            "accepted": dict(load.tally.accepted), "rejected": dict(load.tally.rejected)}
+    return {
+        "head": head,
+        "commands": commands,
+        "seconds": elapsed,
+        "accepted": dict(load.tally.accepted),
+        "rejected": dict(load.tally.rejected),
+    }
 
 
 def main() -> None:
@@ -173,17 +187,23 @@ def run() -> list:
         cpu.stop()
         me.stop()
         bulk_rate = stats.applied / bulk_s
-        docs = {name: mongo["replayed"][name].estimated_document_count()
-                for name in mongo["replayed"].list_collection_names()}
-        log(f"  {bulk_rate:,.0f} events/s ({stats.applied:,} events, {head:,} positions in {bulk_s:.1f} s); "
-            f"phases {({k: round(v, 1) for k, v in stats.phases.items()})}; {sum(docs.values()):,} documents "
+        docs = {
+            name: mongo["replayed"][name].estimated_document_count()
+            for name in mongo["replayed"].list_collection_names()
+        }
+        log(
+            f"  {bulk_rate:,.0f} events/s ({stats.applied:,} events, {head:,} positions in {bulk_s:.1f} s); "
+            f"phases { ({k: round(v, 1) for k, v in stats.phases.items()}) }; {sum(docs.values()):,} documents "
             f"{docs}, {stats.mongo_updated:,} later updates, {stats.redis_commands:,} Redis commands; "
             f"SecantusDB used {cpu.process_cores:.2f} cores, this process {me.process_cores:.2f}, "
-            f"the machine was {cpu.machine_busy:.0%} busy")
+            f"the machine was {cpu.machine_busy:.0%} busy"
+        )
 
         log(f"projector steady rate: ProjectionRunner batch 1000, two threads, positions 1..{slice_end:,}")
-        runners = [ProjectionRunner(store, MongoViewStore(mongo, "projector"), 1000),
-                   ProjectionRunner(store, RedisViewStore(client, "projector:"), 1000)]
+        runners = [
+            ProjectionRunner(store, MongoViewStore(mongo, "projector"), 1000),
+            ProjectionRunner(store, RedisViewStore(client, "projector:"), 1000),
+        ]
         deadline = time.monotonic() + REPLAY_LIMIT_S
 
         def follow(runner):
@@ -210,18 +230,42 @@ def run() -> list:
         client.close()
     store.close()
 
-    gen = (f"generated in {info['seconds']:.0f} s from {info['commands']:,} commands" if not info.get("cached")
-           else "cached in bench/out/")
+    gen = (
+        f"generated in {info['seconds']:.0f} s from {info['commands']:,} commands"
+        if not info.get("cached")
+        else "cached in bench/out/"
+    )
     phases = ", ".join(f"{k} {v:.1f} s" for k, v in stats.phases.items())
-    rows.append(Row(f"replay: read and decode the log alone ({read_events:,} events, {head:,} positions)", ceiling,
-                    "events/s", note=f"{path.name} ({gen}); {head / read_s:,.0f} positions/s"))
-    rows.append(Row(f"replay: bulk rebuild of all {stats.applied:,} events ({head:,} positions)", bulk_rate,
-                    "events/s", baseline=ceiling, baseline_name="read+decode ceiling, same run",
-                    goal=(">=", 10000), goal_on_value=True,
-                    note=f"{head / bulk_s:,.0f} positions/s, {bulk_s:.1f} s end to end ({phases}); "
-                         f"{sum(docs.values()):,} MongoDB documents inserted, {stats.mongo_updated:,} later updates, "
-                         f"{stats.redis_commands:,} Redis commands; SecantusDB used {cpu.process_cores:.2f} cores, "
-                         f"the rebuilding process {me.process_cores:.2f}, the machine was {cpu.machine_busy:.0%} busy"))
-    rows.append(Row(f"replay before the bulk load (normal runners, batch {REPLAY_BATCH}), positions 1..{slice_end:,}",
-                    old_rate, "events/s", baseline=proj_rate, baseline_name="projector steady rate, same slice"))
+    rows.append(
+        Row(
+            f"replay: read and decode the log alone ({read_events:,} events, {head:,} positions)",
+            ceiling,
+            "events/s",
+            note=f"{path.name} ({gen}); {head / read_s:,.0f} positions/s",
+        )
+    )
+    rows.append(
+        Row(
+            f"replay: bulk rebuild of all {stats.applied:,} events ({head:,} positions)",
+            bulk_rate,
+            "events/s",
+            baseline=ceiling,
+            baseline_name="read+decode ceiling, same run",
+            goal=(">=", 10000),
+            goal_on_value=True,
+            note=f"{head / bulk_s:,.0f} positions/s, {bulk_s:.1f} s end to end ({phases}); "
+            f"{sum(docs.values()):,} MongoDB documents inserted, {stats.mongo_updated:,} later updates, "
+            f"{stats.redis_commands:,} Redis commands; SecantusDB used {cpu.process_cores:.2f} cores, "
+            f"the rebuilding process {me.process_cores:.2f}, the machine was {cpu.machine_busy:.0%} busy",
+        )
+    )
+    rows.append(
+        Row(
+            f"replay before the bulk load (normal runners, batch {REPLAY_BATCH}), positions 1..{slice_end:,}",
+            old_rate,
+            "events/s",
+            baseline=proj_rate,
+            baseline_name="projector steady rate, same slice",
+        )
+    )
     return rows

@@ -27,8 +27,8 @@ hour = 1.25 real s) runs 14 days in about 7 minutes of traffic.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-import math
 import os
 import random
 import re
@@ -37,17 +37,29 @@ import subprocess
 import time
 import uuid
 from collections import Counter, defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from bench.common import (
-    BENCH_DIR, OUT_DIR, SECRET, STORIES_BIN, EmbeddedBackends, Process, Row, free_port, log, median, mint_tokens,
-    percentile, stories_env,
+    BENCH_DIR,
+    OUT_DIR,
+    SECRET,
+    STORIES_BIN,
+    EmbeddedBackends,
+    Process,
+    Row,
+    free_port,
+    log,
+    median,
+    mint_tokens,
+    percentile,
+    stories_env,
 )
-from stories.clock import SimulatedClock, simulated_clock_spec
 from projections.redis_schema import VIEW_NAME
+from stories.clock import SimulatedClock, simulated_clock_spec
 
 S, H = "/api/v1/stories", "/api/v1/highlights"
 RESULTS_JSON = BENCH_DIR / "soak_results.json"
@@ -66,9 +78,16 @@ class LoggedProcess(Process):
         log_dir.mkdir(parents=True, exist_ok=True)
         self.name = name
         self.log_path = log_dir / f"{name}.log"
-        self._log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(list(argv), env=env, cwd=log_dir, stdout=self._log, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, start_new_session=True)
+        self._log = open(self.log_path, "wb")  # noqa: SIM115  # the child writes to it until stop() closes it
+        self.proc = subprocess.Popen(
+            list(argv),
+            env=env,
+            cwd=log_dir,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
 
 
 _STORY_TAG = re.compile(rb"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
@@ -81,13 +100,21 @@ class SoakStack:
 
     PROCESSES = ("command-api", "projector", "query-api", "expirer")
 
-    def __init__(self, workdir: Path, scale: float, *, relay: bool = False, expiry_interval_s: float = 1.0,
-                 log_dir: Path | None = None, extra_env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        scale: float,
+        *,
+        relay: bool = False,
+        expiry_interval_s: float = 1.0,
+        log_dir: Path | None = None,
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
         self.workdir = workdir
         self.log_dir = log_dir or OUT_DIR / "soak"
         workdir.mkdir(parents=True, exist_ok=True)
         epoch = time.time()
-        origin = datetime.fromtimestamp(epoch, timezone.utc).replace(microsecond=0)
+        origin = datetime.fromtimestamp(epoch, UTC).replace(microsecond=0)
         epoch = origin.timestamp()  # the timeline starts at the real now, to the second
         self.clock = SimulatedClock(origin, epoch, scale)
         self.scale = scale
@@ -97,12 +124,20 @@ class SoakStack:
         self.processes: dict[str, LoggedProcess] = {}
         self.command_port, self.query_port = free_port(), free_port()
         self.env = stories_env(
-            workdir, STORIES_DEV_MODE="true", STORIES_SIMULATED_CLOCK=simulated_clock_spec(origin, epoch, scale),
-            STORIES_MONGODB_URL=self.backends.mongo_url, STORIES_MONGODB_DATABASE=self.database,
-            STORIES_REDIS_URL=self.backends.redis_url, STORIES_REDIS_PREFIX=self.prefix,
-            STORIES_BROKER_URL=self.backends.redis_url, STORIES_BROKER_PREFIX=f"soak-{tag}",
-            STORIES_COMMAND_PORT=str(self.command_port), STORIES_QUERY_PORT=str(self.query_port),
-            STORIES_EXPIRY_INTERVAL_S=str(expiry_interval_s), **(extra_env or {}))
+            workdir,
+            STORIES_DEV_MODE="true",
+            STORIES_SIMULATED_CLOCK=simulated_clock_spec(origin, epoch, scale),
+            STORIES_MONGODB_URL=self.backends.mongo_url,
+            STORIES_MONGODB_DATABASE=self.database,
+            STORIES_REDIS_URL=self.backends.redis_url,
+            STORIES_REDIS_PREFIX=self.prefix,
+            STORIES_BROKER_URL=self.backends.redis_url,
+            STORIES_BROKER_PREFIX=f"soak-{tag}",
+            STORIES_COMMAND_PORT=str(self.command_port),
+            STORIES_QUERY_PORT=str(self.query_port),
+            STORIES_EXPIRY_INTERVAL_S=str(expiry_interval_s),
+            **(extra_env or {}),
+        )
         self.event_store_url = f"sqlite:///{(workdir / 'events.sqlite3').resolve()}"
         self.env["STORIES_EVENT_STORE_URL"] = self.event_store_url
         try:
@@ -169,8 +204,9 @@ class SoakStack:
             if min(m, r) >= head:
                 return last
             if time.monotonic() > deadline:
-                raise TimeoutError(f"read models not caught up after {timeout:.0f} s: head {head}, mongo {m}, "
-                                   f"redis {r}\n{self.logs()}")
+                raise TimeoutError(
+                    f"read models not caught up after {timeout:.0f} s: head {head}, mongo {m}, redis {r}\n{self.logs()}"
+                )
             self.check_alive()
             time.sleep(0.1)
 
@@ -185,8 +221,9 @@ class SoakStack:
         story back; and the erasure indexes (``named:{<user>}``), which expire with the last story
         they list, plus grace. Bounded by age, not by the simulated clock, so counted apart."""
         head, named = f"{self.prefix}at:{{".encode(), f"{self.prefix}named:{{".encode()
-        return [k for k in keys if k.startswith(named)
-                or (k.startswith(head) and _STORY_TAG.fullmatch(k[len(head):-1]))]
+        return [
+            k for k in keys if k.startswith(named) or (k.startswith(head) and _STORY_TAG.fullmatch(k[len(head) : -1]))
+        ]
 
     def redis_stats(self, memory_per_key: bool = False) -> dict[str, Any]:
         info = self.redis.info("memory")
@@ -194,13 +231,18 @@ class SoakStack:
         stamps = self.story_stamps(keys)
         keys = sorted(set(keys) - set(stamps))
         longest = max((int(self.redis.pttl(k)) for k in stamps), default=0)
-        out = {"used_memory": int(info["used_memory"]), "dbsize": int(self.redis.dbsize()), "prefix_keys": len(keys),
-               "story_stamps": len(stamps), "story_stamps_longest_ttl_ms": longest}
+        out = {
+            "used_memory": int(info["used_memory"]),
+            "dbsize": int(self.redis.dbsize()),
+            "prefix_keys": len(keys),
+            "story_stamps": len(stamps),
+            "story_stamps_longest_ttl_ms": longest,
+        }
         if memory_per_key:
             total = 0
             for i in range(0, len(keys), 1000):
                 pipe = self.redis.pipeline(transaction=False)
-                for key in keys[i:i + 1000]:
+                for key in keys[i : i + 1000]:
                     pipe.memory_usage(key, samples=0)
                 total += sum(int(x or 0) for x in pipe.execute())
             out["prefix_key_bytes"] = total
@@ -212,16 +254,21 @@ class SoakStack:
         for name in sorted(db.list_collection_names()):
             try:
                 stats = db.command("collStats", name)
-                collections[name] = {"count": int(stats.get("count", 0)), "size": int(stats.get("size", 0)),
-                                     "index_size": int(stats.get("totalIndexSize", 0))}
+                collections[name] = {
+                    "count": int(stats.get("count", 0)),
+                    "size": int(stats.get("size", 0)),
+                    "index_size": int(stats.get("totalIndexSize", 0)),
+                }
             except Exception:  # a server without collStats: counts only
                 collections[name] = {"count": db[name].estimated_document_count(), "size": -1, "index_size": -1}
-        out: dict[str, Any] = {"collections": collections,
-                               "documents": sum(c["count"] for c in collections.values())}
+        out: dict[str, Any] = {"collections": collections, "documents": sum(c["count"] for c in collections.values())}
         try:
             stats = db.command("dbStats")
-            out.update(data_size=int(stats.get("dataSize", 0)), storage_size=int(stats.get("storageSize", 0)),
-                       index_size=int(stats.get("indexSize", 0)))
+            out.update(
+                data_size=int(stats.get("dataSize", 0)),
+                storage_size=int(stats.get("storageSize", 0)),
+                index_size=int(stats.get("indexSize", 0)),
+            )
         except Exception:
             pass
         out["data_dir_bytes"] = dir_bytes(self.workdir / "servers" / "secantus")
@@ -236,14 +283,12 @@ class SoakStack:
         for attr in ("redis", "mongo", "store"):
             client = getattr(self, attr, None)
             if client is not None:
-                try:
+                with contextlib.suppress(Exception):
                     client.close()
-                except Exception:
-                    pass
         if getattr(self, "backends", None) is not None:
             self.backends.close()
 
-    def __enter__(self) -> "SoakStack":
+    def __enter__(self) -> SoakStack:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -254,10 +299,8 @@ def dir_bytes(path: Path) -> int:
     total = 0
     for root, _dirs, files in os.walk(path):
         for name in files:
-            try:
+            with contextlib.suppress(OSError):
                 total += os.path.getsize(os.path.join(root, name))
-            except OSError:
-                pass
     return total
 
 
@@ -268,8 +311,8 @@ def dir_bytes(path: Path) -> int:
 class Traffic:
     """Rates of the steady traffic (per simulated day unless said otherwise)."""
 
-    follows_per_user: int = 25          # set up before the run
-    close_friends_per_user: int = 4     # set up before the run
+    follows_per_user: int = 25  # set up before the run
+    close_friends_per_user: int = 4  # set up before the run
     posts_per_user: float = 1.0
     views_per_story: float = 12.0
     interactions_per_story: float = 4.0
@@ -277,8 +320,8 @@ class Traffic:
     feed_reads_per_user: float = 3.0
     story_reads_per_story: float = 2.0
     owner_reads_per_story: float = 2.0  # viewers, answers, insights of their own stories
-    other_reads_per_user: float = 0.5   # user stories, highlights, a highlight, close friends, archive, user insights
-    follow_changes: float = 8.0         # follows and as many unfollows a day
+    other_reads_per_user: float = 0.5  # user stories, highlights, a highlight, close friends, archive, user insights
+    follow_changes: float = 8.0  # follows and as many unfollows a day
     close_friend_changes: float = 2.0
     deletes: float = 6.0
     highlight_writes: float = 12.0
@@ -301,7 +344,7 @@ class Day:
 
     feed_latencies: list[float] = field(default_factory=list)
     largest: dict[str, int] = field(default_factory=dict)  # endpoint -> largest answer in bytes
-    statuses: Counter = field(default_factory=Counter)     # "kind status" -> count
+    statuses: Counter = field(default_factory=Counter)  # "kind status" -> count
     errors: int = 0
     feed_entries: list[int] = field(default_factory=list)
 
@@ -321,8 +364,14 @@ def page_items(body: Any, legacy: str) -> list:
 
 
 EXPECTED = {  # statuses the traffic may provoke legitimately (a story expiring or deleted under it)
-    "post": {201}, "view": {202, 404}, "interact": {200, 404, 409}, "reply": {201, 404}, "delete": {204, 404},
-    "follow": {200}, "unfollow": {200, 204}, "close_friend": {200, 201, 204, 409},  # 409: a racing duplicate
+    "post": {201},
+    "view": {202, 404},
+    "interact": {200, 404, 409},
+    "reply": {201, 404},
+    "delete": {204, 404},
+    "follow": {200},
+    "unfollow": {200, 204},
+    "close_friend": {200, 201, 204, 409},  # 409: a racing duplicate
     "highlight": {201, 404, 409, 422},
     "highlight_add": {200, 404, 409, 422},
 }
@@ -332,8 +381,9 @@ class Driver:
     """Steady traffic through the command API, reads through the query API (aiohttp, bounded
     concurrency); what it knows of the world is what it wrote."""
 
-    def __init__(self, stack: SoakStack, users: int, seed: int = 7, traffic: Traffic | None = None,
-                 concurrency: int = 16) -> None:
+    def __init__(
+        self, stack: SoakStack, users: int, seed: int = 7, traffic: Traffic | None = None, concurrency: int = 16
+    ) -> None:
         self.stack = stack
         self.rng = random.Random(seed)
         self.traffic = traffic or Traffic()
@@ -357,19 +407,28 @@ class Driver:
 
     # -- HTTP --------------------------------------------------------------------------------
 
-    async def __aenter__(self) -> "Driver":
+    async def __aenter__(self) -> Driver:
         import aiohttp
 
         self._sem = asyncio.Semaphore(self.concurrency)
-        self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=self.concurrency * 2),
-                                              timeout=aiohttp.ClientTimeout(total=30))
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=self.concurrency * 2), timeout=aiohttp.ClientTimeout(total=30)
+        )
         return self
 
     async def __aexit__(self, *exc: Any) -> None:
         await self._session.close()
 
-    async def _call(self, kind: str, method: str, port: int, path: str, user: str, body: Any = None,
-                    headers: dict[str, str] | None = None) -> tuple[int, Any, float]:
+    async def _call(
+        self,
+        kind: str,
+        method: str,
+        port: int,
+        path: str,
+        user: str,
+        body: Any = None,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, Any, float]:
         import aiohttp
 
         hdrs = {"Authorization": f"Bearer {self.tokens[user]}", **(headers or {})}
@@ -377,11 +436,12 @@ class Driver:
         async with self._sem:
             started = time.perf_counter()
             try:
-                async with self._session.request(method, f"http://127.0.0.1:{port}{path}", json=body,
-                                                 headers=hdrs) as resp:
+                async with self._session.request(
+                    method, f"http://127.0.0.1:{port}{path}", json=body, headers=hdrs
+                ) as resp:
                     raw = await resp.read()
                     status = resp.status
-            except (aiohttp.ClientError, asyncio.TimeoutError) as error:
+            except (TimeoutError, aiohttp.ClientError) as error:
                 self.day.errors += 1
                 self.unexpected.append(f"{kind} {method} {path}: {error!r}")
                 return 0, None, 0.0
@@ -403,8 +463,9 @@ class Driver:
             self.accepted[kind] += 1
         return status, data
 
-    async def query(self, kind: str, path: str, user: str, headers: dict[str, str] | None = None
-                    ) -> tuple[int, Any, float]:
+    async def query(
+        self, kind: str, path: str, user: str, headers: dict[str, str] | None = None
+    ) -> tuple[int, Any, float]:
         status, data, elapsed = await self._call(kind, "GET", self.stack.query_port, path, user, headers=headers)
         if (status >= 500 and status != 503) or status in (0, 400, 401, 415, 422):  # 503: min_position not reached yet
             self.unexpected.append(f"GET {path} by {user} -> {status} {str(data)[:200]}")
@@ -513,17 +574,28 @@ class Driver:
         if r.random() < 0.3:
             kinds.append(r.choice(["mention", "location", "music", "link"]))
         roll = r.random()
-        privacy = "public" if roll < 0.3 else "followers" if roll < 0.82 else "close_friends" if roll < 0.95 else "custom"
-        body: dict[str, Any] = {"stickers": [self.sticker(k, now) for k in kinds], "privacy": privacy,
-                                "expires_in_hours": r.choice(list(lifetimes))}
+        privacy = (
+            "public" if roll < 0.3 else "followers" if roll < 0.82 else "close_friends" if roll < 0.95 else "custom"
+        )
+        body: dict[str, Any] = {
+            "stickers": [self.sticker(k, now) for k in kinds],
+            "privacy": privacy,
+            "expires_in_hours": r.choice(list(lifetimes)),
+        }
         if r.random() < 0.5:
-            body.update(story_type="text", text_content=f"a day in the life of {user} " + "#" * r.randrange(80),
-                        background_color="#223344")
+            body.update(
+                story_type="text",
+                text_content=f"a day in the life of {user} " + "#" * r.randrange(80),
+                background_color="#223344",
+            )
         else:
             media = uuid.uuid4().hex
-            body.update(story_type=r.choice(["image", "video"]), media_id=media,
-                        media_url=f"https://cdn.example.com/m/{media}.jpg",
-                        thumbnail_url=f"https://cdn.example.com/t/{media}.jpg")
+            body.update(
+                story_type=r.choice(["image", "video"]),
+                media_id=media,
+                media_url=f"https://cdn.example.com/m/{media}.jpg",
+                thumbnail_url=f"https://cdn.example.com/t/{media}.jpg",
+            )
         if privacy == "custom":
             pool = sorted(self.followers[user]) or [u for u in self.users if u != user]
             body["allowed_viewer_ids"] = r.sample(pool, min(len(pool), r.randint(1, 8)))
@@ -539,8 +611,14 @@ class Driver:
         else:
             audience = list(body["allowed_viewer_ids"])
         audience = [u for u in audience if u != user]
-        story = Story(data["story_id"], user, datetime.fromisoformat(data["expires_at"].replace("Z", "+00:00")),
-                      privacy, audience, kinds)
+        story = Story(
+            data["story_id"],
+            user,
+            datetime.fromisoformat(data["expires_at"].replace("Z", "+00:00")),
+            privacy,
+            audience,
+            kinds,
+        )
         self.stories[story.story_id] = story
         self.live.append(story.story_id)
         self.own[user].append(story.story_id)
@@ -563,7 +641,9 @@ class Driver:
 
     async def interact(self, story: Story) -> None:
         r = self.rng
-        interactive = [i for i, k in enumerate(story.stickers) if k in ("poll", "quiz", "question", "slider", "countdown")]
+        interactive = [
+            i for i, k in enumerate(story.stickers) if k in ("poll", "quiz", "question", "slider", "countdown")
+        ]
         if not interactive:
             return
         index = r.choice(interactive)
@@ -589,8 +669,13 @@ class Driver:
         await self.command("interact", "POST", f"{S}/{story.story_id}/interact", user, body)
 
     async def reply(self, story: Story) -> None:
-        await self.command("reply", "POST", f"{S}/{story.story_id}/reply", self.rng.choice(story.audience),
-                           {"text": "so good " + "!" * self.rng.randrange(20)})
+        await self.command(
+            "reply",
+            "POST",
+            f"{S}/{story.story_id}/reply",
+            self.rng.choice(story.audience),
+            {"text": "so good " + "!" * self.rng.randrange(20)},
+        )
 
     async def delete(self, story: Story) -> None:
         story.deleted = True
@@ -610,15 +695,18 @@ class Driver:
             if not candidates:
                 return
             story_id = r.choice(candidates)
-            status, _ = await self.command("highlight_add", "POST", f"{H}/{hid}/stories", user, {"story_ids": [story_id]})
+            status, _ = await self.command(
+                "highlight_add", "POST", f"{H}/{hid}/stories", user, {"story_ids": [story_id]}
+            )
             if 200 <= status < 300:
                 members.add(story_id)
             return
         if len(self.highlights[user]) >= 150:
             return
         chosen = r.sample(mine[-10:], min(len(mine[-10:]), r.randint(1, 3)))
-        status, data = await self.command("highlight", "POST", H, user,
-                                          {"title": f"trip {r.randrange(100)}", "story_ids": chosen})
+        status, data = await self.command(
+            "highlight", "POST", H, user, {"title": f"trip {r.randrange(100)}", "story_ids": chosen}
+        )
         if status == 201:
             self.highlights[user].append((data["highlight_id"], set(chosen)))
 
@@ -631,7 +719,7 @@ class Driver:
             self.day.feed_entries.append(len(page_items(data, "feed")))
 
     async def read_story(self, story: Story) -> None:
-        reader = self.rng.choice(story.audience + [story.owner])
+        reader = self.rng.choice([*story.audience, story.owner])
         await self.query("story", f"{S}/{story.story_id}", reader)
 
     async def owner_reads(self, user: str) -> None:
@@ -644,8 +732,9 @@ class Driver:
             await self.query("viewers", f"/api/v1/viewers/story/{story.story_id}?limit=20", user)
         elif what < 0.6 and "question" in story.stickers:
             index = story.stickers.index("question")
-            await self.query("answers", f"/api/v1/viewers/story/{story.story_id}/answers?limit=20&sticker_index={index}",
-                             user)
+            await self.query(
+                "answers", f"/api/v1/viewers/story/{story.story_id}/answers?limit=20&sticker_index={index}", user
+            )
         else:
             await self.query("insights", f"/api/v1/viewers/story/{story.story_id}/insights", user)
 
@@ -677,9 +766,18 @@ class Driver:
         x = per_day / 24.0
         return int(x) + (1 if self.rng.random() < x - int(x) else 0)
 
-    async def hour(self, now: datetime, *, post: bool = True, engage: bool = True, reads: bool = True,
-                   graph: bool = True, lifetimes: Sequence[int] = LIFETIMES_H, posts_scale: float = 1.0,
-                   spread_s: float = 0.0) -> None:
+    async def hour(
+        self,
+        now: datetime,
+        *,
+        post: bool = True,
+        engage: bool = True,
+        reads: bool = True,
+        graph: bool = True,
+        lifetimes: Sequence[int] = LIFETIMES_H,
+        posts_scale: float = 1.0,
+        spread_s: float = 0.0,
+    ) -> None:
         """One simulated hour of traffic (bounded concurrency), spread over ``spread_s`` real
         seconds (0: all at once)."""
         t, r = self.traffic, self.rng
@@ -687,13 +785,18 @@ class Driver:
         self.prune(now)
         jobs: list = []
         if post:
-            jobs += [self.post(r.choice(self.users), now, lifetimes)
-                     for _ in range(self._count(t.posts_per_user * n_users * posts_scale))]
+            jobs += [
+                self.post(r.choice(self.users), now, lifetimes)
+                for _ in range(self._count(t.posts_per_user * n_users * posts_scale))
+            ]
         stories_per_day = t.posts_per_user * n_users
         margin = timedelta(minutes=20) + timedelta(seconds=spread_s * self.stack.scale)  # live until sent
         if engage:
-            for rate, action in ((t.views_per_story, self.view), (t.interactions_per_story, self.interact),
-                                 (t.replies_per_story, self.reply)):
+            for rate, action in (
+                (t.views_per_story, self.view),
+                (t.interactions_per_story, self.interact),
+                (t.replies_per_story, self.reply),
+            ):
                 for _ in range(self._count(rate * stories_per_day)):
                     story = self.pick_live(now, margin)
                     if story:
@@ -713,9 +816,13 @@ class Driver:
                 story = self.pick_live(now, margin)
                 if story:
                     jobs.append(self.read_story(story))
-            jobs += [self.owner_reads(r.choice(self.users))
-                     for _ in range(self._count(t.owner_reads_per_story * stories_per_day))]
-            jobs += [self.other_read(r.choice(self.users)) for _ in range(self._count(t.other_reads_per_user * n_users))]
+            jobs += [
+                self.owner_reads(r.choice(self.users))
+                for _ in range(self._count(t.owner_reads_per_story * stories_per_day))
+            ]
+            jobs += [
+                self.other_read(r.choice(self.users)) for _ in range(self._count(t.other_reads_per_user * n_users))
+            ]
         await self.gather(jobs, spread_s)
 
     def take_day(self) -> Day:
@@ -769,7 +876,9 @@ async def _soak(stack: SoakStack, days: int, users: int, seed: int) -> dict[str,
                     "feed_requests": len(day.feed_latencies),
                     "feed_p50_ms": round(median(day.feed_latencies) * 1000, 2),
                     "feed_p99_ms": round(percentile(day.feed_latencies, 99) * 1000, 2),
-                    "feed_entries_avg": round(sum(day.feed_entries) / len(day.feed_entries), 1) if day.feed_entries else 0,
+                    "feed_entries_avg": round(sum(day.feed_entries) / len(day.feed_entries), 1)
+                    if day.feed_entries
+                    else 0,
                     "largest_answer_bytes": max(day.largest.values(), default=0),
                     "largest_answer_endpoint": max(day.largest, key=day.largest.get) if day.largest else "",
                     "largest_by_endpoint": dict(sorted(day.largest.items())),
@@ -780,15 +889,24 @@ async def _soak(stack: SoakStack, days: int, users: int, seed: int) -> dict[str,
                     "late_hours_so_far": late_hours,
                 }
                 per_day.append(figures)
-                log(f"soak day {day_number}: redis {figures['redis']['used_memory']:,} B, "
+                log(
+                    f"soak day {day_number}: redis {figures['redis']['used_memory']:,} B, "
                     f"{figures['redis']['prefix_keys']:,} keys; mongo {figures['mongo']['documents']:,} docs; "
                     f"live {figures['live_stories']}; feed p99 {figures['feed_p99_ms']} ms; largest "
                     f"{figures['largest_answer_bytes']:,} B ({figures['largest_answer_endpoint']}); "
-                    f"{figures['requests']:,} requests; lag {figures['projection_lag_events']} events")
+                    f"{figures['requests']:,} requests; lag {figures['projection_lag_events']} events"
+                )
         unexpected = driver.unexpected[:50]
         accepted = dict(driver.accepted)
-    return {"before": before, "days": per_day, "late_hours": late_hours, "max_behind_s": round(behind_s, 2),
-            "unexpected": unexpected, "accepted": accepted, "graph_setup_s": round(graph_s, 1)}
+    return {
+        "before": before,
+        "days": per_day,
+        "late_hours": late_hours,
+        "max_behind_s": round(behind_s, 2),
+        "unexpected": unexpected,
+        "accepted": accepted,
+        "graph_setup_s": round(graph_s, 1),
+    }
 
 
 def drift(values: list[float], base: float) -> tuple[float, float, float]:
@@ -815,24 +933,58 @@ def summary_rows(result: dict[str, Any], base_day: int = 3) -> list[Row]:
     ):
         values = [get(d) for d in window]
         worst, lo, hi = drift(values, get(base))
-        rows.append(Row(f"soak: {name}, largest drift from day {base_day} ({span})", worst, "%",
-                        goal=("<=", goal), goal_on_value=True,
-                        note=f"day {base_day} {get(base):,} -> day {last} {values[-1]:,}; ratio to day {base_day} "
-                             f"{lo:.3f}..{hi:.3f}; per day: " + ", ".join(f"{v:,}" for v in values)))
+        rows.append(
+            Row(
+                f"soak: {name}, largest drift from day {base_day} ({span})",
+                worst,
+                "%",
+                goal=("<=", goal),
+                goal_on_value=True,
+                note=f"day {base_day} {get(base):,} -> day {last} {values[-1]:,}; ratio to day {base_day} "
+                f"{lo:.3f}..{hi:.3f}; per day: " + ", ".join(f"{v:,}" for v in values),
+            )
+        )
     largest = max(d["largest_answer_bytes"] for d in days)
     where = max(days, key=lambda d: d["largest_answer_bytes"])
-    rows.append(Row(f"soak: largest query answer (days 1-{last})", largest / 1024, "KiB",
-                    goal=("<=", PAGE_LIMIT_BYTES / 1024), goal_on_value=True,
-                    note=f"{where['largest_answer_endpoint']} on day {where['day']}"))
+    rows.append(
+        Row(
+            f"soak: largest query answer (days 1-{last})",
+            largest / 1024,
+            "KiB",
+            goal=("<=", PAGE_LIMIT_BYTES / 1024),
+            goal_on_value=True,
+            note=f"{where['largest_answer_endpoint']} on day {where['day']}",
+        )
+    )
     mongo_docs = [d["mongo"]["documents"] for d in window]
-    rows.append(Row(f"soak: MongoDB documents day {last} (permanent: archive, viewers, answers, highlights)",
-                    mongo_docs[-1], "docs", baseline=mongo_docs[0], baseline_name=f"day {base_day}",
-                    note="grows with the permanent documents only; per day: " + ", ".join(f"{v:,}" for v in mongo_docs)))
-    rows.append(Row(f"soak: feed page p50 day {last}", window[-1]["feed_p50_ms"], "ms",
-                    baseline=base["feed_p50_ms"], baseline_name=f"day {base_day}"))
-    rows.append(Row("soak: simulated hours sent late (> 0.5 s behind the clock)", result["late_hours"], "hours",
-                    note=f"worst {result['max_behind_s']} s behind; scale {result['scale']:g}, {result['users']} users, "
-                         f"{result['real_s']:.0f} s real for {last} simulated days"))
+    rows.append(
+        Row(
+            f"soak: MongoDB documents day {last} (permanent: archive, viewers, answers, highlights)",
+            mongo_docs[-1],
+            "docs",
+            baseline=mongo_docs[0],
+            baseline_name=f"day {base_day}",
+            note="grows with the permanent documents only; per day: " + ", ".join(f"{v:,}" for v in mongo_docs),
+        )
+    )
+    rows.append(
+        Row(
+            f"soak: feed page p50 day {last}",
+            window[-1]["feed_p50_ms"],
+            "ms",
+            baseline=base["feed_p50_ms"],
+            baseline_name=f"day {base_day}",
+        )
+    )
+    rows.append(
+        Row(
+            "soak: simulated hours sent late (> 0.5 s behind the clock)",
+            result["late_hours"],
+            "hours",
+            note=f"worst {result['max_behind_s']} s behind; scale {result['scale']:g}, {result['users']} users, "
+            f"{result['real_s']:.0f} s real for {last} simulated days",
+        )
+    )
     return rows
 
 
@@ -841,28 +993,56 @@ def print_days(result: dict[str, Any]) -> None:
     from rich.table import Table
 
     table = Table(title=f"soak: {result['users']} users, {len(result['days'])} simulated days at x{result['scale']:g}")
-    for col in ("day", "Redis used_memory", "Redis keys", "Mongo docs", "Mongo data", "Mongo dir", "live stories",
-                "feed p50 ms", "feed p99 ms", "largest answer", "requests", "lag ev"):
+    for col in (
+        "day",
+        "Redis used_memory",
+        "Redis keys",
+        "Mongo docs",
+        "Mongo data",
+        "Mongo dir",
+        "live stories",
+        "feed p50 ms",
+        "feed p99 ms",
+        "largest answer",
+        "requests",
+        "lag ev",
+    ):
         table.add_column(col, justify="right")
     for d in result["days"]:
-        table.add_row(str(d["day"]), f"{d['redis']['used_memory']:,}", f"{d['redis']['prefix_keys']:,}",
-                      f"{d['mongo']['documents']:,}", f"{d['mongo'].get('data_size', 0):,}",
-                      f"{d['mongo']['data_dir_bytes']:,}", str(d["live_stories"]), f"{d['feed_p50_ms']:.2f}",
-                      f"{d['feed_p99_ms']:.2f}", f"{d['largest_answer_bytes']:,} ({d['largest_answer_endpoint']})",
-                      f"{d['requests']:,}", str(d["projection_lag_events"]))
+        table.add_row(
+            str(d["day"]),
+            f"{d['redis']['used_memory']:,}",
+            f"{d['redis']['prefix_keys']:,}",
+            f"{d['mongo']['documents']:,}",
+            f"{d['mongo'].get('data_size', 0):,}",
+            f"{d['mongo']['data_dir_bytes']:,}",
+            str(d["live_stories"]),
+            f"{d['feed_p50_ms']:.2f}",
+            f"{d['feed_p99_ms']:.2f}",
+            f"{d['largest_answer_bytes']:,} ({d['largest_answer_endpoint']})",
+            f"{d['requests']:,}",
+            str(d["projection_lag_events"]),
+        )
     Console(width=max(160, Console().width)).print(table)
 
 
-def soak(days: int, scale: float, users: int, seed: int = 7, relay: bool = False,
-         results_path: Path | None = RESULTS_JSON) -> dict[str, Any]:
+def soak(
+    days: int, scale: float, users: int, seed: int = 7, relay: bool = False, results_path: Path | None = RESULTS_JSON
+) -> dict[str, Any]:
     workdir = OUT_DIR / "soak-data"
     shutil.rmtree(workdir, ignore_errors=True)
     started = time.monotonic()
     log(f"soak: {days} simulated days at x{scale:g} (~{days * 86400 / scale:.0f} s of traffic), {users} users")
     with SoakStack(workdir, scale, relay=relay) as stack:
         result = asyncio.run(_soak(stack, days, users, seed))
-        result.update(scale=scale, users=users, seed=seed, origin=stack.clock.origin.isoformat(),
-                      real_s=time.monotonic() - started, relay=relay)
+        result.update(
+            scale=scale,
+            users=users,
+            seed=seed,
+            origin=stack.clock.origin.isoformat(),
+            real_s=time.monotonic() - started,
+            relay=relay,
+        )
     shutil.rmtree(workdir, ignore_errors=True)
     print_days(result)
     if result["unexpected"]:

@@ -30,8 +30,23 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.common import (
-    PYTHON, ROOT, CpuMeter, FreshPostgres, LoadResult, LoadSpec, Process, Row, free_port, generator_name, http_request,
-    log, median, mint_tokens, percentile, run_load, scrape_metrics, seeding_application,
+    PYTHON,
+    CpuMeter,
+    FreshPostgres,
+    LoadResult,
+    LoadSpec,
+    Process,
+    Row,
+    free_port,
+    generator_name,
+    http_request,
+    log,
+    median,
+    mint_tokens,
+    percentile,
+    run_load,
+    scrape_metrics,
+    seeding_application,
 )
 
 SECRET = "bench-secret-not-for-production-use-0123456789"
@@ -84,13 +99,14 @@ class Seeded:
 def seed(data_dir: Path) -> Seeded:
     """Create the stories and give the hot one HOT_VIEWS views, all through the application service."""
     from commands import models
+    from commands import use_cases as uc
 
     store, committer, app = seeding_application(data_dir)
 
     async def create(owner: str, body: dict) -> str:
-        answer, _ = await app.execute(owner, app.create_story(owner, models.CreateStory.model_validate(body)))
-        assert answer.status == 201, answer
-        return answer.body["story_id"]
+        result, _ = await app.execute(uc.CreateStory(owner, models.CreateStory.model_validate(body)))
+        assert isinstance(result, uc.StoryPosted), result
+        return str(result.story_id)
 
     async def go() -> Seeded:
         hot = await create("owner-hot", POLL_STORY)
@@ -101,8 +117,8 @@ def seed(data_dir: Path) -> Seeded:
         while done < HOT_VIEWS and time.perf_counter() - started < SEED_TIME_LIMIT_S:
             n = min(SEED_CHUNK, HOT_VIEWS - done)
             users = [f"seed-{done + k}" for k in range(n)]
-            answers = await asyncio.gather(*(app.execute(u, app.view_story(u, hot)) for u in users))
-            bad = [a for a, _ in answers if a.status != 202]
+            answers = await asyncio.gather(*(app.execute(uc.ViewStory(u, hot)) for u in users))
+            bad = [a for a, _ in answers if not isinstance(a, uc.Counted)]
             if bad:
                 raise RuntimeError(f"seeding views failed: {bad[:3]}")
             done += n
@@ -216,7 +232,7 @@ def measure_hot_fresh(port: int, hot: str, fresh: str) -> Latencies:
     tokens = mint_tokens(SECRET, [f"lat-{i}" for i in range(rounds)])
     keys = [f"{kind}_{which}" for kind in ("view", "vote") for which in ("hot", "fresh")]
     samples: dict[str, list[float]] = {k: [] for k in keys}
-    failures = {k: 0 for k in keys}
+    failures = dict.fromkeys(keys, 0)
     ids = {"hot": hot, "fresh": fresh}
     client = Client(port)
     deadline = time.monotonic() + 300
@@ -251,8 +267,10 @@ def measure_hot_fresh(port: int, hot: str, fresh: str) -> Latencies:
 def run() -> list[Row]:
     gen = generator_name()
     if gen != "wrk":
-        log("wrk not found (apt-get install -y wrk): falling back to the asyncio load generator "
-            "(a Python client on a 2-core box caps both figures; the ratio stays comparable)")
+        log(
+            "wrk not found (apt-get install -y wrk): falling back to the asyncio load generator "
+            "(a Python client on a 2-core box caps both figures; the ratio stays comparable)"
+        )
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="stories-bench-") as tmp:
         data_dir = Path(tmp)
@@ -278,7 +296,9 @@ def run() -> list[Row]:
                 log(f"  unexpected answers in the latency phase: {lat.failures}")
 
             requests = view_requests(seeded.load, tokens)
-            log(f"views: {len(requests):,} (user, story) requests rotating, {gen}, {CONNECTIONS} connections, {DURATION_S:g} s")
+            log(
+                f"views: {len(requests):,} (user, story) requests rotating, {gen}, {CONNECTIONS} connections, {DURATION_S:g} s"
+            )
             run_load(LoadSpec(port, requests[-5000:], duration_s=2, connections=CONNECTIONS), "views-warmup")
             before = scrape_metrics(port)
             views_cpu = CpuMeter(server.pid).start()
@@ -293,7 +313,9 @@ def run() -> list[Row]:
             log(f"  {mixed.ok_rps:,.0f} 2xx req/s ({mixed.non_2xx} non-2xx, {mixed.socket_errors} socket errors)")
         finally:
             server.stop()
-        log(f"views on the PostgreSQL event store (a fresh database), {gen}, {CONNECTIONS} connections, {DURATION_S:g} s")
+        log(
+            f"views on the PostgreSQL event store (a fresh database), {gen}, {CONNECTIONS} connections, {DURATION_S:g} s"
+        )
         pg_views = measure_views_on_postgres(data_dir, tokens)
         log(f"  {pg_views.ok_rps:,.0f} 2xx req/s ({pg_views.non_2xx} non-2xx, {pg_views.socket_errors} socket errors)")
 
@@ -301,37 +323,106 @@ def run() -> list[Row]:
     commands = after.get("stories_group_commit_commands", 0) - before.get("stories_group_commit_commands", 0)
     avg_batch = commands / batches if batches else float("nan")
 
-    rows.append(Row(f"ceiling: bare aiohttp POST JSON ({ceiling.generator}, c={CONNECTIONS})", ceiling.rps, "req/s",
-                    note=f"server used {ceiling_cpu.process_cores:.2f} cores; machine {ceiling_cpu.machine_busy:.0%} busy"))
-    rows.append(Row(f"views: POST /stories/{{id}}/view, {USERS:,} users", views.ok_rps, "req/s",
-                    baseline=ceiling.rps, baseline_name="ceiling", goal=(">=", 0.5)))
-    rows.append(Row(f"views on the PostgreSQL event store: POST /stories/{{id}}/view, {USERS:,} users", pg_views.ok_rps,
-                    "req/s", baseline=views.ok_rps, baseline_name="views on SQLite",
-                    note=f"production log (PostgreSQL 5432, a fresh database); {pg_views.non_2xx} non-2xx, "
-                         f"{pg_views.socket_errors} socket errors; latency p50 {pg_views.latency_p50_ms:.1f} / p99 "
-                         f"{pg_views.latency_p99_ms:.1f} ms"))
-    rows.append(Row("views + navigation (one per view): commands/s", mixed.ok_rps, "req/s",
-                    baseline=views.ok_rps, baseline_name="views alone", goal=(">=", 0.9),
-                    note=f"{mixed.non_2xx} non-2xx, {mixed.socket_errors} socket errors"))
-    rows.append(Row("views: command API CPU during load", views_cpu.process_cores, "cores",
-                    baseline=ceiling_cpu.process_cores, baseline_name="ceiling server",
-                    note=f"machine {views_cpu.machine_busy:.0%} busy (all processes, incl. the load generator)"))
-    rows.append(Row("views: CPU per view", views_cpu.process_cores / views.ok_rps * 1e6 if views.ok_rps else float("nan"),
-                    "µs", baseline=ceiling_cpu.process_cores / ceiling.rps * 1e6 if ceiling.rps else None,
-                    baseline_name="ceiling per request"))
+    rows.append(
+        Row(
+            f"ceiling: bare aiohttp POST JSON ({ceiling.generator}, c={CONNECTIONS})",
+            ceiling.rps,
+            "req/s",
+            note=f"server used {ceiling_cpu.process_cores:.2f} cores; machine {ceiling_cpu.machine_busy:.0%} busy",
+        )
+    )
+    rows.append(
+        Row(
+            f"views: POST /stories/{{id}}/view, {USERS:,} users",
+            views.ok_rps,
+            "req/s",
+            baseline=ceiling.rps,
+            baseline_name="ceiling",
+            goal=(">=", 0.5),
+        )
+    )
+    rows.append(
+        Row(
+            f"views on the PostgreSQL event store: POST /stories/{{id}}/view, {USERS:,} users",
+            pg_views.ok_rps,
+            "req/s",
+            baseline=views.ok_rps,
+            baseline_name="views on SQLite",
+            note=f"production log (PostgreSQL 5432, a fresh database); {pg_views.non_2xx} non-2xx, "
+            f"{pg_views.socket_errors} socket errors; latency p50 {pg_views.latency_p50_ms:.1f} / p99 "
+            f"{pg_views.latency_p99_ms:.1f} ms",
+        )
+    )
+    rows.append(
+        Row(
+            "views + navigation (one per view): commands/s",
+            mixed.ok_rps,
+            "req/s",
+            baseline=views.ok_rps,
+            baseline_name="views alone",
+            goal=(">=", 0.9),
+            note=f"{mixed.non_2xx} non-2xx, {mixed.socket_errors} socket errors",
+        )
+    )
+    rows.append(
+        Row(
+            "views: command API CPU during load",
+            views_cpu.process_cores,
+            "cores",
+            baseline=ceiling_cpu.process_cores,
+            baseline_name="ceiling server",
+            note=f"machine {views_cpu.machine_busy:.0%} busy (all processes, incl. the load generator)",
+        )
+    )
+    rows.append(
+        Row(
+            "views: CPU per view",
+            views_cpu.process_cores / views.ok_rps * 1e6 if views.ok_rps else float("nan"),
+            "µs",
+            baseline=ceiling_cpu.process_cores / ceiling.rps * 1e6 if ceiling.rps else None,
+            baseline_name="ceiling per request",
+        )
+    )
     rows.append(Row("views: non-2xx + socket errors", views.non_2xx + views.socket_errors, "requests"))
-    rows.append(Row("views under load: latency p50", views.latency_p50_ms, "ms",
-                    baseline=ceiling.latency_p50_ms, baseline_name="ceiling p50"))
-    rows.append(Row("views under load: latency p99", views.latency_p99_ms, "ms",
-                    baseline=ceiling.latency_p99_ms, baseline_name="ceiling p99"))
-    rows.append(Row("views under load: group commit avg batch", avg_batch, "commands/batch",
-                    note=f"{commands:.0f} commands in {batches:.0f} batches"))
+    rows.append(
+        Row(
+            "views under load: latency p50",
+            views.latency_p50_ms,
+            "ms",
+            baseline=ceiling.latency_p50_ms,
+            baseline_name="ceiling p50",
+        )
+    )
+    rows.append(
+        Row(
+            "views under load: latency p99",
+            views.latency_p99_ms,
+            "ms",
+            baseline=ceiling.latency_p99_ms,
+            baseline_name="ceiling p99",
+        )
+    )
+    rows.append(
+        Row(
+            "views under load: group commit avg batch",
+            avg_batch,
+            "commands/batch",
+            note=f"{commands:.0f} commands in {batches:.0f} batches",
+        )
+    )
     for kind, label in (("view", "view"), ("vote", "poll vote")):
         for q in (50, 99):
             goal = ("<=", 1.1) if q == 50 else None
-            rows.append(Row(f"{label} on hot story ({seeded.hot_views // 1000}k views): sequential p{q}",
-                            lat.p(f"{kind}_hot", q), "ms", baseline=lat.p(f"{kind}_fresh", q),
-                            baseline_name=f"fresh p{q}", goal=goal))
+            rows.append(
+                Row(
+                    f"{label} on hot story ({seeded.hot_views // 1000}k views): sequential p{q}",
+                    lat.p(f"{kind}_hot", q),
+                    "ms",
+                    baseline=lat.p(f"{kind}_fresh", q),
+                    baseline_name=f"fresh p{q}",
+                    goal=goal,
+                )
+            )
     rows.append(Row("seeding hot story via write path (in-process)", seeded.hot_views / seeded.seed_s, "views/s"))
     return rows
 

@@ -21,7 +21,11 @@ from typing import Any
 
 from brokers.envelope_model import ENVELOPE_MODELS
 from brokers.publishers import (
-    DEFAULT_MAX_LEN, REDIS_EVENT_FIELD, nats_stream_name, nats_subject, redis_stream_name,
+    DEFAULT_MAX_LEN,
+    REDIS_EVENT_FIELD,
+    nats_stream_name,
+    nats_subject,
+    redis_stream_name,
 )
 
 TITLE = "Stories domain events"
@@ -39,15 +43,19 @@ CONTENT_TYPE = "application/json"
 
 
 def _redis_message_description(prefix: str, event_type: str) -> str:
-    return (f"One entry of Redis stream {redis_stream_name(prefix)}: "
-            f"`XADD {redis_stream_name(prefix)} * {REDIS_EVENT_FIELD} <payload as UTF-8 JSON>`. "
-            f"Its only field, `{REDIS_EVENT_FIELD}`, is this {event_type} envelope.")
+    return (
+        f"One entry of Redis stream {redis_stream_name(prefix)}: "
+        f"`XADD {redis_stream_name(prefix)} * {REDIS_EVENT_FIELD} <payload as UTF-8 JSON>`. "
+        f"Its only field, `{REDIS_EVENT_FIELD}`, is this {event_type} envelope."
+    )
 
 
 def _nats_message_description(prefix: str, event_type: str) -> str:
-    return (f"Message body: this {event_type} envelope as UTF-8 JSON, on subject "
-            f"{nats_subject(prefix, event_type)} of JetStream stream {nats_stream_name(prefix)}; "
-            "header Nats-Msg-Id = event_id (JetStream drops re-publications within its duplicate window).")
+    return (
+        f"Message body: this {event_type} envelope as UTF-8 JSON, on subject "
+        f"{nats_subject(prefix, event_type)} of JetStream stream {nats_stream_name(prefix)}; "
+        "header Nats-Msg-Id = event_id (JetStream drops re-publications within its duplicate window)."
+    )
 
 
 def _factory(prefix: str):
@@ -57,7 +65,9 @@ def _factory(prefix: str):
 
     class StoriesAsyncAPI(AsyncAPI):
         def to_specification(self):
-            specification = super().to_specification()
+            # FastStream annotates the abstract ``Specification``; schema 3.0.0 gives its
+            # ``ApplicationSchema`` (``components.messages``: pydantic models, edited in place).
+            specification: Any = super().to_specification()
             for name, message in specification.components.messages.items():
                 broker = name.partition(":")[0]  # the titles: redis:<stream>:<type>, nats:<subject>
                 reference = str(message.payload.get("$ref", ""))  # #/components/schemas/<type>Envelope
@@ -80,29 +90,35 @@ def _factory(prefix: str):
 def _specification(prefix: str, redis_url: str, nats_url: str):
     from faststream.nats import JStream, NatsBroker
     from faststream.redis import RedisBroker, StreamSub
+
     redis_broker = RedisBroker(redis_url, description=f"Redis Streams: stream {redis_stream_name(prefix)}")
     nats_broker = NatsBroker(nats_url, description=f"NATS JetStream: stream {nats_stream_name(prefix)}")
     jstream = JStream(nats_stream_name(prefix), subjects=[f"{prefix}.events.>"], declare=False)
     for event_type, model in ENVELOPE_MODELS.items():
         redis_broker.publisher(
-            stream=StreamSub(redis_stream_name(prefix), maxlen=DEFAULT_MAX_LEN or None), schema=model,
+            stream=StreamSub(redis_stream_name(prefix), maxlen=DEFAULT_MAX_LEN or None),
+            schema=model,
             title=f"redis:{redis_stream_name(prefix)}:{event_type}",
             description=f"{event_type} events on Redis stream {redis_stream_name(prefix)} (one stream for "
-                        f"every type: filter on the JSON's event_type); entry field {REDIS_EVENT_FIELD!r} "
-                        "= the envelope's JSON",
+            f"every type: filter on the JSON's event_type); entry field {REDIS_EVENT_FIELD!r} "
+            "= the envelope's JSON",
         )
         nats_broker.publisher(
-            nats_subject(prefix, event_type), stream=jstream, schema=model,
+            nats_subject(prefix, event_type),
+            stream=jstream,
+            schema=model,
             title=f"nats:{nats_subject(prefix, event_type)}",
             description=f"{event_type} events in JetStream stream {nats_stream_name(prefix)}; "
-                        "body = the envelope's JSON, Nats-Msg-Id = event_id",
+            "body = the envelope's JSON, Nats-Msg-Id = event_id",
         )
-    return _factory(prefix)(redis_broker, nats_broker, title=TITLE, version=VERSION, description=DESCRIPTION,
-                    schema_version="3.0.0")
+    return _factory(prefix)(
+        redis_broker, nats_broker, title=TITLE, version=VERSION, description=DESCRIPTION, schema_version="3.0.0"
+    )
 
 
-def asyncapi_document(prefix: str = "stories", redis_url: str = "redis://localhost:6379",
-                      nats_url: str = "nats://localhost:4222") -> dict[str, Any]:
+def asyncapi_document(
+    prefix: str = "stories", redis_url: str = "redis://localhost:6379", nats_url: str = "nats://localhost:4222"
+) -> dict[str, Any]:
     """The AsyncAPI 3.0.0 document, as a JSON-ready dict."""
     return _specification(prefix, redis_url, nats_url).to_specification().to_jsonable()
 

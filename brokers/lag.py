@@ -16,9 +16,10 @@ without creating or changing anything; ``lag_report`` puts both together for ``s
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Any, Callable
+from datetime import UTC, datetime
+from typing import Any, cast
 
 from brokers.publishers import _redis_url, broker_kind, nats_stream_name, redis_stream_name
 
@@ -26,7 +27,7 @@ SCAN_ROWS = 100  # log rows read at a time looking for the oldest missing domain
 
 
 def utc_now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 @dataclass(frozen=True)
@@ -74,7 +75,10 @@ async def broker_last_position(url: str, prefix: str = "stories") -> int | None:
             last = await client.xrevrange(redis_stream_name(prefix), "+", "-", count=1)
         finally:
             await client.aclose()
-        return int(decode_redis_entry(last[0][1])["position"]) if last else None
+        if not last:
+            return None
+        # XREVRANGE gives every entry its fields (only a consumer group's reply can lack them)
+        return int(decode_redis_entry(cast("dict[bytes, bytes]", last[0][1]))["position"])
     import nats
     from nats.js.errors import NotFoundError
 
@@ -89,13 +93,20 @@ async def broker_last_position(url: str, prefix: str = "stories") -> int | None:
             message = await js.get_msg(stream, seq=state.last_seq)
         except NotFoundError:
             return None
-        return int(orjson.loads(message.data)["position"])
+        return int(orjson.loads(cast(bytes, message.data))["position"])  # the relay never publishes an empty body
     finally:
         await connection.close()
 
 
-async def lag_report(event_store_url: str, broker_url: str, prefix: str = "stories",
-                     now: Callable[[], datetime] = utc_now, store: Any = None, *, master_keys: str | None = None) -> Lag:
+async def lag_report(
+    event_store_url: str,
+    broker_url: str,
+    prefix: str = "stories",
+    now: Callable[[], datetime] = utc_now,
+    store: Any = None,
+    *,
+    master_keys: str | None = None,
+) -> Lag:
     """Ask the broker for its last position, then the log for how far ahead it is."""
     position = await broker_last_position(broker_url, prefix)
     if store is not None:  # a command-line tool: reading the log inline is fine
@@ -113,13 +124,22 @@ def format_lag(lag: Lag) -> str:
     """One line: ``head=<n> broker=<n|-> lag_events=<n> lag_seconds=<s.s> oldest_missing=<iso|->``."""
     broker = "-" if lag.position is None else str(lag.position)
     oldest = "-" if lag.oldest_missing is None else lag.oldest_missing.isoformat()
-    return (f"head={lag.head} broker={broker} lag_events={lag.events} lag_seconds={lag.seconds:.1f} "
-            f"oldest_missing={oldest}")
+    return (
+        f"head={lag.head} broker={broker} lag_events={lag.events} lag_seconds={lag.seconds:.1f} oldest_missing={oldest}"
+    )
 
 
-async def print_lag(event_store_url: str, broker_url: str, prefix: str = "stories", out: Any = None,
-                    follow: bool = False, interval_s: float = 5.0, times: int | None = None, *,
-                    master_keys: str | None = None) -> int:
+async def print_lag(
+    event_store_url: str,
+    broker_url: str,
+    prefix: str = "stories",
+    out: Any = None,
+    follow: bool = False,
+    interval_s: float = 5.0,
+    times: int | None = None,
+    *,
+    master_keys: str | None = None,
+) -> int:
     """Print ``format_lag`` once, or every ``interval_s`` with ``follow`` (``times`` lines at most,
     None: until interrupted); the number of lines printed."""
     import sys

@@ -37,8 +37,8 @@ import json
 import logging
 import re
 import time
-from datetime import datetime, timedelta, timezone
-from typing import Any, Protocol
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol, cast
 from urllib.parse import urlparse
 
 log = logging.getLogger(__name__)
@@ -94,8 +94,10 @@ def broker_kind(url: str) -> str:
     if scheme in ("nats", "tls"):
         return "nats"
     if scheme.endswith("+cluster"):  # the stream is one key: a cluster would hold it on one node anyway
-        raise ValueError(f"the Redis Streams broker is one server, not a cluster ({url!r}): set STORIES_BROKER_URL "
-                         "to a redis://host:port (or nats://host:port)")
+        raise ValueError(
+            f"the Redis Streams broker is one server, not a cluster ({url!r}): set STORIES_BROKER_URL "
+            "to a redis://host:port (or nats://host:port)"
+        )
     raise ValueError(f"unsupported broker URL {url!r}: use redis://host:port or nats://host:port")
 
 
@@ -117,7 +119,7 @@ def nats_subjects_wildcard(prefix: str = DEFAULT_PREFIX) -> str:
 
 
 def _redis_url(url: str) -> str:
-    return "redis" + url[len("valkey"):] if url.startswith("valkey") else url
+    return "redis" + url[len("valkey") :] if url.startswith("valkey") else url
 
 
 REDIS_EVENT_FIELD = "event"  # the one field of each entry of ``<prefix>.events``: the envelope's JSON
@@ -153,7 +155,10 @@ class RedisStreamPublisher:
     kind = "redis"
 
     def __init__(
-        self, url: str, prefix: str = DEFAULT_PREFIX, max_len: int | None = DEFAULT_MAX_LEN,
+        self,
+        url: str,
+        prefix: str = DEFAULT_PREFIX,
+        max_len: int | None = DEFAULT_MAX_LEN,
         retention: timedelta | float | None = DEFAULT_RETENTION,
     ) -> None:
         self.url, self.prefix = _redis_url(url), prefix
@@ -201,7 +206,7 @@ class RedisStreamPublisher:
                 replies = await pipe.execute()
         except Exception as error:
             raise PublishFailed(f"XADD to {self.stream}: {error}") from error
-        ids = replies[:len(envelopes)]
+        ids = replies[: len(envelopes)]
         if len(ids) != len(envelopes) or not all(ids):
             raise PublishFailed(f"XADD to {self.stream}: {len(ids)} replies for {len(envelopes)} messages")
 
@@ -264,9 +269,13 @@ class NatsJetStreamPublisher:
     kind = "nats"
 
     def __init__(
-        self, url: str, prefix: str = DEFAULT_PREFIX, max_len: int | None = DEFAULT_MAX_LEN,
+        self,
+        url: str,
+        prefix: str = DEFAULT_PREFIX,
+        max_len: int | None = DEFAULT_MAX_LEN,
         retention: timedelta | float | None = DEFAULT_RETENTION,
-        duplicate_window_s: float = DEFAULT_DUPLICATE_WINDOW_S, ack_timeout_s: float = DEFAULT_ACK_TIMEOUT_S,
+        duplicate_window_s: float = DEFAULT_DUPLICATE_WINDOW_S,
+        ack_timeout_s: float = DEFAULT_ACK_TIMEOUT_S,
     ) -> None:
         from faststream.nats import NatsBroker
 
@@ -285,8 +294,10 @@ class NatsJetStreamPublisher:
         if self.retention_s:  # JetStream refuses a duplicate window longer than max_age
             window = min(window, self.retention_s)
         return {
-            "subjects": [nats_subjects_wildcard(self.prefix)], "max_msgs": self.max_len or -1,
-            "max_age": self.retention_s, "duplicate_window": window,
+            "subjects": [nats_subjects_wildcard(self.prefix)],
+            "max_msgs": self.max_len or -1,
+            "max_age": self.retention_s,
+            "duplicate_window": window,
         }
 
     def stream_config(self, existing: Any = None):
@@ -314,8 +325,11 @@ class NatsJetStreamPublisher:
                 if getattr(info.config, name) != getattr(config, name)
             }
             if changes:
-                log.warning("JetStream stream %s: %s (STORIES_BROKER_RETENTION, STORIES_BROKER_MAX_LEN)", self.stream,
-                            ", ".join(f"{name} {old} -> {new}" for name, (old, new) in changes.items()))
+                log.warning(
+                    "JetStream stream %s: %s (STORIES_BROKER_RETENTION, STORIES_BROKER_MAX_LEN)",
+                    self.stream,
+                    ", ".join(f"{name} {old} -> {new}" for name, (old, new) in changes.items()),
+                )
             await js.update_stream(config)
         self._connection, self._connected, self._last_id = connection, True, None
 
@@ -330,10 +344,18 @@ class NatsJetStreamPublisher:
             headers = {"Nats-Msg-Id": envelope["event_id"], "event_type": envelope["event_type"]}
             if previous is not None:
                 headers["Nats-Expected-Last-Msg-Id"] = previous
-            tasks.append(asyncio.ensure_future(self.broker.publish(
-                envelope, nats_subject(self.prefix, envelope["event_type"]), stream=self.stream,
-                headers=headers, correlation_id=envelope["event_id"], timeout=self.ack_timeout_s,
-            )))
+            tasks.append(
+                asyncio.ensure_future(
+                    self.broker.publish(
+                        envelope,
+                        nats_subject(self.prefix, envelope["event_type"]),
+                        stream=self.stream,
+                        headers=headers,
+                        correlation_id=envelope["event_id"],
+                        timeout=self.ack_timeout_s,
+                    )
+                )
+            )
             previous = envelope["event_id"]
         results = await asyncio.gather(*tasks, return_exceptions=True)
         failed = [r for r in results if isinstance(r, BaseException) or r is None]
@@ -341,7 +363,8 @@ class NatsJetStreamPublisher:
             self._last_id = None  # the next attempt starts a new chain
             first = failed[0]
             raise PublishFailed(f"{len(failed)}/{len(envelopes)} not confirmed by {self.stream}: {first!r}") from (
-                first if isinstance(first, BaseException) else None)
+                first if isinstance(first, BaseException) else None
+            )
         self._last_id = previous
 
     async def trim(self) -> None:
@@ -374,10 +397,11 @@ class NatsJetStreamPublisher:
         self._connection, self._connected = None, False
 
 
-async def _jetstream_oldest_age(connection: Any, stream: str, timeout: float = 2.0) -> float | None:
+async def _jetstream_oldest_age(connection: Any, stream: str, request_timeout_s: float = 2.0) -> float | None:
     """``state.first_ts`` of the stream's info (nats-py's StreamState leaves it out) → its age.
-    The timestamp is the NATS server's clock, the age is taken on ours."""
-    reply = await connection.request(f"$JS.API.STREAM.INFO.{stream}", b"", timeout=timeout)
+    The timestamp is the NATS server's clock, the age is taken on ours. (The request's own
+    timeout, so that a slow server raises nats-py's TimeoutError as before.)"""
+    reply = await connection.request(f"$JS.API.STREAM.INFO.{stream}", b"", timeout=request_timeout_s)
     info = json.loads(reply.data)
     if "error" in info:
         raise RuntimeError(f"JetStream stream info {stream}: {info['error']}")
@@ -385,7 +409,7 @@ async def _jetstream_oldest_age(connection: Any, stream: str, timeout: float = 2
     if not state.get("messages") or not state.get("first_ts"):
         return None
     first = _parse_rfc3339(state["first_ts"])
-    return max((datetime.now(timezone.utc) - first).total_seconds(), 0.0)
+    return max((datetime.now(UTC) - first).total_seconds(), 0.0)
 
 
 def _parse_rfc3339(text: str) -> datetime:
@@ -408,7 +432,8 @@ async def oldest_event_age(url: str, prefix: str = DEFAULT_PREFIX) -> float | No
             await client.aclose()
         if not first:
             return None
-        return max(seconds * 1000 + micros / 1000 - redis_entry_ms(first[0][0]), 0.0) / 1000
+        entry_id = cast(bytes, first[0][0])  # an entry's id is never None (its fields may be)
+        return max(seconds * 1000 + micros / 1000 - redis_entry_ms(entry_id), 0.0) / 1000
     import nats
 
     connection = await nats.connect(url)
@@ -419,8 +444,11 @@ async def oldest_event_age(url: str, prefix: str = DEFAULT_PREFIX) -> float | No
 
 
 def make_publisher(
-    url: str, prefix: str = DEFAULT_PREFIX, max_len: int | None = DEFAULT_MAX_LEN,
-    retention: timedelta | float | None = DEFAULT_RETENTION, **options: Any,
+    url: str,
+    prefix: str = DEFAULT_PREFIX,
+    max_len: int | None = DEFAULT_MAX_LEN,
+    retention: timedelta | float | None = DEFAULT_RETENTION,
+    **options: Any,
 ) -> Publisher:
     """The publisher for ``url``'s broker (``redis://`` or ``nats://``): events kept ``retention``
     long (None or 0: no age limit), at most ``max_len`` of them when it is > 0."""

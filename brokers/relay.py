@@ -35,6 +35,7 @@ caught up).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import os
@@ -42,15 +43,16 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol, cast
 
 from prometheus_client import CollectorRegistry, Gauge
 
-from commands.event_store import EventStore, LoggedEvent
 from brokers.lag import Lag, measure, utc_now
 from brokers.publishers import DEFAULT_MAX_LEN, DEFAULT_RETENTION, Publisher, broker_kind, make_publisher
+from commands.event_store import EventStore, LoggedEvent
 
 log = logging.getLogger(__name__)
 
@@ -155,12 +157,16 @@ class RedisLease:
         """Take the lease if it is free, ours already, or its holder is known dead; whether we hold it now."""
         asked_at, ms = time.monotonic(), max(int(self.ttl_s * 1000), 1)
         if await self._client.set(self.key, self.token, nx=True, px=ms) or await self._renew(
-                keys=[self.key], args=[self.token, ms]):
+            keys=[self.key], args=[self.token, ms]
+        ):
             self._granted(asked_at)
             return True
         holder = await self.holder()
-        if holder is not None and self._dead(holder) and await self._steal(
-                keys=[self.key], args=[holder, self.token, ms]):
+        if (
+            holder is not None
+            and self._dead(holder)
+            and await self._steal(keys=[self.key], args=[holder, self.token, ms])
+        ):
             log.info("relay %s took over the lease of %s, which is gone", self.token, holder)
             self._granted(asked_at)
             return True
@@ -177,7 +183,7 @@ class RedisLease:
         return False
 
     async def holder(self) -> str | None:
-        value = await self._client.get(self.key)
+        value = cast(bytes | None, await self._client.get(self.key))  # the client does not decode
         return value.decode() if value else None
 
     async def release(self) -> None:
@@ -246,25 +252,40 @@ class RelayMetrics:
             "state, so a consumer further behind than this has lost events",
             registry=self.registry,
         )
-        self.position = Gauge("stories_relay_position", "last log position the broker confirmed",
-                              registry=self.registry)
-        self.active = Gauge("stories_relay_active", "1 while this relay holds the lease and publishes, "
-                            "0 while it waits as a standby", registry=self.registry)
+        self.position = Gauge(
+            "stories_relay_position", "last log position the broker confirmed", registry=self.registry
+        )
+        self.active = Gauge(
+            "stories_relay_active",
+            "1 while this relay holds the lease and publishes, 0 while it waits as a standby",
+            registry=self.registry,
+        )
         self.lag_events = Gauge(
             "stories_relay_lag_events",
             "how far the broker is behind the log, in log positions: log head - the last position the "
-            "broker holds (0 when no event is missing)", registry=self.registry)
+            "broker holds (0 when no event is missing)",
+            registry=self.registry,
+        )
         self.lag_seconds = Gauge(
             "stories_relay_lag_seconds",
             "now - occurred_at of the oldest event the broker does not hold yet (0 when caught up)",
-            registry=self.registry)
+            registry=self.registry,
+        )
 
 
 class Relay:
     def __init__(
-        self, store: EventStore, publisher: Publisher, position_store: PositionStore, platform: str,
-        batch_size: int = 500, idle_wait_s: float = 0.05, batch_pause_s: float = 0.0,
-        metrics: RelayMetrics | None = None, maintain_every_s: float = 5.0, lease: RedisLease | None = None,
+        self,
+        store: EventStore,
+        publisher: Publisher,
+        position_store: PositionStore,
+        platform: str,
+        batch_size: int = 500,
+        idle_wait_s: float = 0.05,
+        batch_pause_s: float = 0.0,
+        metrics: RelayMetrics | None = None,
+        maintain_every_s: float = 5.0,
+        lease: RedisLease | None = None,
         now: Callable[[], datetime] = utc_now,
     ) -> None:
         self.store, self.publisher, self.positions = store, publisher, position_store
@@ -296,8 +317,11 @@ class Relay:
         last_position = getattr(self.publisher, "last_position", None)
         published = await last_position() if last_position is not None else None
         if published is not None and published > recorded:
-            log.info("the broker already holds events up to position %d (recorded: %d): going on from there",
-                     published, recorded)
+            log.info(
+                "the broker already holds events up to position %d (recorded: %d): going on from there",
+                published,
+                recorded,
+            )
             await self.positions.save(published)
             return published
         return recorded
@@ -382,14 +406,11 @@ class Relay:
         finally:
             if keeper is not None:
                 keeper.cancel()
-                try:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
                     await keeper
-                except (asyncio.CancelledError, Exception):
-                    pass
-                try:
-                    await self.lease.release()  # a standby takes over at once
-                except Exception:
-                    pass
+                with contextlib.suppress(Exception):
+                    if self.lease is not None:  # (it is: the keeper ran on it)
+                        await self.lease.release()  # a standby takes over at once
 
     async def _follow(self, stop: asyncio.Event | threading.Event) -> None:
         backoff = 0.1
@@ -426,21 +447,31 @@ class Relay:
 
 async def _wait(stop: Any, seconds: float) -> None:
     if isinstance(stop, asyncio.Event):
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), seconds)
-        except asyncio.TimeoutError:
-            pass
     else:
         await asyncio.sleep(seconds)
 
 
 async def run_relay(
-    event_store_url: str, broker_url: str, platform: str, *, prefix: str = "stories",
-    position_redis_url: str | None = None, position_key_prefix: str = "stories:", batch_size: int = 500,
-    max_len: int | None = DEFAULT_MAX_LEN, retention: timedelta | float | None = DEFAULT_RETENTION,
-    batch_pause_s: float = 0.0, stop: asyncio.Event | None = None, metrics: RelayMetrics | None = None,
-    lease_ttl_s: float | None = 10.0, ops_port: int | None = None, ops_host: str = "127.0.0.1",
-    master_keys: str | None = None, **publisher_options: Any,
+    event_store_url: str,
+    broker_url: str,
+    platform: str,
+    *,
+    prefix: str = "stories",
+    position_redis_url: str | None = None,
+    position_key_prefix: str = "stories:",
+    batch_size: int = 500,
+    max_len: int | None = DEFAULT_MAX_LEN,
+    retention: timedelta | float | None = DEFAULT_RETENTION,
+    batch_pause_s: float = 0.0,
+    stop: asyncio.Event | None = None,
+    metrics: RelayMetrics | None = None,
+    lease_ttl_s: float | None = 10.0,
+    ops_port: int | None = None,
+    ops_host: str = "127.0.0.1",
+    master_keys: str | None = None,
+    **publisher_options: Any,
 ) -> Relay:
     """The relay process: follow ``event_store_url`` into ``broker_url`` until ``stop`` is set.
 
@@ -462,13 +493,22 @@ async def run_relay(
     publisher = make_publisher(broker_url, prefix, max_len or None, retention, **publisher_options)
     positions = RedisPositionStore(position_redis_url, position_key(position_key_prefix, kind))
     lease = RedisLease(position_redis_url, lease_key(position_key_prefix, kind), lease_ttl_s) if lease_ttl_s else None
-    relay = Relay(store, publisher, positions, platform, batch_size, batch_pause_s=batch_pause_s, metrics=metrics,
-                  lease=lease)
+    relay = Relay(
+        store, publisher, positions, platform, batch_size, batch_pause_s=batch_pause_s, metrics=metrics, lease=lease
+    )
     from stories.supervisor import serve_ops
 
-    ops = serve_ops("relay", ops_host, ops_port, relay.metrics.registry, {
-        "event_store": store.head, "position_redis": redis_check(position_redis_url),
-        "broker": broker_check(broker_url)})
+    ops = serve_ops(
+        "relay",
+        ops_host,
+        ops_port,
+        relay.metrics.registry,
+        {
+            "event_store": store.head,
+            "position_redis": redis_check(position_redis_url),
+            "broker": broker_check(broker_url),
+        },
+    )
     try:
         while not stop.is_set():  # the broker may not be up yet
             try:

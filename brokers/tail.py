@@ -27,13 +27,19 @@ import asyncio
 import logging
 import struct
 from collections import OrderedDict
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
-from typing import Any, AsyncIterator, TextIO
+from typing import Any, TextIO, cast
 
 import orjson
 
 from brokers.publishers import (
-    REDIS_EVENT_FIELD, broker_kind, nats_stream_name, nats_subjects_wildcard, redis_stream_name, _redis_url,
+    REDIS_EVENT_FIELD,
+    _redis_url,
+    broker_kind,
+    nats_stream_name,
+    nats_subjects_wildcard,
+    redis_stream_name,
 )
 
 log = logging.getLogger(__name__)
@@ -59,10 +65,10 @@ def decode_faststream_binary(raw: bytes) -> tuple[bytes, dict[str, str]]:
     offset, headers = headers_start + 2, {}
     for _ in range(count):
         (size,) = struct.unpack_from(">H", raw, offset)
-        key = raw[offset + 2: offset + 2 + size].decode()
+        key = raw[offset + 2 : offset + 2 + size].decode()
         offset += 2 + size
         (size,) = struct.unpack_from(">H", raw, offset)
-        headers[key] = raw[offset + 2: offset + 2 + size].decode()
+        headers[key] = raw[offset + 2 : offset + 2 + size].decode()
         offset += 2 + size
     return raw[data_start:], headers
 
@@ -101,8 +107,9 @@ async def faststream_decoder(message: Any) -> dict[str, Any]:
     return decode_redis_entry(message.raw_message["data"])
 
 
-async def raw_events(url: str, prefix: str = "stories", from_start: bool = True,
-                     idle_timeout_s: float | None = None) -> AsyncIterator[dict[str, Any]]:
+async def raw_events(
+    url: str, prefix: str = "stories", from_start: bool = True, idle_timeout_s: float | None = None
+) -> AsyncGenerator[dict[str, Any], None]:
     """Every envelope the broker delivers, duplicates included, in the broker's order.
     Ends after ``idle_timeout_s`` without a message (None: never)."""
     source = _redis_events if broker_kind(url) == "redis" else _nats_events
@@ -111,16 +118,23 @@ async def raw_events(url: str, prefix: str = "stories", from_start: bool = True,
             yield envelope
 
 
-async def _redis_events(url, prefix, from_start, idle_timeout_s):
+# XREAD's reply, on a client that does not decode: [(stream, [(entry id, fields), ...])]
+_XReadReply = list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]]
+
+
+async def _redis_events(
+    url: str, prefix: str, from_start: bool, idle_timeout_s: float | None
+) -> AsyncGenerator[dict[str, Any], None]:
     import redis.asyncio as aioredis
 
     client = aioredis.Redis.from_url(_redis_url(url))
-    stream, last_id = redis_stream_name(prefix), "0-0" if from_start else "$"
+    stream = redis_stream_name(prefix)
+    last_id: bytes | str = "0-0" if from_start else "$"
     block_ms = 1000 if idle_timeout_s is None else max(1, int(idle_timeout_s * 1000))
     noted_legacy = False
     try:
         while True:
-            reply = await client.xread({stream: last_id}, count=1000, block=block_ms)
+            reply = cast(_XReadReply, await client.xread({stream: last_id}, count=1000, block=block_ms))
             if not reply:
                 if idle_timeout_s is not None:
                     return
@@ -130,16 +144,22 @@ async def _redis_events(url, prefix, from_start, idle_timeout_s):
                     last_id = entry_id
                     if not noted_legacy and is_legacy_entry(fields):
                         noted_legacy = True
-                        log.warning("%s holds entries written before the upgrade to plain JSON (field %s, "
-                                    "FastStream's binary envelope; the first at entry %s): decoded as well; they "
-                                    "leave the stream with the retention", stream, LEGACY_FIELD,
-                                    entry_id.decode() if isinstance(entry_id, bytes) else entry_id)
+                        log.warning(
+                            "%s holds entries written before the upgrade to plain JSON (field %s, "
+                            "FastStream's binary envelope; the first at entry %s): decoded as well; they "
+                            "leave the stream with the retention",
+                            stream,
+                            LEGACY_FIELD,
+                            entry_id.decode() if isinstance(entry_id, bytes) else entry_id,
+                        )
                     yield decode_redis_entry(fields)
     finally:
         await client.aclose()
 
 
-async def _nats_events(url, prefix, from_start, idle_timeout_s):
+async def _nats_events(
+    url: str, prefix: str, from_start: bool, idle_timeout_s: float | None
+) -> AsyncGenerator[dict[str, Any], None]:
     import nats
     from nats.errors import TimeoutError as NatsTimeout
     from nats.js.api import DeliverPolicy
@@ -152,7 +172,9 @@ async def _nats_events(url, prefix, from_start, idle_timeout_s):
         while True:  # like XREAD on a missing key: wait for the relay to create the stream
             try:
                 subscription = await js.subscribe(
-                    nats_subjects_wildcard(prefix), stream=nats_stream_name(prefix), ordered_consumer=True,
+                    nats_subjects_wildcard(prefix),
+                    stream=nats_stream_name(prefix),
+                    ordered_consumer=True,
                     deliver_policy=DeliverPolicy.ALL if from_start else DeliverPolicy.NEW,
                 )
                 break
@@ -164,7 +186,7 @@ async def _nats_events(url, prefix, from_start, idle_timeout_s):
         while True:
             try:
                 message = await subscription.next_msg(timeout=idle_timeout_s or 1.0)
-            except (NatsTimeout, asyncio.TimeoutError):
+            except (TimeoutError, NatsTimeout):
                 if idle_timeout_s is not None:
                     return
                 continue
@@ -173,8 +195,13 @@ async def _nats_events(url, prefix, from_start, idle_timeout_s):
         await connection.close()
 
 
-async def events(url: str, prefix: str = "stories", from_start: bool = True, idle_timeout_s: float | None = None,
-                 remember: int = 100_000) -> AsyncIterator[dict[str, Any]]:
+async def events(
+    url: str,
+    prefix: str = "stories",
+    from_start: bool = True,
+    idle_timeout_s: float | None = None,
+    remember: int = 100_000,
+) -> AsyncGenerator[dict[str, Any], None]:
     """The envelopes once each: a re-published event (same ``event_id``) is dropped. Re-publications
     are a batch repeated right after itself, so remembering the last ``remember`` ids is plenty."""
     seen: OrderedDict[str, None] = OrderedDict()
@@ -189,8 +216,14 @@ async def events(url: str, prefix: str = "stories", from_start: bool = True, idl
             yield envelope
 
 
-async def tail(url: str, prefix: str = "stories", from_start: bool = False, limit: int | None = None,
-               out: TextIO | None = None, idle_timeout_s: float | None = None) -> int:
+async def tail(
+    url: str,
+    prefix: str = "stories",
+    from_start: bool = False,
+    limit: int | None = None,
+    out: TextIO | None = None,
+    idle_timeout_s: float | None = None,
+) -> int:
     """Print ``<position> <event_type> <stream_id>`` per event until ``limit`` events (None: forever,
     or until ``idle_timeout_s`` passes without one); the number printed."""
     import sys

@@ -10,7 +10,7 @@ readers (projector, relay, export) skip them.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from uuid import uuid4
 
 from domain.aggregate import Aggregate, DomainEvent
@@ -25,7 +25,7 @@ class BatchMarker(Aggregate):
     @classmethod
     def mark(cls) -> BatchMarker:
         marker = cls(uuid4())
-        marker._record(BatchAppended, datetime.now(timezone.utc))
+        marker._record(BatchAppended, datetime.now(UTC))
         return marker
 
     def _apply_BatchAppended(self, event: BatchAppended) -> None:

@@ -11,26 +11,29 @@ import os
 import random
 import threading
 import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from contextlib import contextmanager
-from typing import Any, Callable, Iterator, Sequence, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 from urllib.parse import parse_qs, unquote, urlparse
 from uuid import UUID, uuid5
 
 from eventsourcing.persistence import (
     DatetimeAsISO,
-    EventStore as LibraryEventStore,
     InfrastructureFactory,
     IntegrityError,
+    InterfaceError,
     InternalError,
     JSONTranscoder,
     Mapper,
     OperationalError,
-    InterfaceError,
     StoredEvent,
     UUIDAsHex,
+)
+from eventsourcing.persistence import (
+    EventStore as LibraryEventStore,
 )
 from eventsourcing.utils import Environment, get_topic, resolve_topic
 
@@ -39,6 +42,9 @@ from domain.accounts import AccountErased
 from domain.aggregate import Aggregate, DomainEvent
 from domain.catalogue import EVENT_TYPES
 from domain.ids import NAMESPACE
+
+if TYPE_CHECKING:
+    from stories.settings import Settings
 
 A = TypeVar("A", bound=Aggregate)
 _DOMAIN_EVENTS = frozenset(EVENT_TYPES.values())
@@ -52,6 +58,15 @@ class StreamConflict(Exception):
 
 class StoreUnavailable(Exception):
     """The database cannot be reached."""
+
+
+UNREACHABLE = "the event store is unreachable; retrying in the background"
+
+
+class Loader(Protocol):
+    """Loads an aggregate by replaying its stream (``EventStore.load``, or ``reading``'s loader)."""
+
+    def __call__(self, cls: type[A], aggregate_id: UUID, *, last: bool = False) -> A | None: ...
 
 
 @dataclass(frozen=True)
@@ -86,7 +101,7 @@ class LoggedEvent:
         return envelope
 
 
-class PersonalDataMapper(Mapper):
+class PersonalDataMapper(Mapper[UUID]):
     """eventsourcing's mapper, with each event's personal fields sealed with their person's key
     (``commands.personal_data``) and streams derived from user ids stored under keyed ids.
     The reader's notes (``_erased``, ``AccountErased``'s ``_user_id``) are never stored."""
@@ -106,9 +121,12 @@ class PersonalDataMapper(Mapper):
             self.personal.seal(cls, state)
         if cls.class_version > 1:
             state["class_version"] = cls.class_version
-        return StoredEvent(originator_id=self.keys.physical_stream(originator_id),
-                           originator_version=originator_version, topic=get_topic(cls),
-                           state=self.transcoder.encode(state))
+        return StoredEvent(
+            originator_id=self.keys.physical_stream(originator_id),
+            originator_version=originator_version,
+            topic=get_topic(cls),
+            state=self.transcoder.encode(state),
+        )
 
     def to_domain_event(self, stored_event: StoredEvent) -> Any:
         cls = resolve_topic(stored_event.topic)
@@ -163,11 +181,29 @@ def persistence_env(url: str) -> dict[str, str]:
     raise ValueError(f"unsupported event store URL {url!r}: use sqlite:///path or postgresql://...")
 
 
+@dataclass(frozen=True)
+class _Connected:
+    """What exists once the database was first reached (and is kept from then on)."""
+
+    # eventsourcing's SQLite or PostgreSQL recorder: ``datastore`` and ``events_table_name`` are
+    # theirs, not the ``ApplicationRecorder`` interface's.
+    recorder: Any
+    keys: KeyStore
+    mapper: PersonalDataMapper
+    events: LibraryEventStore[UUID]
+
+
 class EventStore:
     """Loads aggregates, appends events atomically, reads the log in position order."""
 
-    def __init__(self, url: str, *, master_keys: str | None = None, encrypt: bool = True,
-                 purge_window: timedelta = timedelta(days=7)) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        master_keys: str | None = None,
+        encrypt: bool = True,
+        purge_window: timedelta = timedelta(days=7),
+    ) -> None:
         """``master_keys``: ``STORIES_MASTER_KEYS`` (commands/personal_data.py); ``encrypt``:
         seal new events' personal data (off only to measure what it costs)."""
         self.url = url
@@ -177,10 +213,7 @@ class EventStore:
         self._transcoder.register(UUIDAsHex())
         self._transcoder.register(DatetimeAsISO())
         self._master_keys, self._encrypt, self._purge_window = parse_master_keys(master_keys), encrypt, purge_window
-        self._mapper: PersonalDataMapper | None = None
-        self.keys: KeyStore | None = None
-        self._recorder = None
-        self._events: LibraryEventStore | None = None
+        self._connected: _Connected | None = None
         # Circuit breaker: while the database is down, calls fail at once (503) and one
         # background probe waits for it, instead of every caller sitting out the driver's retries.
         self._down = threading.Event()
@@ -190,18 +223,17 @@ class EventStore:
         except (OperationalError, InterfaceError) as error:
             self._trip(error)
 
-    def _connect(self) -> None:
-        if self._recorder is None:
+    def _connect(self) -> _Connected:
+        if self._connected is None:
             recorder = self._create_recorder()
-            if self.keys is None:
-                legacy = (recorder.max_notification_id() or 0) > 0
-                self.keys = KeyStore(recorder.datastore, self._master_keys, legacy_log=legacy,
-                                     purge_window=self._purge_window)
-                self._mapper = PersonalDataMapper(self._transcoder, self.keys, self._encrypt)
-            self._events = LibraryEventStore(mapper=self._mapper, recorder=recorder)
-            self._recorder = recorder
+            legacy = (recorder.max_notification_id() or 0) > 0
+            keys = KeyStore(recorder.datastore, self._master_keys, legacy_log=legacy, purge_window=self._purge_window)
+            mapper = PersonalDataMapper(self._transcoder, keys, self._encrypt)
+            events = LibraryEventStore(mapper=mapper, recorder=recorder)
+            self._connected = _Connected(recorder, keys, mapper, events)
+        return self._connected
 
-    def _create_recorder(self):
+    def _create_recorder(self) -> Any:
         # The recorder creates its tables, types and functions "if not exists"; processes that
         # start together (compose, scale-out) race on PostgreSQL's catalogue and the loser gets
         # "tuple concurrently updated" or a duplicate key. Once the winner commits, a retry finds
@@ -215,13 +247,27 @@ class EventStore:
                 time.sleep(random.uniform(0.05, 0.2) * (attempt + 1))
 
     @property
-    def recorder(self):
-        self._guard()
-        return self._recorder
+    def recorder(self) -> Any:
+        return self._guard().recorder
 
-    def _guard(self) -> None:
-        if self._down.is_set() or self._recorder is None:
-            raise StoreUnavailable("the event store is unreachable; retrying in the background")
+    @property
+    def keys(self) -> KeyStore:
+        """The key store (``commands.personal_data``); StoreUnavailable until the database was
+        first reached."""
+        if self._connected is None:
+            raise StoreUnavailable(UNREACHABLE)
+        return self._connected.keys
+
+    @property
+    def _mapper(self) -> PersonalDataMapper:
+        if self._connected is None:
+            raise StoreUnavailable(UNREACHABLE)
+        return self._connected.mapper
+
+    def _guard(self) -> _Connected:
+        if self._down.is_set() or self._connected is None:
+            raise StoreUnavailable(UNREACHABLE)
+        return self._connected
 
     def _trip(self, error: Exception) -> StoreUnavailable:
         with self._probe_lock:
@@ -234,8 +280,7 @@ class EventStore:
         while True:
             time.sleep(PROBE_INTERVAL_S)
             try:
-                self._connect()
-                self._recorder.max_notification_id()
+                self._connect().recorder.max_notification_id()
             except Exception:
                 continue
             self._down.clear()
@@ -244,13 +289,14 @@ class EventStore:
     def load(self, cls: type[A], aggregate_id: UUID, *, last: bool = False) -> A | None:
         """Replay the stream; with ``last``, only its newest event (for streams whose every
         event holds the whole state, e.g. the limit tallies: O(1) however long they grow)."""
-        self._guard()
-        stored_id = self.keys.physical_stream(aggregate_id)
+        connected = self._guard()
+        stored_id = connected.keys.physical_stream(aggregate_id)
         try:
             if last:
                 rows = self.recorder.select_events(stored_id, desc=True, limit=1)
-                return cls.replay(aggregate_id, map(self._mapper.to_domain_event, rows))
-            return cls.replay(aggregate_id, self._events.get(stored_id))
+                return cls.replay(aggregate_id, map(connected.mapper.to_domain_event, rows))
+            # Our mapper makes our domain events (the library's signature names its own protocol).
+            return cls.replay(aggregate_id, cast(Iterator[DomainEvent], connected.events.get(stored_id)))
         except (OperationalError, InterfaceError) as error:
             raise self._trip(error) from error
 
@@ -266,12 +312,13 @@ class EventStore:
         return datastore, sql.format(position="rowid"), lambda key: key.hex
 
     @contextmanager
-    def reading(self) -> Iterator[Callable[..., A | None]]:
+    def reading(self) -> Iterator[Loader]:
         """A loader that reads many streams through one connection and one read transaction
         (a group-commit batch loads dozens; opening a transaction per load dominated its cost).
         ``load(cls, id, last=True)`` reads only the stream's newest event (see ``load``)."""
-        datastore, sql, key_of = self._events_query("originator_version, topic, state",
-                                                    "originator_id = ? ORDER BY originator_version")
+        datastore, sql, key_of = self._events_query(
+            "originator_version, topic, state", "originator_id = ? ORDER BY originator_version"
+        )
         sql_last = sql + " DESC LIMIT 1"
         to_event, stored = self._mapper.to_domain_event, self.keys.physical_stream
         try:
@@ -284,10 +331,13 @@ class EventStore:
                         rows = cursor.fetchall()
                     except (OperationalError, InterfaceError) as error:
                         raise self._trip(error) from error
-                    return cls.replay(aggregate_id, (
-                        to_event(StoredEvent(stored_id, row["originator_version"], row["topic"], row["state"]))
-                        for row in rows
-                    ))
+                    return cls.replay(
+                        aggregate_id,
+                        (
+                            to_event(StoredEvent(stored_id, row["originator_version"], row["topic"], row["state"]))
+                            for row in rows
+                        ),
+                    )
 
                 yield load
         except (OperationalError, InterfaceError) as error:
@@ -297,11 +347,11 @@ class EventStore:
         """Store ``events`` in one transaction, in this order; their positions in the log."""
         if not events:
             return []
-        self._guard()
+        connected = self._guard()
         try:
             if self._encrypt:  # every key the batch needs, in one transaction before it (not one per person)
-                self.keys.ensure(p for e in events for p in PersonalData.people(type(e), vars(e)))
-            recordings = self._events.put(events)
+                connected.keys.ensure(p for e in events for p in PersonalData.people(type(e), vars(e)))
+            recordings = connected.events.put(events)
         except IntegrityError as error:
             raise StreamConflict(str(error)) from error
         except (OperationalError, InterfaceError) as error:
@@ -342,8 +392,9 @@ class EventStore:
         re-running its commands would store them twice."""
         if not events:
             return []
-        datastore, sql, key_of = self._events_query("{position} AS position, topic, state",
-                                                    "originator_id = ? AND originator_version = ?")
+        datastore, sql, key_of = self._events_query(
+            "{position} AS position, topic, state", "originator_id = ? AND originator_version = ?"
+        )
         try:
             with datastore.transaction(commit=False) as cursor:
                 positions = []
@@ -352,8 +403,13 @@ class EventStore:
                     cursor.execute(sql, (key_of(stored_id), event.originator_version))
                     row = cursor.fetchone()
                     # Compared opened: sealed values differ in every write (a fresh nonce each).
-                    if row is None or row["topic"] != get_topic(type(event)) or not self._same(event, StoredEvent(
-                            stored_id, event.originator_version, row["topic"], bytes(row["state"]))):
+                    if (
+                        row is None
+                        or row["topic"] != get_topic(type(event))
+                        or not self._same(
+                            event, StoredEvent(stored_id, event.originator_version, row["topic"], bytes(row["state"]))
+                        )
+                    ):
                         return None
                     positions.append(row["position"])
                 return positions
@@ -368,8 +424,9 @@ class EventStore:
         theirs = {k: v for k, v in vars(found).items() if not k.startswith("_") and k not in skip}
         return ours == theirs
 
-    def copy_from(self, source: "EventStore", batch: int = 1000,
-                  on_batch: Callable[[int, int], None] | None = None) -> int:
+    def copy_from(
+        self, source: EventStore, batch: int = 1000, on_batch: Callable[[int, int], None] | None = None
+    ) -> int:
         """Append every record of ``source`` (private ones too), in its order, through this
         store's mapper (``stories reencrypt``); how many. ``on_batch(position, head)`` after each."""
         copied, after, head = 0, 0, source.head()
@@ -416,3 +473,15 @@ class EventStore:
 
     def close(self) -> None:
         self._factory.close()
+
+
+def open_event_store(settings: Settings) -> EventStore:
+    """The event log of ``settings``, with the key store's settings (personal data, erasure)."""
+    if settings.event_store_url is None:  # cannot be: Settings fills in its default
+        raise ValueError("no event store URL in the settings")
+    return EventStore(
+        settings.event_store_url,
+        master_keys=settings.master_keys,
+        encrypt=settings.encrypt_personal_data,
+        purge_window=settings.erasure_purge_window,
+    )

@@ -19,15 +19,16 @@ import asyncio
 import logging
 import queue
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 from uuid import UUID
 
+from commands.batch_marker import BatchMarker
+from commands.event_store import EventStore, Loader, StoreUnavailable, StreamConflict
 from domain.aggregate import Aggregate, DomainEvent
 from domain.errors import Conflict
-from commands.batch_marker import BatchMarker
-from commands.event_store import EventStore, StoreUnavailable, StreamConflict
 
 log = logging.getLogger(__name__)
 A = TypeVar("A", bound=Aggregate)
@@ -39,8 +40,8 @@ CONFLICT_RETRIES = 3
 class Batch:
     """The aggregates a batch of commands has loaded or created, in the order events happen."""
 
-    def __init__(self, store: EventStore, load: Callable[[type, UUID], Aggregate | None] | None = None) -> None:
-        self._load = load or store.load
+    def __init__(self, store: EventStore, load: Loader | None = None) -> None:
+        self._load: Loader = load or store.load
         self._aggregates: dict[UUID, Aggregate | None] = {}
         self._marks: dict[UUID, int] = {}  # per aggregate: pending events before this command
         self.events: list[DomainEvent] = []  # the batch's events, in command order
@@ -50,7 +51,7 @@ class Batch:
             self._aggregates[aggregate_id] = self._load(cls, aggregate_id)
         aggregate = self._aggregates[aggregate_id]
         self._mark(aggregate_id, aggregate)
-        return aggregate  # type: ignore[return-value]
+        return aggregate  # type: ignore[return-value]  # cached by id: loaded (or added) as this very class
 
     def load_last(self, cls: type[A], aggregate_id: UUID) -> A | None:
         """Like ``load``, from the stream's newest event only: for streams whose every event
@@ -60,7 +61,7 @@ class Batch:
             self._aggregates[aggregate_id] = self._load(cls, aggregate_id, last=True)
         aggregate = self._aggregates[aggregate_id]
         self._mark(aggregate_id, aggregate)
-        return aggregate  # type: ignore[return-value]
+        return aggregate  # type: ignore[return-value]  # cached by id: loaded (or added) as this very class
 
     def add(self, *aggregates: Aggregate | None) -> None:
         """Hand over aggregates the command created or changed (None is ignored)."""
@@ -203,7 +204,7 @@ class GroupCommitter:
             return self.store.append(events)
         marker = BatchMarker.mark()
         try:
-            return self.store.append([*events, *marker.collect_events()])[:len(events)]
+            return self.store.append([*events, *marker.collect_events()])[: len(events)]
         except StreamConflict:
             if self.store.load(BatchMarker, marker.id) is None:
                 self.conflicts += 1
@@ -212,8 +213,9 @@ class GroupCommitter:
             if positions is None:  # cannot be: the marker and the events are stored together
                 raise
             self.unacknowledged += 1
-            log.warning("a commit was not acknowledged but its %d event(s) are stored: answering from them",
-                        len(events))
+            log.warning(
+                "a commit was not acknowledged but its %d event(s) are stored: answering from them", len(events)
+            )
             return positions
 
     def _run_commands(self, items: list[_Item], batch: Batch, accepted: list[_Item]) -> None:

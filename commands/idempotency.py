@@ -46,15 +46,16 @@ class IdempotencyRecord(Aggregate):
 
     def check_same_request(self, fingerprint: str) -> None:
         if self.answer.fingerprint != fingerprint:
-            raise Conflict(
-                "this Idempotency-Key was used with another request", code="idempotency_key_reused"
-            )
+            raise Conflict("this Idempotency-Key was used with another request", code="idempotency_key_reused")
 
     @classmethod
-    def record(cls, user_id: str, key: str, fingerprint: str, status: int, body: Any, now: datetime) -> IdempotencyRecord:
+    def record(
+        cls, user_id: str, key: str, fingerprint: str, status: int, body: Any, now: datetime
+    ) -> IdempotencyRecord:
         record = cls(cls.stream_for(user_id, key))
-        record._record(IdempotentRequestRecorded, now, user_id=user_id, key=key, fingerprint=fingerprint,
-                       status=status, body=body)
+        record._record(
+            IdempotentRequestRecorded, now, user_id=user_id, key=key, fingerprint=fingerprint, status=status, body=body
+        )
         return record
 
     def _apply_IdempotentRequestRecorded(self, event: IdempotentRequestRecorded) -> None:

@@ -10,7 +10,8 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, AnyHttpUrl, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
-from domain import engagement, highlights, stickers as st, stories
+from domain import engagement, highlights, stories
+from domain import stickers as st
 from domain.ids import USER_ID_PATTERN, canonical_id
 
 UserId = Annotated[str, StringConstraints(pattern=USER_ID_PATTERN)]
@@ -145,14 +146,17 @@ class Interact(Strict):
 
     sticker_index: int = Field(ge=0, lt=st.MAX_STICKERS)
     option_index: int | None = Field(default=None, ge=0, lt=st.MAX_OPTIONS, description="poll, quiz")
-    text: str | None = Field(default=None, min_length=1, max_length=engagement.ANSWER_TEXT_LIMIT, description="question")
+    text: str | None = Field(
+        default=None, min_length=1, max_length=engagement.ANSWER_TEXT_LIMIT, description="question"
+    )
     action: Literal["follow", "unfollow", "tap"] | None = Field(default=None, description="countdown, link")
     value: float | None = Field(default=None, allow_inf_nan=False, description="slider")
 
 
 class Navigate(Strict):
     action: Literal["tap_forward", "tap_back", "exit", "swipe_forward"] = Field(
-        description="how the viewer left the story")
+        description="how the viewer left the story"
+    )
 
 
 class StickerEdit(StickerPayloads):
@@ -172,12 +176,13 @@ class StickerEdit(StickerPayloads):
 class EditStory(Strict):
     text_content: str | None = Field(default=None, max_length=stories.TEXT_CONTENT_LIMIT)
     background_color: Colour | None = Field(default=None, description="null removes it")
-    background_gradient: list[Colour] | None = Field(default=None, min_length=2, max_length=5,
-                                                     description="null removes it")
+    background_gradient: list[Colour] | None = Field(
+        default=None, min_length=2, max_length=5, description="null removes it"
+    )
     stickers: list[StickerEdit] | None = Field(default=None, max_length=st.MAX_STICKERS)
 
     @model_validator(mode="after")
-    def _check(self) -> "EditStory":
+    def _check(self) -> EditStory:
         if not self.model_fields_set:
             raise ValueError("give at least one of text_content, background_color, background_gradient, stickers")
         if "stickers" in self.model_fields_set and self.stickers is None:
@@ -199,7 +204,8 @@ class ShareStory(Strict):
     """A reshare's own settings; the content comes from the original."""
 
     privacy: Literal["public", "followers", "friends", "close_friends", "custom"] | None = Field(
-        default=None, description="followers (vignette) or friends (entativa) when left out")
+        default=None, description="followers (vignette) or friends (entativa) when left out"
+    )
     allowed_viewer_ids: list[UserId] = Field(default_factory=list, max_length=stories.MAX_LISTED_USERS)
     hidden_from_ids: list[UserId] = Field(default_factory=list, max_length=stories.MAX_LISTED_USERS)
     allow_replies: Literal["everyone", "audience", "off"] = "everyone"
@@ -217,7 +223,8 @@ class Cover(Strict):
     media_url: Url | None = Field(default=None, description="an image (http or https URL)")
     emoji: str | None = Field(default=None, min_length=1, max_length=highlights.COVER_EMOJI_LIMIT)
     color: Annotated[str, StringConstraints(pattern=highlights.COVER_COLOUR_PATTERN)] | None = Field(
-        default=None, description="#RRGGBB")
+        default=None, description="#RRGGBB"
+    )
 
     def stored(self) -> dict:
         return self.model_dump(mode="json", exclude_none=True)
@@ -240,7 +247,7 @@ class UpdateHighlight(Strict):
     is_archived: bool | None = None
 
     @model_validator(mode="after")
-    def _check(self) -> "UpdateHighlight":
+    def _check(self) -> UpdateHighlight:
         if not self.model_fields_set:
             raise ValueError("give at least one of title, description, cover, is_pinned, is_archived")
         for name in ("title", "is_pinned", "is_archived"):

@@ -26,10 +26,11 @@ import random
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
-from typing import Any, Iterable, Iterator
+from typing import Any, TypeGuard
 from uuid import UUID
 
 import orjson
@@ -134,8 +135,14 @@ class _Meta:
 class KeyStore:
     """Data keys per person, their erasure, and the log's stream key."""
 
-    def __init__(self, datastore: Any, master_keys: list[bytes] = (), *, legacy_log: bool = False,
-                 purge_window: timedelta = timedelta(days=7)) -> None:
+    def __init__(
+        self,
+        datastore: Any,
+        master_keys: Sequence[bytes] = (),
+        *,
+        legacy_log: bool = False,
+        purge_window: timedelta = timedelta(days=7),
+    ) -> None:
         self.sql = _Sql(datastore)
         self.purge_window = purge_window
         self._lock = threading.Lock()
@@ -163,8 +170,10 @@ class KeyStore:
         s = self.sql
         with s.transaction(commit=True) as cur:
             cur.execute(f"CREATE TABLE IF NOT EXISTS {s.meta} (name TEXT PRIMARY KEY, value TEXT NOT NULL)")
-            cur.execute(f"CREATE TABLE IF NOT EXISTS {s.keys} (kid TEXT PRIMARY KEY, wrapped {s.blob}, "
-                        f"master_id TEXT, erased_at TEXT, pseudonym TEXT, purge_ref {s.blob}, announced_at TEXT)")
+            cur.execute(
+                f"CREATE TABLE IF NOT EXISTS {s.keys} (kid TEXT PRIMARY KEY, wrapped {s.blob}, "
+                f"master_id TEXT, erased_at TEXT, pseudonym TEXT, purge_ref {s.blob}, announced_at TEXT)"
+            )
             cur.execute(f"CREATE INDEX IF NOT EXISTS {KEYS_TABLE}_pseudonym ON {s.keys} (pseudonym)")
             cur.execute(f"CREATE INDEX IF NOT EXISTS {KEYS_TABLE}_erased ON {s.keys} (erased_at)")
 
@@ -177,20 +186,27 @@ class KeyStore:
         """Store ``value`` unless another process stored one first; the stored one."""
         s = self.sql
         with s.transaction(commit=True) as cur:
-            cur.execute(s.q(f"INSERT INTO {s.meta} (name, value) VALUES (?, ?) ON CONFLICT (name) DO NOTHING"),
-                        (name, value))
-            return self._meta_value(cur, name)
+            cur.execute(
+                s.q(f"INSERT INTO {s.meta} (name, value) VALUES (?, ?) ON CONFLICT (name) DO NOTHING"), (name, value)
+            )
+            stored = self._meta_value(cur, name)
+        if stored is None:  # cannot be: ours was just inserted, or another process's was there
+            raise KeyStoreError(f"the key store's {name} was not stored")
+        return stored
 
     def _load_meta(self, configured: list[bytes], legacy_log: bool) -> _Meta:
         masters = {master_key_id(k): k for k in configured}
         with self.sql.transaction(commit=False) as cur:
             embedded = self._meta_value(cur, "embedded_master_key")
-        if embedded is None and not configured:
-            embedded = self._set_meta_once("embedded_master_key", _b64(os.urandom(32)))
+        if configured:
+            current = master_key_id(configured[0])
+        else:
+            if embedded is None:
+                embedded = self._set_meta_once("embedded_master_key", _b64(os.urandom(32)))
+            current = master_key_id(_unb64(embedded))
         if embedded is not None:
             key = _unb64(embedded)
             masters.setdefault(master_key_id(key), key)
-        current = master_key_id(configured[0]) if configured else master_key_id(_unb64(embedded))
         meta = _Meta(masters, current, None, b"")
         meta.kid_key = self._secret(meta, "kid_key")
         # A log that already holds events from before keyed stream ids keeps its plain ones.
@@ -200,11 +216,14 @@ class KeyStore:
 
     def _secret(self, meta: _Meta, name: str) -> bytes:
         """One of the log's own secrets (made on first use), wrapped with a master key."""
-        fresh = f"{meta.current_master}:{_b64(_wrap(meta.master_keys[meta.current_master], os.urandom(32), name.encode()))}"
+        fresh = (
+            f"{meta.current_master}:{_b64(_wrap(meta.master_keys[meta.current_master], os.urandom(32), name.encode()))}"
+        )
         master_id, wrapped = self._set_meta_once(name, fresh).split(":", 1)
         if master_id not in meta.master_keys:
-            raise KeyStoreError(f"the log's keys are wrapped with master key {master_id}, which "
-                                "STORIES_MASTER_KEYS does not hold")
+            raise KeyStoreError(
+                f"the log's keys are wrapped with master key {master_id}, which STORIES_MASTER_KEYS does not hold"
+            )
         return _unwrap(meta.master_keys[master_id], _unb64(wrapped), name.encode())
 
     # -- ids ----------------------------------------------------------------------------
@@ -231,8 +250,9 @@ class KeyStore:
             return None
         master = self.meta.master_keys.get(row["master_id"])
         if master is None:
-            raise KeyStoreError(f"a person's key is wrapped with master key {row['master_id']}, which "
-                                "STORIES_MASTER_KEYS does not hold")
+            raise KeyStoreError(
+                f"a person's key is wrapped with master key {row['master_id']}, which STORIES_MASTER_KEYS does not hold"
+            )
         return AESGCM(_unwrap(master, bytes(row["wrapped"]), row["kid"].encode()))
 
     def _remember(self, cache: OrderedDict, key: str, value: Any) -> None:
@@ -242,11 +262,15 @@ class KeyStore:
             cache.popitem(last=False)
 
     def _rows(self, cur: Any, kids: list[str]) -> dict[str, Any]:
-        rows = {}
+        rows: dict[str, Any] = {}
         for i in range(0, len(kids), 500):
-            chunk = kids[i:i + 500]
-            cur.execute(self.sql.q(f"SELECT kid, wrapped, master_id FROM {self.sql.keys} "
-                                   f"WHERE kid IN ({self.sql.marks(len(chunk))})"), chunk)
+            chunk = kids[i : i + 500]
+            cur.execute(
+                self.sql.q(
+                    f"SELECT kid, wrapped, master_id FROM {self.sql.keys} WHERE kid IN ({self.sql.marks(len(chunk))})"
+                ),
+                chunk,
+            )
             rows.update((row["kid"], row) for row in cur.fetchall())
         return rows
 
@@ -282,9 +306,12 @@ class KeyStore:
             # A write transaction that writes first: on SQLite (WAL) one that read first could
             # not upgrade while another process writes ("database is locked" at once, no wait).
             with s.transaction(commit=True) as cur:
-                cur.executemany(s.q(f"INSERT INTO {s.keys} (kid, wrapped, master_id) VALUES (?, ?, ?) "
-                                    "ON CONFLICT (kid) DO NOTHING"),
-                                [(kid, blob, current) for kid, blob in wrapped.items()])
+                cur.executemany(
+                    s.q(
+                        f"INSERT INTO {s.keys} (kid, wrapped, master_id) VALUES (?, ?, ?) ON CONFLICT (kid) DO NOTHING"
+                    ),
+                    [(kid, blob, current) for kid, blob in wrapped.items()],
+                )
                 found = self._rows(cur, new)  # another process may have made some first
             for kid, row in found.items():  # ours, unless another's won: then theirs, unwrapped
                 rows[kid] = {"kid": kid, "key": made[kid]} if bytes(row["wrapped"] or b"") == wrapped[kid] else row
@@ -322,9 +349,13 @@ class KeyStore:
         ref = _wrap(master, user_id.encode(), b"purge " + kid.encode())
         with s.transaction(commit=True) as cur:
             cur.execute(s.q(f"INSERT INTO {s.keys} (kid) VALUES (?) ON CONFLICT (kid) DO NOTHING"), (kid,))
-            cur.execute(s.q(f"UPDATE {s.keys} SET wrapped = NULL, master_id = ?, erased_at = ?, pseudonym = ?, "
-                            "purge_ref = ? WHERE kid = ? AND erased_at IS NULL"),
-                        (self.meta.current_master, now.isoformat(), pseudonym_, ref, kid))
+            cur.execute(
+                s.q(
+                    f"UPDATE {s.keys} SET wrapped = NULL, master_id = ?, erased_at = ?, pseudonym = ?, "
+                    "purge_ref = ? WHERE kid = ? AND erased_at IS NULL"
+                ),
+                (self.meta.current_master, now.isoformat(), pseudonym_, ref, kid),
+            )
         self.forget(kid, user_id)
         self.scrub(now)
 
@@ -337,8 +368,10 @@ class KeyStore:
     def mark_announced(self, pseudonym_: str, now: datetime) -> None:
         s = self.sql
         with s.transaction(commit=True) as cur:
-            cur.execute(s.q(f"UPDATE {s.keys} SET announced_at = ? WHERE pseudonym = ? AND announced_at IS NULL"),
-                        (now.isoformat(), pseudonym_))
+            cur.execute(
+                s.q(f"UPDATE {s.keys} SET announced_at = ? WHERE pseudonym = ? AND announced_at IS NULL"),
+                (now.isoformat(), pseudonym_),
+            )
 
     def unannounced(self) -> list[str]:
         """Erasures whose ``AccountErased`` may not be in the log yet (a crash between the steps)."""
@@ -349,16 +382,19 @@ class KeyStore:
     def erased_since(self, since: str) -> list[tuple[str, str]]:
         """(pseudonym, erased_at) of the accounts erased after ``since`` (ISO), oldest first."""
         with self.sql.transaction(commit=False) as cur:
-            cur.execute(self.sql.q(f"SELECT pseudonym, erased_at FROM {self.sql.keys} WHERE erased_at > ? "
-                                   "ORDER BY erased_at"), (since,))
+            cur.execute(
+                self.sql.q(f"SELECT pseudonym, erased_at FROM {self.sql.keys} WHERE erased_at > ? ORDER BY erased_at"),
+                (since,),
+            )
             return [(row["pseudonym"], row["erased_at"]) for row in cur.fetchall()]
 
     def erased_user(self, pseudonym_: str) -> str | None:
         """For a reader meeting ``AccountErased``: forget the person's key in this process, and
         their id while the purge window lasts (else None)."""
         with self.sql.transaction(commit=False) as cur:
-            cur.execute(self.sql.q(f"SELECT kid, master_id, purge_ref FROM {self.sql.keys} WHERE pseudonym = ?"),
-                        (pseudonym_,))
+            cur.execute(
+                self.sql.q(f"SELECT kid, master_id, purge_ref FROM {self.sql.keys} WHERE pseudonym = ?"), (pseudonym_,)
+            )
             row = cur.fetchone()
         if row is None:
             return None
@@ -396,13 +432,16 @@ class KeyStore:
         """Drop the ids of accounts erased longer ago than the purge window."""
         s, before = self.sql, (now - self.purge_window).isoformat()
         with s.transaction(commit=False) as cur:
-            cur.execute(s.q(f"SELECT COUNT(*) AS n FROM {s.keys} WHERE purge_ref IS NOT NULL AND erased_at < ?"),
-                        (before,))
+            cur.execute(
+                s.q(f"SELECT COUNT(*) AS n FROM {s.keys} WHERE purge_ref IS NOT NULL AND erased_at < ?"), (before,)
+            )
             count = cur.fetchone()["n"]
         if count:
             with s.transaction(commit=True) as cur:  # writes first (see _ensure)
-                cur.execute(s.q(f"UPDATE {s.keys} SET purge_ref = NULL WHERE purge_ref IS NOT NULL AND erased_at < ?"),
-                            (before,))
+                cur.execute(
+                    s.q(f"UPDATE {s.keys} SET purge_ref = NULL WHERE purge_ref IS NOT NULL AND erased_at < ?"),
+                    (before,),
+                )
         return count
 
     def rotate(self) -> int:
@@ -413,17 +452,23 @@ class KeyStore:
         with s.transaction(commit=True) as cur:
             # Take the write lock first (see _ensure): a no-op write, then read what to rewrap.
             cur.execute(s.q(f"UPDATE {s.meta} SET value = value WHERE name = ?"), ("kid_key",))
-            cur.execute(s.q(f"SELECT kid, wrapped, master_id, purge_ref FROM {s.keys} WHERE master_id <> ?"), (current,))
+            cur.execute(
+                s.q(f"SELECT kid, wrapped, master_id, purge_ref FROM {s.keys} WHERE master_id <> ?"), (current,)
+            )
             for row in cur.fetchall():
                 old = self.meta.master_keys.get(row["master_id"])
                 if old is None:
                     raise KeyStoreError(f"master key {row['master_id']} is not in STORIES_MASTER_KEYS")
                 kid = row["kid"]
-                wrapped = row["wrapped"] and _wrap(master, _unwrap(old, bytes(row["wrapped"]), kid.encode()), kid.encode())
+                wrapped = row["wrapped"] and _wrap(
+                    master, _unwrap(old, bytes(row["wrapped"]), kid.encode()), kid.encode()
+                )
                 aad = b"purge " + kid.encode()
                 ref = row["purge_ref"] and _wrap(master, _unwrap(old, bytes(row["purge_ref"]), aad), aad)
-                cur.execute(s.q(f"UPDATE {s.keys} SET wrapped = ?, purge_ref = ?, master_id = ? WHERE kid = ?"),
-                            (wrapped, ref, current, kid))
+                cur.execute(
+                    s.q(f"UPDATE {s.keys} SET wrapped = ?, purge_ref = ?, master_id = ? WHERE kid = ?"),
+                    (wrapped, ref, current, kid),
+                )
                 changed += 1
             for name, secret in (("kid_key", self.meta.kid_key), ("stream_key", self.meta.stream_key)):
                 if secret is not None:
@@ -439,6 +484,7 @@ class KeyStore:
 
 # -- the event state's personal fields ------------------------------------------------------
 
+
 def owner_of(state: dict[str, Any], paths: str) -> Any:
     """Whose a personal field is (``DomainEvent.PERSONAL``'s owner: a dotted path, or ``a|b``
     for the first of them that names someone), in an event's state."""
@@ -451,7 +497,7 @@ def owner_of(state: dict[str, Any], paths: str) -> Any:
     return None
 
 
-def _is_sealed(value: Any) -> bool:
+def _is_sealed(value: Any) -> TypeGuard[dict[str, str]]:
     return isinstance(value, dict) and MARK in value
 
 
@@ -471,7 +517,7 @@ class PersonalData:
             self._nonces, self._next_nonce = os.urandom(12 * 1024), 0
         start = self._next_nonce
         self._next_nonce = start + 12
-        return self._nonces[start:start + 12]
+        return self._nonces[start : start + 12]
 
     @staticmethod
     def people(cls: type, state: dict[str, Any]) -> Iterator[str]:
@@ -495,8 +541,9 @@ class PersonalData:
         personal = getattr(cls, "PERSONAL", None)
         if not personal:
             return
-        owners = {field: (state.get(field) if owner == SELF else owner_of(state, owner))
-                  for field, owner in personal.items()}
+        owners = {
+            field: (state.get(field) if owner == SELF else owner_of(state, owner)) for field, owner in personal.items()
+        }
         for field, owner in personal.items():
             value, person = state.get(field), owners[field]
             if value is None or person is None:
@@ -546,4 +593,4 @@ class PersonalData:
 
 
 def utc_now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)

@@ -5,20 +5,25 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Callable
 
 from commands import models
-from commands.application import StoriesApplication
+from commands import use_cases as uc
+from commands.application import StoriesApplication, utc_now
 from commands.event_store import EventStore
 from commands.group_commit import GroupCommitter
 from domain.errors import DomainError
 from domain.platform import Platform
+from domain.visibility import Privacy
 
 STICKERS = [
     {"sticker_type": "poll", "poll": {"question": "Which?", "options": [{"text": "A"}, {"text": "B"}, {"text": "C"}]}},
-    {"sticker_type": "quiz", "quiz": {"question": "Capital?", "options": [{"text": "X"}, {"text": "Y"}], "correct_answer_index": 1}},
+    {
+        "sticker_type": "quiz",
+        "quiz": {"question": "Capital?", "options": [{"text": "X"}, {"text": "Y"}], "correct_answer_index": 1},
+    },
     {"sticker_type": "question", "question": {"text": "Ask me anything"}},
     {"sticker_type": "slider", "slider": {"question": "How much?"}},
     {"sticker_type": "countdown", "countdown": {"title": "Launch", "end_time": "2099-01-01T00:00:00Z"}},
@@ -44,9 +49,9 @@ class SyntheticLoad:
         self.users = [f"user{i}" for i in range(users)]
         self.tally = Tally()
 
-    async def _do(self, kind: str, actor: str, command) -> None:
+    async def _do(self, kind: str, command: uc.Command) -> None:
         try:
-            _, position = await self.app.execute(actor, command)
+            _, position = await self.app.execute(command)
         except DomainError:
             self.tally.count(kind, False)
             return
@@ -54,15 +59,19 @@ class SyntheticLoad:
         self.tally.last_position = max(self.tally.last_position, position)
 
     def _privacy(self) -> str:
-        return self.rng.choice(["public", "public", self.app.platform.audience, "close_friends", "custom"])
+        return self.rng.choice(
+            [Privacy.PUBLIC, Privacy.PUBLIC, self.app.platform.audience, Privacy.CLOSE_FRIENDS, Privacy.CUSTOM]
+        )
 
     def _story_body(self) -> models.CreateStory:
         privacy = self._privacy()
         body = {
-            "story_type": "image", "media_url": f"https://cdn.example.org/{self.rng.randrange(10**9)}.jpg",
-            "privacy": privacy, "stickers": self.rng.sample(STICKERS, self.rng.randint(0, 3)),
+            "story_type": "image",
+            "media_url": f"https://cdn.example.org/{self.rng.randrange(10**9)}.jpg",
+            "privacy": privacy,
+            "stickers": self.rng.sample(STICKERS, self.rng.randint(0, 3)),
         }
-        if privacy == "custom":
+        if privacy == Privacy.CUSTOM:
             body["allowed_viewer_ids"] = self.rng.sample(self.users, 5)
         return models.CreateStory.model_validate(body)
 
@@ -71,22 +80,23 @@ class SyntheticLoad:
         for user in self.users:
             for other in self.rng.sample(self.users, follows_per_user):
                 if other != user:
-                    jobs.append(self._do("follow", user, self.app.follow(user, other)))
+                    jobs.append(self._do("follow", uc.Follow(user, other)))
             friend = self.rng.choice(self.users)
             if friend != user:
-                jobs.append(self._do("close_friend", user, self.app.add_close_friend(user, friend)))
+                jobs.append(self._do("close_friend", uc.AddCloseFriend(user, friend)))
         await self._gather(jobs)
 
     async def stories(self, count: int) -> None:
         async def create() -> None:
             author = self.rng.choice(self.users)
             try:
-                answer, position = await self.app.execute(author, self.app.create_story(author, self._story_body()))
+                result, position = await self.app.execute(uc.CreateStory(author, self._story_body()))
             except DomainError:
                 self.tally.count("create", False)
                 return
             self.tally.count("create", True)
-            self.tally.story_ids.append(answer.body["story_id"])
+            assert isinstance(result, uc.StoryPosted)
+            self.tally.story_ids.append(str(result.story_id))
             self.tally.last_position = max(self.tally.last_position, position)
 
         await self._gather([create() for _ in range(count)])
@@ -97,28 +107,34 @@ class SyntheticLoad:
             story_id, user = self.rng.choice(self.tally.story_ids), self.rng.choice(self.users)
             roll = self.rng.random()
             if roll < 0.7:
-                jobs.append(self._do("view", user, self.app.view_story(user, story_id)))
+                jobs.append(self._do("view", uc.ViewStory(user, story_id)))
             elif roll < 0.8:
-                body = models.ReplyToStory(text="nice one")
-                jobs.append(self._do("reply", user, self.app.reply_to_story(user, story_id, body)))
+                reply = models.ReplyToStory(text="nice one")
+                jobs.append(self._do("reply", uc.ReplyToStory(user, story_id, reply)))
             else:
-                body = models.Interact(sticker_index=self.rng.randrange(3), option_index=self.rng.randrange(2),
-                                       text="why?", value=0.5)
-                jobs.append(self._do("interact", user, self.app.interact(user, story_id, body)))
+                interaction = models.Interact(
+                    sticker_index=self.rng.randrange(3), option_index=self.rng.randrange(2), text="why?", value=0.5
+                )
+                jobs.append(self._do("interact", uc.Interact(user, story_id, interaction)))
         await self._gather(jobs)
 
     async def _gather(self, jobs: list, window: int = 512) -> None:
         for i in range(0, len(jobs), window):
-            await asyncio.gather(*jobs[i:i + window])
+            await asyncio.gather(*jobs[i : i + window])
 
 
 async def generate(
-    store: EventStore, platform: Platform, *, users: int, stories: int, engagements: int, seed: int = 7,
+    store: EventStore,
+    platform: Platform,
+    *,
+    users: int,
+    stories: int,
+    engagements: int,
+    seed: int = 7,
     clock: Callable[[], datetime] | None = None,
 ) -> Tally:
     committer = GroupCommitter(store)
-    kwargs = {"clock": clock} if clock else {}
-    app = StoriesApplication(store, committer, platform, **kwargs)
+    app = StoriesApplication(store, committer, platform, clock=clock or utc_now)
     load = SyntheticLoad(app, users, seed)
     try:
         await load.social()

@@ -42,7 +42,7 @@ class Account(Aggregate):
         return stream_id("account", pseudonym)
 
     @classmethod
-    def erase(cls, current: "Account | None", pseudonym: str, now: datetime) -> "Account":
+    def erase(cls, current: Account | None, pseudonym: str, now: datetime) -> Account:
         account = current or cls(cls.stream_for(pseudonym))
         if not account.erased:
             account._record(AccountErased, now, pseudonym=pseudonym)

@@ -7,9 +7,10 @@ them to and from stored records by these names.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, ClassVar, Iterable, Self
+from typing import Any, ClassVar, Self
 from uuid import UUID
 
 
@@ -39,7 +40,8 @@ class DomainEvent:
     def erased_fields(self) -> frozenset[str]:
         """The fields whose person was erased: their values read ``None`` (in a list of ids,
         that person's entries do). Set by the log's reader, never stored or published."""
-        return self.__dict__.get("_erased", frozenset())
+        erased: frozenset[str] = self.__dict__.get("_erased", frozenset())
+        return erased
 
     @property
     def erased(self) -> bool:

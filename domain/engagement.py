@@ -8,6 +8,7 @@ Every method takes the Story (for its rules) and the caller's relationship to th
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -18,8 +19,16 @@ from domain.aggregate import SELF, Aggregate, DomainEvent
 from domain.errors import Conflict, Forbidden, InvalidInput, field_error
 from domain.ids import stream_id
 from domain.platform import Platform
-from domain.stickers import interactive_sticker, parse_timestamp
-from domain.stories import Story
+from domain.stickers import (
+    CountdownPayload,
+    PollPayload,
+    QuizPayload,
+    SliderPayload,
+    StickerOption,
+    StickerType,
+    interactive_sticker,
+)
+from domain.stories import ReplyPolicy, Story
 from domain.visibility import Relationship
 
 REPLY_TEXT_LIMIT = 1000
@@ -50,6 +59,22 @@ class NavigationAction(StrEnum):
     TAP_BACK = "tap_back"
     EXIT = "exit"
     SWIPE_FORWARD = "swipe_forward"
+
+
+class CountdownAction(StrEnum):
+    """What a viewer asks of a countdown sticker: to be reminded when it ends, or no longer."""
+
+    FOLLOW = "follow"
+    UNFOLLOW = "unfollow"
+
+
+class LinkAction(StrEnum):
+    """What a viewer does with a link sticker."""
+
+    TAP = "tap"
+
+
+COUNTDOWN_ACTIONS: tuple[CountdownAction, ...] = tuple(CountdownAction)
 
 
 # A viewer who left this way did not finish the story (completion_rate leaves them out).
@@ -154,7 +179,12 @@ class Engagement(Aggregate):
         return current if current is not None else cls(cls.stream_for(story.id, user_id, sticker_index))
 
     def _event_fields(self, story: Story, user_id: str, sticker_index: int) -> dict[str, Any]:
-        return dict(story_id=str(story.id), owner_id=story.owner_id, user_id=user_id, sticker_index=sticker_index)
+        return {
+            "story_id": str(story.id),
+            "owner_id": story.owner_id,
+            "user_id": user_id,
+            "sticker_index": sticker_index,
+        }
 
 
 class StoryView(Engagement):
@@ -170,7 +200,11 @@ class StoryView(Engagement):
             return None
         view = cls.open(current, story, viewer_id)
         view._record(
-            StoryViewed, now, story_id=str(story.id), owner_id=story.owner_id, viewer_id=viewer_id,
+            StoryViewed,
+            now,
+            story_id=str(story.id),
+            owner_id=story.owner_id,
+            viewer_id=viewer_id,
             view_number=view.count + 1,
             # another process's clock may be a little behind the one that created the story
             life_hour=max(int((now - story.created_at).total_seconds() // 3600), 0),
@@ -186,7 +220,12 @@ class StoryNavigation(Aggregate):
 
     @classmethod
     def navigate(
-        cls, stream: UUID, story: Story, viewer_id: str, action: NavigationAction, relationship: Relationship,
+        cls,
+        stream: UUID,
+        story: Story,
+        viewer_id: str,
+        action: NavigationAction,
+        relationship: Relationship,
         now: datetime,
     ) -> StoryNavigation | None:
         """Like a view: only for those who may see the story; the owner's own are not recorded (None)."""
@@ -194,8 +233,14 @@ class StoryNavigation(Aggregate):
         if viewer_id == story.owner_id:
             return None
         navigation = cls(stream)
-        navigation._record(StoryNavigated, now, story_id=str(story.id), owner_id=story.owner_id,
-                           viewer_id=viewer_id, action=str(action))
+        navigation._record(
+            StoryNavigated,
+            now,
+            story_id=str(story.id),
+            owner_id=story.owner_id,
+            viewer_id=viewer_id,
+            action=str(action),
+        )
         return navigation
 
     def _apply_StoryNavigated(self, event: StoryNavigated) -> None:
@@ -213,8 +258,14 @@ class StoryShare(Aggregate):
     @classmethod
     def record(cls, original: Story, reshare: Story, now: datetime) -> StoryShare:
         share = cls(cls.stream_for(reshare.id))
-        share._record(StoryShared, now, story_id=str(original.id), owner_id=original.owner_id,
-                      user_id=reshare.owner_id, reshare_id=str(reshare.id))
+        share._record(
+            StoryShared,
+            now,
+            story_id=str(original.id),
+            owner_id=original.owner_id,
+            user_id=reshare.owner_id,
+            reshare_id=str(reshare.id),
+        )
         return share
 
     def _apply_StoryShared(self, event: StoryShared) -> None:
@@ -237,18 +288,23 @@ class StoryReplies(Engagement):
     ) -> StoryReplies:
         story.check_can_engage(user_id, relationship, now)
         story.check_not_owner(user_id, "reply")
-        policy = story.fields["allow_replies"]
-        if policy == "off":
+        policy = story.allow_replies
+        if policy == ReplyPolicy.OFF:
             raise Forbidden("the owner turned replies off", code="replies_disabled")
-        if policy == "audience" and not relationship.in_audience(platform.audience):
+        if policy == ReplyPolicy.AUDIENCE and not relationship.in_audience(platform.audience):
             raise Forbidden(f"only the owner's {platform.audience} can reply", code="replies_restricted")
         text = text.strip()
         if not 1 <= len(text) <= REPLY_TEXT_LIMIT:
             raise field_error("text", f"must be 1 to {REPLY_TEXT_LIMIT} characters")
         replies = cls.open(current, story, user_id)
         replies._record(
-            StoryReplied, now, story_id=str(story.id), owner_id=story.owner_id, user_id=user_id,
-            reply_number=replies.count + 1, text=text,
+            StoryReplied,
+            now,
+            story_id=str(story.id),
+            owner_id=story.owner_id,
+            user_id=user_id,
+            reply_number=replies.count + 1,
+            text=text,
         )
         return replies
 
@@ -259,7 +315,7 @@ class StoryReplies(Engagement):
 class StickerResponse(Engagement):
     """One user's response stream to one sticker. Subclasses name the sticker type."""
 
-    STICKER_TYPE = ""
+    STICKER_TYPE: ClassVar[StickerType]  # each subclass names its own
 
     @classmethod
     def respond(
@@ -274,20 +330,41 @@ class StickerResponse(Engagement):
     ) -> Self | None:
         """Check the shared rules, then let the subclass record; None when nothing changed."""
         story.check_can_engage(user_id, relationship, now)
+        return cls._record_response(current, story, sticker_index, user_id, body, now)
+
+    @classmethod
+    def _record_response(
+        cls,
+        current: Self | None,
+        story: Story,
+        sticker_index: int,
+        user_id: str,
+        body: dict[str, Any],
+        now: datetime,
+    ) -> Self | None:
+        """``respond`` once the user may engage with the story."""
         sticker = interactive_sticker(story.stickers, sticker_index, cls.STICKER_TYPE)
         story.check_not_owner(user_id, "interact with stickers")
         response = cls.open(current, story, user_id, sticker_index)
         changed = response._respond(sticker[cls.STICKER_TYPE], story, sticker_index, user_id, body, now)
         return response if changed else None
 
-    def _respond(self, payload: dict[str, Any], story: Story, sticker_index: int, user_id: str,
-                 body: dict[str, Any], now: datetime) -> bool:
+    def _respond(
+        self,
+        payload: dict[str, Any],
+        story: Story,
+        sticker_index: int,
+        user_id: str,
+        body: dict[str, Any],
+        now: datetime,
+    ) -> bool:
+        """``payload``: the sticker's payload as stored; a subclass reads its typed form."""
         raise NotImplementedError
 
-    def _option(self, payload: dict[str, Any], body: dict[str, Any]) -> int:
+    def _option(self, options: tuple[StickerOption, ...], body: dict[str, Any]) -> int:
         option = body.get("option_index")
-        if not isinstance(option, int) or isinstance(option, bool) or not 0 <= option < len(payload["options"]):
-            raise field_error("option_index", f"must be 0 to {len(payload['options']) - 1}")
+        if not isinstance(option, int) or isinstance(option, bool) or not 0 <= option < len(options):
+            raise field_error("option_index", f"must be 0 to {len(options) - 1}")
         return option
 
     def _count(self, event: DomainEvent) -> None:
@@ -295,10 +372,18 @@ class StickerResponse(Engagement):
 
 
 class PollBallot(StickerResponse):
-    KIND = STICKER_TYPE = "poll"
+    KIND = STICKER_TYPE = StickerType.POLL
 
-    def _respond(self, payload, story, sticker_index, user_id, body, now) -> bool:
-        option = self._option(payload, body)
+    def _respond(
+        self,
+        payload: dict[str, Any],
+        story: Story,
+        sticker_index: int,
+        user_id: str,
+        body: dict[str, Any],
+        now: datetime,
+    ) -> bool:
+        option = self._option(PollPayload.from_dict(payload).options, body)
         if self.count:
             raise Conflict("you already voted in this poll", code="already_voted")
         self._record(PollVoted, now, **self._event_fields(story, user_id, sticker_index), option_index=option)
@@ -308,17 +393,30 @@ class PollBallot(StickerResponse):
 
 
 class QuizAttempt(StickerResponse):
-    KIND = STICKER_TYPE = "quiz"
+    KIND = STICKER_TYPE = StickerType.QUIZ
     result: QuizAnswered
 
-    def _respond(self, payload, story, sticker_index, user_id, body, now) -> bool:
-        option = self._option(payload, body)
+    def _respond(
+        self,
+        payload: dict[str, Any],
+        story: Story,
+        sticker_index: int,
+        user_id: str,
+        body: dict[str, Any],
+        now: datetime,
+    ) -> bool:
+        quiz = QuizPayload.from_dict(payload)
+        option = self._option(quiz.options, body)
         if self.count:
             raise Conflict("you already answered this quiz", code="already_answered")
-        correct_index = payload["correct_answer_index"]
+        correct_index = quiz.correct_answer_index
         self._record(
-            QuizAnswered, now, **self._event_fields(story, user_id, sticker_index),
-            option_index=option, correct=option == correct_index, correct_answer_index=correct_index,
+            QuizAnswered,
+            now,
+            **self._event_fields(story, user_id, sticker_index),
+            option_index=option,
+            correct=option == correct_index,
+            correct_answer_index=correct_index,
         )
         return True
 
@@ -328,15 +426,26 @@ class QuizAttempt(StickerResponse):
 
 
 class QuestionAnswers(StickerResponse):
-    KIND = STICKER_TYPE = "question"
+    KIND = STICKER_TYPE = StickerType.QUESTION
 
-    def _respond(self, payload, story, sticker_index, user_id, body, now) -> bool:
+    def _respond(
+        self,
+        payload: dict[str, Any],
+        story: Story,
+        sticker_index: int,
+        user_id: str,
+        body: dict[str, Any],
+        now: datetime,
+    ) -> bool:
         text = body.get("text")
         if not isinstance(text, str) or not 1 <= len(text.strip()) <= ANSWER_TEXT_LIMIT:
             raise field_error("text", f"must be 1 to {ANSWER_TEXT_LIMIT} characters")
         self._record(
-            QuestionAnswered, now, **self._event_fields(story, user_id, sticker_index),
-            answer_number=self.count + 1, text=text.strip(),
+            QuestionAnswered,
+            now,
+            **self._event_fields(story, user_id, sticker_index),
+            answer_number=self.count + 1,
+            text=text.strip(),
         )
         return True
 
@@ -344,15 +453,23 @@ class QuestionAnswers(StickerResponse):
 
 
 class CountdownReminder(StickerResponse):
-    KIND = STICKER_TYPE = "countdown"
+    KIND = STICKER_TYPE = StickerType.COUNTDOWN
     following = False
 
-    def _respond(self, payload, story, sticker_index, user_id, body, now) -> bool:
+    def _respond(
+        self,
+        payload: dict[str, Any],
+        story: Story,
+        sticker_index: int,
+        user_id: str,
+        body: dict[str, Any],
+        now: datetime,
+    ) -> bool:
         action = body.get("action")
-        if action not in ("follow", "unfollow"):
+        if action not in COUNTDOWN_ACTIONS:
             raise field_error("action", "must be follow or unfollow")
-        if action == "follow":
-            if parse_timestamp(payload["end_time"]) <= now:
+        if action == CountdownAction.FOLLOW:
+            if CountdownPayload.from_dict(payload).ends_at <= now:
                 raise Conflict("the countdown is over", code="countdown_over")
             if self.following:
                 return False  # following is a state: asking twice changes nothing
@@ -371,10 +488,19 @@ class CountdownReminder(StickerResponse):
 
 
 class SliderResponse(StickerResponse):
-    KIND = STICKER_TYPE = "slider"
+    KIND = STICKER_TYPE = StickerType.SLIDER
 
-    def _respond(self, payload, story, sticker_index, user_id, body, now) -> bool:
-        low, high = payload.get("min_value", 0.0), payload.get("max_value", 1.0)
+    def _respond(
+        self,
+        payload: dict[str, Any],
+        story: Story,
+        sticker_index: int,
+        user_id: str,
+        body: dict[str, Any],
+        now: datetime,
+    ) -> bool:
+        slider = SliderPayload.from_dict(payload)
+        low, high = slider.min_value, slider.max_value
         value = body.get("value")
         if not isinstance(value, (int, float)) or isinstance(value, bool) or not low <= value <= high:
             raise field_error("value", f"must be between {low} and {high}")
@@ -387,10 +513,18 @@ class SliderResponse(StickerResponse):
 
 
 class LinkTaps(StickerResponse):
-    KIND = STICKER_TYPE = "link"
+    KIND = STICKER_TYPE = StickerType.LINK
 
-    def _respond(self, payload, story, sticker_index, user_id, body, now) -> bool:
-        if body.get("action") != "tap":
+    def _respond(
+        self,
+        payload: dict[str, Any],
+        story: Story,
+        sticker_index: int,
+        user_id: str,
+        body: dict[str, Any],
+        now: datetime,
+    ) -> bool:
+        if body.get("action") != LinkAction.TAP:
             raise field_error("action", "must be tap")
         self._record(LinkTapped, now, **self._event_fields(story, user_id, sticker_index), tap_number=self.count + 1)
         return True
@@ -413,3 +547,25 @@ def response_type_for(story: Story, sticker_index: int) -> type[StickerResponse]
         raise InvalidInput(
             f"a {sticker['sticker_type']} sticker takes no interactions", code="not_interactive"
         ) from None
+
+
+ResponseLoader = Callable[[type[StickerResponse], UUID], StickerResponse | None]
+
+
+def respond_to_sticker(
+    story: Story,
+    sticker_index: int,
+    user_id: str,
+    body: dict[str, Any],
+    relationship: Relationship,
+    now: datetime,
+    load: ResponseLoader,
+) -> tuple[type[StickerResponse], StickerResponse | None, StickerResponse | None]:
+    """A user's answer to a sticker, with the engagement rule checked once and first, so that
+    whoever may not engage learns nothing of the stickers; then which stream the sticker collects
+    (``load`` reads the user's stream so far) and that stream's rules. (The stream's type, the
+    stream so far, the stream with the answer recorded or None when nothing changed.)"""
+    story.check_can_engage(user_id, relationship, now)
+    kind = response_type_for(story, sticker_index)
+    current = load(kind, kind.stream_for(story.id, user_id, sticker_index))
+    return kind, current, kind._record_response(current, story, sticker_index, user_id, body, now)

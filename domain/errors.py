@@ -49,4 +49,4 @@ def field_error(field: str, message: str, *, code: str = "validation_error") -> 
 
 def limit_reached(kind: str, limit: int, message: str) -> Conflict:
     """A contract limit would be exceeded (HTTP 409 ``limit_reached``, ``details`` names it)."""
-    return Conflict(message, code="limit_reached", details={"limit": limit, "kind": kind})
+    return Conflict(message, code="limit_reached", details={"limit": limit, "kind": str(kind)})

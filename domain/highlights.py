@@ -7,9 +7,10 @@ all of them, so "reorder" can check it was given the caller's whole list.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Callable, ClassVar, Iterable
+from typing import Any, ClassVar
 from uuid import UUID
 
 from domain.aggregate import SELF, Aggregate, DomainEvent
@@ -151,25 +152,25 @@ def check_cover(cover: Any, story_ids: Iterable[str]) -> dict[str, str] | None:
     if not isinstance(cover, dict):
         raise field_error("cover", "must be an object {story_id?, media_url?, emoji?, color?}")
     problems = [{"field": f"cover.{k}", "message": "unknown field"} for k in cover if k not in COVER_FIELDS]
-    cover = {k: v for k, v in cover.items() if v is not None}
-    if not all(isinstance(v, str) for v in cover.values()):
+    stored: dict[str, str] = {k: v for k, v in cover.items() if v is not None}
+    if not all(isinstance(v, str) for v in stored.values()):
         problems.append({"field": "cover", "message": "every cover field is a string"})
     else:
-        if "media_url" in cover and not cover["media_url"].startswith(("http://", "https://")):
+        if "media_url" in stored and not stored["media_url"].startswith(("http://", "https://")):
             problems.append({"field": "cover.media_url", "message": "must be an http(s) URL"})
-        if "emoji" in cover and not 1 <= len(cover["emoji"]) <= COVER_EMOJI_LIMIT:
+        if "emoji" in stored and not 1 <= len(stored["emoji"]) <= COVER_EMOJI_LIMIT:
             problems.append({"field": "cover.emoji", "message": f"1 to {COVER_EMOJI_LIMIT} characters"})
-        if "color" in cover and not _COVER_COLOUR.fullmatch(cover["color"]):
+        if "color" in stored and not _COVER_COLOUR.fullmatch(stored["color"]):
             problems.append({"field": "cover.color", "message": "must be a #RRGGBB colour"})
-        if "story_id" in cover:
+        if "story_id" in stored:
             ids = {_same_id(s): s for s in story_ids}
-            if _same_id(cover["story_id"]) not in ids:
+            if _same_id(stored["story_id"]) not in ids:
                 problems.append({"field": "cover.story_id", "message": "must be one of the highlight's stories"})
             else:
-                cover["story_id"] = ids[_same_id(cover["story_id"])]
+                stored["story_id"] = ids[_same_id(stored["story_id"])]
     if problems:
         raise InvalidInput("the cover breaks the rules", code="invalid_cover", details=problems)
-    return cover
+    return stored
 
 
 def check_own_stories(owner_id: str, story_ids: Iterable[str], stories: dict[str, Story | None]) -> None:
@@ -193,7 +194,12 @@ class Highlight(Aggregate):
 
     @classmethod
     def create(
-        cls, highlight_id: UUID, owner_id: str, fields: dict[str, Any], stories: dict[str, Story | None], now: datetime,
+        cls,
+        highlight_id: UUID,
+        owner_id: str,
+        fields: dict[str, Any],
+        stories: dict[str, Story | None],
+        now: datetime,
         limit: int = MAX_STORIES,
     ) -> Highlight:
         """``limit``: stories per highlight (more is Conflict ``limit_reached``)."""
@@ -206,9 +212,15 @@ class Highlight(Aggregate):
         cover = check_cover(fields.get("cover"), story_ids)
         highlight = cls(highlight_id)
         highlight._record(
-            HighlightCreated, now, highlight_id=str(highlight_id), user_id=owner_id,
-            title=fields["title"].strip(), description=fields.get("description") or "", cover=cover,
-            story_ids=story_ids, is_pinned=bool(fields.get("is_pinned", False)),
+            HighlightCreated,
+            now,
+            highlight_id=str(highlight_id),
+            user_id=owner_id,
+            title=fields["title"].strip(),
+            description=fields.get("description") or "",
+            cover=cover,
+            story_ids=story_ids,
+            is_pinned=bool(fields.get("is_pinned", False)),
             is_archived=bool(fields.get("is_archived", False)),
         )
         return highlight
@@ -245,8 +257,11 @@ class Highlight(Aggregate):
         self.check_owner(actor_id)
         changes = {k: v for k, v in changes.items() if k in EDITABLE_FIELDS}
         if not changes:
-            raise InvalidInput("nothing to change", code="empty_update",
-                               details=[{"field": "", "message": f"give one of {', '.join(EDITABLE_FIELDS)}"}])
+            raise InvalidInput(
+                "nothing to change",
+                code="empty_update",
+                details=[{"field": "", "message": f"give one of {', '.join(EDITABLE_FIELDS)}"}],
+            )
         check_highlight_fields(changes)
         if "cover" in changes:
             changes["cover"] = check_cover(changes["cover"], self.story_ids)
@@ -261,14 +276,18 @@ class Highlight(Aggregate):
         return True
 
     def add_stories(
-        self, actor_id: str, story_ids: list[str], stories: dict[str, Story | None], now: datetime,
+        self,
+        actor_id: str,
+        story_ids: list[str],
+        stories: dict[str, Story | None],
+        now: datetime,
         limit: int = MAX_STORIES,
     ) -> bool:
         """``stories``: the stories named, and the highlight's own; a deleted story is gone from
         the highlight as served, so it does not count against the limit."""
         self.check_owner(actor_id)
         new = [s for s in _distinct_ids(story_ids) if s not in self.story_ids]
-        kept = [s for s in self.story_ids if s not in stories or (stories[s] is not None and not stories[s].deleted)]
+        kept = [s for s in self.story_ids if s not in stories or ((st := stories[s]) is not None and not st.deleted)]
         _check_story_limit(len(kept) + len(new), limit)
         check_own_stories(self.owner_id, new, stories)
         if not new:
@@ -282,8 +301,11 @@ class Highlight(Aggregate):
         if not present:
             return False
         if len(present) == len(self.story_ids):
-            raise field_error("story_ids", "a highlight keeps at least one story; delete the highlight instead",
-                              code="highlight_would_be_empty")
+            raise field_error(
+                "story_ids",
+                "a highlight keeps at least one story; delete the highlight instead",
+                code="highlight_would_be_empty",
+            )
         self._record(HighlightStoriesRemoved, now, highlight_id=str(self.id), user_id=self.owner_id, story_ids=present)
         return True
 

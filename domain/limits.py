@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 from typing import ClassVar
 from uuid import UUID
 
@@ -33,8 +34,25 @@ from domain.aggregate import SELF, Aggregate, DomainEvent
 from domain.errors import limit_reached
 from domain.ids import stream_id
 
-LIVE_STORIES, FOLLOWS, CLOSE_FRIENDS, MUTED = "live_stories", "follows", "close_friends", "muted"
-HIGHLIGHT_STORIES, HIGHLIGHTS = "highlight_stories", "highlights"
+
+class LimitKind(StrEnum):
+    """Which limit (``details.kind`` of a ``limit_reached``; ``TallyRecorded.kind``)."""
+
+    LIVE_STORIES = "live_stories"
+    FOLLOWS = "follows"
+    CLOSE_FRIENDS = "close_friends"
+    MUTED = "muted"
+    HIGHLIGHT_STORIES = "highlight_stories"
+    HIGHLIGHTS = "highlights"
+
+
+LIVE_STORIES, FOLLOWS, CLOSE_FRIENDS, MUTED = (
+    LimitKind.LIVE_STORIES,
+    LimitKind.FOLLOWS,
+    LimitKind.CLOSE_FRIENDS,
+    LimitKind.MUTED,
+)
+HIGHLIGHT_STORIES, HIGHLIGHTS = LimitKind.HIGHLIGHT_STORIES, LimitKind.HIGHLIGHTS
 
 
 @dataclass(frozen=True)
@@ -49,7 +67,7 @@ class Limits:
     muted: int = 7_500
 
 
-_MESSAGES = {
+_MESSAGES: dict[LimitKind, str] = {
     FOLLOWS: "you follow the most accounts allowed ({limit})",
     CLOSE_FRIENDS: "your close-friends list is full ({limit})",
     LIVE_STORIES: "you have the most live stories allowed ({limit})",
@@ -71,6 +89,8 @@ class Tally(Aggregate):
     """How many follows / close friends a user has (load only the latest record)."""
 
     count = 0
+    kind: LimitKind
+    user_id: str
 
     @staticmethod
     def stream_for(kind: str, user_id: str) -> UUID:
@@ -79,7 +99,7 @@ class Tally(Aggregate):
     @classmethod
     def open(cls, current: Tally | None, kind: str, user_id: str) -> Tally:
         tally = current or cls(cls.stream_for(kind, user_id))
-        tally.kind, tally.user_id = kind, user_id
+        tally.kind, tally.user_id = LimitKind(kind), user_id
         return tally
 
     def check_room(self, limit: int) -> None:
@@ -89,15 +109,15 @@ class Tally(Aggregate):
 
     def take(self, limit: int, now: datetime) -> None:
         self.check_room(limit)
-        self._record(TallyRecorded, now, user_id=self.user_id, kind=self.kind, count=self.count + 1)
+        self._record(TallyRecorded, now, user_id=self.user_id, kind=str(self.kind), count=self.count + 1)
 
     def give_back(self, now: datetime) -> None:
         # Never below 0: an edge made before the upgrade was never counted.
         if self.count > 0:
-            self._record(TallyRecorded, now, user_id=self.user_id, kind=self.kind, count=self.count - 1)
+            self._record(TallyRecorded, now, user_id=self.user_id, kind=str(self.kind), count=self.count - 1)
 
     def _apply_TallyRecorded(self, event: TallyRecorded) -> None:
-        self.user_id, self.kind, self.count = event.user_id, event.kind, event.count
+        self.user_id, self.kind, self.count = event.user_id, LimitKind(event.kind), event.count
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -152,8 +172,7 @@ class LiveStories(Aggregate):
         return True
 
     def _write(self, live: dict[str, datetime], now: datetime) -> None:
-        self._record(LiveStoriesRecorded, now, user_id=self.user_id,
-                     live={s: e.isoformat() for s, e in live.items()})
+        self._record(LiveStoriesRecorded, now, user_id=self.user_id, live={s: e.isoformat() for s, e in live.items()})
 
     def _apply_LiveStoriesRecorded(self, event: LiveStoriesRecorded) -> None:
         self.user_id = event.user_id

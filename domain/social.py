@@ -85,8 +85,13 @@ class _CountedEdge(Aggregate):
 
     @classmethod
     def start(
-        cls, current: Self | None, actor_id: str, other_id: str, now: datetime,
-        tally: Tally | None = None, limit: int | None = None,
+        cls,
+        current: Self | None,
+        actor_id: str,
+        other_id: str,
+        now: datetime,
+        tally: Tally | None = None,
+        limit: int | None = None,
     ) -> Self | None:
         """None when already active. With ``tally`` (the actor's count of such edges) and
         ``limit``, Conflict ``limit_reached`` when the actor already has ``limit`` of them."""
@@ -94,11 +99,10 @@ class _CountedEdge(Aggregate):
         edge = current or cls(cls.stream_for(actor_id, other_id))
         if edge.active:
             return None
-        counted = tally is not None and limit is not None
-        if counted:
+        if tally is not None and limit is not None:
             tally.check_room(limit)
         edge._record(cls.STARTED, now, **dict(zip(cls.ENDS, (actor_id, other_id))))
-        if counted:
+        if tally is not None and limit is not None:
             tally.take(limit, now)
         return edge
 
@@ -145,13 +149,18 @@ class CloseFriendship(Aggregate):
     active = False
 
     @staticmethod
-    def stream_for(user_id: str, friend_id: str):
+    def stream_for(user_id: str, friend_id: str) -> UUID:
         return stream_id("close-friend", user_id, friend_id)
 
     @classmethod
     def add(
-        cls, current: CloseFriendship | None, user_id: str, friend_id: str, now: datetime,
-        tally: Tally | None = None, limit: int | None = None,
+        cls,
+        current: CloseFriendship | None,
+        user_id: str,
+        friend_id: str,
+        now: datetime,
+        tally: Tally | None = None,
+        limit: int | None = None,
     ) -> CloseFriendship:
         """With ``tally`` (the user's close-friends count) and ``limit``, Conflict
         ``limit_reached`` when the list already holds ``limit`` people."""
@@ -159,11 +168,10 @@ class CloseFriendship(Aggregate):
         entry = current or cls(cls.stream_for(user_id, friend_id))
         if entry.active:
             raise Conflict("already on your close-friends list", code="already_close_friend")
-        counted = tally is not None and limit is not None
-        if counted:
+        if tally is not None and limit is not None:
             tally.check_room(limit)
         entry._record(CloseFriendAdded, now, user_id=user_id, friend_id=friend_id)
-        if counted:
+        if tally is not None and limit is not None:
             tally.take(limit, now)
         return entry
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from enum import StrEnum
 from typing import Any, ClassVar
 from uuid import UUID
 
@@ -18,10 +19,28 @@ from domain.ids import is_user_id
 from domain.limits import LiveStories
 from domain.platform import Platform
 from domain.stickers import check_stickers
-from domain.visibility import Relationship, audience_allows
+from domain.visibility import Privacy, Relationship, audience_allows
 
-STORY_TYPES = ("image", "video", "text")
-REPLY_POLICIES = ("everyone", "audience", "off")
+
+class StoryType(StrEnum):
+    IMAGE = "image"
+    VIDEO = "video"
+    TEXT = "text"
+
+
+class ReplyPolicy(StrEnum):
+    """Who may reply to a story (``allow_replies``): anyone who can see it, only the owner's
+    audience (``Platform.audience``), or no one."""
+
+    EVERYONE = "everyone"
+    AUDIENCE = "audience"
+    OFF = "off"
+
+
+STORY_TYPES: tuple[StoryType, ...] = tuple(StoryType)
+MEDIA_STORY_TYPES = frozenset({StoryType.IMAGE, StoryType.VIDEO})  # they need media_id or media_url
+REPLY_POLICIES: tuple[ReplyPolicy, ...] = tuple(ReplyPolicy)
+DEFAULT_REPLY_POLICY = ReplyPolicy.EVERYONE
 EXPIRY_HOURS = (6, 12, 24, 48)
 DEFAULT_EXPIRY_HOURS = 24
 DURATION_RANGE = (1.0, 15.0)
@@ -33,10 +52,24 @@ COLOUR_PATTERN = r"^#(?:[0-9A-Fa-f]{6}|[0-9A-Fa-f]{8})$"
 _COLOUR = re.compile(COLOUR_PATTERN)
 EDITABLE_FIELDS = ("text_content", "background_color", "background_gradient")
 STICKER_GEOMETRY = ("x", "y", "width", "height", "rotation")
-RESHARED_CONTENT = ("story_type", "media_id", "media_url", "thumbnail_url", "text_content", "background_color",
-                    "background_gradient", "duration")
-RESHARE_OPTIONS = ("privacy", "allowed_viewer_ids", "hidden_from_ids", "allow_replies", "expires_in_hours",
-                   "allow_sharing")
+RESHARED_CONTENT = (
+    "story_type",
+    "media_id",
+    "media_url",
+    "thumbnail_url",
+    "text_content",
+    "background_color",
+    "background_gradient",
+    "duration",
+)
+RESHARE_OPTIONS = (
+    "privacy",
+    "allowed_viewer_ids",
+    "hidden_from_ids",
+    "allow_replies",
+    "expires_in_hours",
+    "allow_sharing",
+)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -88,8 +121,9 @@ class StoryCreated(DomainEvent):
 
 # A reshare's fields that hold what the original's author wrote (theirs, by ``PERSONAL``): they go
 # when that author is erased.
-ORIGINAL_AUTHORS_FIELDS = tuple(name for name, owner in StoryCreated.PERSONAL.items()
-                                if owner.startswith("reshared_from."))
+ORIGINAL_AUTHORS_FIELDS = tuple(
+    name for name, owner in StoryCreated.PERSONAL.items() if owner.startswith("reshared_from.")
+)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -133,9 +167,9 @@ def check_story_fields(fields: dict[str, Any], platform: Platform) -> None:
     story_type = fields.get("story_type")
     if story_type not in STORY_TYPES:
         problem("story_type", f"must be one of {', '.join(STORY_TYPES)}")
-    elif story_type in ("image", "video") and not (fields.get("media_id") or fields.get("media_url")):
+    elif story_type in MEDIA_STORY_TYPES and not (fields.get("media_id") or fields.get("media_url")):
         problem("media_url", f"an {story_type} story needs media_id or media_url")
-    elif story_type == "text" and not (fields.get("text_content") or "").strip():
+    elif story_type == StoryType.TEXT and not (fields.get("text_content") or "").strip():
         problem("text_content", "a text story needs text_content")
     if len(fields.get("text_content") or "") > TEXT_CONTENT_LIMIT:
         problem("text_content", f"at most {TEXT_CONTENT_LIMIT} characters")
@@ -156,9 +190,9 @@ def check_story_fields(fields: dict[str, Any], platform: Platform) -> None:
     if privacy not in platform.privacy_values:
         problem("privacy", f"must be one of {', '.join(platform.privacy_values)} on {platform.value}")
     allowed = fields.get("allowed_viewer_ids") or []
-    if privacy == "custom" and not allowed:
+    if privacy == Privacy.CUSTOM and not allowed:
         problem("allowed_viewer_ids", "a custom story needs at least one allowed viewer")
-    if privacy != "custom" and allowed:
+    if privacy != Privacy.CUSTOM and allowed:
         problem("allowed_viewer_ids", "only a custom story lists allowed viewers")
     for name in ("allowed_viewer_ids", "hidden_from_ids"):
         ids = fields.get(name) or []
@@ -166,16 +200,24 @@ def check_story_fields(fields: dict[str, Any], platform: Platform) -> None:
             problem(name, f"at most {MAX_LISTED_USERS} user ids")
         if not all(is_user_id(u) for u in ids):
             problem(name, "every entry must be a user id")
-    if fields.get("allow_replies", "everyone") not in REPLY_POLICIES:
+    if fields.get("allow_replies", DEFAULT_REPLY_POLICY) not in REPLY_POLICIES:
         problem("allow_replies", f"must be one of {', '.join(REPLY_POLICIES)}")
     if problems:
         raise InvalidInput("the story breaks the rules", details=problems)
     check_stickers(fields.get("stickers") or [])
 
 
+def is_live(*, deleted: bool, expired: bool, expires_at: datetime, now: datetime) -> bool:
+    """The one "is live" rule: until deleted, expired (``StoryExpired``) or past its time. The
+    query side applies it to read-model documents too (``read_api.queries.is_live``)."""
+    return not deleted and not expired and now < expires_at
+
+
 class Story(Aggregate):
     owner_id: str
-    fields: dict[str, Any]
+    fields: dict[str, Any]  # StoryCreated's fields, as the latest StoryEdited left them
+    allowed_viewer_ids: frozenset[str]
+    hidden_from_ids: frozenset[str]
     created_at: datetime
     expires_at: datetime
     deleted = False
@@ -185,8 +227,15 @@ class Story(Aggregate):
 
     @classmethod
     def create(
-        cls, story_id: UUID, owner_id: str, fields: dict[str, Any], platform: Platform, now: datetime,
-        live: LiveStories | None = None, limit: int | None = None, reshared_from: dict[str, str] | None = None,
+        cls,
+        story_id: UUID,
+        owner_id: str,
+        fields: dict[str, Any],
+        platform: Platform,
+        now: datetime,
+        live: LiveStories | None = None,
+        limit: int | None = None,
+        reshared_from: dict[str, str] | None = None,
     ) -> Story:
         """``fields`` holds the create body's values (see the contract's story schema).
 
@@ -205,7 +254,7 @@ class Story(Aggregate):
             now,
             story_id=str(story_id),
             user_id=owner_id,
-            story_type=fields["story_type"],
+            story_type=str(StoryType(fields["story_type"])),  # events hold plain strings
             media_id=fields.get("media_id"),
             media_url=fields.get("media_url"),
             thumbnail_url=fields.get("thumbnail_url"),
@@ -214,10 +263,10 @@ class Story(Aggregate):
             background_gradient=fields.get("background_gradient"),
             duration=float(fields.get("duration", DEFAULT_DURATION)),
             stickers=list(fields.get("stickers") or []),
-            privacy=fields.get("privacy", platform.audience),
+            privacy=str(Privacy(fields.get("privacy", platform.audience))),
             allowed_viewer_ids=sorted(set(fields.get("allowed_viewer_ids") or [])),
             hidden_from_ids=sorted(set(fields.get("hidden_from_ids") or [])),
-            allow_replies=fields.get("allow_replies", "everyone"),
+            allow_replies=str(ReplyPolicy(fields.get("allow_replies", DEFAULT_REPLY_POLICY))),
             expires_at=(now + timedelta(hours=hours)).isoformat(),
             allow_sharing=bool(fields.get("allow_sharing", True)),
             reshared_from=reshared_from,
@@ -226,8 +275,16 @@ class Story(Aggregate):
 
     @classmethod
     def reshare(
-        cls, story_id: UUID, original: Story, sharer_id: str, relationship: Relationship, options: dict[str, Any],
-        platform: Platform, now: datetime, live: LiveStories | None = None, limit: int | None = None,
+        cls,
+        story_id: UUID,
+        original: Story,
+        sharer_id: str,
+        relationship: Relationship,
+        options: dict[str, Any],
+        platform: Platform,
+        now: datetime,
+        live: LiveStories | None = None,
+        limit: int | None = None,
     ) -> Story:
         """A new story of ``sharer_id`` showing ``original``'s content (not its stickers: their
         answers belong to the original). ``options``: the sharer's own audience and expiry
@@ -235,12 +292,22 @@ class Story(Aggregate):
         ``reshared_from`` for good: deleting or expiring the original leaves it standing."""
         original.check_can_share(sharer_id, relationship, now)
         content = {name: original.fields.get(name) for name in RESHARED_CONTENT}
-        fields = {**{k: v for k, v in content.items() if v is not None},
-                  **{k: v for k, v in options.items() if k in RESHARE_OPTIONS}}
+        fields = {
+            **{k: v for k, v in content.items() if v is not None},
+            **{k: v for k, v in options.items() if k in RESHARE_OPTIONS},
+        }
         # Whom the original is hidden from does not see it through a reshare either.
         fields["hidden_from_ids"] = sorted(set(fields.get("hidden_from_ids") or []) | original.hidden_from_ids)
-        return cls.create(story_id, sharer_id, fields, platform, now, live, limit,
-                          reshared_from={"story_id": str(original.id), "user_id": original.owner_id})
+        return cls.create(
+            story_id,
+            sharer_id,
+            fields,
+            platform,
+            now,
+            live,
+            limit,
+            reshared_from={"story_id": str(original.id), "user_id": original.owner_id},
+        )
 
     def delete(self, actor_id: str, now: datetime, live: LiveStories | None = None) -> None:
         """With ``live`` (the owner's ledger), a live story frees its slot."""
@@ -252,8 +319,9 @@ class Story(Aggregate):
         if live is not None:
             live.release(str(self.id), now)
 
-    def edit(self, actor_id: str, changes: dict[str, Any], answered: frozenset[int], platform: Platform,
-             now: datetime) -> bool:
+    def edit(
+        self, actor_id: str, changes: dict[str, Any], answered: frozenset[int], platform: Platform, now: datetime
+    ) -> bool:
         """Apply an owner's edit (``changes``: any of ``EDITABLE_FIELDS``, and ``stickers``: a list of
         ``{"sticker_index", x/y/width/height/rotation, <payload named after its type>}``); False when
         it changes nothing. ``answered``: the stickers someone has interacted with, whose payload
@@ -262,7 +330,7 @@ class Story(Aggregate):
             raise NotFound("story not found")
         if actor_id != self.owner_id:
             raise Forbidden("only the owner can edit a story", code="not_owner")
-        if self.fields.get("reshared_from"):  # its content is what the original's author wrote
+        if self.reshared_from:  # its content is what the original's author wrote
             raise Forbidden("a reshare shows another's story: it cannot be edited", code="reshare_not_editable")
         if not self.is_live(now):
             raise Conflict("the story has expired", code="story_expired")
@@ -280,13 +348,18 @@ class Story(Aggregate):
             sticker, kind = stickers[i], stickers[i]["sticker_type"]
             others = [k for k in edit if k not in STICKER_GEOMETRY and k not in ("sticker_index", kind)]
             if others:
-                raise field_error(f"stickers.{i}", f"sticker {i} is a {kind} sticker: only its geometry and "
-                                  f"its '{kind}' payload can change")
+                raise field_error(
+                    f"stickers.{i}",
+                    f"sticker {i} is a {kind} sticker: only its geometry and its '{kind}' payload can change",
+                )
             before = dict(sticker)
             sticker.update((k, v) for k, v in edit.items() if k != "sticker_index")
             if sticker.get(kind) != before.get(kind) and i in answered:
-                raise Conflict(f"sticker {i} has answers; its {kind} can no longer change", code="sticker_answered",
-                               details={"sticker_index": i})
+                raise Conflict(
+                    f"sticker {i} has answers; its {kind} can no longer change",
+                    code="sticker_answered",
+                    details={"sticker_index": i},
+                )
             if sticker != before:
                 stickers[i] = sticker
                 changed.append(f"stickers.{i}")
@@ -294,8 +367,15 @@ class Story(Aggregate):
             return False
         # The edited story must follow every rule a new one does (a text story keeps its text...).
         check_story_fields({**self.fields, **content, "stickers": stickers}, platform)
-        self._record(StoryEdited, now, story_id=str(self.id), user_id=self.owner_id, **content,
-                     stickers=stickers, changed=changed)
+        self._record(
+            StoryEdited,
+            now,
+            story_id=str(self.id),
+            user_id=self.owner_id,
+            **content,
+            stickers=stickers,
+            changed=changed,
+        )
         return True
 
     def check_owner(self, actor_id: str, may_see: bool, what: str) -> None:
@@ -309,9 +389,9 @@ class Story(Aggregate):
     def check_can_share(self, actor_id: str, relationship: Relationship, now: datetime) -> None:
         """A reshare needs a public, live story whose owner allows sharing, that the actor can see."""
         self.check_can_engage(actor_id, relationship, now)
-        if self.fields["privacy"] != "public":
+        if self.privacy != Privacy.PUBLIC:
             raise Forbidden("only a public story can be reshared", code="not_shareable")
-        if not self.fields.get("allow_sharing", True):
+        if not self.allow_sharing:
             raise Forbidden("the owner does not allow sharing this story", code="sharing_disabled")
 
     def expire(self, now: datetime) -> None:
@@ -334,12 +414,12 @@ class Story(Aggregate):
         return self.owner_id is None
 
     def is_live(self, now: datetime) -> bool:
-        return not self.deleted and not self.expired and now < self.expires_at
+        return is_live(deleted=self.deleted, expired=self.expired, expires_at=self.expires_at, now=now)
 
     def audience_allows(self, viewer_id: str, relationship: Relationship) -> bool:
         return audience_allows(
             owner_id=self.owner_id,
-            privacy=self.fields["privacy"],
+            privacy=self.fields["privacy"],  # as stored: an unknown value hides the story
             allowed_viewer_ids=self.allowed_viewer_ids,
             hidden_from_ids=self.hidden_from_ids,
             viewer_id=viewer_id,
@@ -365,9 +445,34 @@ class Story(Aggregate):
         if actor_id == self.owner_id:
             raise Forbidden(f"the owner cannot {what} on their own story", code="own_story")
 
+    # -- typed views of ``fields`` ----------------------------------------------------------
+
+    @property
+    def story_type(self) -> StoryType:
+        return StoryType(self.fields["story_type"])
+
+    @property
+    def privacy(self) -> Privacy:
+        return Privacy(self.fields["privacy"])
+
+    @property
+    def allow_replies(self) -> ReplyPolicy:
+        return ReplyPolicy(self.fields["allow_replies"])
+
+    @property
+    def allow_sharing(self) -> bool:
+        return bool(self.fields.get("allow_sharing", True))
+
+    @property
+    def reshared_from(self) -> dict[str, str] | None:
+        """``{"story_id", "user_id"}`` of a reshare's original; None for an original."""
+        reshared: dict[str, str] | None = self.fields.get("reshared_from")
+        return reshared
+
     @property
     def stickers(self) -> list[dict[str, Any]]:
-        return self.fields["stickers"] or []  # None: a reshare whose original's author was erased
+        stickers: list[dict[str, Any]] = self.fields["stickers"] or []
+        return stickers  # [] also for a reshare whose original's author was erased (None)
 
     # -- evolution ----------------------------------------------------------------------
 

@@ -2,8 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
-from typing import Collection
+from enum import StrEnum
+
+
+class Privacy(StrEnum):
+    """Who may see a story (``StoryCreated.privacy``). ``FOLLOWERS`` is vignette's audience,
+    ``FRIENDS`` entativa's (``Platform.audience``); ``CUSTOM`` lists its viewers."""
+
+    PUBLIC = "public"
+    FOLLOWERS = "followers"
+    FRIENDS = "friends"
+    CLOSE_FRIENDS = "close_friends"
+    CUSTOM = "custom"
 
 
 @dataclass(frozen=True)
@@ -20,7 +32,7 @@ class Relationship:
 
     def in_audience(self, audience: str) -> bool:
         """Is the viewer in the owner's audience (``followers`` or ``friends``)?"""
-        return self.friends if audience == "friends" else self.follows_owner
+        return self.friends if audience == Privacy.FRIENDS else self.follows_owner
 
 
 def audience_allows(
@@ -40,14 +52,14 @@ def audience_allows(
         return True
     if viewer_id in hidden_from_ids:
         return False
-    if privacy == "public":
+    if privacy == Privacy.PUBLIC:
         return True
-    if privacy == "followers":
+    if privacy == Privacy.FOLLOWERS:
         return relationship.follows_owner
-    if privacy == "friends":
+    if privacy == Privacy.FRIENDS:
         return relationship.friends
-    if privacy == "close_friends":
+    if privacy == Privacy.CLOSE_FRIENDS:
         return relationship.close_friend
-    if privacy == "custom":
+    if privacy == Privacy.CUSTOM:
         return viewer_id in allowed_viewer_ids
     return False  # an unknown value hides rather than leaks

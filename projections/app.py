@@ -3,22 +3,24 @@ position. Run several processes and the recorded positions keep them from applyi
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import threading
+from collections.abc import Callable
 from datetime import datetime
-from typing import Callable
 
 from prometheus_client import CollectorRegistry, Gauge
+from pymongo import MongoClient
 
-from commands.event_store import EventStore
+from commands.event_store import EventStore, open_event_store
 from projections import generations
 from projections.generations import Generation
 from projections.mongo_views import MongoViewStore
 from projections.redis_schema import VIEW_NAME
 from projections.redis_views import Keys, RedisViewStore
 from projections.runner import Partition, ProjectionRunner
-from stories.backends import event_store, mongo_client, redis_client
+from stories.backends import mongo_client, redis_client
 from stories.settings import Settings
 from stories.supervisor import ops_port, safe, serve_ops
 
@@ -32,7 +34,9 @@ def partitions(settings: Settings) -> list[Partition]:
     return [Partition(i, count) for i in chosen]
 
 
-def build_runners(settings: Settings, store: EventStore, generation: Generation | None = None) -> list[ProjectionRunner]:
+def build_runners(
+    settings: Settings, store: EventStore, generation: Generation | None = None
+) -> list[ProjectionRunner]:
     """The runners of this process's partitions, into ``generation``'s stores (default: the one
     the pointer names now, ``projections.generations``)."""
     mongo, client = mongo_client(settings), redis_client(settings)
@@ -40,9 +44,16 @@ def build_runners(settings: Settings, store: EventStore, generation: Generation 
         generation = generations.current(client, settings.mongodb_database, settings.redis_prefix)
     runners = []
     for part in partitions(settings):
-        for view in (MongoViewStore(mongo, generation.mongodb_database, part.name("mongo_views")),
-                     RedisViewStore(client, generation.redis_prefix, part.name(VIEW_NAME),
-                                    grace=settings.redis_grace, wait_replicas=settings.redis_wait_replicas)):
+        for view in (
+            MongoViewStore(mongo, generation.mongodb_database, part.name("mongo_views")),
+            RedisViewStore(
+                client,
+                generation.redis_prefix,
+                part.name(VIEW_NAME),
+                grace=settings.redis_grace,
+                wait_replicas=settings.redis_wait_replicas,
+            ),
+        ):
             runners.append(ProjectionRunner(store, view, settings.projector_batch, partition=part))
     return runners
 
@@ -55,9 +66,19 @@ def projector_metrics(store: EventStore, runners: list[ProjectionRunner]) -> Col
     position = Gauge("stories_projection_position", "applied log position", ["view"], registry=registry)
     lag = Gauge("stories_projection_lag_events", "events behind the log head", ["view"], registry=registry)
     for i, runner in enumerate(runners):
-        position.labels(runner.view.name).set_function(lambda i=i: runners[i].position or 0)
-        lag.labels(runner.view.name).set_function(safe(lambda i=i: store.head() - (runners[i].position or 0)))
+        position.labels(runner.view.name).set_function(_applied(runners, i))
+        lag.labels(runner.view.name).set_function(safe(_behind(store, runners, i)))
     return registry
+
+
+def _applied(runners: list[ProjectionRunner], i: int) -> Callable[[], float]:
+    """The position of ``runners[i]``, whichever runner holds that place at the scrape."""
+    return lambda: runners[i].position or 0
+
+
+def _behind(store: EventStore, runners: list[ProjectionRunner], i: int) -> Callable[[], float]:
+    """How far ``runners[i]`` (at the scrape) is behind the log head."""
+    return lambda: store.head() - (runners[i].position or 0)
 
 
 def readiness_checks(settings: Settings, store: EventStore, *names: str) -> dict[str, Callable[[], object]]:
@@ -68,12 +89,14 @@ def readiness_checks(settings: Settings, store: EventStore, *names: str) -> dict
         if name == "event_store":
             checks[name] = store.head
         elif name == "mongodb":
-            mongo = mongo_client(settings)
-            checks[name] = lambda mongo=mongo: mongo.admin.command("ping")
+            checks[name] = _ping_mongo(mongo_client(settings))
         elif name == "redis":
-            client = redis_client(settings)
-            checks[name] = lambda client=client: client.ping()
+            checks[name] = redis_client(settings).ping
     return checks
+
+
+def _ping_mongo(mongo: MongoClient) -> Callable[[], object]:
+    return lambda: mongo.admin.command("ping")
 
 
 def publish_log_head(settings: Settings, store: EventStore, stop: threading.Event) -> None:
@@ -81,14 +104,13 @@ def publish_log_head(settings: Settings, store: EventStore, stop: threading.Even
     client = redis_client(settings)
     key = Keys(settings.redis_prefix).position("log_head")
     while not stop.wait(0.5):
-        try:
+        with contextlib.suppress(Exception):  # the runners log the outage
             client.set(key, store.head())
-        except Exception:
-            pass  # the runners log the outage
 
 
-def run_projector(settings: Settings, stop: threading.Event | None = None,
-                  clock: Callable[[], datetime] | None = None) -> None:
+def run_projector(
+    settings: Settings, stop: threading.Event | None = None, clock: Callable[[], datetime] | None = None
+) -> None:
     """``clock``: the process's clock (``stories.clock.clock_from``). The projections themselves
     take every time from the events they apply; it is built here so that a bad
     STORIES_SIMULATED_CLOCK refuses the projector at start-up like every other process."""
@@ -97,12 +119,17 @@ def run_projector(settings: Settings, stop: threading.Event | None = None,
         from stories.clock import clock_from
 
         clock = clock_from(settings)
-    store = event_store(settings)
+    store = open_event_store(settings)
     pointer = redis_client(settings)
     generation = generations.current(pointer, settings.mongodb_database, settings.redis_prefix)
     runners = build_runners(settings, store, generation)
-    ops = serve_ops("projector", settings.host, ops_port(settings, "projector"), projector_metrics(store, runners),
-                    readiness_checks(settings, store))
+    ops = serve_ops(
+        "projector",
+        settings.host,
+        ops_port(settings, "projector"),
+        projector_metrics(store, runners),
+        readiness_checks(settings, store),
+    )
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: stop.set())
@@ -143,10 +170,17 @@ class _Following:
 def _follow(runners: list[ProjectionRunner], generation: Generation) -> _Following:
     """One thread per runner, each until the returned handle is stopped."""
     stop = threading.Event()
-    threads = [threading.Thread(target=r.run_forever, args=(stop,), name=f"projector-{r.view.name}", daemon=True)
-               for r in runners]
+    threads = [
+        threading.Thread(target=r.run_forever, args=(stop,), name=f"projector-{r.view.name}", daemon=True)
+        for r in runners
+    ]
     for t in threads:
         t.start()
-    log.info("projector following the log into generation %s (MongoDB %s, Redis prefix %s): %s", generation.name,
-             generation.mongodb_database, generation.redis_prefix, ", ".join(r.view.name for r in runners))
+    log.info(
+        "projector following the log into generation %s (MongoDB %s, Redis prefix %s): %s",
+        generation.name,
+        generation.mongodb_database,
+        generation.redis_prefix,
+        ", ".join(r.view.name for r in runners),
+    )
     return _Following(stop, threads)

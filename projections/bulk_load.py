@@ -36,21 +36,29 @@ with the update operators ``apply_update`` knows; a Redis handler records calls 
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Any, Callable
+from datetime import UTC, datetime
+from typing import Any
 
 from pymongo import DeleteMany, DeleteOne, MongoClient, UpdateMany, UpdateOne
 
 from commands.event_store import EventStore, LoggedEvent
 from projections.document_writes import GONE, STAMP_SPAN, DocumentWrites, apply_update, matches
-from projections.mongo_views import HANDLERS as MONGO_HANDLERS, POSITIONS, TOMBSTONED, ensure_indexes
+from projections.mongo_views import HANDLERS as MONGO_HANDLERS
+from projections.mongo_views import POSITIONS, TOMBSTONED, ensure_indexes
 from projections.redis_schema import EXPIRY_TAG, READ_MODEL_KEYS, SEEN_DUE, VIEW_NAME, Keys, LiveEntry
 from projections.redis_views import (
-    DEFAULT_GRACE, RECLAIM_SEEN, UNDUE, BatchWrites, apply_event, redis_command,
+    DEFAULT_GRACE,
+    RECLAIM_SEEN,
+    UNDUE,
+    BatchWrites,
+    apply_event,
+    redis_command,
 )
 from projections.runner import Partition
 from stories.backends import run_pipeline
@@ -106,17 +114,26 @@ class MongoFold:
                 handler(self, logged.event, logged)
 
     # the DocumentWrites surface the handlers use
-    def update(self, collection: str, key: Any, update: dict[str, dict[str, Any]], upsert: bool = True,
-               shard: dict[str, Any] | None = None, insert: str | None = None) -> None:
+    def update(
+        self,
+        collection: str,
+        key: Any,
+        update: dict[str, dict[str, Any]],
+        upsert: bool = True,
+        shard: dict[str, Any] | None = None,
+        insert: str | None = None,
+    ) -> None:
         # ``insert`` (the projector's hint that this write creates the document) changes nothing
         # here: a document first seen in the load is inserted whole whatever created it.
         docs = self.docs.get(collection)
         if docs is None:
             docs = self.docs[collection] = {}
         doc = docs.pop(key, None)
-        if doc is not None or key in self.written.get(collection, ()):
-            if len(update) != 1 or "$setOnInsert" not in update:  # (that one never changes an existing document)
-                self.touched[collection] = self.touched.get(collection, 0) + 1
+        # (a lone $setOnInsert never changes an existing document)
+        if (doc is not None or key in self.written.get(collection, ())) and (
+            len(update) != 1 or "$setOnInsert" not in update
+        ):
+            self.touched[collection] = self.touched.get(collection, 0) + 1
         if doc is not None:
             docs[key] = doc  # now the most recently touched
             if doc.get(GONE):  # a tombstone: an upsert brings the document back, an update does not
@@ -201,12 +218,20 @@ class MongoFold:
         """Collections whose documents, once created, have (almost) never been written to again
         in this load so far (a viewer of an owner, a question answer): written out as they come,
         since holding them saves nothing."""
-        return {c for c, n in self.created.items()
-                if n >= STREAM_AFTER and self.touched.get(c, 0) <= n * STREAM_TOUCH_RATIO
-                and len(self.docs.get(c, ())) >= STREAM_BATCH}
+        return {
+            c
+            for c, n in self.created.items()
+            if n >= STREAM_AFTER
+            and self.touched.get(c, 0) <= n * STREAM_TOUCH_RATIO
+            and len(self.docs.get(c, ())) >= STREAM_BATCH
+        }
 
-    def cut(self, position: int, everything: bool = False, collections: set[str] | None = None,
-            ) -> dict[str, tuple[list, list]]:
+    def cut(
+        self,
+        position: int,
+        everything: bool = False,
+        collections: set[str] | None = None,
+    ) -> dict[str, tuple[list, list]]:
         """A write job: per collection, the merged writes to documents cut before (in order), then
         the documents to insert: all those of ``collections`` if given, else the least recently
         touched half of those held, or ``everything``."""
@@ -218,8 +243,12 @@ class MongoFold:
         defer = not everything and not self.later_deletes
         for collection in () if defer else set(self.docs) | set(self.written):
             ops: list[Any] = []
-            fixed = [(key, update, by_filter) for name, key, update, by_filter in self.later_fixed if name == collection]
-            for key, update, by_filter in fixed + [(key, update, False) for key, update in self.later.updates(collection)]:
+            fixed = [
+                (key, update, by_filter) for name, key, update, by_filter in self.later_fixed if name == collection
+            ]
+            for key, update, by_filter in fixed + [
+                (key, update, False) for key, update in self.later.updates(collection)
+            ]:
                 if by_filter:  # unstamped, as the projector sends it
                     ops.append(DeleteMany(key) if update is None else UpdateMany(key, update))
                 elif update is None:
@@ -258,10 +287,10 @@ class MongoFold:
         """Run a job (the writer thread: jobs in the order they were cut)."""
         for collection, (ops, inserts) in job.items():
             for i in range(0, len(ops), INSERT_BATCH):  # in order: a document's writes follow each other
-                self.db[collection].bulk_write(ops[i:i + INSERT_BATCH], ordered=True)
+                self.db[collection].bulk_write(ops[i : i + INSERT_BATCH], ordered=True)
             self.updated += len(ops)
             for i in range(0, len(inserts), INSERT_BATCH):
-                self.db[collection].insert_many(inserts[i:i + INSERT_BATCH], ordered=False)
+                self.db[collection].insert_many(inserts[i : i + INSERT_BATCH], ordered=False)
             self.inserted += len(inserts)
 
     def flush(self, position: int) -> None:
@@ -296,7 +325,7 @@ class _Commands(BatchWrites):
 
     def zadd(self, key: str, mapping: dict, **flags: bool) -> None:
         if len(mapping) == 1 and all(type(v) is int for v in mapping.values()):
-            (member, score), = mapping.items()
+            ((member, score),) = mapping.items()
             self.out.append(("ZADD", key, *[n.upper() for n, on in flags.items() if on], score, member))
         else:
             self._call("zadd", key, mapping, **flags)
@@ -327,17 +356,15 @@ class RedisFold:
     def write(self, commands: list[tuple], last_ms: int) -> None:
         """One chunk: the viewers whose seen sets may be due (read first, as the projector does
         before a batch), the chunk's writes, then their reclaim."""
-        if last_ms:
-            due = self.client.zrangebyscore(self.keys.seen_due, "-inf", last_ms)
-        else:
-            due = []
+        due = self.client.zrangebyscore(self.keys.seen_due, "-inf", last_ms) if last_ms else []
         for i in range(0, len(commands), 50_000):
-            run_pipeline(self.client, commands[i:i + 50_000])
+            run_pipeline(self.client, commands[i : i + 50_000])
         self.commands += len(commands)
         if due:
             reclaim = [("EVAL", RECLAIM_SEEN, 1, self.keys.seen(v.decode()), last_ms, SEEN_DUE) for v in due]
-            reclaim += [("EVAL", UNDUE, 1, self.keys.seen_due, last_ms, *due[i:i + 1000])
-                        for i in range(0, len(due), 1000)]
+            reclaim += [
+                ("EVAL", UNDUE, 1, self.keys.seen_due, last_ms, *due[i : i + 1000]) for i in range(0, len(due), 1000)
+            ]
             run_pipeline(self.client, reclaim)
 
 
@@ -372,27 +399,30 @@ def drop_target(mongo: MongoClient, database: str, client: Any, prefix: str) -> 
     for kind in READ_MODEL_KEYS:
         batch = [k for k in client.scan_iter(match=f"{prefix}{kind}*", count=5000) if k != keep]
         for i in range(0, len(batch), 1000):
-            for key in batch[i:i + 1000]:
+            for key in batch[i : i + 1000]:
                 client.delete(key)  # one by one: keys of many slots on a cluster
     client.delete(keys.seen_due)
     client.delete(keys.position(STATE))
 
 
 def _mark(mongo: MongoClient, database: str, client: Any, prefix: str, state: str, position: int) -> None:
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     mongo[database][STATE].update_one(
-        {"_id": STATE}, {"$set": {"state": state, "position": position, "at": now}}, upsert=True)
+        {"_id": STATE}, {"$set": {"state": state, "position": position, "at": now}}, upsert=True
+    )
     client.set(Keys(prefix).position(STATE), state)
 
 
-def set_positions(mongo: MongoClient, database: str, client: Any, prefix: str, position: int,
-                  partitions: int = 1) -> None:
+def set_positions(
+    mongo: MongoClient, database: str, client: Any, prefix: str, position: int, partitions: int = 1
+) -> None:
     """Every partition's normal position, in both stores, at ``position``."""
     keys = Keys(prefix)
     for i in range(partitions):
         part = Partition(i, partitions)
         mongo[database][POSITIONS].update_one(
-            {"_id": part.name("mongo_views")}, {"$set": {"position": position, "pending_until": None}}, upsert=True)
+            {"_id": part.name("mongo_views")}, {"$set": {"position": position, "pending_until": None}}, upsert=True
+        )
         client.set(keys.position(part.name(VIEW_NAME)), position)
 
 
@@ -416,11 +446,19 @@ _DONE = object()
 
 
 def bulk_load(
-    store: EventStore, mongo: MongoClient, database: str, client: Any, prefix: str, until: int,
+    store: EventStore,
+    mongo: MongoClient,
+    database: str,
+    client: Any,
+    prefix: str,
+    until: int,
     on_progress: Callable[[int], None] = lambda position: None,
-    keep: Callable[[LoggedEvent], bool] | None = None, partitions: int = 1,
-    grace_ms: int = int(DEFAULT_GRACE.total_seconds() * 1000), max_docs: int = MAX_DOCS,
-    chunk: int = READ_CHUNK, after: int = 0,
+    keep: Callable[[LoggedEvent], bool] | None = None,
+    partitions: int = 1,
+    grace_ms: int = int(DEFAULT_GRACE.total_seconds() * 1000),
+    max_docs: int = MAX_DOCS,
+    chunk: int = READ_CHUNK,
+    after: int = 0,
 ) -> LoadStats:
     """Fold the log from ``after`` to ``until`` into an empty target; the load's figures.
     Raises TargetNotEmpty when the target holds anything but a half-built load (which it drops)."""
@@ -488,9 +526,11 @@ def bulk_load(
             while jobs.get() is not _DONE:
                 pass
 
-    threads = [threading.Thread(target=reader, daemon=True, name="bulk-read"),
-               threading.Thread(target=redis_writer, daemon=True, name="bulk-redis"),
-               threading.Thread(target=mongo_writer, daemon=True, name="bulk-mongo")]
+    threads = [
+        threading.Thread(target=reader, daemon=True, name="bulk-read"),
+        threading.Thread(target=redis_writer, daemon=True, name="bulk-redis"),
+        threading.Thread(target=mongo_writer, daemon=True, name="bulk-mongo"),
+    ]
     for t in threads:
         t.start()
     fold_s = 0.0
@@ -523,10 +563,8 @@ def bulk_load(
         writes.put(_DONE)
         jobs.put(_DONE)
         while threads[0].is_alive():  # unblock a reader waiting to put
-            try:
+            with contextlib.suppress(queue.Empty):
                 chunks.get(timeout=0.1)
-            except queue.Empty:
-                pass
         t0 = time.perf_counter()
         for t in threads:
             t.join()
@@ -561,5 +599,14 @@ def read_ceiling(store: EventStore, until: int, chunk: int = READ_CHUNK) -> tupl
     return count, time.perf_counter() - t0
 
 
-__all__ = ["LoadStats", "MongoFold", "RedisFold", "TargetNotEmpty", "bulk_load", "drop_target",
-           "read_ceiling", "set_positions", "target_state"]
+__all__ = [
+    "LoadStats",
+    "MongoFold",
+    "RedisFold",
+    "TargetNotEmpty",
+    "bulk_load",
+    "drop_target",
+    "read_ceiling",
+    "set_positions",
+    "target_state",
+]

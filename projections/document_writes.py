@@ -29,21 +29,22 @@ for what that leaves to a stalled runner.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from pymongo import DeleteMany, DeleteOne, ReplaceOne, UpdateMany, UpdateOne
+
+from projections.mongo_schema import GONE
 
 STAMP_SPAN = 1_000_000  # writes per batch, at most; positions up to 9e12 fit in an int64 stamp
 
 # ``insert=`` kinds: what a duplicate ``_id`` (error 11000) of the insert means.
 INSERT_ONCE = "once"  # the document never changes after: it is there already, skip it
 INSERT_FIRST = "first"  # later events update it, or it may be a tombstone: apply the stamped upsert instead
-GONE = "_gone"  # a tombstone's flag: the document was deleted (readers skip such documents)
-NOT_GONE = {GONE: {"$ne": True}}  # what a reader adds to its filter on a tombstoned collection
 _MATERIALIZABLE = {"$set", "$setOnInsert", "$inc", "$min", "$max"}
 
-_MERGEABLE = {
+_MERGEABLE: dict[str, Callable[[Any, Any], Any]] = {
     "$inc": lambda old, new: old + new,
     "$set": lambda old, new: new,
     "$setOnInsert": lambda old, new: old,
@@ -73,23 +74,39 @@ class DocumentWrites:
         self._last: dict[tuple[str, Any], _Entry] = {}
         self._filtered: set[str] = set()  # collections the batch wrote to by filter
 
-    def update(self, collection: str, key: Any, update: dict[str, dict[str, Any]], upsert: bool = True,
-               shard: dict[str, Any] | None = None, insert: str | None = None) -> None:
+    def update(
+        self,
+        collection: str,
+        key: Any,
+        update: dict[str, dict[str, Any]],
+        upsert: bool = True,
+        shard: dict[str, Any] | None = None,
+        insert: str | None = None,
+    ) -> None:
         """``insert``: this write creates the document (INSERT_ONCE or INSERT_FIRST); it is sent as
         an insert when no earlier write of the batch touches the document (``plan``)."""
         shard = dict(shard or {})
         last = self._last.get((collection, key))
         # The same key with other shard values would be a handler's bug: kept apart, never merged.
         # An update without upsert merges into a write that inserts the document: it exists by then.
-        if (last is not None and last.update is not None and last.shard == shard
-                and (last.upsert == upsert or (last.insert is not None and not upsert))
-                and self._merge(last, update)):
+        if (
+            last is not None
+            and last.update is not None
+            and last.shard == shard
+            and (last.upsert == upsert or (last.insert is not None and not upsert))
+            and self._merge(last, update)
+        ):
             return
         entry = _Entry(key, {op: dict(values) for op, values in update.items()}, upsert, shard)
         entry.fields = {path: op for op, values in update.items() for path in values}
         # Not as an insert after a write by filter: inserts go out before the other writes.
-        if (insert is not None and last is None and upsert and set(update) <= _MATERIALIZABLE
-                and collection not in self._filtered):
+        if (
+            insert is not None
+            and last is None
+            and upsert
+            and set(update) <= _MATERIALIZABLE
+            and collection not in self._filtered
+        ):
             entry.insert = insert
         self._add(collection, entry)
 
@@ -119,6 +136,8 @@ class DocumentWrites:
 
     @staticmethod
     def _merge(entry: _Entry, update: dict[str, dict[str, Any]]) -> bool:
+        merged = entry.update
+        assert merged is not None, "only an update merges (``update`` checks it)"
         # A $setOnInsert after an earlier write to the same document never applies (the
         # document exists by then), so it is dropped rather than merged.
         update = {op: values for op, values in update.items() if op != "$setOnInsert"}
@@ -133,13 +152,13 @@ class DocumentWrites:
                 elif any(_clashes(path, other) for other in entry.fields):
                     return False
         for op, values in update.items():
-            target = entry.update.setdefault(op, {})
+            target = merged.setdefault(op, {})
             for path, value in values.items():
                 target[path] = _MERGEABLE[op](target[path], value) if path in target else value
                 entry.fields[path] = op
         return True
 
-    def operations(self, batch_end: int) -> dict[str, list[UpdateOne | DeleteOne]]:
+    def operations(self, batch_end: int) -> dict[str, list[UpdateOne | DeleteOne | DeleteMany | UpdateMany]]:
         """The writes, each stamped so that running them twice changes nothing.
 
         Every write sets ``_v`` = batch_end * STAMP_SPAN + its place in the batch, and only
@@ -148,14 +167,14 @@ class DocumentWrites:
         names the document's shard key values too; they match the document's own, so the guard
         works as on ``_id`` alone.
         """
-        out: dict[str, list[UpdateOne | DeleteOne]] = {}
+        out: dict[str, list[UpdateOne | DeleteOne | DeleteMany | UpdateMany]] = {}
         seq = 0
         for collection, entries in self._entries.items():
             ops = out.setdefault(collection, [])
             for e in entries:
                 seq += 1
                 if e.filter is not None:
-                    ops.append(_filtered_op(e))
+                    ops.append(_filtered_op(e.filter, e.update))
                     continue
                 stamp = batch_end * STAMP_SPAN + seq
                 guard = {"_id": e.key, **e.shard, "_v": {"$lt": stamp}}
@@ -169,7 +188,7 @@ class DocumentWrites:
             raise ValueError("batch too large to stamp; lower the projector batch size")
         return out
 
-    def plan(self, batch_end: int, tombstoned: frozenset[str] | set[str] = frozenset()) -> dict[str, "CollectionPlan"]:
+    def plan(self, batch_end: int, tombstoned: frozenset[str] | set[str] = frozenset()) -> dict[str, CollectionPlan]:
         """The writes as the view store sends them, per collection, stamped as ``operations``
         stamps them: ``inserts``, the documents created by the batch's first write to them (as
         the batch leaves them, if later writes merged into it), each with what to do when its
@@ -186,13 +205,16 @@ class DocumentWrites:
             for e in entries:
                 seq += 1
                 if e.filter is not None:  # tombstones included: a delete by filter removes them too
-                    plan.updates.append(_filtered_op(e))
+                    plan.updates.append(_filtered_op(e.filter, e.update))
                     continue
                 stamp = batch_end * STAMP_SPAN + seq
                 guard = {"_id": e.key, **e.shard, "_v": {"$lt": stamp}}
                 if e.update is None:
-                    plan.updates.append(ReplaceOne(guard, {**e.shard, GONE: True, "_v": stamp}, upsert=True) if tomb
-                                        else DeleteOne(guard))
+                    plan.updates.append(
+                        ReplaceOne(guard, {**e.shard, GONE: True, "_v": stamp}, upsert=True)
+                        if tomb
+                        else DeleteOne(guard)
+                    )
                     continue
                 update = {op: dict(values) for op, values in e.update.items()}
                 update.setdefault("$set", {})["_v"] = stamp
@@ -204,7 +226,7 @@ class DocumentWrites:
                 if e.insert is None:
                     plan.updates.append(op)
                 else:
-                    plan.inserts.append(_materialize(e, stamp))
+                    plan.inserts.append(_materialize(e, e.update, stamp))
                     plan.on_duplicate.append(op if e.insert == INSERT_FIRST else None)
         if seq >= STAMP_SPAN:
             raise ValueError("batch too large to stamp; lower the projector batch size")
@@ -227,7 +249,7 @@ class DocumentWrites:
 class CollectionPlan:
     inserts: list[dict] = field(default_factory=list)
     on_duplicate: list[UpdateOne | None] = field(default_factory=list)
-    updates: list[UpdateOne | ReplaceOne | DeleteOne] = field(default_factory=list)
+    updates: list[UpdateOne | ReplaceOne | DeleteOne | DeleteMany | UpdateMany] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.inserts) + len(self.updates)
@@ -268,18 +290,21 @@ def apply_update(doc: dict[str, Any], update: dict[str, dict[str, Any]], inserti
                 target[leaf] = current
             elif op in ("$pull", "$pullAll"):
                 if leaf in target:
-                    drop = value if op == "$pullAll" else (
-                        value["$in"] if isinstance(value, dict) and "$in" in value else [value])
+                    drop = (
+                        value
+                        if op == "$pullAll"
+                        else (value["$in"] if isinstance(value, dict) and "$in" in value else [value])
+                    )
                     target[leaf] = [item for item in target[leaf] if item not in drop]
             else:
                 raise ValueError(f"update operator {op} is not supported")
 
 
-def _filtered_op(entry: _Entry) -> DeleteMany | UpdateMany:
-    """A write by filter, unstamped (see the module's docstring)."""
-    if entry.update is None:
-        return DeleteMany(entry.filter)
-    return UpdateMany(entry.filter, entry.update)
+def _filtered_op(filter: dict[str, Any], update: dict[str, dict[str, Any]] | None) -> DeleteMany | UpdateMany:
+    """A write by filter, unstamped (see the module's docstring); ``update`` None: a delete."""
+    if update is None:
+        return DeleteMany(filter)
+    return UpdateMany(filter, update)
 
 
 def matches(doc: dict[str, Any], filter: dict[str, Any]) -> bool:
@@ -294,10 +319,10 @@ def matches(doc: dict[str, Any], filter: dict[str, Any]) -> bool:
     return True
 
 
-def _materialize(entry: _Entry, stamp: int) -> dict:
-    """The document an upsert of ``entry`` inserts when no document has its ``_id``: the filter's
-    equality fields (``_id``, shard key), then each operator applied to nothing."""
+def _materialize(entry: _Entry, update: dict[str, dict[str, Any]], stamp: int) -> dict:
+    """The document an upsert of ``entry`` (its ``update``) inserts when no document has its
+    ``_id``: the filter's equality fields (``_id``, shard key), then each operator applied to nothing."""
     doc: dict[str, Any] = {"_id": entry.key, **entry.shard}
-    apply_update(doc, entry.update, inserting=True)
+    apply_update(doc, update, inserting=True)
     doc["_v"] = stamp
     return doc

@@ -10,22 +10,24 @@ second expiry, so racing expirers, a restart mid-sweep or a sweep hours late all
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
+from collections.abc import Callable
 from datetime import datetime
-from typing import Callable
+from typing import Any, cast
 from uuid import UUID
-
-import redis
 
 from commands.application import StoriesApplication, utc_now
 from commands.event_store import EventStore
 from commands.group_commit import GroupCommitter
+from commands.use_cases import ExpireStory
 from domain import stories as st
 from domain.errors import DomainError
 from domain.platform import Platform
 from projections.redis_views import Keys, RedisViewStore
 from projections.runner import ProjectionRunner
+from stories.backends import SyncRedis
 
 log = logging.getLogger(__name__)
 SWEEP_LIMIT = 1000
@@ -40,17 +42,28 @@ def on_gone(p, k: Keys, e: st.StoryDeleted | st.StoryExpired) -> None:
     p.zrem(k.expiry_due, e.story_id)
 
 
-SCHEDULE_HANDLERS = {st.StoryCreated: on_created, st.StoryDeleted: on_gone, st.StoryExpired: on_gone}
+SCHEDULE_HANDLERS: dict[type, Callable[..., Any]] = {
+    st.StoryCreated: on_created,
+    st.StoryDeleted: on_gone,
+    st.StoryExpired: on_gone,
+}
 
 
 class Expirer:
-    def __init__(self, store: EventStore, client: redis.Redis, prefix: str, platform: Platform,
-                 clock: Callable[[], datetime] | None = None) -> None:
+    def __init__(
+        self,
+        store: EventStore,
+        client: SyncRedis,
+        prefix: str,
+        platform: Platform,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
         self.client, self.keys = client, Keys(prefix)
         # v2: the schedule's key carries a hash tag (Redis Cluster); the untagged one goes.
         client.delete(*self.keys.legacy_expiry)  # a cluster client splits this by slot
         self.schedule = ProjectionRunner(
-            store, RedisViewStore(client, prefix, name=SCHEDULE_VIEW, handlers=SCHEDULE_HANDLERS), 5000)
+            store, RedisViewStore(client, prefix, name=SCHEDULE_VIEW, handlers=SCHEDULE_HANDLERS), 5000
+        )
         self.clock = clock or utc_now
         # Simulated seconds per real second (STORIES_SIMULATED_CLOCK); waits are real seconds.
         self.scale = float(getattr(self.clock, "scale", 1.0) or 1.0)
@@ -67,7 +80,8 @@ class Expirer:
         while True:
             await asyncio.to_thread(self.schedule.catch_up)  # also drops what the last page expired
             now = self.clock().timestamp()
-            due = [d.decode() for d in self.client.zrangebyscore(self.keys.expiry_due, "-inf", now, 0, SWEEP_LIMIT)]
+            page = cast("list[bytes]", self.client.zrangebyscore(self.keys.expiry_due, "-inf", now, 0, SWEEP_LIMIT))
+            due = [d.decode() for d in page]
             expired = sum(await asyncio.gather(*(self._expire(story_id) for story_id in due)))
             count += expired
             if len(due) < SWEEP_LIMIT or not expired:
@@ -79,7 +93,7 @@ class Expirer:
 
     async def _expire(self, story_id: str) -> int:
         try:
-            await self.app.execute("expirer", self.app.expire_story(UUID(story_id)))
+            await self.app.execute(ExpireStory(UUID(story_id)))
             return 1
         except DomainError as e:
             # already expired or deleted (another expirer won), or not due by our clock yet
@@ -89,7 +103,7 @@ class Expirer:
     def seconds_to_next_due(self, interval_s: float) -> float:
         """Real seconds to wait: until the next due time on our clock (divided by its scale when
         the clock is simulated and accelerated), at most ``interval_s``."""
-        head = self.client.zrange(self.keys.expiry_due, 0, 0, withscores=True)
+        head = cast("list[tuple[bytes, float]]", self.client.zrange(self.keys.expiry_due, 0, 0, withscores=True))
         if not head:
             return interval_s
         return max(0.0, min(interval_s, (head[0][1] - self.clock().timestamp()) / self.scale))
@@ -103,14 +117,22 @@ class Expirer:
         registry = CollectorRegistry()
         store = self.schedule.store
         Gauge("stories_log_head", "newest log position", registry=registry).set_function(safe(store.head))
-        Gauge("stories_expirer_schedule_position", "log position the expiry schedule has applied",
-              registry=registry).set_function(lambda: self.schedule.position or 0)
-        Gauge("stories_expirer_expired_stories", "stories this process expired since it started",
-              registry=registry).set_function(lambda: self.expired)
-        Gauge("stories_expirer_last_sweep_timestamp_seconds", "when the last sweep finished (0: none yet)",
-              registry=registry).set_function(lambda: self.last_sweep)
-        Gauge("stories_expirer_sweep_failures", "sweeps that failed (a dependency down) since it started",
-              registry=registry).set_function(lambda: self.failed_sweeps)
+        Gauge(
+            "stories_expirer_schedule_position", "log position the expiry schedule has applied", registry=registry
+        ).set_function(lambda: self.schedule.position or 0)
+        Gauge(
+            "stories_expirer_expired_stories", "stories this process expired since it started", registry=registry
+        ).set_function(lambda: self.expired)
+        Gauge(
+            "stories_expirer_last_sweep_timestamp_seconds",
+            "when the last sweep finished (0: none yet)",
+            registry=registry,
+        ).set_function(lambda: self.last_sweep)
+        Gauge(
+            "stories_expirer_sweep_failures",
+            "sweeps that failed (a dependency down) since it started",
+            registry=registry,
+        ).set_function(lambda: self.failed_sweeps)
         return registry
 
     def serve_ops(self, settings=None):
@@ -120,8 +142,13 @@ class Expirer:
         from stories.supervisor import ops_port, serve_ops
 
         settings = settings or Settings()
-        return serve_ops("expirer", settings.host, ops_port(settings, "expirer"), self.metrics(),
-                         {"event_store": self.schedule.store.head, "redis": self.client.ping})
+        return serve_ops(
+            "expirer",
+            settings.host,
+            ops_port(settings, "expirer"),
+            self.metrics(),
+            {"event_store": self.schedule.store.head, "redis": self.client.ping},
+        )
 
     async def run(self, interval_s: float, stop: asyncio.Event, settings=None) -> None:
         """Sweep until ``stop`` is set, serving the ops endpoints (``serve_ops``) meanwhile."""
@@ -144,10 +171,8 @@ class Expirer:
                 log.warning("expiry sweep failed: %s", error)
                 self.failed_sweeps += 1
                 wait = interval_s
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=max(wait, 0.05))
-            except asyncio.TimeoutError:
-                pass
 
     def close(self) -> None:
         self.committer.close()

@@ -16,21 +16,24 @@ from the start) builds the same documents as the live projection.
 from __future__ import annotations
 
 import time
-from datetime import datetime, timedelta, timezone
-from typing import Callable
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from uuid import uuid4
 
 from pymongo import ASCENDING, DESCENDING, MongoClient, ReturnDocument
-from pymongo.errors import BulkWriteError
 from pymongo.database import Database
+from pymongo.errors import BulkWriteError
 
 from commands.event_store import LoggedEvent
-from domain import accounts as ac, engagement as en, highlights as hl, social as so, stories as st
-from projections.document_writes import GONE, INSERT_FIRST, INSERT_ONCE, CollectionPlan, DocumentWrites
+from domain import accounts as ac
+from domain import engagement as en
+from domain import highlights as hl
+from domain import social as so
+from domain import stories as st
+from projections.document_writes import INSERT_FIRST, INSERT_ONCE, CollectionPlan, DocumentWrites
+from projections.mongo_schema import POSITIONS
 from projections.redis_schema import SLIDER_SUM_SCALE
 from projections.runner import StalePosition
-
-POSITIONS = "projection_positions"
 
 
 def _story(w: DocumentWrites, story_id: str, owner_id: str, update: dict) -> None:
@@ -56,7 +59,9 @@ def on_story_created(w: DocumentWrites, e: st.StoryCreated, at: LoggedEvent) -> 
         if fields.get(name) is not None:
             fields[name] = [person for person in fields[name] if person is not None]
     # (``reshared_from`` reads None when the original's owner is erased: the purge sets that too.)
-    fields.update(created_at=e.occurred_at, expires_at=datetime.fromisoformat(e.expires_at), deleted=False, expired=False)
+    fields.update(
+        created_at=e.occurred_at, expires_at=datetime.fromisoformat(e.expires_at), deleted=False, expired=False
+    )
     w.update("stories", e.story_id, {"$set": fields}, shard={"user_id": e.user_id}, insert=INSERT_FIRST)
 
 
@@ -78,16 +83,26 @@ def on_story_viewed(w: DocumentWrites, e: en.StoryViewed, at: LoggedEvent) -> No
     _story(w, e.story_id, e.owner_id, {"$inc": counts})
     if e.viewer_id is None:  # an erased viewer: the counts stay, the viewer entries do not
         return
-    w.update("story_viewers", f"{e.story_id}:{e.viewer_id}", {
-        "$setOnInsert": {"story_id": e.story_id, "viewer_id": e.viewer_id, "owner_id": e.owner_id},
-        "$min": {"first_viewed_at": e.occurred_at},
-        "$max": {"last_viewed_at": e.occurred_at},
-        "$inc": {"view_count": 1},
-    }, shard={"story_id": e.story_id, "viewer_id": e.viewer_id}, insert=INSERT_FIRST if first else None)
+    w.update(
+        "story_viewers",
+        f"{e.story_id}:{e.viewer_id}",
+        {
+            "$setOnInsert": {"story_id": e.story_id, "viewer_id": e.viewer_id, "owner_id": e.owner_id},
+            "$min": {"first_viewed_at": e.occurred_at},
+            "$max": {"last_viewed_at": e.occurred_at},
+            "$inc": {"view_count": 1},
+        },
+        shard={"story_id": e.story_id, "viewer_id": e.viewer_id},
+        insert=INSERT_FIRST if first else None,
+    )
     if first:  # the owner's distinct viewers, over all their stories (user insights' unique_viewers)
-        w.update("owner_viewers", f"{e.owner_id}:{e.viewer_id}",
-                 {"$setOnInsert": {"owner_id": e.owner_id, "viewer_id": e.viewer_id}},
-                 shard={"owner_id": e.owner_id, "viewer_id": e.viewer_id}, insert=INSERT_ONCE)
+        w.update(
+            "owner_viewers",
+            f"{e.owner_id}:{e.viewer_id}",
+            {"$setOnInsert": {"owner_id": e.owner_id, "viewer_id": e.viewer_id}},
+            shard={"owner_id": e.owner_id, "viewer_id": e.viewer_id},
+            insert=INSERT_ONCE,
+        )
 
 
 def on_story_navigated(w: DocumentWrites, e: en.StoryNavigated, at: LoggedEvent) -> None:
@@ -95,9 +110,13 @@ def on_story_navigated(w: DocumentWrites, e: en.StoryNavigated, at: LoggedEvent)
     story finds no entry and counts nowhere. Insights count them by ``navigation`` (indexed)."""
     if e.owner_id is None or e.viewer_id is None:
         return
-    w.update("story_viewers", f"{e.story_id}:{e.viewer_id}",
-             {"$set": {"navigation": e.action, "navigated_at": e.occurred_at}},
-             upsert=False, shard={"story_id": e.story_id, "viewer_id": e.viewer_id})
+    w.update(
+        "story_viewers",
+        f"{e.story_id}:{e.viewer_id}",
+        {"$set": {"navigation": e.action, "navigated_at": e.occurred_at}},
+        upsert=False,
+        shard={"story_id": e.story_id, "viewer_id": e.viewer_id},
+    )
 
 
 def on_story_shared(w: DocumentWrites, e: en.StoryShared, at: LoggedEvent) -> None:
@@ -115,17 +134,34 @@ def on_story_replied(w, e: en.StoryReplied, at) -> None:
 def on_poll_voted(w, e: en.PollVoted, at) -> None:
     if e.owner_id is None:
         return
-    _story(w, e.story_id, e.owner_id, {"$inc": {
-        _result(e, f"options.{e.option_index}"): 1, _result(e, "total"): 1,
-    }})
+    _story(
+        w,
+        e.story_id,
+        e.owner_id,
+        {
+            "$inc": {
+                _result(e, f"options.{e.option_index}"): 1,
+                _result(e, "total"): 1,
+            }
+        },
+    )
 
 
 def on_quiz_answered(w, e: en.QuizAnswered, at) -> None:
     if e.owner_id is None:
         return
-    _story(w, e.story_id, e.owner_id, {"$inc": {
-        _result(e, f"options.{e.option_index}"): 1, _result(e, "total"): 1, _result(e, "correct"): int(e.correct),
-    }})
+    _story(
+        w,
+        e.story_id,
+        e.owner_id,
+        {
+            "$inc": {
+                _result(e, f"options.{e.option_index}"): 1,
+                _result(e, "total"): 1,
+                _result(e, "correct"): int(e.correct),
+            }
+        },
+    )
 
 
 def on_question_answered(w, e: en.QuestionAnswered, at: LoggedEvent) -> None:
@@ -134,10 +170,22 @@ def on_question_answered(w, e: en.QuestionAnswered, at: LoggedEvent) -> None:
     _story(w, e.story_id, e.owner_id, {"$inc": {_result(e, "total"): 1}})
     if e.user_id is None:  # an erased answerer: counted, but their answer (and text) is gone
         return
-    w.update("question_answers", str(at.event_id), {"$set": {
-        "story_id": e.story_id, "owner_id": e.owner_id, "sticker_index": e.sticker_index, "user_id": e.user_id,
-        "text": e.text, "answered_at": e.occurred_at,
-    }}, shard={"story_id": e.story_id}, insert=INSERT_ONCE)
+    w.update(
+        "question_answers",
+        str(at.event_id),
+        {
+            "$set": {
+                "story_id": e.story_id,
+                "owner_id": e.owner_id,
+                "sticker_index": e.sticker_index,
+                "user_id": e.user_id,
+                "text": e.text,
+                "answered_at": e.occurred_at,
+            }
+        },
+        shard={"story_id": e.story_id},
+        insert=INSERT_ONCE,
+    )
 
 
 def on_countdown_followed(w, e: en.CountdownFollowed, at) -> None:
@@ -155,9 +203,17 @@ def on_countdown_unfollowed(w, e: en.CountdownUnfollowed, at) -> None:
 def on_slider_answered(w, e: en.SliderAnswered, at) -> None:
     if e.owner_id is None:
         return
-    _story(w, e.story_id, e.owner_id, {"$inc": {
-        _result(e, "ssum"): e.value * SLIDER_SUM_SCALE, _result(e, "total"): 1,
-    }})
+    _story(
+        w,
+        e.story_id,
+        e.owner_id,
+        {
+            "$inc": {
+                _result(e, "ssum"): e.value * SLIDER_SUM_SCALE,
+                _result(e, "total"): 1,
+            }
+        },
+    )
 
 
 def on_link_tapped(w, e: en.LinkTapped, at) -> None:
@@ -232,6 +288,7 @@ def on_highlights_reordered(w, e: hl.HighlightsReordered, at) -> None:
 # Close friends and mutes are edges between two people: one that names an erased person (None)
 # is not written, neither added nor removed (``on_account_erased`` removes it, tombstones too).
 
+
 def _close_friend_shard(e) -> dict:
     return {"user_id": e.user_id, "friend_id": e.friend_id}
 
@@ -239,9 +296,19 @@ def _close_friend_shard(e) -> dict:
 def on_close_friend_added(w, e: so.CloseFriendAdded, at) -> None:
     if e.user_id is None or e.friend_id is None:
         return
-    w.update("close_friends", f"{e.user_id}:{e.friend_id}", {"$set": {
-        "user_id": e.user_id, "friend_id": e.friend_id, "added_at": e.occurred_at,
-    }}, shard=_close_friend_shard(e), insert=INSERT_FIRST)
+    w.update(
+        "close_friends",
+        f"{e.user_id}:{e.friend_id}",
+        {
+            "$set": {
+                "user_id": e.user_id,
+                "friend_id": e.friend_id,
+                "added_at": e.occurred_at,
+            }
+        },
+        shard=_close_friend_shard(e),
+        insert=INSERT_FIRST,
+    )
 
 
 def on_close_friend_removed(w, e: so.CloseFriendRemoved, at) -> None:
@@ -253,9 +320,19 @@ def on_close_friend_removed(w, e: so.CloseFriendRemoved, at) -> None:
 def on_user_muted(w, e: so.UserMuted, at) -> None:
     if e.user_id is None or e.muted_id is None:
         return
-    w.update("muted", f"{e.user_id}:{e.muted_id}", {"$set": {
-        "user_id": e.user_id, "muted_id": e.muted_id, "muted_at": e.occurred_at,
-    }}, shard={"user_id": e.user_id, "muted_id": e.muted_id}, insert=INSERT_FIRST)
+    w.update(
+        "muted",
+        f"{e.user_id}:{e.muted_id}",
+        {
+            "$set": {
+                "user_id": e.user_id,
+                "muted_id": e.muted_id,
+                "muted_at": e.occurred_at,
+            }
+        },
+        shard={"user_id": e.user_id, "muted_id": e.muted_id},
+        insert=INSERT_FIRST,
+    )
 
 
 def on_user_unmuted(w, e: so.UserUnmuted, at) -> None:
@@ -382,7 +459,9 @@ def ensure_indexes(db: Database) -> None:
     db.stories.create_index([("user_id", ASCENDING), ("created_at", ASCENDING)])
     db.story_viewers.create_index([("story_id", ASCENDING), ("first_viewed_at", DESCENDING), ("viewer_id", ASCENDING)])
     db.question_answers.create_index([("story_id", ASCENDING), ("answered_at", DESCENDING), ("_id", DESCENDING)])
-    db.question_answers.create_index([("story_id", ASCENDING), ("sticker_index", ASCENDING), ("answered_at", DESCENDING)])
+    db.question_answers.create_index(
+        [("story_id", ASCENDING), ("sticker_index", ASCENDING), ("answered_at", DESCENDING)]
+    )
     db.close_friends.create_index([("user_id", ASCENDING), ("added_at", DESCENDING), ("friend_id", ASCENDING)])
     db.muted.create_index([("user_id", ASCENDING), ("muted_at", DESCENDING), ("muted_id", ASCENDING)])
     # Navigation counts for insights: a count scan of this index per action.
@@ -390,11 +469,18 @@ def ensure_indexes(db: Database) -> None:
     # What an erasure's purge selects by (``PURGED_BY``, ``on_account_erased``) where no index
     # above starts with the field: a person's views, answers, edges by the other side, and the
     # stories whose lists name them. (The lists' indexes are multikey: one entry per listed id.)
-    for collection, name in (("story_viewers", "viewer_id"), ("story_viewers", "owner_id"),
-                             ("owner_viewers", "viewer_id"), ("question_answers", "user_id"),
-                             ("question_answers", "owner_id"), ("close_friends", "friend_id"),
-                             ("muted", "muted_id"), ("stories", "allowed_viewer_ids"),
-                             ("stories", "hidden_from_ids"), ("stories", "reshared_from.user_id")):
+    for collection, name in (
+        ("story_viewers", "viewer_id"),
+        ("story_viewers", "owner_id"),
+        ("owner_viewers", "viewer_id"),
+        ("question_answers", "user_id"),
+        ("question_answers", "owner_id"),
+        ("close_friends", "friend_id"),
+        ("muted", "muted_id"),
+        ("stories", "allowed_viewer_ids"),
+        ("stories", "hidden_from_ids"),
+        ("stories", "reshared_from.user_id"),
+    ):
         db[collection].create_index([(name, ASCENDING)])
     # One index per shard key, its fields first: sh.shardCollection needs it on a collection that
     # holds documents. They also serve reads: highlights by owner, an owner's distinct viewers
@@ -412,7 +498,7 @@ DEFAULT_LEASE = timedelta(seconds=5)
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class MongoViewStore:
@@ -438,8 +524,14 @@ class MongoViewStore:
     is read from each runner's clock, and correctness never depends on it.
     """
 
-    def __init__(self, client: MongoClient, database: str, name: str = "mongo_views", indexes: bool = True,
-                 lease: timedelta = DEFAULT_LEASE) -> None:
+    def __init__(
+        self,
+        client: MongoClient,
+        database: str,
+        name: str = "mongo_views",
+        indexes: bool = True,
+        lease: timedelta = DEFAULT_LEASE,
+    ) -> None:
         self.name = name
         self.client = client
         self.db = client[database]
@@ -471,8 +563,10 @@ class MongoViewStore:
         """Take the fencing token: at once the first time, else only when the lease ran out."""
         taken = {} if not self._took else {"$or": [{"lease_until": None}, {"lease_until": {"$lte": _now()}}]}
         doc = self.db[POSITIONS].find_one_and_update(
-            {"_id": self.name, **taken}, {"$inc": {"fence": 1}, "$set": self._lease_fields()},
-            return_document=ReturnDocument.AFTER)
+            {"_id": self.name, **taken},
+            {"$inc": {"fence": 1}, "$set": self._lease_fields()},
+            return_document=ReturnDocument.AFTER,
+        )
         if doc is None:
             raise StalePosition(f"{self.name}: another runner holds the lease")
         self._took, self.fence = True, doc["fence"]
@@ -487,8 +581,9 @@ class MongoViewStore:
 
     def _renew_if_due(self) -> None:
         if time.monotonic() >= self._renew_at:
-            self._fenced(self.db[POSITIONS].update_one({"_id": self.name, "fence": self.fence},
-                                                       {"$set": self._lease_fields()}))
+            self._fenced(
+                self.db[POSITIONS].update_one({"_id": self.name, "fence": self.fence}, {"$set": self._lease_fields()})
+            )
 
     def apply(self, events: list[LoggedEvent], start: int, position: int) -> None:
         writes = DocumentWrites()
@@ -504,8 +599,9 @@ class MongoViewStore:
                 self._renew_if_due()
                 _write_plan(self.db[collection], plan)
             at["pending_until"] = position
-        self._fenced(positions.update_one(at, {"$set": {"position": position, "pending_until": None,
-                                                        **self._lease_fields()}}))
+        self._fenced(
+            positions.update_one(at, {"$set": {"position": position, "pending_until": None, **self._lease_fields()}})
+        )
 
 
 def _write_plan(collection, plan: CollectionPlan) -> None:
@@ -536,4 +632,4 @@ def _write_skipping_landed(collection, ops: list) -> None:
             first = error.details["writeErrors"][0]
             if first["code"] != 11000:
                 raise
-            ops = ops[first["index"] + 1:]
+            ops = ops[first["index"] + 1 :]

@@ -46,8 +46,8 @@ user stay in one slot. A user id that equals a story id merely shares its slot.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from decimal import Decimal
 from datetime import timedelta
+from decimal import Decimal
 from typing import Any
 
 import orjson
@@ -56,7 +56,7 @@ LONGEST_LIFE = timedelta(hours=48)  # no story lives longer (domain: expires_in_
 # MongoDB sums slider answers scaled by 2**-64 (``ssum``): a power of two scales exactly, and a
 # sum of any values inside any finite range then cannot overflow a double (an unscaled sum of
 # values near 1e308 did, and the average became null). Redis sums them unscaled in long double.
-SLIDER_SUM_SCALE = 2.0 ** -64
+SLIDER_SUM_SCALE = 2.0**-64
 RESPONSES_KEPT = 5  # question responses a served story carries; all of them are on /answers
 # The Redis view's name, in its position key. Versioned with the layout: a projector that finds no
 # position for this version rebuilds Redis from the start of the log, so an upgrade needs no step.
@@ -68,9 +68,28 @@ ERASED_KEPT = timedelta(days=400)  # an erased pseudonym is kept this long (long
 EXPIRY_TAG = "~expiry"  # the expirer's schedule and its stamps (not a read model: replay keeps them)
 
 # Key kinds that make up the read models (replay clears these; relay and expirer keep theirs).
-READ_MODEL_KEYS = ("following:", "followers:", "cf:", "cfof:", "muted:", "live:", "seen:", "seen_due", "card:", "n:",
-                   "mine:", "aud:", "hid:", "qa:", "mutedby:", "named:", "erased:", "at:", "wait:",
-                   "position:redis_views")  # v1 and v2 positions
+READ_MODEL_KEYS = (
+    "following:",
+    "followers:",
+    "cf:",
+    "cfof:",
+    "muted:",
+    "live:",
+    "seen:",
+    "seen_due",
+    "card:",
+    "n:",
+    "mine:",
+    "aud:",
+    "hid:",
+    "qa:",
+    "mutedby:",
+    "named:",
+    "erased:",
+    "at:",
+    "wait:",
+    "position:redis_views",
+)  # v1 and v2 positions
 
 
 def hash_tag(key: str) -> str | None:
@@ -79,7 +98,7 @@ def hash_tag(key: str) -> str | None:
     if start < 0:
         return None
     end = key.find("}", start + 1)
-    return key[start + 1:end] if end > start + 1 else None
+    return key[start + 1 : end] if end > start + 1 else None
 
 
 class Keys:
@@ -87,28 +106,65 @@ class Keys:
         self.p = prefix
 
     # one user's keys (hash tag: the user id)
-    def following(self, u: str) -> str: return f"{self.p}following:{{{u}}}"
-    def followers(self, u: str) -> str: return f"{self.p}followers:{{{u}}}"
-    def close_friends(self, owner: str) -> str: return f"{self.p}cf:{{{owner}}}"
-    def close_friend_of(self, u: str) -> str: return f"{self.p}cfof:{{{u}}}"
-    def muted(self, u: str) -> str: return f"{self.p}muted:{{{u}}}"
-    def live(self, author: str) -> str: return f"{self.p}live:{{{author}}}"
-    def seen(self, viewer: str) -> str: return f"{self.p}seen:{{{viewer}}}"
-    def muted_by(self, u: str) -> str: return f"{self.p}mutedby:{{{u}}}"
-    def named(self, u: str) -> str: return f"{self.p}named:{{{u}}}"
+    def following(self, u: str) -> str:
+        return f"{self.p}following:{{{u}}}"
+
+    def followers(self, u: str) -> str:
+        return f"{self.p}followers:{{{u}}}"
+
+    def close_friends(self, owner: str) -> str:
+        return f"{self.p}cf:{{{owner}}}"
+
+    def close_friend_of(self, u: str) -> str:
+        return f"{self.p}cfof:{{{u}}}"
+
+    def muted(self, u: str) -> str:
+        return f"{self.p}muted:{{{u}}}"
+
+    def live(self, author: str) -> str:
+        return f"{self.p}live:{{{author}}}"
+
+    def seen(self, viewer: str) -> str:
+        return f"{self.p}seen:{{{viewer}}}"
+
+    def muted_by(self, u: str) -> str:
+        return f"{self.p}mutedby:{{{u}}}"
+
+    def named(self, u: str) -> str:
+        return f"{self.p}named:{{{u}}}"
 
     def user_keys(self, u: str) -> tuple[str, ...]:
         """Everything Redis holds under one user's tag (their stamps aside)."""
-        return (self.following(u), self.followers(u), self.close_friends(u), self.close_friend_of(u),
-                self.muted(u), self.muted_by(u), self.live(u), self.seen(u), self.named(u))
+        return (
+            self.following(u),
+            self.followers(u),
+            self.close_friends(u),
+            self.close_friend_of(u),
+            self.muted(u),
+            self.muted_by(u),
+            self.live(u),
+            self.seen(u),
+            self.named(u),
+        )
 
     # one story's keys (hash tag: the story id)
-    def card(self, story: str) -> str: return f"{self.p}card:{{{story}}}"
-    def counters(self, story: str) -> str: return f"{self.p}n:{{{story}}}"
-    def answers(self, story: str) -> str: return f"{self.p}mine:{{{story}}}"
-    def allowed(self, story: str) -> str: return f"{self.p}aud:{{{story}}}"
-    def hidden(self, story: str) -> str: return f"{self.p}hid:{{{story}}}"
-    def responses(self, story: str) -> str: return f"{self.p}qa:{{{story}}}"
+    def card(self, story: str) -> str:
+        return f"{self.p}card:{{{story}}}"
+
+    def counters(self, story: str) -> str:
+        return f"{self.p}n:{{{story}}}"
+
+    def answers(self, story: str) -> str:
+        return f"{self.p}mine:{{{story}}}"
+
+    def allowed(self, story: str) -> str:
+        return f"{self.p}aud:{{{story}}}"
+
+    def hidden(self, story: str) -> str:
+        return f"{self.p}hid:{{{story}}}"
+
+    def responses(self, story: str) -> str:
+        return f"{self.p}qa:{{{story}}}"
 
     @property
     def changes(self) -> str:
@@ -125,20 +181,34 @@ class Keys:
 
     def story_keys(self, story: str) -> tuple[str, ...]:
         """Everything Redis holds for one story (the live-set member aside)."""
-        return (self.card(story), self.counters(story), self.answers(story), self.allowed(story),
-                self.hidden(story), self.responses(story))
+        return (
+            self.card(story),
+            self.counters(story),
+            self.answers(story),
+            self.allowed(story),
+            self.hidden(story),
+            self.responses(story),
+        )
 
     # shared
     @property
-    def seen_due(self) -> str: return f"{self.p}seen_due"
+    def seen_due(self) -> str:
+        return f"{self.p}seen_due"
+
     @property
-    def erased(self) -> str: return f"{self.p}erased:{{{ERASED_TAG}}}"
+    def erased(self) -> str:
+        return f"{self.p}erased:{{{ERASED_TAG}}}"
+
     @property
-    def expiry_due(self) -> str: return f"{self.p}expiry:{{{EXPIRY_TAG}}}"
+    def expiry_due(self) -> str:
+        return f"{self.p}expiry:{{{EXPIRY_TAG}}}"
+
     @property
     def legacy_expiry(self) -> tuple[str, str]:  # before the cluster layout: untagged
         return f"{self.p}expiry:due", f"{self.p}position:expiry_schedule"
-    def position(self, name: str) -> str: return f"{self.p}position:{name}"
+
+    def position(self, name: str) -> str:
+        return f"{self.p}position:{name}"
 
 
 def answer_field(sticker_index: int, user_id: str) -> str:
@@ -184,15 +254,24 @@ class CounterField:
     VIEWS, UNIQUE_VIEWERS, REPLIES, MEMBER, EDIT = "v", "u", "r", "m", "e"
 
     @staticmethod
-    def total(i: int) -> str: return f"{i}:t"
+    def total(i: int) -> str:
+        return f"{i}:t"
+
     @staticmethod
-    def option(i: int, k: int) -> str: return f"{i}:o{k}"
+    def option(i: int, k: int) -> str:
+        return f"{i}:o{k}"
+
     @staticmethod
-    def correct(i: int) -> str: return f"{i}:c"
+    def correct(i: int) -> str:
+        return f"{i}:c"
+
     @staticmethod
-    def slider_sum(i: int) -> str: return f"{i}:s"
+    def slider_sum(i: int) -> str:
+        return f"{i}:s"
+
     @staticmethod
-    def followers(i: int) -> str: return f"{i}:f"
+    def followers(i: int) -> str:
+        return f"{i}:f"
 
 
 def counters_from_hash(raw: dict[bytes, bytes]) -> dict[str, Any]:
@@ -201,8 +280,11 @@ def counters_from_hash(raw: dict[bytes, bytes]) -> dict[str, Any]:
     "correct", "sum", "followers"}}``), and an edited story's content, ``edited`` and ``edited_at``
     (laid over the card), so one presenter serves both stores' stories."""
     out: dict[str, Any] = {"view_count": 0, "unique_viewers": 0, "reply_count": 0, "results": {}}
-    names = {CounterField.VIEWS: "view_count", CounterField.UNIQUE_VIEWERS: "unique_viewers",
-             CounterField.REPLIES: "reply_count"}
+    names = {
+        CounterField.VIEWS: "view_count",
+        CounterField.UNIQUE_VIEWERS: "unique_viewers",
+        CounterField.REPLIES: "reply_count",
+    }
     results: dict[str, dict[str, Any]] = out["results"]
     for key, value in raw.items():
         field = key.decode()

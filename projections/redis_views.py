@@ -21,20 +21,36 @@ read models equal a replay of the erased log. Every event goes through ``apply_e
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Callable
+from typing import Any, cast
 
 import orjson
 import redis
 
 from commands.event_store import LoggedEvent
-from domain import engagement as en, highlights as hl, social as so, stories as st
+from domain import engagement as en
+from domain import highlights as hl
+from domain import social as so
+from domain import stories as st
 from domain.accounts import AccountErased
 from domain.stickers import MAX_STICKERS
+from domain.visibility import Privacy
 from projections.redis_schema import (
-    ERASED_KEPT, LONGEST_LIFE, READ_MODEL_KEYS, RESPONSES_KEPT, SEEN_DUE, VIEW_NAME, CounterField as F, Keys,
-    LiveEntry, answer_field, hash_tag,
+    ERASED_KEPT,
+    LONGEST_LIFE,
+    READ_MODEL_KEYS,
+    RESPONSES_KEPT,
+    SEEN_DUE,
+    VIEW_NAME,
+    Keys,
+    LiveEntry,
+    answer_field,
+    hash_tag,
+)
+from projections.redis_schema import (
+    CounterField as F,
 )
 from projections.runner import StalePosition
 from stories.backends import is_cluster, run_pipeline
@@ -97,22 +113,47 @@ class BatchWrites:
         self.calls.append((name, args, kwargs) if kwargs else (name, args))
         self.positions.append(self.at)
 
-    def set(self, key: str, value: Any, *flags: str) -> None: self._call("set", key, value, *flags)
-    def hset(self, key: str, name: str, value: Any) -> None: self._call("hset", key, name, value)
-    def hdel(self, key: str, *names: str) -> None: self._call("hdel", key, *names)
-    def hincrby(self, key: str, name: str, by: int) -> None: self._call("hincrby", key, name, by)
-    def hincrbyfloat(self, key: str, name: str, by: float) -> None: self._call("hincrbyfloat", key, name, by)
-    def sadd(self, key: str, *members: Any) -> None: self._call("sadd", key, *members)
-    def srem(self, key: str, *members: Any) -> None: self._call("srem", key, *members)
-    def zrem(self, key: str, *members: Any) -> None: self._call("zrem", key, *members)
-    def zremrangebyscore(self, key: str, low: Any, high: Any) -> None: self._call("zremrangebyscore", key, low, high)
-    def lpush(self, key: str, *values: Any) -> None: self._call("lpush", key, *values)
-    def ltrim(self, key: str, start: int, end: int) -> None: self._call("ltrim", key, start, end)
+    def set(self, key: str, value: Any, *flags: str) -> None:
+        self._call("set", key, value, *flags)
+
+    def hset(self, key: str, name: str, value: Any) -> None:
+        self._call("hset", key, name, value)
+
+    def hdel(self, key: str, *names: str) -> None:
+        self._call("hdel", key, *names)
+
+    def hincrby(self, key: str, name: str, by: int) -> None:
+        self._call("hincrby", key, name, by)
+
+    def hincrbyfloat(self, key: str, name: str, by: float) -> None:
+        self._call("hincrbyfloat", key, name, by)
+
+    def sadd(self, key: str, *members: Any) -> None:
+        self._call("sadd", key, *members)
+
+    def srem(self, key: str, *members: Any) -> None:
+        self._call("srem", key, *members)
+
+    def zrem(self, key: str, *members: Any) -> None:
+        self._call("zrem", key, *members)
+
+    def zremrangebyscore(self, key: str, low: Any, high: Any) -> None:
+        self._call("zremrangebyscore", key, low, high)
+
+    def lpush(self, key: str, *values: Any) -> None:
+        self._call("lpush", key, *values)
+
+    def ltrim(self, key: str, start: int, end: int) -> None:
+        self._call("ltrim", key, start, end)
+
     def linsert(self, key: str, where: str, pivot: Any, value: Any) -> None:
         self._call("linsert", key, where, pivot, value)
 
-    def lrem(self, key: str, count: int, value: Any) -> None: self._call("lrem", key, count, value)
-    def unlink(self, *keys: str) -> None: self._call("unlink", *keys)
+    def lrem(self, key: str, count: int, value: Any) -> None:
+        self._call("lrem", key, count, value)
+
+    def unlink(self, *keys: str) -> None:
+        self._call("unlink", *keys)
 
     def zadd(self, key: str, mapping: dict, **flags: bool) -> None:
         self._call("zadd", key, mapping, **flags)
@@ -151,10 +192,15 @@ def story_card(e: st.StoryCreated) -> dict:
 
 def live_entry(e: st.StoryCreated) -> LiveEntry:
     kinds = {s["sticker_type"] for s in e.stickers or ()}
-    lists = ("w" if e.privacy == "custom" else "") + ("h" if e.hidden_from_ids else "") \
-        + ("i" if kinds & ANSWERED_KINDS else "") + ("q" if "question" in kinds else "")
-    return LiveEntry(e.story_id, e.user_id, e.privacy, _ms(e.occurred_at), _ms(datetime.fromisoformat(e.expires_at)),
-                     lists)
+    lists = (
+        ("w" if e.privacy == Privacy.CUSTOM else "")
+        + ("h" if e.hidden_from_ids else "")
+        + ("i" if kinds & ANSWERED_KINDS else "")
+        + ("q" if "question" in kinds else "")
+    )
+    return LiveEntry(
+        e.story_id, e.user_id, e.privacy, _ms(e.occurred_at), _ms(datetime.fromisoformat(e.expires_at)), lists
+    )
 
 
 def ghost_entry(e: st.StoryCreated) -> LiveEntry:
@@ -162,7 +208,7 @@ def ghost_entry(e: st.StoryCreated) -> LiveEntry:
     return LiveEntry(e.story_id, "", "", 0, _ms(datetime.fromisoformat(e.expires_at)), "")
 
 
-def _named(ids: list[str | None] | None) -> list[str]:
+def _named(ids: Sequence[str | None] | None) -> list[str]:
     """The ids of a list of people that still name someone (an erased person's entries are None)."""
     return [i for i in ids or () if i is not None]
 
@@ -181,7 +227,7 @@ def on_story_created(w: BatchWrites, k: Keys, e: st.StoryCreated) -> None:
     w.keep_until(k.card(sid), entry, e.occurred_at)
     w.keep_until(k.counters(sid), entry, e.occurred_at)
     allowed, hidden = _named(e.allowed_viewer_ids), _named(e.hidden_from_ids)
-    if e.privacy == "custom" and allowed:
+    if e.privacy == Privacy.CUSTOM and allowed:
         p.sadd(k.allowed(sid), *allowed)
         w.keep_until(k.allowed(sid), entry, e.occurred_at)
     if hidden:
@@ -274,8 +320,17 @@ def on_countdown_unfollowed(w: BatchWrites, k: Keys, e: en.CountdownUnfollowed) 
 def on_question_answered(w: BatchWrites, k: Keys, e: en.QuestionAnswered) -> None:
     if _tally(w, k, e, F.total(e.sticker_index)):
         key = k.responses(e.story_id)
-        w.lpush(key, orjson.dumps({"user_id": e.user_id, "sticker_index": e.sticker_index, "text": e.text,
-                                        "answered_at": e.occurred_at.isoformat()}))
+        w.lpush(
+            key,
+            orjson.dumps(
+                {
+                    "user_id": e.user_id,
+                    "sticker_index": e.sticker_index,
+                    "text": e.text,
+                    "answered_at": e.occurred_at.isoformat(),
+                }
+            ),
+        )
         w.ltrim(key, 0, RESPONSES_KEPT - 1)
         w.keep_until(key, w.live[e.story_id], e.occurred_at)  # type: ignore[arg-type]
 
@@ -287,7 +342,7 @@ def on_link_tapped(w: BatchWrites, k: Keys, e: en.LinkTapped) -> None:
 def on_story_gone(w: BatchWrites, k: Keys, e: st.StoryDeleted | st.StoryExpired) -> None:
     entry = w.story(e.story_id)
     stale = set(w.members.get(e.story_id, ())) - ({entry.encode().encode()} if entry else set())
-    if e.user_id is not None and (entry is not None and not entry.ghost or stale):
+    if e.user_id is not None and ((entry is not None and not entry.ghost) or stale):
         w.srem(k.live(e.user_id), *([entry.encode()] if entry and not entry.ghost else []), *stale)
     w.unlink(*k.story_keys(e.story_id))  # UNLINK: a hot story's large hashes are freed off the main thread
     w.live[e.story_id] = None
@@ -355,14 +410,21 @@ def on_account_erased(w: BatchWrites, k: Keys, e: AccountErased) -> None:
     ms = _ms(e.occurred_at)
     w.zadd(k.erased, {e.pseudonym: ms})
     w.zremrangebyscore(k.erased, "-inf", f"({ms - ERASED_KEPT_MS}")
-    plan = w.erasures.get(e.user_id) if e.user_id else None
+    u = e.user_id
+    if not u:
+        return
+    plan = w.erasures.get(u)
     if plan is None:
         return
-    u = e.user_id
     # each set of theirs, and where the others in it hold them in turn
-    for others, their_set in ((plan.following, k.followers), (plan.followers, k.following),
-                              (plan.close_friends, k.close_friend_of), (plan.close_friend_of, k.close_friends),
-                              (plan.muted_by, k.muted), (plan.muted, k.muted_by)):
+    for others, their_set in (
+        (plan.following, k.followers),
+        (plan.followers, k.following),
+        (plan.close_friends, k.close_friend_of),
+        (plan.close_friend_of, k.close_friends),
+        (plan.muted_by, k.muted),
+        (plan.muted, k.muted_by),
+    ):
         for other in others:
             w.srem(their_set(other), u)
     for sid, (entry, fields) in plan.own.items():  # their live stories: ghosts, as a replay has them
@@ -409,25 +471,45 @@ def plan_erasure(read: Callable[[list[tuple]], list], k: Keys, u: str) -> Erasur
     ``read`` runs a list of them and returns their replies): their graph sets, their live stories'
     entries and counter fields, and each live story whose keys name them (``P:named:{u}``) with its
     entry, card and question responses."""
-    following, followers, cf, cfof, muted_by, muted, live, named = read([
-        ("SMEMBERS", k.following(u)), ("SMEMBERS", k.followers(u)), ("SMEMBERS", k.close_friends(u)),
-        ("SMEMBERS", k.close_friend_of(u)), ("SMEMBERS", k.muted_by(u)), ("SMEMBERS", k.muted(u)),
-        ("SMEMBERS", k.live(u)), ("ZRANGE", k.named(u), 0, -1),
-    ])
+    following, followers, cf, cfof, muted_by, muted, live, named = read(
+        [
+            ("SMEMBERS", k.following(u)),
+            ("SMEMBERS", k.followers(u)),
+            ("SMEMBERS", k.close_friends(u)),
+            ("SMEMBERS", k.close_friend_of(u)),
+            ("SMEMBERS", k.muted_by(u)),
+            ("SMEMBERS", k.muted(u)),
+            ("SMEMBERS", k.live(u)),
+            ("ZRANGE", k.named(u), 0, -1),
+        ]
+    )
     text = lambda values: sorted(v.decode() if isinstance(v, bytes) else v for v in values or ())  # noqa: E731
     own = {entry.story_id: entry for entry in sorted(map(LiveEntry.decode, live or ()), key=lambda x: x.story_id)}
     named_ids = [sid for sid in text(named) if sid not in own]
-    replies = read([
-        *(("HKEYS", k.counters(sid)) for sid in own),
-        *(cmd for sid in named_ids for cmd in (("HGET", k.counters(sid), F.MEMBER), ("GET", k.card(sid)),
-                                              ("LRANGE", k.responses(sid), 0, -1))),
-    ]) if own or named_ids else []
+    replies = (
+        read(
+            [
+                *(("HKEYS", k.counters(sid)) for sid in own),
+                *(
+                    cmd
+                    for sid in named_ids
+                    for cmd in (
+                        ("HGET", k.counters(sid), F.MEMBER),
+                        ("GET", k.card(sid)),
+                        ("LRANGE", k.responses(sid), 0, -1),
+                    )
+                ),
+            ]
+        )
+        if own or named_ids
+        else []
+    )
     plan = ErasurePlan(text(following), text(followers), text(cf), text(cfof), text(muted_by), text(muted))
     for (sid, entry), fields in zip(own.items(), replies):
         plan.own[sid] = (entry, text(fields))
-    rest = replies[len(own):]
+    rest = replies[len(own) :]
     for i, sid in enumerate(named_ids):
-        member, card, responses = rest[3 * i:3 * i + 3]
+        member, card, responses = rest[3 * i : 3 * i + 3]
         if member:
             plan.named[sid] = (LiveEntry.decode(member), card, list(responses or ()))
     return plan
@@ -452,6 +534,7 @@ def unnamed_card(card: bytes, user_id: str) -> bytes | None:
 
 
 # -- erasure indexes: what a purge reads to find a person's traces in other keys ----------------
+
 
 def _index_named(w: BatchWrites, k: Keys, user_id: str, entry: LiveEntry, at: datetime) -> None:
     key = k.named(user_id)
@@ -537,11 +620,21 @@ HANDLERS: dict[type, Callable] = {
     so.CloseFriendAdded: on_close_friend_added,
     so.CloseFriendRemoved: on_close_friend_removed,
     AccountErased: on_account_erased,
-    **{cls: _nothing for cls in (
-        hl.HighlightCreated, hl.HighlightUpdated, hl.HighlightStoriesAdded, hl.HighlightStoriesRemoved,
-        hl.HighlightDeleted, hl.HighlightFiled, hl.HighlightUnfiled, hl.HighlightsReordered,
-        en.StoryNavigated, en.StoryShared,  # insights only: MongoDB's
-    )},
+    **dict.fromkeys(
+        (
+            hl.HighlightCreated,
+            hl.HighlightUpdated,
+            hl.HighlightStoriesAdded,
+            hl.HighlightStoriesRemoved,
+            hl.HighlightDeleted,
+            hl.HighlightFiled,
+            hl.HighlightUnfiled,
+            hl.HighlightsReordered,
+            en.StoryNavigated,
+            en.StoryShared,
+        ),
+        _nothing,
+    ),
 }
 
 
@@ -567,8 +660,8 @@ def change_notice(events: list[LoggedEvent], position: int) -> dict[str, Any]:
             stories[e.story_id] = None
             authors[e.owner_id] = None  # counts are served in the tray
             pairs[(e.viewer_id, e.owner_id)] = None  # and the viewer's unseen ring
-        elif (owner := getattr(e, "owner_id", None)) is not None:
-            stories[e.story_id] = None
+        elif (owner := getattr(e, "owner_id", None)) is not None:  # an engagement event: it names its story
+            stories[cast(Any, e).story_id] = None
             authors[owner] = None
         elif isinstance(e, (so.UserFollowed, so.UserUnfollowed)):
             pairs[(e.follower_id, e.followee_id)] = None
@@ -579,8 +672,12 @@ def change_notice(events: list[LoggedEvent], position: int) -> dict[str, Any]:
             pairs[(e.user_id, e.muted_id)] = None
     stories.pop(None, None)  # type: ignore[call-overload]
     authors.pop(None, None)  # type: ignore[call-overload]
-    notice = {"position": position, "stories": list(stories), "authors": list(authors),
-              "pairs": [list(pair) for pair in pairs if None not in pair]}
+    notice = {
+        "position": position,
+        "stories": list(stories),
+        "authors": list(authors),
+        "pairs": [list(pair) for pair in pairs if None not in pair],
+    }
     if resync:
         notice["resync"] = True
     return notice
@@ -720,11 +817,19 @@ class RedisViewStore:
     APPLY_STORY = APPLY.replace(
         "local at = tonumber(redis.call('HGET', KEYS[1], view) or '0')",
         "local at = math.max(tonumber(redis.call('HGET', KEYS[1], view) or '0'),\n"
-        "                    tonumber(redis.call('HGET', KEYS[2], view) or '0'))")
+        "                    tonumber(redis.call('HGET', KEYS[2], view) or '0'))",
+    )
 
-    def __init__(self, client: Any, prefix: str, name: str = VIEW_NAME,
-                 handlers: dict[type, Callable] | None = None, grace: timedelta = DEFAULT_GRACE,
-                 wait_replicas: int = 0, wait_timeout_ms: int = 2000) -> None:
+    def __init__(
+        self,
+        client: Any,
+        prefix: str,
+        name: str = VIEW_NAME,
+        handlers: dict[type, Callable] | None = None,
+        grace: timedelta = DEFAULT_GRACE,
+        wait_replicas: int = 0,
+        wait_timeout_ms: int = 2000,
+    ) -> None:
         self.client = client
         self.keys = Keys(prefix)
         self.name = name
@@ -747,33 +852,49 @@ class RedisViewStore:
             sha = self._scripts[source] = self.client.script_load(source)
         return sha
 
-    def _read_ahead(self, events: list[LoggedEvent], start: int) -> tuple[
-            dict[str, LiveEntry | None], dict[str, list[bytes]], list[bytes], dict[str, ErasurePlan]]:
+    def _read_ahead(
+        self, events: list[LoggedEvent], start: int
+    ) -> tuple[dict[str, LiveEntry | None], dict[str, list[bytes]], list[bytes], dict[str, ErasurePlan]]:
         """In one round trip: that the position is still ``start`` (else StalePosition); the live
         entries of the stories the batch touches; for the stories it ends, their members as the
         author's live set holds them (found by story id, should the counters hash that names the
         member have expired first); the viewers whose seen sets may be due."""
         story_ids = stories_to_look_up(events) if self.live_window else []
-        gone = [e.event for e in events if self.live_window and isinstance(e.event, (st.StoryDeleted, st.StoryExpired))
-                and e.event.user_id is not None]
+        gone = [
+            e.event
+            for e in events
+            if self.live_window
+            and isinstance(e.event, (st.StoryDeleted, st.StoryExpired))
+            and e.event.user_id is not None
+        ]
         reclaim = self.live_window and bool(events)
-        at, *replies = run_pipeline(self.client, [
-            ("GET", self.keys.position(self.name)),
-            *(("HGET", self.keys.counters(story_id), F.MEMBER) for story_id in story_ids),
-            *(("SSCAN", self.keys.live(e.user_id), 0, "MATCH", f"{e.story_id}|*", "COUNT", 1000) for e in gone),
-            *([("ZRANGEBYSCORE", self.keys.seen_due, "-inf", self._last_ms(events), "LIMIT", 0, RECLAIM_PAGE)]
-              if reclaim else []),
-        ])
+        at, *replies = run_pipeline(
+            self.client,
+            [
+                ("GET", self.keys.position(self.name)),
+                *(("HGET", self.keys.counters(story_id), F.MEMBER) for story_id in story_ids),
+                *(("SSCAN", self.keys.live(e.user_id), 0, "MATCH", f"{e.story_id}|*", "COUNT", 1000) for e in gone),
+                *(
+                    [("ZRANGEBYSCORE", self.keys.seen_due, "-inf", self._last_ms(events), "LIMIT", 0, RECLAIM_PAGE)]
+                    if reclaim
+                    else []
+                ),
+            ],
+        )
         if int(at or 0) != start:
             raise StalePosition(self.name)
         live = {sid: LiveEntry.decode(m) if m else None for sid, m in zip(story_ids, replies)}
-        members = {event.story_id: found for event, (_, found) in zip(gone, replies[len(story_ids):])}
-        erased = [e.event.user_id for e in events if self.live_window and isinstance(e.event, AccountErased)
-                  and e.event.user_id]
-        plans = {user_id: plan_erasure(lambda commands: run_pipeline(self.client, commands), self.keys, user_id)
-                 for user_id in dict.fromkeys(erased)}
+        members = {event.story_id: found for event, (_, found) in zip(gone, replies[len(story_ids) :])}
+        erased = [
+            e.event.user_id
+            for e in events
+            if self.live_window and isinstance(e.event, AccountErased) and e.event.user_id
+        ]
+        plans = {
+            user_id: plan_erasure(lambda commands: run_pipeline(self.client, commands), self.keys, user_id)
+            for user_id in dict.fromkeys(erased)
+        }
         return live, members, (replies[-1] if reclaim else []), plans
-
 
     @staticmethod
     def _last_ms(events: list[LoggedEvent]) -> int:
@@ -796,8 +917,11 @@ class RedisViewStore:
                 group = groups.get(tag)
                 if group is None:
                     story = tag in writes.live  # a story's stamps live in its counters, and go with it
-                    group = groups[tag] = _TagWrites(self.keys.counters(tag) if story else self.keys.stamps(tag),
-                                                     not story and tag not in writes.forgotten, story=story)
+                    group = groups[tag] = _TagWrites(
+                        self.keys.counters(tag) if story else self.keys.stamps(tag),
+                        not story and tag not in writes.forgotten,
+                        story=story,
+                    )
                     if story:  # KEYS[2]: where the stamp stays once the story has ended (APPLY_STORY)
                         group.keys[self.keys.stamps(tag)] = 2
                 group.add(position, command, key, args)
@@ -825,8 +949,9 @@ class RedisViewStore:
         written: list[str] = []
         for phase, extra in ((first, plain), (last, [])):
             if phase or extra or (phase is last and due):
-                written += self._run(phase, extra, top, due if phase is last else [],
-                                     self._last_ms(events) if events else 0)
+                written += self._run(
+                    phase, extra, top, due if phase is last else [], self._last_ms(events) if events else 0
+                )
         if self.wait_replicas and written:
             self._wait(written)
         if self.live_window and events:
@@ -846,8 +971,14 @@ class RedisViewStore:
         notice twice only makes clients fetch the same state twice."""
         self.client.execute_command("SPUBLISH", self.keys.changes, orjson.dumps(change_notice(events, position)))
 
-    def _run(self, groups: dict[str, _TagWrites], plain: list[tuple[str, str, list]], top: int,
-             due: list[bytes], last_ms: int) -> list[str]:
+    def _run(
+        self,
+        groups: dict[str, _TagWrites],
+        plain: list[tuple[str, str, list]],
+        top: int,
+        due: list[bytes],
+        last_ms: int,
+    ) -> list[str]:
         """One pipeline: each tag's APPLY, the untagged commands, the seen-set reclaims; the keys
         written (one per tag, for WAIT)."""
         user_ttl = STAMP_LIFE_MS + self.grace_ms
@@ -855,14 +986,29 @@ class RedisViewStore:
             try:
                 apply_sha, story_sha = self._sha(APPLY), self._sha(self.APPLY_STORY)
                 reclaim_sha, undue_sha = (self._sha(RECLAIM_SEEN), self._sha(UNDUE)) if due else ("", "")
-                run_pipeline(self.client, [
-                    *(("EVALSHA", story_sha if g.story else apply_sha, 1 + len(g.keys), g.stamp_key, *g.keys,
-                       self.stamp_field, int(g.make_stamp), user_ttl if g.make_stamp else 0, top, *g.ops)
-                      for g in groups.values()),
-                    *((command, key, *args) for command, key, args in plain),
-                    *(("EVALSHA", reclaim_sha, 1, self.keys.seen(v.decode()), last_ms, SEEN_DUE) for v in due),
-                    *([("EVALSHA", undue_sha, 1, self.keys.seen_due, last_ms, *due)] if due else []),
-                ])
+                run_pipeline(
+                    self.client,
+                    [
+                        *(
+                            (
+                                "EVALSHA",
+                                story_sha if g.story else apply_sha,
+                                1 + len(g.keys),
+                                g.stamp_key,
+                                *g.keys,
+                                self.stamp_field,
+                                int(g.make_stamp),
+                                user_ttl if g.make_stamp else 0,
+                                top,
+                                *g.ops,
+                            )
+                            for g in groups.values()
+                        ),
+                        *((command, key, *args) for command, key, args in plain),
+                        *(("EVALSHA", reclaim_sha, 1, self.keys.seen(v.decode()), last_ms, SEEN_DUE) for v in due),
+                        *([("EVALSHA", undue_sha, 1, self.keys.seen_due, last_ms, *due)] if due else []),
+                    ],
+                )
                 break
             except redis.exceptions.NoScriptError:
                 # A node that lost its script cache (restarted, or a replica promoted): load the
@@ -879,8 +1025,9 @@ class RedisViewStore:
         the slot of a key the batch wrote, covers everything the node applied before it."""
         if is_cluster(self.client):
             by_node = {self.client.get_node_from_key(key).name: key for key in written}
-            targets = [(self.client.get_redis_connection(self.client.get_node_from_key(key)), key)
-                       for key in by_node.values()]
+            targets = [
+                (self.client.get_redis_connection(self.client.get_node_from_key(key)), key) for key in by_node.values()
+            ]
         else:
             targets = [(self.client, written[0])]
         for target, key in targets:
@@ -890,4 +1037,5 @@ class RedisViewStore:
                 _, acked = p.execute()
             if int(acked) < self.wait_replicas:
                 raise redis.exceptions.ConnectionError(
-                    f"{acked} of {self.wait_replicas} replicas acknowledged the batch in {self.wait_timeout_ms} ms")
+                    f"{acked} of {self.wait_replicas} replicas acknowledged the batch in {self.wait_timeout_ms} ms"
+                )

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import logging
 import threading
-import zlib
-from dataclasses import dataclass
-from typing import Callable, Protocol
+from collections.abc import Callable
+from typing import Protocol
 
 from commands.event_store import EventStore, LoggedEvent
 from domain.accounts import AccountErased
+from projections.partitions import Partition
 
 log = logging.getLogger(__name__)
 
@@ -42,31 +42,6 @@ class ViewStore(Protocol):
         atomically; StalePosition when the recorded one is not ``start``."""
 
 
-@dataclass(frozen=True)
-class Partition:
-    """One of ``count`` shares of the log, by story (or by stream for events of no story).
-
-    Every read-model document is written by events of one partition only, and the few Redis
-    keys shared across partitions take commutative updates (set adds, counter increments), so
-    partitions can be projected by separate processes, each with its own positions.
-    """
-
-    index: int = 0
-    count: int = 1
-
-    def owns(self, logged: LoggedEvent) -> bool:
-        if self.count == 1:
-            return True
-        event = logged.event
-        if isinstance(event, AccountErased):  # a person's documents are in every partition
-            return True
-        key = getattr(event, "story_id", None) or str(event.originator_id)
-        return zlib.crc32(key.encode()) % self.count == self.index
-
-    def name(self, base: str) -> str:
-        return base if self.count == 1 else f"{base}.p{self.index}of{self.count}"
-
-
 def erasure_alone(events: list[LoggedEvent], reached: int) -> tuple[list[LoggedEvent], int]:
     """Cut a batch so that an ``AccountErased`` is applied alone, after the events before it
     have landed: its purge then reads the read models as they name the person, with nothing of
@@ -82,8 +57,13 @@ def erasure_alone(events: list[LoggedEvent], reached: int) -> tuple[list[LoggedE
 
 class ProjectionRunner:
     def __init__(
-        self, store: EventStore, view: ViewStore, batch_size: int = 1000, idle_wait_s: float = 0.05,
-        partition: Partition = Partition(), keep: Callable[[LoggedEvent], bool] | None = None,
+        self,
+        store: EventStore,
+        view: ViewStore,
+        batch_size: int = 1000,
+        idle_wait_s: float = 0.05,
+        partition: Partition = Partition(),
+        keep: Callable[[LoggedEvent], bool] | None = None,
     ) -> None:
         # ``keep``: apply only the events it accepts (``stories replay --until TIME`` keeps those
         # that occurred by then, wherever they sit in the log); the position still moves past the rest.
@@ -100,12 +80,12 @@ class ProjectionRunner:
             if pending is not None and pending > self.position:
                 # A batch was cut short: re-run exactly it, so its writes' guards line up.
                 events, reached = self.store.read_batch(self.position, pending - self.position, pending)
-                return self._apply(events, reached)
+                return self._apply(events, self.position, reached)
         events, reached = self.store.read_batch(self.position, self.batch_size, until)
-        return self._apply(events, reached)
+        return self._apply(events, self.position, reached)
 
-    def _apply(self, events: list[LoggedEvent], reached: int) -> int:
-        if reached == self.position:
+    def _apply(self, events: list[LoggedEvent], start: int, reached: int) -> int:
+        if reached == start:
             return 0
         events, reached = erasure_alone(events, reached)
         if self.partition.count > 1:
@@ -113,11 +93,11 @@ class ProjectionRunner:
         if self.keep is not None:
             events = [e for e in events if self.keep(e)]
         try:
-            self.view.apply(events, self.position, reached)
+            self.view.apply(events, start, reached)
         except StalePosition:
             self.position = None  # re-read it and go on from there
             return 0
-        covered = reached - self.position
+        covered = reached - start
         self.position = reached
         self.applied += len(events)
         return covered

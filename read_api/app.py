@@ -4,37 +4,50 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from contextlib import suppress
-from datetime import datetime, timezone
-from typing import Callable
+from datetime import UTC, datetime
+from functools import partial
+from typing import Any, cast
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Gauge
 from pymongo import AsyncMongoClient
-from redis.asyncio import Redis
 
+from domain.errors import DomainError
 from projections import generations
-from projections.mongo_views import POSITIONS
-from projections.runner import Partition
+from projections.mongo_schema import POSITIONS
+from projections.partitions import Partition
 from projections.redis_schema import VIEW_NAME, Keys
 from read_api import live
 from read_api.live_page import add_live_page
 from read_api.pages import DEFAULT_LIMIT, MAX_LIMIT, Cursors
 from read_api.queries import Queries
 from stories.auth import ErasedAccounts, TokenVerifier
-from stories.backends import async_mongo_client, async_redis_client
-from domain.errors import DomainError
+from stories.backends import AsyncRedis, async_mongo_client, async_redis_client
 from stories.http import (
-    REGISTRY, UNAVAILABLE, USER, ApiError, Route, actor, add_routes, error_middleware, error_response_of,
-    json_response, metrics_middleware, openapi_document, ready_handler, unavailable_response,
+    MAX_BODY_BYTES,
+    REGISTRY,
+    UNAVAILABLE,
+    USER,
+    ApiError,
+    Route,
+    actor,
+    add_routes,
+    error_middleware,
+    error_response_of,
+    json_response,
+    metrics_middleware,
+    openapi_document,
+    ready_handler,
+    unavailable_response,
 )
 from stories.settings import Settings, cursor_secret, pseudonym_key
 
 QUERIES = web.AppKey("queries", Queries)
-POSITION = web.AppKey("projection_positions", "ProjectionPositions")
-CLOCK = web.AppKey("clock", object)
+CLOCK: web.AppKey[Callable[[], datetime]] = web.AppKey("clock")
 LIVE = web.AppKey("live_hub", live.LiveHub)
-GENERATIONS = web.AppKey("generation_watcher", object)
+MIN_POSITION_WAIT_S = web.AppKey("min_position_wait_s", float)
 MONGO_VIEWS, REDIS_VIEWS = "mongo_views", VIEW_NAME  # the projector's view store names
 
 
@@ -42,6 +55,7 @@ log = logging.getLogger(__name__)
 
 FOLLOW_INTERVAL_S = 0.05  # how often the process reads the read models' positions
 WAITING_INTERVAL_S = 0.01  # ... while some request waits for a position (and the shortest gap between reads)
+SHUTDOWN_WAIT_S = 5.0  # longest wait for a background task or a client to close at shutdown
 
 
 class ProjectionPositions:
@@ -52,8 +66,15 @@ class ProjectionPositions:
     of waiting requests cost the stores nothing more (the loop reads every 10 ms while anyone
     waits, every 50 ms otherwise)."""
 
-    def __init__(self, mongo: AsyncMongoClient, database: str, redis: Redis, prefix: str, partitions: int,
-                 log_head_prefix: str | None = None) -> None:
+    def __init__(
+        self,
+        mongo: AsyncMongoClient,
+        database: str,
+        redis: AsyncRedis,
+        prefix: str,
+        partitions: int,
+        log_head_prefix: str | None = None,
+    ) -> None:
         self._mongo = mongo[database][POSITIONS]
         self._redis = redis
         parts = [Partition(i, partitions) for i in range(partitions)]
@@ -168,6 +189,9 @@ class ServedPositions(_Served):
 GENERATION_WAIT_SLICE_S = 0.25  # a waiting request re-checks which generation is served this often
 
 
+POSITION = web.AppKey("projection_positions", ServedPositions)
+
+
 class GenerationWatcher:
     """Reads the generation pointer once a second (a plain GET: the same on one Redis and on a
     cluster, no keyspace-notification setting, and a change missed by one read is seen by the
@@ -175,8 +199,16 @@ class GenerationWatcher:
     ``positions`` and the live hub only once they are at or past those served from before, so
     the position an answer was served at never goes back."""
 
-    def __init__(self, settings: Settings, mongo: AsyncMongoClient, redis: Redis, queries: ServedQueries,
-                 positions: ServedPositions, hub: live.LiveHub, cursors: Cursors) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        mongo: AsyncMongoClient,
+        redis: AsyncRedis,
+        queries: ServedQueries,
+        positions: ServedPositions,
+        hub: live.LiveHub,
+        cursors: Cursors,
+    ) -> None:
         self.settings, self.mongo, self.redis, self.hub, self.cursors = settings, mongo, redis, hub, cursors
         self.queries, self.positions = queries, positions
         self.serving = generations.default_generation(settings.mongodb_database, settings.redis_prefix)
@@ -185,14 +217,24 @@ class GenerationWatcher:
 
     def _for(self, gen: generations.Generation) -> tuple[Queries, ProjectionPositions]:
         s = self.settings
-        return (Queries(self.mongo, gen.mongodb_database, self.redis, gen.redis_prefix, s.platform, self.cursors),
-                ProjectionPositions(self.mongo, gen.mongodb_database, self.redis, gen.redis_prefix,
-                                    s.projector_partitions, log_head_prefix=s.redis_prefix))
+        return (
+            Queries(self.mongo, gen.mongodb_database, self.redis, gen.redis_prefix, s.platform, self.cursors),
+            ProjectionPositions(
+                self.mongo,
+                gen.mongodb_database,
+                self.redis,
+                gen.redis_prefix,
+                s.projector_partitions,
+                log_head_prefix=s.redis_prefix,
+            ),
+        )
 
     async def start(self) -> None:
         """At start-up, before any request: serve the generation the pointer names."""
         try:
-            gen = await generations.current_async(self.redis, self.settings.mongodb_database, self.settings.redis_prefix)
+            gen = await generations.current_async(
+                self.redis, self.settings.mongodb_database, self.settings.redis_prefix
+            )
         except Exception as e:  # Redis down: start on the configured one; the watcher corrects it
             log.warning("reading the generation pointer failed: %s", e)
             gen = self.serving
@@ -210,8 +252,9 @@ class GenerationWatcher:
         while True:
             await asyncio.sleep(generations.WATCH_INTERVAL_S)
             try:
-                wanted = await generations.current_async(self.redis, self.settings.mongodb_database,
-                                                         self.settings.redis_prefix)
+                wanted = await generations.current_async(
+                    self.redis, self.settings.mongodb_database, self.settings.redis_prefix
+                )
             except Exception as e:
                 log.debug("reading the generation pointer failed: %s", e)
                 continue
@@ -231,8 +274,9 @@ class GenerationWatcher:
             if asyncio.get_running_loop().time() - checked >= generations.WATCH_INTERVAL_S:
                 checked = asyncio.get_running_loop().time()
                 try:
-                    latest = await generations.current_async(self.redis, self.settings.mongodb_database,
-                                                             self.settings.redis_prefix)
+                    latest = await generations.current_async(
+                        self.redis, self.settings.mongodb_database, self.settings.redis_prefix
+                    )
                 except Exception:
                     continue
                 if latest.where != gen.where:  # switched again (or back) meanwhile
@@ -243,8 +287,16 @@ class GenerationWatcher:
         self.switches += 1
         if old_follow is not None:
             old_follow.cancel()
-        log.info("serving generation %s (MongoDB %s, Redis prefix %s) from position %s", gen.name,
-                 gen.mongodb_database, gen.redis_prefix, positions.current)
+        log.info(
+            "serving generation %s (MongoDB %s, Redis prefix %s) from position %s",
+            gen.name,
+            gen.mongodb_database,
+            gen.redis_prefix,
+            positions.current,
+        )
+
+
+GENERATIONS = web.AppKey("generation_watcher", GenerationWatcher)
 
 
 def _min_position(request: web.Request) -> int | None:
@@ -253,8 +305,12 @@ def _min_position(request: web.Request) -> int | None:
         return None
     value = int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 19 else -1
     if not 0 <= value <= MAX_POSITION:
-        raise ApiError(422, "validation_error", "min_position must be a whole number from 0 to 2^63-1",
-                       [{"field": "min_position", "message": "whole number from 0 to 2^63-1"}])
+        raise ApiError(
+            422,
+            "validation_error",
+            "min_position must be a whole number from 0 to 2^63-1",
+            [{"field": "min_position", "message": "whole number from 0 to 2^63-1"}],
+        )
     return value
 
 
@@ -264,8 +320,12 @@ MAX_POSITION = 2**63 - 1  # log positions are 64-bit in SQLite and PostgreSQL
 def _limit(request: web.Request) -> int:
     raw = request.query.get("limit", str(DEFAULT_LIMIT))
     if not (raw.isascii() and raw.isdigit() and len(raw) <= 3) or not 1 <= int(raw) <= MAX_LIMIT:
-        raise ApiError(422, "validation_error", f"limit must be 1 to {MAX_LIMIT}",
-                       [{"field": "limit", "message": f"whole number 1 to {MAX_LIMIT}"}])
+        raise ApiError(
+            422,
+            "validation_error",
+            f"limit must be 1 to {MAX_LIMIT}",
+            [{"field": "limit", "message": f"whole number 1 to {MAX_LIMIT}"}],
+        )
     return int(raw)
 
 
@@ -278,16 +338,22 @@ def _served(handler: Callable) -> Callable:
     a 401 included: every answer says where the read models stood)."""
 
     async def wrapper(request: web.Request) -> web.Response:
-        positions: ProjectionPositions = request.app[POSITION]
+        positions = request.app[POSITION]
         try:
             user = actor(request)
             wanted = _min_position(request)
-            if wanted is not None and not await positions.wait_for(wanted, request.app["min_position_wait_s"]):
+            if wanted is not None and not await positions.wait_for(wanted, request.app[MIN_POSITION_WAIT_S]):
                 if positions.failing:
-                    raise ApiError(503, "unavailable", "a dependency is unreachable; retry shortly",
-                                   headers={"Retry-After": "1"})
-                raise ApiError(503, "position_not_reached", f"read models have not reached position {wanted} yet",
-                               {"requested": wanted, "current": positions.current}, {"Retry-After": "1"})
+                    raise ApiError(
+                        503, "unavailable", "a dependency is unreachable; retry shortly", headers={"Retry-After": "1"}
+                    )
+                raise ApiError(
+                    503,
+                    "position_not_reached",
+                    f"read models have not reached position {wanted} yet",
+                    {"requested": wanted, "current": positions.current},
+                    {"Retry-After": "1"},
+                )
             served_at = positions.current
             body = await handler(request, request.app[QUERIES], user, request.app[CLOCK]())
         except (ApiError, DomainError) as error:
@@ -342,10 +408,15 @@ async def get_story_viewers(request, q: Queries, user: str, now: datetime):
 async def get_story_answers(request, q: Queries, user: str, now: datetime):
     raw = request.query.get("sticker_index")
     if raw is not None and not (raw.isascii() and raw.isdigit() and int(raw) < 10):
-        raise ApiError(422, "validation_error", "sticker_index must be 0 to 9",
-                       [{"field": "sticker_index", "message": "whole number 0 to 9"}])
-    return await q.answers(request.match_info["story_id"], user, now, *_paging(request),
-                           sticker_index=None if raw is None else int(raw))
+        raise ApiError(
+            422,
+            "validation_error",
+            "sticker_index must be 0 to 9",
+            [{"field": "sticker_index", "message": "whole number 0 to 9"}],
+        )
+    return await q.answers(
+        request.match_info["story_id"], user, now, *_paging(request), sticker_index=None if raw is None else int(raw)
+    )
 
 
 @_served
@@ -377,34 +448,90 @@ async def get_feed_live(request: web.Request) -> web.StreamResponse:
     return await live.feed_stream(request, request.app[LIVE], request.app[POSITION])
 
 
-MIN_POSITION = {"min_position": {"type": "integer", "minimum": 0, "maximum": 2**63 - 1}}
-PAGE = {"limit": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT},
-        "cursor": {"type": "string"}, **MIN_POSITION}
+MIN_POSITION: dict[str, dict[str, Any]] = {"min_position": {"type": "integer", "minimum": 0, "maximum": 2**63 - 1}}
+PAGE: dict[str, dict[str, Any]] = {
+    "limit": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT},
+    "cursor": {"type": "string"},
+    **MIN_POSITION,
+}
 ROUTES = [
-    Route("GET", "/api/v1/stories/feed", get_feed, "the tray: a page of authors with live stories", errors=(422,),
-          query=PAGE),
-    Route("GET", "/api/v1/stories/archive", get_archive, "your expired stories, newest first", errors=(422,),
-          query=PAGE),
-    Route("GET", "/api/v1/stories/user/{user_id}", get_user_stories, "a user's live stories you may see, oldest first",
-          errors=(422,), query=PAGE),
+    Route(
+        "GET",
+        "/api/v1/stories/feed",
+        get_feed,
+        "the tray: a page of authors with live stories",
+        errors=(422,),
+        query=PAGE,
+    ),
+    Route(
+        "GET", "/api/v1/stories/archive", get_archive, "your expired stories, newest first", errors=(422,), query=PAGE
+    ),
+    Route(
+        "GET",
+        "/api/v1/stories/user/{user_id}",
+        get_user_stories,
+        "a user's live stories you may see, oldest first",
+        errors=(422,),
+        query=PAGE,
+    ),
     # (feed/live before {story_id}/live, which would match it too)
-    Route("GET", "/api/v1/stories/feed/live", get_feed_live,
-          "server-sent events: `tray` {user_id} when that author's entry in your tray changes"),
-    Route("GET", "/api/v1/stories/{story_id}/live", get_story_live,
-          "server-sent events: `story` (the story as you may see it) when it changes, `end` when it expires, "
-          "is deleted or you lose access", errors=(404,)),
-    Route("GET", "/api/v1/stories/{story_id}", get_story, "one story as you may see it", errors=(404,), query=MIN_POSITION),
-    Route("GET", "/api/v1/highlights/user/{user_id}", get_user_highlights, "a user's highlights (no stories)",
-          errors=(422,), query=PAGE),
-    Route("GET", "/api/v1/highlights/{highlight_id}", get_highlight, "one highlight, its stories a page",
-          errors=(404, 422), query=PAGE),
-    Route("GET", "/api/v1/viewers/story/{story_id}", get_story_viewers, "your story's viewers, latest first view first",
-          errors=(403, 404, 422), query=PAGE),
-    Route("GET", "/api/v1/viewers/story/{story_id}/answers", get_story_answers,
-          "your story's question responses, newest first", errors=(403, 404, 422),
-          query={**PAGE, "sticker_index": {"type": "integer", "minimum": 0, "maximum": 9}}),
-    Route("GET", "/api/v1/viewers/story/{story_id}/insights", get_story_insights, "your story's insights",
-          errors=(403, 404), query=MIN_POSITION),
+    Route(
+        "GET",
+        "/api/v1/stories/feed/live",
+        get_feed_live,
+        "server-sent events: `tray` {user_id} when that author's entry in your tray changes",
+    ),
+    Route(
+        "GET",
+        "/api/v1/stories/{story_id}/live",
+        get_story_live,
+        "server-sent events: `story` (the story as you may see it) when it changes, `end` when it expires, "
+        "is deleted or you lose access",
+        errors=(404,),
+    ),
+    Route(
+        "GET", "/api/v1/stories/{story_id}", get_story, "one story as you may see it", errors=(404,), query=MIN_POSITION
+    ),
+    Route(
+        "GET",
+        "/api/v1/highlights/user/{user_id}",
+        get_user_highlights,
+        "a user's highlights (no stories)",
+        errors=(422,),
+        query=PAGE,
+    ),
+    Route(
+        "GET",
+        "/api/v1/highlights/{highlight_id}",
+        get_highlight,
+        "one highlight, its stories a page",
+        errors=(404, 422),
+        query=PAGE,
+    ),
+    Route(
+        "GET",
+        "/api/v1/viewers/story/{story_id}",
+        get_story_viewers,
+        "your story's viewers, latest first view first",
+        errors=(403, 404, 422),
+        query=PAGE,
+    ),
+    Route(
+        "GET",
+        "/api/v1/viewers/story/{story_id}/answers",
+        get_story_answers,
+        "your story's question responses, newest first",
+        errors=(403, 404, 422),
+        query={**PAGE, "sticker_index": {"type": "integer", "minimum": 0, "maximum": 9}},
+    ),
+    Route(
+        "GET",
+        "/api/v1/viewers/story/{story_id}/insights",
+        get_story_insights,
+        "your story's insights",
+        errors=(403, 404),
+        query=MIN_POSITION,
+    ),
     Route("GET", "/api/v1/viewers/user/insights", get_user_insights, "totals over your stories", query=MIN_POSITION),
     Route("GET", "/api/v1/close-friends/", get_close_friends, "your close friends", errors=(422,), query=PAGE),
     Route("GET", "/api/v1/close-friends", get_close_friends, "your close friends", errors=(422,), query=PAGE),
@@ -441,8 +568,7 @@ def _erased_accounts(queries: ServedQueries, erased: ErasedAccounts) -> Callable
         task = asyncio.create_task(follow())
         yield
         task.cancel()
-        with suppress(asyncio.CancelledError):
-            await task
+        await asyncio.wait([task], timeout=SHUTDOWN_WAIT_S)
 
     return context
 
@@ -452,24 +578,30 @@ def create_app(settings: Settings, clock: Callable[[], datetime] | None = None) 
     app = web.Application(middlewares=[metrics_middleware(registry), error_middleware])
     app[REGISTRY] = registry
     app[USER] = TokenVerifier(settings, ErasedAccounts(pseudonym_key(settings)))
-    app[CLOCK] = clock or (lambda: datetime.now(timezone.utc))
-    app["max_body_bytes"] = settings.max_body_bytes
-    app["min_position_wait_s"] = settings.min_position_wait_s
+    app[CLOCK] = clock or (lambda: datetime.now(UTC))
+    app[MAX_BODY_BYTES] = settings.max_body_bytes
+    app[MIN_POSITION_WAIT_S] = settings.min_position_wait_s
     mongo, redis = async_mongo_client(settings), async_redis_client(settings)
     cursors = Cursors(cursor_secret(settings))
     # The configured stores until the generation pointer says otherwise (GenerationWatcher).
-    queries = ServedQueries(Queries(mongo, settings.mongodb_database, redis, settings.redis_prefix, settings.platform,
-                                    cursors))
-    app[QUERIES] = queries
-    positions = ServedPositions(ProjectionPositions(mongo, settings.mongodb_database, redis, settings.redis_prefix,
-                                                    settings.projector_partitions))
+    queries = ServedQueries(
+        Queries(mongo, settings.mongodb_database, redis, settings.redis_prefix, settings.platform, cursors)
+    )
+    app[QUERIES] = cast(Queries, queries)  # a proxy of the served generation's
+    positions = ServedPositions(
+        ProjectionPositions(
+            mongo, settings.mongodb_database, redis, settings.redis_prefix, settings.projector_partitions
+        )
+    )
     app[POSITION] = positions
 
     for view in ("mongo", "redis"):
-        Gauge(f"stories_projection_position_{view}", f"log position applied by the {view} read model",
-              registry=registry).set_function(lambda v=view: getattr(positions, v))
-    Gauge("stories_projection_lag_events", "events the slowest read model is behind the log head",
-          registry=registry).set_function(lambda: max(0, positions.log_head - positions.current))
+        Gauge(
+            f"stories_projection_position_{view}", f"log position applied by the {view} read model", registry=registry
+        ).set_function(partial(getattr, positions, view))
+    Gauge(
+        "stories_projection_lag_events", "events the slowest read model is behind the log head", registry=registry
+    ).set_function(lambda: max(0, positions.log_head - positions.current))
 
     hub = live.LiveHub(redis, settings.redis_prefix, settings.platform)
     app[LIVE] = hub
@@ -485,16 +617,15 @@ def create_app(settings: Settings, clock: Callable[[], datetime] | None = None) 
         watching = asyncio.create_task(watcher.run())
         yield
         hub.close()
-        watching.cancel()
-        with suppress(asyncio.CancelledError):
-            await watching
-        for t in (watcher.follow_task, notices):
-            if t is not None:
-                t.cancel()
-        with suppress(asyncio.CancelledError):
-            await notices
-        await mongo.close()
-        await redis.aclose()
+        tasks = [t for t in (watching, watcher.follow_task, notices) if t is not None]
+        for t in tasks:
+            t.cancel()
+        # Bounded: a client stuck on a dead node must not hold the shutdown (nor a test's teardown).
+        await asyncio.wait(tasks, timeout=SHUTDOWN_WAIT_S)
+        for close in (mongo.close, redis.aclose):
+            with suppress(Exception):
+                async with asyncio.timeout(SHUTDOWN_WAIT_S):
+                    await close()
 
     app.cleanup_ctx.append(follow_positions)
     app.cleanup_ctx.append(_erased_accounts(queries, app[USER].erased))
@@ -512,7 +643,8 @@ def create_app(settings: Settings, clock: Callable[[], datetime] | None = None) 
 
     document = live.with_event_streams(
         openapi_document(f"Stories query API ({settings.platform.value})", "1.0.0", ROUTES),
-        [r.path for r in ROUTES if r.handler in (get_story_live, get_feed_live)])
+        [r.path for r in ROUTES if r.handler in (get_story_live, get_feed_live)],
+    )
     add_routes(app, ROUTES, document)
     from brokers.asyncapi import asyncapi_document
 

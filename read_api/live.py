@@ -27,9 +27,10 @@ import asyncio
 import logging
 import random
 import uuid
+from collections.abc import Callable
 from contextlib import suppress
 from datetime import datetime
-from typing import Any, Callable
+from typing import Any
 
 import orjson
 import redis.asyncio
@@ -247,8 +248,11 @@ class LiveHub:
                     raise
                 except Exception as e:
                     self.subscribed.clear()
-                    log.warning("live updates: the change subscription is lost (%s); resubscribing in %.1f s",
-                                str(e)[:200] or type(e).__name__, backoff)
+                    log.warning(
+                        "live updates: the change subscription is lost (%s); resubscribing in %.1f s",
+                        str(e)[:200] or type(e).__name__,
+                        backoff,
+                    )
                     await asyncio.sleep(backoff * (0.5 + random.random() / 2))
                     backoff = min(BACKOFF_MAX_S, backoff * 2)
                 finally:
@@ -266,18 +270,24 @@ class LiveHub:
         own; on a cluster, a plain connection to the master that owns the channel's slot."""
         if is_cluster(self.redis):
             host, port = await self._channel_master()
-            kwargs = {k: v for k, v in self.redis.connection_kwargs.items()
-                      if k in ("username", "password", "ssl", "ssl_ca_certs", "ssl_certfile", "ssl_keyfile",
-                               "ssl_cert_reqs")}
-            conn = redis.asyncio.Redis(host=host, port=port, socket_connect_timeout=2, client_name=self.client_name,
-                                       **kwargs)
+            kwargs = {
+                k: v
+                for k, v in self.redis.connection_kwargs.items()
+                if k in ("username", "password", "ssl", "ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_cert_reqs")
+            }
+            conn = redis.asyncio.Redis(
+                host=host, port=port, socket_connect_timeout=2, client_name=self.client_name, **kwargs
+            )
             self.subscriber_at = (host, port)
         else:
             kwargs = dict(self.redis.connection_pool.connection_kwargs)
             kwargs.pop("socket_timeout", None)  # a subscriber waits as long as the channel is quiet
             kwargs["client_name"] = self.client_name
-            conn = redis.asyncio.Redis(connection_pool=redis.asyncio.ConnectionPool(
-                connection_class=self.redis.connection_pool.connection_class, **kwargs))
+            conn = redis.asyncio.Redis(
+                connection_pool=redis.asyncio.ConnectionPool(
+                    connection_class=self.redis.connection_pool.connection_class, **kwargs
+                )
+            )
             self.subscriber_at = (kwargs.get("host", "localhost"), kwargs.get("port", 6379))
         pubsub = conn.pubsub()
         try:
@@ -406,8 +416,9 @@ def _expiry_deadline(story: dict, now: Callable[[], datetime]) -> float | None:
     return asyncio.get_running_loop().time() + max(0.0, left) + 0.05
 
 
-async def story_stream(request: web.Request, hub: LiveHub, queries: Any, positions: Any,
-                       clock: Callable[[], datetime]) -> web.StreamResponse:
+async def story_stream(
+    request: web.Request, hub: LiveHub, queries: Any, positions: Any, clock: Callable[[], datetime]
+) -> web.StreamResponse:
     viewer = live_user(request)
     resume = last_event_id(request)
     story_id = request.match_info["story_id"]
@@ -534,7 +545,8 @@ EVENTS_DESCRIPTION = (
     "then `end` ({story_id}) when it expires or is deleted or the caller loses access. `/stories/feed/live`: "
     "`tray` ({user_id}) whenever that author's entry in the caller's tray changes. A comment line at least "
     f"every {int(KEEPALIVE_S)} s. Reconnecting with `Last-Event-ID: N` first sends the current state if "
-    "anything changed after N.")
+    "anything changed after N."
+)
 
 
 def with_event_streams(document: dict, paths: list[str]) -> dict:
@@ -542,15 +554,32 @@ def with_event_streams(document: dict, paths: list[str]) -> dict:
     their other ways to pass the token and the resume point."""
     for path in paths:
         op = document["paths"][path]["get"]
-        op["responses"]["200"] = {"description": EVENTS_DESCRIPTION,
-                                  "content": {"text/event-stream": {"schema": {"type": "string"}}}}
-        op.setdefault("parameters", []).extend([
-            {"name": "access_token", "in": "query", "required": False, "schema": {"type": "string"},
-             "description": "the bearer token, for clients that cannot set headers (EventSource)"},
-            {"name": "Last-Event-ID", "in": "header", "required": False,
-             "schema": {"type": "integer", "minimum": 0}, "description": "resume after this position"},
-        ])
+        op["responses"]["200"] = {
+            "description": EVENTS_DESCRIPTION,
+            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        }
+        op.setdefault("parameters", []).extend(
+            [
+                {
+                    "name": "access_token",
+                    "in": "query",
+                    "required": False,
+                    "schema": {"type": "string"},
+                    "description": "the bearer token, for clients that cannot set headers (EventSource)",
+                },
+                {
+                    "name": "Last-Event-ID",
+                    "in": "header",
+                    "required": False,
+                    "schema": {"type": "integer", "minimum": 0},
+                    "description": "resume after this position",
+                },
+            ]
+        )
         op["security"] = [{"bearer": []}, {"access_token": []}]
-    document["components"]["securitySchemes"]["access_token"] = {"type": "apiKey", "in": "query",
-                                                                 "name": "access_token"}
+    document["components"]["securitySchemes"]["access_token"] = {
+        "type": "apiKey",
+        "in": "query",
+        "name": "access_token",
+    }
     return document

@@ -104,8 +104,9 @@ if (storyId && token) {
 
 async def live_page(request: web.Request) -> web.Response:
     # The token travels in the page's URL; keep it out of Referer headers and caches.
-    return web.Response(text=PAGE, content_type="text/html",
-                        headers={"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"})
+    return web.Response(
+        text=PAGE, content_type="text/html", headers={"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
+    )
 
 
 def add_live_page(app: web.Application, settings: Settings) -> None:

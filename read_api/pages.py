@@ -26,8 +26,9 @@ def page(items: list, next_cursor: str | None) -> dict[str, Any]:
 
 
 def invalid_cursor() -> InvalidInput:
-    return InvalidInput("cursor is not one this API gave out for this list",
-                        details=[{"field": "cursor", "message": "invalid"}])
+    return InvalidInput(
+        "cursor is not one this API gave out for this list", details=[{"field": "cursor", "message": "invalid"}]
+    )
 
 
 class Cursors:

@@ -6,14 +6,26 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from domain.stickers import parse_timestamp
-from projections.redis_schema import LONGEST_LIFE, SLIDER_SUM_SCALE
 from domain.engagement import NavigationAction
+from domain.stickers import parse_timestamp
+from domain.visibility import Privacy
+from projections.redis_schema import LONGEST_LIFE, SLIDER_SUM_SCALE
 from read_api.tallies import completion_rate, percentages, rate
 
 CONTENT_FIELDS = (
-    "story_id", "user_id", "story_type", "media_id", "media_url", "thumbnail_url", "text_content",
-    "background_color", "background_gradient", "duration", "privacy", "allow_replies", "allow_sharing",
+    "story_id",
+    "user_id",
+    "story_type",
+    "media_id",
+    "media_url",
+    "thumbnail_url",
+    "text_content",
+    "background_color",
+    "background_gradient",
+    "duration",
+    "privacy",
+    "allow_replies",
+    "allow_sharing",
     "reshared_from",
 )
 
@@ -34,7 +46,7 @@ def base_story(doc: dict, viewer: str, now: datetime, *, viewed_by_me: bool, vie
         created_at=_iso(doc["created_at"]),
         expires_at=expires_at.isoformat(),
         is_expired=bool(doc.get("expired")) or now >= expires_at,
-        close_friends_only=doc["privacy"] == "close_friends",
+        close_friends_only=doc["privacy"] == Privacy.CLOSE_FRIENDS,
         view_count=view_count,
         reply_count=reply_count,
         viewed_by_me=viewed_by_me,
@@ -47,8 +59,9 @@ def base_story(doc: dict, viewer: str, now: datetime, *, viewed_by_me: bool, vie
     return story
 
 
-def sticker_with_results(i: int, sticker: dict, results: dict, mine: dict, owner: bool, now: datetime,
-                         responses: list[dict] | None) -> dict:
+def sticker_with_results(
+    i: int, sticker: dict, results: dict, mine: dict, owner: bool, now: datetime, responses: list[dict] | None
+) -> dict:
     """One sticker and its results; ``mine`` holds the caller's own answer where there is one."""
     kind = sticker["sticker_type"]
     out = {k: sticker[k] for k in ("sticker_type", "x", "y", "width", "height", "rotation")}
@@ -154,8 +167,9 @@ def insights(doc: dict, audience_size: int, navigation: dict[str, int] | None = 
     }
 
 
-def user_insights(user_id: str, docs: list[dict], unique_viewers: int | None = None,
-                  navigation: dict[str, int] | None = None) -> dict:
+def user_insights(
+    user_id: str, docs: list[dict], unique_viewers: int | None = None, navigation: dict[str, int] | None = None
+) -> dict:
     """Totals over the user's stories; ``unique_viewers`` counts distinct people (each story's
     own count would count a person once per story they saw). ``views_timeline`` adds the stories'
     timelines hour by hour since each was posted; ``completion_rate`` is over the stories' own

@@ -9,20 +9,22 @@ loopback only.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import ipaddress
 import os
 import secrets
 import time
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import jwt
+from jwt.types import Options
 
 from domain.ids import is_user_id
 from stories.settings import Settings
-
 
 CACHE_SIZE = 100_000
 CACHE_TTL_S = 300.0  # a verified token is re-checked at least this often (and never past its exp)
@@ -56,9 +58,11 @@ def is_loopback(host: str) -> bool:
 def dev_bind_problem(settings: Settings) -> str | None:
     """Dev mode never listens beyond loopback."""
     if settings.dev_mode and not is_loopback(settings.host):
-        return (f"dev mode (STORIES_DEV_MODE=true) listens on loopback only, and STORIES_HOST={settings.host!r} "
-                "is not loopback: use 127.0.0.1, or set STORIES_DEV_MODE=false with STORIES_JWT_SECRET "
-                f"({MIN_SECRET_BYTES}+ random bytes) or STORIES_JWT_PUBLIC_KEY")
+        return (
+            f"dev mode (STORIES_DEV_MODE=true) listens on loopback only, and STORIES_HOST={settings.host!r} "
+            "is not loopback: use 127.0.0.1, or set STORIES_DEV_MODE=false with STORIES_JWT_SECRET "
+            f"({MIN_SECRET_BYTES}+ random bytes) or STORIES_JWT_PUBLIC_KEY"
+        )
     return None
 
 
@@ -72,8 +76,9 @@ def load_public_key(pem: str) -> Any:
     try:
         key = load_pem_public_key(text.encode())
     except (ValueError, TypeError, UnsupportedAlgorithm):
-        raise AuthConfigError("STORIES_JWT_PUBLIC_KEY is not a PEM public key "
-                              "(-----BEGIN PUBLIC KEY----- ... -----END PUBLIC KEY-----)") from None
+        raise AuthConfigError(
+            "STORIES_JWT_PUBLIC_KEY is not a PEM public key (-----BEGIN PUBLIC KEY----- ... -----END PUBLIC KEY-----)"
+        ) from None
     if not isinstance(key, RSAPublicKey):
         raise AuthConfigError("STORIES_JWT_PUBLIC_KEY is not an RSA key (RS256 needs one)")
     if key.key_size < MIN_RSA_BITS:
@@ -83,8 +88,10 @@ def load_public_key(pem: str) -> Any:
 
 def secret_problem(secret: str) -> str | None:
     if len(secret.encode()) < MIN_SECRET_BYTES:
-        return (f"STORIES_JWT_SECRET is {len(secret.encode())} bytes: HS256 needs at least {MIN_SECRET_BYTES} "
-                "(e.g. `python -c 'import secrets; print(secrets.token_urlsafe(48))'`)")
+        return (
+            f"STORIES_JWT_SECRET is {len(secret.encode())} bytes: HS256 needs at least {MIN_SECRET_BYTES} "
+            "(e.g. `python -c 'import secrets; print(secrets.token_urlsafe(48))'`)"
+        )
     return None
 
 
@@ -102,7 +109,8 @@ def dev_secret(settings: Settings, create: bool = True) -> str:
         if not create:
             raise AuthConfigError(
                 f"no STORIES_JWT_SECRET set and no dev secret in {path} "
-                "(start the service in dev mode first, e.g. `make run`, with the same STORIES_DATA_DIR)") from None
+                "(start the service in dev mode first, e.g. `make run`, with the same STORIES_DATA_DIR)"
+            ) from None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         temp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
@@ -110,10 +118,8 @@ def dev_secret(settings: Settings, create: bool = True) -> str:
         try:
             with os.fdopen(fd, "w") as out:
                 out.write(secrets.token_urlsafe(48) + "\n")
-            try:
+            with contextlib.suppress(FileExistsError):
                 os.link(temp, path)  # whole or not at all; when processes race, the first one wins
-            except FileExistsError:
-                pass
         finally:
             temp.unlink(missing_ok=True)
         return _read_dev_secret(path)
@@ -137,8 +143,9 @@ def hs256_secret(settings: Settings, minting: bool = False) -> str:
         return dev_secret(settings, create=True)
     if minting:
         return dev_secret(settings, create=False)
-    raise AuthConfigError("no STORIES_JWT_SECRET or STORIES_JWT_PUBLIC_KEY set "
-                          "(set STORIES_DEV_MODE=true for local use)")
+    raise AuthConfigError(
+        "no STORIES_JWT_SECRET or STORIES_JWT_PUBLIC_KEY set (set STORIES_DEV_MODE=true for local use)"
+    )
 
 
 # -- verifying and minting -----------------------------------------------------------------
@@ -175,7 +182,7 @@ class TokenVerifier:
         else:
             self._key, self._algorithms = hs256_secret(settings), ["HS256"]
         self._audience = settings.jwt_audience
-        self._options = {"require": ["sub", "exp"], "verify_aud": bool(self._audience)}
+        self._options: Options = {"require": ["sub", "exp"], "verify_aud": bool(self._audience)}
         # Verified tokens until they expire: a client sends the same token on every request,
         # and verifying it is the largest single cost of a cheap command.
         self._verified: dict[str, tuple[str, float]] = {}
@@ -201,7 +208,7 @@ class TokenVerifier:
         except jwt.PyJWTError as error:
             raise AuthError(f"invalid token: {error}") from None
         sub = claims.get("sub")
-        if not is_user_id(sub):
+        if not isinstance(sub, str) or not is_user_id(sub):
             raise AuthError("token subject must be 1 to 64 characters of A-Za-z0-9_.-")
         if len(self._verified) >= CACHE_SIZE:
             self._verified.clear()

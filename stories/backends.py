@@ -11,8 +11,9 @@ from __future__ import annotations
 import asyncio
 import weakref
 from collections import defaultdict
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Sequence, TypeVar, Union
+from typing import Any, TypeVar, cast
 from urllib.parse import parse_qs, urlparse
 
 import redis
@@ -24,20 +25,8 @@ from redis.connection import HiredisRespSerializer
 
 from stories.settings import Settings
 
-if TYPE_CHECKING:
-    from commands.event_store import EventStore
-
-
-def event_store(settings: Settings) -> "EventStore":
-    """The event log, with the key store's settings (personal data, erasure)."""
-    from commands.event_store import EventStore
-
-    return EventStore(settings.event_store_url, master_keys=settings.master_keys,
-                      encrypt=settings.encrypt_personal_data, purge_window=settings.erasure_purge_window)
-
-
-MONGO_OPTIONS = dict(serverSelectionTimeoutMS=2000, connectTimeoutMS=2000, tz_aware=True)
-REDIS_OPTIONS = dict(socket_connect_timeout=2, socket_timeout=5)
+MONGO_OPTIONS: dict[str, Any] = {"serverSelectionTimeoutMS": 2000, "connectTimeoutMS": 2000, "tz_aware": True}
+REDIS_OPTIONS: dict[str, Any] = {"socket_connect_timeout": 2, "socket_timeout": 5}
 
 
 def mongo_client(settings: Settings) -> MongoClient:
@@ -49,8 +38,8 @@ def async_mongo_client(settings: Settings) -> AsyncMongoClient:
 
 
 CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
-SyncRedis = Union[redis.Redis, redis.cluster.RedisCluster]
-AsyncRedis = Union[redis.asyncio.Redis, redis.asyncio.cluster.RedisCluster]
+SyncRedis = redis.Redis | redis.cluster.RedisCluster
+AsyncRedis = redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster
 K = TypeVar("K", str, bytes)
 
 
@@ -85,17 +74,31 @@ def connect_redis(url: str, **options) -> SyncRedis:
     if is_cluster_url(url):
         nodes, extra = cluster_options(url)
         return redis.cluster.RedisCluster(
-            startup_nodes=[redis.cluster.ClusterNode(h, p) for h, p in nodes], **extra, **options)
+            startup_nodes=[redis.cluster.ClusterNode(h, p) for h, p in nodes], **extra, **options
+        )
     return redis.Redis.from_url(url, **options)
 
 
 def redis_client(settings: Settings) -> SyncRedis:
-    return connect_redis(settings.redis_url, **REDIS_OPTIONS)
+    return connect_redis(_redis_url(settings), **REDIS_OPTIONS)
+
+
+def _redis_url(settings: Settings) -> str:
+    if not settings.redis_url:  # filled in by the embedded servers (stories.embedded.resolve_urls) or set
+        raise ValueError("no Redis: set STORIES_REDIS_URL")
+    return settings.redis_url
 
 
 def is_cluster(client: object) -> bool:
-    return isinstance(client, (redis.cluster.RedisCluster, redis.asyncio.cluster.RedisCluster,
-                               redis.cluster.ClusterPipeline, redis.asyncio.cluster.ClusterPipeline))
+    return isinstance(
+        client,
+        (
+            redis.cluster.RedisCluster,
+            redis.asyncio.cluster.RedisCluster,
+            redis.cluster.ClusterPipeline,
+            redis.asyncio.cluster.ClusterPipeline,
+        ),
+    )
 
 
 def slot_groups(client: object, keys: Sequence[K]) -> list[list[K]]:
@@ -142,22 +145,26 @@ def connect_async_redis(url: str, **options) -> AsyncRedis:
         nodes, extra = cluster_options(url)
         return redis.asyncio.cluster.RedisCluster(
             startup_nodes=[redis.asyncio.cluster.ClusterNode(h, p) for h, p in nodes],
-            max_connections=4 * ASYNC_MAX_CONNECTIONS, **extra, **options)  # (no waiting pool on a cluster)
+            max_connections=4 * ASYNC_MAX_CONNECTIONS,
+            **extra,
+            **options,
+        )  # (no waiting pool on a cluster)
     packed = {"redis": HiredisPackedConnection, "rediss": HiredisPackedSSLConnection}.get(urlparse(url).scheme)
     extra = {"connection_class": packed} if packed else {}  # unix sockets keep redis-py's own
     pool = redis.asyncio.BlockingConnectionPool.from_url(
-        url, max_connections=ASYNC_MAX_CONNECTIONS, timeout=options.get("socket_timeout") or 5, **options, **extra)
+        url, max_connections=ASYNC_MAX_CONNECTIONS, timeout=options.get("socket_timeout") or 5, **options, **extra
+    )
     return redis.asyncio.Redis(connection_pool=pool)
 
 
 def async_redis_client(settings: Settings) -> AsyncRedis:
-    return connect_async_redis(settings.redis_url, **REDIS_OPTIONS)
+    return connect_async_redis(_redis_url(settings), **REDIS_OPTIONS)
 
 
 # -- big read pipelines on a cluster -------------------------------------------------------------
 
 _PLAIN_OPTIONS = ("host", "port", "username", "password", "socket_timeout", "socket_connect_timeout", "db")
-_node_clients: "weakref.WeakKeyDictionary[object, dict[str, redis.Redis]]" = weakref.WeakKeyDictionary()
+_node_clients: weakref.WeakKeyDictionary[object, dict[str, redis.Redis]] = weakref.WeakKeyDictionary()
 
 
 def _node_client(client: redis.asyncio.cluster.RedisCluster, node) -> redis.Redis:
@@ -177,10 +184,10 @@ def _on_node(plain: redis.Redis, commands: list[tuple]) -> list:
         return p.execute()
 
 
-def _by_node(client, commands: Sequence[tuple]) -> tuple[dict[str, list[int]], dict[str, object]]:
+def _by_node(client: Any, commands: Sequence[tuple]) -> tuple[dict[str, list[int]], dict[str, Any]]:
     """The commands' indexes by the node that serves their (first) key."""
     by_node: dict[str, list[int]] = defaultdict(list)
-    nodes: dict[str, object] = {}
+    nodes: dict[str, Any] = {}
     for i, command in enumerate(commands):
         node = client.get_node_from_key(command[3] if command[0] in ("EVALSHA", "EVAL") else command[1])
         by_node[node.name].append(i)
@@ -206,11 +213,17 @@ def run_pipeline(client: SyncRedis, commands: Sequence[tuple]) -> list:
     cost per command; an error there (a moved slot, a failover, a lost script cache) and the
     request goes down the cluster client's own path, which refreshes its slot map."""
     if is_cluster(client):
-        by_node, nodes = _by_node(client, commands)
+        cluster = cast(redis.cluster.RedisCluster, client)
+        by_node, nodes = _by_node(cluster, commands)
         try:
-            replies = list(_threads.map(
-                lambda name: _on_node(client.get_redis_connection(nodes[name]), [commands[i] for i in by_node[name]]),
-                list(by_node)))
+            replies = list(
+                _threads.map(
+                    lambda name: _on_node(
+                        cluster.get_redis_connection(nodes[name]), [commands[i] for i in by_node[name]]
+                    ),
+                    list(by_node),
+                )
+            )
         except _CLUSTER_DETOURS:
             pass
         else:
@@ -230,11 +243,17 @@ async def read_pipeline(client: AsyncRedis, commands: Sequence[tuple]) -> list:
     nodes at once. A slot that moved or a node that failed over sends this one request down the
     cluster client's own path, which follows redirections."""
     if is_cluster(client):
-        by_node, nodes = _by_node(client, commands)
+        cluster = cast(redis.asyncio.cluster.RedisCluster, client)
+        by_node, nodes = _by_node(cluster, commands)
         try:
-            replies = await asyncio.gather(*(
-                asyncio.to_thread(_on_node, _node_client(client, nodes[name]), [commands[i] for i in by_node[name]])
-                for name in by_node))
+            replies = await asyncio.gather(
+                *(
+                    asyncio.to_thread(
+                        _on_node, _node_client(cluster, nodes[name]), [commands[i] for i in by_node[name]]
+                    )
+                    for name in by_node
+                )
+            )
         except _CLUSTER_DETOURS:
             for plain in _node_clients.pop(client, {}).values():
                 plain.close()

@@ -2,144 +2,41 @@
 
 from __future__ import annotations
 
-import gc
-import logging
+import contextlib
 import sys
-from typing import Optional
+from datetime import UTC
 
 import orjson
 import typer
 
-from stories.settings import Settings, jwt_settings_problem
+from stories.process import api_settings, configure_logging, process_clock, service_settings, with_backends
+from stories.settings import Settings
 
 cli = typer.Typer(help="Stories: event-sourced 24-hour stories.", no_args_is_help=True, add_completion=False)
-
-
-def _settings() -> Settings:
-    """The settings of a process that serves an API: refuse to start (exit 2) when its JWT
-    settings cannot work; in dev mode, make sure the data directory's own secret exists."""
-    settings = Settings()
-    problem = jwt_settings_problem(settings)
-    if problem:
-        typer.echo(f"refusing to start: {problem}", err=True)
-        raise typer.Exit(2)
-    if settings.dev_mode and not (settings.jwt_secret or settings.jwt_public_key):
-        from stories.auth import AuthConfigError, dev_secret
-
-        try:
-            dev_secret(settings)
-        except AuthConfigError as e:
-            typer.echo(f"refusing to start: {e}", err=True)
-            raise typer.Exit(2)
-    return settings
-
-
-def _loopback_in_dev_mode(settings: Settings) -> Settings:
-    """Processes without an API (projector, expirer, relay) serve health ports too: dev mode keeps
-    them on loopback."""
-    from stories.auth import dev_bind_problem
-
-    problem = dev_bind_problem(settings)
-    if problem:
-        typer.echo(f"refusing to start: {problem}", err=True)
-        raise typer.Exit(2)
-    return settings
-
-
-def _clock(settings: Settings):
-    """The process's clock (real, or STORIES_SIMULATED_CLOCK in dev mode); refuse to start otherwise."""
-    from stories.clock import SimulatedClockRefused, clock_from
-
-    try:
-        return clock_from(settings)
-    except SimulatedClockRefused as e:
-        typer.echo(f"refusing to start: {e}", err=True)
-        raise typer.Exit(2)
-
-
-def _logging() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-
-
-GC_YOUNG_THRESHOLD = 50_000
-
-
-def _serve(app, host: str, port: int, reuse_port: bool = False) -> None:
-    from stories.http import run_app
-
-    try:
-        import uvloop
-
-        uvloop.install()
-    except ImportError:  # optional speed-up
-        pass
-    # Answers such as a 1,000-author feed allocate tens of thousands of short-lived objects; with
-    # the default thresholds the cyclic GC runs dozens of times per answer and a full collection
-    # rescans every module and route. Freeze what start-up built, and collect young objects less often.
-    gc.freeze()
-    gc.set_threshold(GC_YOUNG_THRESHOLD, 20, 20)
-    run_app(app, host, port, reuse_port=reuse_port)  # web.run_app, with the HTTP layer's own errors as JSON
 
 
 @cli.command("command-api")
 def command_api() -> None:
     """Serve the command API (default port 8085 vignette / 8086 entativa)."""
-    import os
-    import subprocess
+    from write_api.__main__ import main as serve_command_api
 
-    from stories.embedded import _die_with_parent
-    from write_api.app import create_app
-
-    _logging()
-    settings = _settings()
-    clock = _clock(settings)
-    workers = settings.command_workers
-    if workers > 1 and not os.environ.get("STORIES_COMMAND_WORKER"):
-        # More processes on the same port, each with its own group committer: the GIL bounds
-        # one process; the log's optimistic concurrency keeps them correct together.
-        env = dict(os.environ, STORIES_COMMAND_WORKER="1")
-        for _ in range(workers - 1):
-            exe = os.path.join(os.path.dirname(sys.executable), "stories")
-            subprocess.Popen([exe, "command-api"], env=env, preexec_fn=_die_with_parent)
-    logging.getLogger("stories").info("command API on %s:%s (%s, %d worker(s))", settings.host,
-                                      settings.command_port, settings.platform.value, workers)
-    _serve(create_app(settings, clock=clock), settings.host, settings.command_port, reuse_port=workers > 1)
-
-
-def _with_backends(settings: Settings, *names: str) -> Settings:
-    from stories.embedded import MissingBackend, require, resolve_urls
-
-    settings = resolve_urls(settings)
-    try:
-        require(settings, *names)
-    except MissingBackend as e:
-        typer.echo(str(e), err=True)
-        raise typer.Exit(2)
-    return settings
+    serve_command_api()
 
 
 @cli.command("query-api")
 def query_api() -> None:
     """Serve the query API (default port 8185 vignette / 8186 entativa)."""
-    from read_api.app import create_app
+    from read_api.__main__ import main as serve_query_api
 
-    _logging()
-    settings = _settings()
-    clock = _clock(settings)
-    settings = _with_backends(settings, "mongodb", "redis")
-    logging.getLogger("stories").info("query API on %s:%s (%s)", settings.host, settings.query_port, settings.platform.value)
-    _serve(create_app(settings, clock), settings.host, settings.query_port)
+    serve_query_api()
 
 
 @cli.command("projector")
 def projector() -> None:
     """Follow the log into the MongoDB read models and Redis counters."""
-    from projections.app import run_projector
+    from projections.__main__ import main as run_projector
 
-    _logging()
-    settings = _loopback_in_dev_mode(Settings())
-    clock = _clock(settings)
-    run_projector(_with_backends(settings, "mongodb", "redis"), clock=clock)
+    run_projector()
 
 
 @cli.command("expirer")
@@ -148,15 +45,15 @@ def expirer(once: bool = typer.Option(False, "--once", help="run one sweep and e
     import asyncio
     import signal
 
-    from stories.backends import event_store
+    from commands.event_store import open_event_store
     from projections.expiry import Expirer
     from stories.backends import redis_client
 
-    _logging()
-    settings = _loopback_in_dev_mode(Settings())
-    clock = _clock(settings)
-    settings = _with_backends(settings, "redis")
-    store = event_store(settings)
+    configure_logging()
+    settings = service_settings()
+    clock = process_clock(settings)
+    settings = with_backends(settings, "redis")
+    store = open_event_store(settings)
     worker = Expirer(store, redis_client(settings), settings.redis_prefix, settings.platform, clock=clock)
 
     async def main() -> None:
@@ -181,18 +78,22 @@ def relay() -> None:
     """Publish the event log to STORIES_BROKER_URL (Redis Streams or NATS JetStream), in order."""
     from brokers.__main__ import main as brokers_main
 
-    _logging()
-    _clock(_loopback_in_dev_mode(Settings()))
-    _with_backends(Settings(), "redis", "broker")  # fail early with a clear message
+    configure_logging()
+    process_clock(service_settings())
+    with_backends(Settings(), "redis", "broker")  # fail early with a clear message
     raise typer.Exit(brokers_main(["relay"]))
 
 
 @cli.command("tail")
 def tail_events(
     from_start: bool = typer.Option(False, "--from-start", help="from the oldest kept event, not from now"),
-    limit: Optional[int] = typer.Option(None, help="stop after this many events"),
-    lag: bool = typer.Option(False, "--lag", help="instead: how far the broker is behind the log (head, the "
-                             "broker's last position, the gap in events, the age of the oldest missing one)"),
+    limit: int | None = typer.Option(None, help="stop after this many events"),
+    lag: bool = typer.Option(
+        False,
+        "--lag",
+        help="instead: how far the broker is behind the log (head, the "
+        "broker's last position, the gap in events, the age of the oldest missing one)",
+    ),
     follow: bool = typer.Option(False, "--follow", help="with --lag: print it again every --interval"),
     interval: float = typer.Option(5.0, "--interval", help="with --lag --follow: seconds between lines"),
 ) -> None:
@@ -202,17 +103,26 @@ def tail_events(
 
     from brokers.tail import tail
 
-    settings = _with_backends(Settings(), "broker")
+    settings = with_backends(Settings(), "broker")
+    broker_url, store_url = settings.broker_url, settings.event_store_url
+    assert broker_url is not None and store_url is not None  # with_backends made sure
     if lag:
         from brokers.lag import print_lag
 
-        try:
-            asyncio.run(print_lag(settings.event_store_url, settings.broker_url, settings.broker_prefix,
-                                  sys.stdout, follow, interval, master_keys=settings.master_keys))
-        except KeyboardInterrupt:
-            pass
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(
+                print_lag(
+                    store_url,
+                    broker_url,
+                    settings.broker_prefix,
+                    sys.stdout,
+                    follow,
+                    interval,
+                    master_keys=settings.master_keys,
+                )
+            )
         return
-    asyncio.run(tail(settings.broker_url, settings.broker_prefix, from_start, limit, sys.stdout))
+    asyncio.run(tail(broker_url, settings.broker_prefix, from_start, limit, sys.stdout))
 
 
 @cli.command("asyncapi")
@@ -228,9 +138,9 @@ def run() -> None:
     """Every process at once on the embedded defaults (what ``make run`` calls); Ctrl-C stops all."""
     from stories.supervisor import run_everything
 
-    _logging()
-    settings = _settings()
-    _clock(settings)  # refuse before starting anything; the children read the same setting
+    configure_logging()
+    settings = api_settings()
+    process_clock(settings)  # refuse before starting anything; the children read the same setting
     raise typer.Exit(run_everything(settings))
 
 
@@ -243,45 +153,46 @@ def token(user_id: str, ttl: int = typer.Option(3600, help="seconds until it exp
     settings = Settings()
     if settings.jwt_public_key:
         typer.echo("RS256 is configured: mint tokens with your identity provider", err=True)
-        raise typer.Exit(2)
+        raise typer.Exit(2) from None
     problem = secret_problem(settings.jwt_secret) if settings.jwt_secret else None
     if problem:
         typer.echo(f"refusing: {problem}", err=True)
-        raise typer.Exit(2)
+        raise typer.Exit(2) from None
     try:
         typer.echo(mint_token(settings, user_id, ttl))
     except (ValueError, AuthConfigError) as e:
         typer.echo(str(e), err=True)
-        raise typer.Exit(2)
+        raise typer.Exit(2) from None
 
 
 @cli.command("erase")
 def erase(user_id: str, yes: bool = typer.Option(False, "--yes", help="do not ask")) -> None:
     """Erase an account, as DELETE /api/v1/account does: destroy its key, append AccountErased.
     Idempotent: run it again after any failure."""
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from commands.erasure import erase_account
+    from commands.event_store import open_event_store
     from domain.ids import is_user_id
-    from stories.backends import event_store
     from stories.settings import pseudonym_key
 
     if not is_user_id(user_id):
         typer.echo("not a user id", err=True)
-        raise typer.Exit(2)
+        raise typer.Exit(2) from None
     if not yes and not typer.confirm(f"erase {user_id}? Their personal data becomes unreadable for good"):
         raise typer.Exit(1)
     settings = Settings()
-    store = event_store(settings)
+    store = open_event_store(settings)
     try:
-        position = erase_account(store, pseudonym_key(settings), user_id, datetime.now(timezone.utc))
+        position = erase_account(store, pseudonym_key(settings), user_id, datetime.now(UTC))
     finally:
         store.close()
     typer.echo(f"erased; AccountErased at position {position}")
 
 
-keys_cli = typer.Typer(help="The key store of personal data (README, \"Erasure and the key store\").",
-                       no_args_is_help=True)
+keys_cli = typer.Typer(
+    help='The key store of personal data (README, "Erasure and the key store").', no_args_is_help=True
+)
 cli.add_typer(keys_cli, name="keys")
 
 
@@ -289,9 +200,9 @@ cli.add_typer(keys_cli, name="keys")
 def keys_rotate() -> None:
     """Rewrap every person's key with the first of STORIES_MASTER_KEYS (then the older master
     keys can be dropped from the setting)."""
-    from stories.backends import event_store
+    from commands.event_store import open_event_store
 
-    store = event_store(Settings())
+    store = open_event_store(Settings())
     try:
         store.head()  # connects
         typer.echo(f"rewrapped {store.keys.rotate()} keys with master key {store.keys.meta.current_master}")
@@ -309,19 +220,18 @@ def reencrypt(
     read models (`stories replay --yes`), the relay's position too (positions start again at 1)."""
     from rich.progress import Progress
 
-    from commands.event_store import EventStore
-    from stories.backends import event_store
+    from commands.event_store import EventStore, open_event_store
 
     settings = Settings()
-    source = event_store(settings)
+    source = open_event_store(settings)
     target = EventStore(into, master_keys=settings.master_keys)
     try:
         if target.head():
             typer.echo("the target log is not empty", err=True)
-            raise typer.Exit(2)
+            raise typer.Exit(2) from None
         if source.keys.meta.stream_key is not None:
             typer.echo("the source log is keyed already (for new master keys: `stories keys rotate`)", err=True)
-            raise typer.Exit(2)
+            raise typer.Exit(2) from None
         with Progress(disable=not progress, transient=True, console=_stderr_console()) as bar:
             task = bar.add_task("copying", total=None)
             copied = target.copy_from(source, on_batch=lambda done, head: bar.update(task, completed=done, total=head))
@@ -334,8 +244,9 @@ def reencrypt(
 @cli.command("export")
 def export(
     after: int = typer.Option(0, help="only events after this position"),
-    until: Optional[str] = typer.Option(
-        None, help="up to this position, or every event that occurred at or before this ISO 8601 time"),
+    until: str | None = typer.Option(
+        None, help="up to this position, or every event that occurred at or before this ISO 8601 time"
+    ),
     fmt: str = typer.Option("jsonl", "--format", help="jsonl (the envelope) or csv (flat columns)"),
     types: list[str] = typer.Option([], "--type", help="only these event types (repeatable)"),
     progress: bool = typer.Option(True, help="progress on stderr"),
@@ -348,7 +259,7 @@ def export(
 
     from rich.progress import Progress
 
-    from stories.backends import event_store
+    from commands.event_store import open_event_store
     from domain.catalogue import EVENT_TYPES
     from projections.replay import parse_until
 
@@ -356,15 +267,27 @@ def export(
     unknown = sorted(set(types) - set(EVENT_TYPES))
     if fmt not in ("jsonl", "csv") or unknown:
         typer.echo(f"unknown format or event types: {fmt} {unknown}", err=True)
-        raise typer.Exit(2)
-    store = event_store(settings)
+        raise typer.Exit(2) from None
+    store = open_event_store(settings)
     cut = parse_until(store, until)
     last = cut.position
     out = sys.stdout
     writer = csv.writer(out) if fmt == "csv" else None
     if writer:
-        writer.writerow(["position", "event_id", "event_type", "stream_id", "stream_version", "occurred_at",
-                         "platform", "schema_version", "data", "erased"])
+        writer.writerow(
+            [
+                "position",
+                "event_id",
+                "event_type",
+                "stream_id",
+                "stream_version",
+                "occurred_at",
+                "platform",
+                "schema_version",
+                "data",
+                "erased",
+            ]
+        )
     wanted = set(types)
     with Progress(disable=not progress, transient=True, console=_stderr_console()) as bar:
         task = bar.add_task("exporting", total=max(last - after, 1))
@@ -377,9 +300,25 @@ def export(
                         continue
                     envelope = logged.envelope(settings.platform.value)
                     if writer:
-                        writer.writerow([*(envelope[k] for k in ("position", "event_id", "event_type", "stream_id",
-                                         "stream_version", "occurred_at", "platform", "schema_version")),
-                                         orjson.dumps(envelope["data"]).decode(), str(logged.event.erased).lower()])
+                        writer.writerow(
+                            [
+                                *(
+                                    envelope[k]
+                                    for k in (
+                                        "position",
+                                        "event_id",
+                                        "event_type",
+                                        "stream_id",
+                                        "stream_version",
+                                        "occurred_at",
+                                        "platform",
+                                        "schema_version",
+                                    )
+                                ),
+                                orjson.dumps(envelope["data"]).decode(),
+                                str(logged.event.erased).lower(),
+                            ]
+                        )
                     else:
                         out.write(orjson.dumps(envelope).decode() + "\n")
                 if reached == position:
@@ -399,14 +338,18 @@ def _stderr_console():
 
 @cli.command("replay")
 def replay(
-    until: Optional[str] = typer.Option(
-        None, help="rebuild the world as it was at this position, or from every event at or before this ISO time"),
+    until: str | None = typer.Option(
+        None, help="rebuild the world as it was at this position, or from every event at or before this ISO time"
+    ),
     yes: bool = typer.Option(False, "--yes", help="drop and rebuild the configured read models in place"),
-    database: Optional[str] = typer.Option(None, help="target MongoDB database (default: a fresh one)"),
-    prefix: Optional[str] = typer.Option(None, help="target Redis key prefix (default: a fresh one)"),
-    into: Optional[str] = typer.Option(
-        None, "--into", help="zero downtime: build generation NAME while the served one keeps serving, follow the "
-        "log until caught up, then switch the query API and the projector to it"),
+    database: str | None = typer.Option(None, help="target MongoDB database (default: a fresh one)"),
+    prefix: str | None = typer.Option(None, help="target Redis key prefix (default: a fresh one)"),
+    into: str | None = typer.Option(
+        None,
+        "--into",
+        help="zero downtime: build generation NAME while the served one keeps serving, follow the "
+        "log until caught up, then switch the query API and the projector to it",
+    ),
 ) -> None:
     """Rebuild every read model from the log, as a bulk load: into fresh databases, (--yes) the
     configured ones, or (--into NAME) a new generation that the service then switches to."""
@@ -414,29 +357,35 @@ def replay(
 
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from stories.backends import event_store
+    from commands.event_store import open_event_store
     from projections.bulk_load import STATE, TargetNotEmpty, bulk_load
     from projections.redis_schema import Keys
     from projections.replay import clear_read_models, parse_until
     from stories.backends import mongo_client, redis_client
 
-    settings = _with_backends(Settings(), "mongodb", "redis")
+    settings = with_backends(Settings(), "mongodb", "redis")
     if into is not None and (yes or until or database or prefix):
-        typer.echo("--into builds a generation that follows the log: not with --until, --yes, --database, --prefix",
-                   err=True)
-        raise typer.Exit(2)
+        typer.echo(
+            "--into builds a generation that follows the log: not with --until, --yes, --database, --prefix", err=True
+        )
+        raise typer.Exit(2) from None
     stamp = time.strftime("%Y%m%d%H%M%S")
     if yes:
         database, prefix = settings.mongodb_database, settings.redis_prefix
     else:
         database = database or f"{settings.mongodb_database}_replay_{stamp}"
         prefix = prefix or f"{settings.redis_prefix.rstrip(':')}-replay-{stamp}:"
-    store = event_store(settings)
+    store = open_event_store(settings)
     mongo, client = mongo_client(settings), redis_client(settings)
     grace_ms = int(settings.redis_grace.total_seconds() * 1000)
     started = time.monotonic()
-    columns = [TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-               TextColumn("{task.fields[rate]} ev/s"), TimeRemainingColumn()]
+    columns = [
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TextColumn("{task.fields[rate]} ev/s"),
+        TimeRemainingColumn(),
+    ]
     try:
         with Progress(*columns, console=_stderr_console()) as bar:
             task = bar.add_task("replay", total=1, rate="-")
@@ -448,18 +397,31 @@ def replay(
                 bar.update(task, completed=position, rate=f"{position / elapsed:,.0f}" if elapsed else "-")
 
             if into is not None:
-                from projections.generations import GenerationRefused, build
+                from projections.generations import GenerationRefused
+                from projections.replay import build_generation
 
                 try:
-                    gen = build(store, mongo, client, settings.mongodb_database, settings.redis_prefix, into,
-                                partitions=settings.projector_partitions, batch=settings.projector_batch,
-                                grace_ms=grace_ms, on_progress=progress, say=bar.console.print)
+                    gen = build_generation(
+                        store,
+                        mongo,
+                        client,
+                        settings.mongodb_database,
+                        settings.redis_prefix,
+                        into,
+                        partitions=settings.projector_partitions,
+                        batch=settings.projector_batch,
+                        grace_ms=grace_ms,
+                        on_progress=progress,
+                        say=bar.console.print,
+                    )
                 except GenerationRefused as e:
                     typer.echo(f"refused: {e}", err=True)
-                    raise typer.Exit(2)
-                typer.echo(f"generation {gen.name!r} (MongoDB database {gen.mongodb_database!r}, Redis prefix "
-                           f"{gen.redis_prefix!r}) is served from position {gen.position} on, after "
-                           f"{time.monotonic() - started:.1f} s")
+                    raise typer.Exit(2) from None
+                typer.echo(
+                    f"generation {gen.name!r} (MongoDB database {gen.mongodb_database!r}, Redis prefix "
+                    f"{gen.redis_prefix!r}) is served from position {gen.position} on, after "
+                    f"{time.monotonic() - started:.1f} s"
+                )
                 return
             if yes:
                 clear_read_models(mongo, database, client, prefix)
@@ -468,58 +430,76 @@ def replay(
             target = cut.position
             bar.update(task, total=target)
             try:
-                stats = bulk_load(store, mongo, database, client, prefix, target, progress, keep=cut.keep,
-                                  partitions=settings.projector_partitions, grace_ms=grace_ms)
+                stats = bulk_load(
+                    store,
+                    mongo,
+                    database,
+                    client,
+                    prefix,
+                    target,
+                    progress,
+                    keep=cut.keep,
+                    partitions=settings.projector_partitions,
+                    grace_ms=grace_ms,
+                )
             except TargetNotEmpty as e:
-                typer.echo(f"refused: {e}; name an empty target (or a half-built one: it is dropped and "
-                           f"rebuilt)", err=True)
-                raise typer.Exit(2)
+                typer.echo(
+                    f"refused: {e}; name an empty target (or a half-built one: it is dropped and rebuilt)", err=True
+                )
+                raise typer.Exit(2) from None
         elapsed = time.monotonic() - started
         scope = f"up to position {target}" + (
-            f" that occurred at or before {cut.moment.isoformat()}" if cut.moment else "")
-        typer.echo(f"replayed {stats.applied} events {scope} in {elapsed:.1f} s "
-                   f"({stats.applied / elapsed if elapsed else 0:,.0f} events/s) into MongoDB database "
-                   f"{database!r} and Redis prefix {prefix!r}")
+            f" that occurred at or before {cut.moment.isoformat()}" if cut.moment else ""
+        )
+        typer.echo(
+            f"replayed {stats.applied} events {scope} in {elapsed:.1f} s "
+            f"({stats.applied / elapsed if elapsed else 0:,.0f} events/s) into MongoDB database "
+            f"{database!r} and Redis prefix {prefix!r}"
+        )
     finally:
         store.close()
 
 
 @cli.command("generations")
 def generations_command(
-    drop: Optional[str] = typer.Option(None, "--drop", help="drop generation NAME (never the one served)"),
+    drop: str | None = typer.Option(None, "--drop", help="drop generation NAME (never the one served)"),
 ) -> None:
     """The read models' generations (``replay --into``): name, position, which one is served."""
     from projections import generations as gens
+    from projections.replay import drop_generation
     from stories.backends import mongo_client, redis_client
 
-    settings = _with_backends(Settings(), "mongodb", "redis")
+    settings = with_backends(Settings(), "mongodb", "redis")
     mongo, client = mongo_client(settings), redis_client(settings)
     if drop is not None:
         try:
-            gen = gens.drop(mongo, client, settings.mongodb_database, settings.redis_prefix, drop)
+            gen = drop_generation(mongo, client, settings.mongodb_database, settings.redis_prefix, drop)
         except gens.GenerationRefused as e:
             typer.echo(f"refused: {e}", err=True)
-            raise typer.Exit(2)
-        typer.echo(f"dropped generation {gen.name!r} (MongoDB database {gen.mongodb_database!r}, Redis prefix "
-                   f"{gen.redis_prefix!r})")
+            raise typer.Exit(2) from None
+        typer.echo(
+            f"dropped generation {gen.name!r} (MongoDB database {gen.mongodb_database!r}, Redis prefix "
+            f"{gen.redis_prefix!r})"
+        )
         return
-    rows = gens.listing(mongo, client, settings.mongodb_database, settings.redis_prefix,
-                        settings.projector_partitions)
+    rows = gens.listing(mongo, client, settings.mongodb_database, settings.redis_prefix, settings.projector_partitions)
     typer.echo(f"{'':2}{'name':<16} {'position':>12}  {'state':<10} {'MongoDB database':<28} Redis prefix")
     for row in rows:
-        typer.echo(f"{'*' if row['current'] else '':2}{row['name']:<16} {row['position']:>12}  {row['state']:<10} "
-                   f"{row['mongodb_database']:<28} {row['redis_prefix']}")
+        typer.echo(
+            f"{'*' if row['current'] else '':2}{row['name']:<16} {row['position']:>12}  {row['state']:<10} "
+            f"{row['mongodb_database']:<28} {row['redis_prefix']}"
+        )
 
 
 @cli.command("story-at")
 def story_at(story_id: str, at: str = typer.Option(..., "--at", help="ISO 8601 time")) -> None:
     """A story, its sticker results, counts and content versions as they were at a moment, from the
     log alone: every event of it stamped at or before --at, wherever it sits in the log."""
-    from stories.backends import event_store
+    from commands.event_store import open_event_store
     from domain.stickers import parse_timestamp
     from projections.replay import story_at as compute
 
-    store = event_store(Settings())
+    store = open_event_store(Settings())
     try:
         story = compute(store, story_id, parse_timestamp(at))
     finally:
@@ -532,21 +512,26 @@ def story_at(story_id: str, at: str = typer.Option(..., "--at", help="ISO 8601 t
 
 @cli.command("generate")
 def generate_load(
-    users: int = typer.Option(200), stories: int = typer.Option(500), engagements: int = typer.Option(20000),
+    users: int = typer.Option(200),
+    stories: int = typer.Option(500),
+    engagements: int = typer.Option(20000),
     seed: int = typer.Option(7),
 ) -> None:
     """Append a reproducible mixed workload through the write path (demos, benchmarks)."""
     import asyncio
 
-    from stories.backends import event_store
+    from commands.event_store import open_event_store
     from commands.synthetic_load import generate
 
     settings = Settings()
-    clock = _clock(settings)
-    store = event_store(settings)
+    clock = process_clock(settings)
+    store = open_event_store(settings)
     try:
-        tally = asyncio.run(generate(store, settings.platform, users=users, stories=stories,
-                                     engagements=engagements, seed=seed, clock=clock))
+        tally = asyncio.run(
+            generate(
+                store, settings.platform, users=users, stories=stories, engagements=engagements, seed=seed, clock=clock
+            )
+        )
     finally:
         store.close()
     typer.echo(f"accepted {tally.accepted}; refused {tally.rejected}; log head {tally.last_position}")

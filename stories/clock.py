@@ -14,9 +14,9 @@ so that a process that waits for a simulated moment can turn the wait into real 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
-from typing import Callable
+from datetime import UTC, datetime, timedelta
 
 from stories.settings import Settings
 
@@ -35,7 +35,7 @@ class RealClock:
     scale = 1.0
 
     def __call__(self) -> datetime:
-        return _to_millis(datetime.now(timezone.utc))
+        return _to_millis(datetime.now(UTC))
 
     def real_seconds(self, simulated_seconds: float) -> float:
         return simulated_seconds
@@ -73,18 +73,22 @@ def parse_simulated_clock(spec: str) -> SimulatedClock:
     parts = [p.strip() for p in spec.split(",")]
     if len(parts) != 3:
         raise SimulatedClockRefused(
-            f"STORIES_SIMULATED_CLOCK must be ORIGIN_ISO,REAL_EPOCH_S,SCALE (three comma-separated values), got {spec!r}")
+            f"STORIES_SIMULATED_CLOCK must be ORIGIN_ISO,REAL_EPOCH_S,SCALE (three comma-separated values), got {spec!r}"
+        )
     origin_text, epoch_text, scale_text = parts
     try:
         origin = datetime.fromisoformat(origin_text.replace("Z", "+00:00").replace("z", "+00:00"))
     except ValueError:
-        raise SimulatedClockRefused(f"STORIES_SIMULATED_CLOCK: ORIGIN {origin_text!r} is not an ISO 8601 time") from None
-    origin = origin.replace(tzinfo=timezone.utc) if origin.tzinfo is None else origin.astimezone(timezone.utc)
+        raise SimulatedClockRefused(
+            f"STORIES_SIMULATED_CLOCK: ORIGIN {origin_text!r} is not an ISO 8601 time"
+        ) from None
+    origin = origin.replace(tzinfo=UTC) if origin.tzinfo is None else origin.astimezone(UTC)
     try:
         real_epoch, scale = float(epoch_text), float(scale_text)
     except ValueError:
         raise SimulatedClockRefused(
-            f"STORIES_SIMULATED_CLOCK: REAL_EPOCH_S {epoch_text!r} and SCALE {scale_text!r} must be numbers") from None
+            f"STORIES_SIMULATED_CLOCK: REAL_EPOCH_S {epoch_text!r} and SCALE {scale_text!r} must be numbers"
+        ) from None
     if not real_epoch == real_epoch or real_epoch in (float("inf"), float("-inf")):
         raise SimulatedClockRefused("STORIES_SIMULATED_CLOCK: REAL_EPOCH_S must be a finite number")
     if not 0 < scale < float("inf"):
@@ -94,7 +98,7 @@ def parse_simulated_clock(spec: str) -> SimulatedClock:
 
 def simulated_clock_spec(origin: datetime, real_epoch: float, scale: float) -> str:
     """The STORIES_SIMULATED_CLOCK value for a timeline starting at ``origin`` at ``real_epoch``."""
-    origin = origin.replace(tzinfo=timezone.utc) if origin.tzinfo is None else origin.astimezone(timezone.utc)
+    origin = origin.replace(tzinfo=UTC) if origin.tzinfo is None else origin.astimezone(UTC)
     return f"{origin.isoformat()},{real_epoch!r},{scale!r}"
 
 
@@ -110,7 +114,8 @@ def clock_from(settings: Settings) -> Clock:
     if not settings.dev_mode:
         raise SimulatedClockRefused(
             "STORIES_SIMULATED_CLOCK is set but STORIES_DEV_MODE is not true: "
-            "a simulated clock is for dev and benchmarks only")
+            "a simulated clock is for dev and benchmarks only"
+        )
     return parse_simulated_clock(spec)
 
 

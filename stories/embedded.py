@@ -8,6 +8,7 @@ same settings reads that file and uses the same servers. Both come from the ``em
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -15,9 +16,10 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import IO, Any
 
 from stories.settings import Settings
 
@@ -59,14 +61,18 @@ class EmbeddedServer:
     def respawn(self) -> subprocess.Popen:
         """Start the server again with the command line it was first started with (same port,
         same data), without waiting for it: what ``stories run`` does when it died."""
-        log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
-        try:
+        with contextlib.ExitStack() as stack:
+            log: IO[bytes] | int = (
+                stack.enter_context(open(self.log_path, "ab")) if self.log_path else subprocess.DEVNULL
+            )
             self.process = subprocess.Popen(
-                self.process.args, stdout=log, stderr=subprocess.STDOUT, cwd=self.cwd,
-                start_new_session=True, preexec_fn=_die_with_parent)
-        finally:
-            if log is not subprocess.DEVNULL:
-                log.close()
+                self.process.args,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self.cwd,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,
+            )
         return self.process
 
     def stop(self, timeout: float = 15) -> None:
@@ -79,7 +85,7 @@ class EmbeddedServer:
                 self.process.wait()
 
 
-def _wait(proc: subprocess.Popen, ready, what: str, timeout: float = 60) -> None:
+def _wait(proc: subprocess.Popen, ready: Callable[[], bool], what: str, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while True:
         if proc.poll() is not None:
@@ -100,7 +106,8 @@ def mongo_ready(url: str) -> Callable[[], bool]:
     from pymongo import MongoClient
 
     def ready() -> bool:
-        with MongoClient(url, serverSelectionTimeoutMS=300) as client:
+        client: MongoClient[dict[str, Any]] = MongoClient(url, serverSelectionTimeoutMS=300)
+        with client:
             client.admin.command("ping")
         return True
 
@@ -126,16 +133,29 @@ def start_secantus(data_dir: Path) -> EmbeddedServer:
     path.mkdir(parents=True, exist_ok=True)
     port = free_port()
     exe = Path(sys.executable).parent / "secantusd-py"
-    log = open(data_dir / "secantus.log", "ab")
     # --config with an empty file: do not pick up a secantusd.toml from the working directory or home.
     config = data_dir / "secantusd.toml"
     config.touch()
-    proc = subprocess.Popen(
-        [str(exe), "--config", str(config), "--host", "127.0.0.1", "--port", str(port),
-         "--storage-path", str(path), "--log-level", "WARNING"],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_die_with_parent,
-    )
-    log.close()
+    with open(data_dir / "secantus.log", "ab") as log:
+        proc = subprocess.Popen(
+            [
+                str(exe),
+                "--config",
+                str(config),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--storage-path",
+                str(path),
+                "--log-level",
+                "WARNING",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+        )
     url = f"mongodb://127.0.0.1:{port}/?directConnection=true"
     _wait(proc, mongo_ready(url), "SecantusDB")
     return EmbeddedServer("mongodb", url, proc, data_dir / "secantus.log")
@@ -147,21 +167,38 @@ def start_valkey(data_dir: Path) -> EmbeddedServer:
     path = data_dir / "valkey"
     path.mkdir(parents=True, exist_ok=True)
     port = free_port()
-    log = open(data_dir / "valkey.log", "ab")
-    proc = subprocess.Popen(
-        [str(get_binary_path()), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(path),
-         "--appendonly", "yes", "--appendfsync", "everysec", "--save", "", "--daemonize", "no"],
-        stdout=log, stderr=subprocess.STDOUT, cwd=path, start_new_session=True,
-        preexec_fn=_die_with_parent,
-    )
-    log.close()
+    with open(data_dir / "valkey.log", "ab") as log:
+        proc = subprocess.Popen(
+            [
+                str(get_binary_path()),
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(path),
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "everysec",
+                "--save",
+                "",
+                "--daemonize",
+                "no",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=path,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+        )
     url = f"redis://127.0.0.1:{port}/0"
     _wait(proc, redis_ready(url), "Valkey")
     return EmbeddedServer("redis", url, proc, data_dir / "valkey.log", path)
 
 
 def write_state(data_dir: Path, servers: list[EmbeddedServer]) -> None:
-    state = {s.name: {"url": s.url, "pid": s.process.pid} for s in servers}
+    state: dict[str, object] = {s.name: {"url": s.url, "pid": s.process.pid} for s in servers}
     state["owner_pid"] = os.getpid()
     (data_dir / STATE_FILE).write_text(json.dumps(state, indent=2))
 
@@ -207,6 +244,7 @@ def require(settings: Settings, *names: str) -> None:
     missing = [n for n in names if getattr(settings, f"{n}_url") is None]
     if missing:
         raise MissingBackend(
-            "no " + ", ".join(f"STORIES_{n.upper()}_URL" for n in missing)
+            "no "
+            + ", ".join(f"STORIES_{n.upper()}_URL" for n in missing)
             + f" set, and no `stories run` with STORIES_DATA_DIR={settings.data_dir} is serving embedded ones"
         )

@@ -5,20 +5,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 import orjson
+import pymongo.errors
+import redis.exceptions
 from aiohttp import http_exceptions, web
 from aiohttp.web_protocol import RequestHandler
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from pydantic import BaseModel, ValidationError
 
-import pymongo.errors
-import redis.exceptions
-
-from commands.event_store import StoreUnavailable
 from domain.errors import Conflict, DomainError, Forbidden, InvalidInput, NotFound
 from stories.auth import AuthError, TokenVerifier
 
@@ -27,10 +26,16 @@ log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 USER = web.AppKey("user_resolver", TokenVerifier)
 REGISTRY = web.AppKey("metrics_registry", CollectorRegistry)
+MAX_BODY_BYTES = web.AppKey("max_body_bytes", int)
+# An app's own "a dependency does not answer" errors (the command API's event store), beside UNAVAILABLE.
+UNAVAILABLE_TOO = web.AppKey("unavailable_too", tuple)
 
 # A dependency that does not answer is a 503 with Retry-After, never a 500.
-UNAVAILABLE = (StoreUnavailable, pymongo.errors.ConnectionFailure, redis.exceptions.ConnectionError,
-               redis.exceptions.TimeoutError)
+UNAVAILABLE: tuple[type[Exception], ...] = (
+    pymongo.errors.ConnectionFailure,
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+)
 _STATUS_OF = {InvalidInput: 422, NotFound: 404, Forbidden: 403, Conflict: 409}
 
 
@@ -44,16 +49,20 @@ def json_response(body: Any, status: int = 200, headers: dict | None = None) -> 
     return web.Response(body=orjson.dumps(body), status=status, headers=headers, content_type="application/json")
 
 
-def error_response(status: int, code: str, message: str, details: Any = None, headers: dict | None = None) -> web.Response:
+def error_response(
+    status: int, code: str, message: str, details: Any = None, headers: dict | None = None
+) -> web.Response:
     error: dict[str, Any] = {"code": code, "message": message}
     if details is not None:
         error["details"] = details
     return json_response({"error": error}, status=status, headers=headers)
 
 
-def _aiohttp_error(error: web.HTTPException) -> web.Response:
+def _aiohttp_error(request: web.Request, error: web.HTTPException) -> web.Response:
     codes = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large", 400: "bad_request"}
-    message = {404: "no such endpoint", 413: "body over the 64 KiB limit"}.get(error.status, error.reason)
+    limit = request.app.get(MAX_BODY_BYTES)
+    too_large = f"body over the {limit // 1024} KiB limit" if limit else "body too large"
+    message = {404: "no such endpoint", 413: too_large}.get(error.status, error.reason)
     return error_response(error.status, codes.get(error.status, "http_error"), message)
 
 
@@ -66,7 +75,9 @@ def error_response_of(error: ApiError | DomainError) -> web.Response:
 
 def unavailable_response(request: web.Request, error: Exception) -> web.Response:
     log.warning("dependency unavailable on %s %s: %s", request.method, request.path, error)
-    return error_response(503, "unavailable", "a dependency is unreachable; retry shortly", headers={"Retry-After": "1"})
+    return error_response(
+        503, "unavailable", "a dependency is unreachable; retry shortly", headers={"Retry-After": "1"}
+    )
 
 
 @web.middleware
@@ -76,12 +87,12 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return await handler(request)
     except (ApiError, DomainError) as e:
         return error_response_of(e)
-    except UNAVAILABLE as e:
+    except (*UNAVAILABLE, *request.app.get(UNAVAILABLE_TOO, ())) as e:
         return unavailable_response(request, e)
     except web.HTTPException as e:
         if e.status < 400:
             raise
-        return _aiohttp_error(e)
+        return _aiohttp_error(request, e)
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
         return error_response(500, "internal_error", "internal error")
@@ -104,7 +115,7 @@ def _pydantic_details(error: ValidationError) -> list[dict[str, str]]:
 
 async def read_json(request: web.Request, model: type[BaseModel] | None = None, *, required: bool = True) -> Any:
     """The body as a validated model (or a dict), with 400/413/415/422 for bad input."""
-    limit = request.app["max_body_bytes"]
+    limit = request.app[MAX_BODY_BYTES]
     if request.content_length is not None and request.content_length > limit:
         raise ApiError(413, "body_too_large", f"body over the {limit // 1024} KiB limit")
     if not request.body_exists:
@@ -136,7 +147,10 @@ async def read_json(request: web.Request, model: type[BaseModel] | None = None, 
 def metrics_middleware(registry: CollectorRegistry) -> Any:
     requests = Counter("http_requests_total", "HTTP requests", ["method", "route", "status"], registry=registry)
     latency = Histogram(
-        "http_request_duration_seconds", "HTTP request latency", ["method", "route"], registry=registry,
+        "http_request_duration_seconds",
+        "HTTP request latency",
+        ["method", "route"],
+        registry=registry,
         buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
     )
 
@@ -214,8 +228,9 @@ class JsonErrorRequestHandler(RequestHandler):
 
     __slots__ = ()
 
-    def handle_error(self, request, status: int = 500, exc: BaseException | None = None,
-                     message: str | None = None) -> web.StreamResponse:
+    def handle_error(
+        self, request, status: int = 500, exc: BaseException | None = None, message: str | None = None
+    ) -> web.StreamResponse:
         if status >= 500:
             self.log_exception("Error handling request from %s", request.remote, exc_info=exc)
         else:
@@ -242,14 +257,25 @@ class JsonErrorAppRunner(web.AppRunner):
         return server
 
 
-def run_app(app: web.Application, host: str, port: int, reuse_port: bool = False,
-            keepalive_timeout: float = 75.0, shutdown_timeout: float = 60.0) -> None:
+def run_app(
+    app: web.Application,
+    host: str,
+    port: int,
+    reuse_port: bool = False,
+    keepalive_timeout: float = 75.0,
+    shutdown_timeout: float = 60.0,
+) -> None:
     """What ``web.run_app`` does (serve until SIGINT/SIGTERM, then shut down gracefully), on a
     JsonErrorAppRunner. Blocks."""
 
     async def serve() -> None:
-        runner = JsonErrorAppRunner(app, handle_signals=True, access_log=None, keepalive_timeout=keepalive_timeout,
-                                    shutdown_timeout=shutdown_timeout)
+        runner = JsonErrorAppRunner(
+            app,
+            handle_signals=True,
+            access_log=None,
+            keepalive_timeout=keepalive_timeout,
+            shutdown_timeout=shutdown_timeout,
+        )
         await runner.setup()
         try:
             await web.TCPSite(runner, host, port, reuse_port=reuse_port or None).start()
@@ -335,7 +361,9 @@ def openapi_document(title: str, version: str, routes: list[Route], success_sche
             ok["content"] = {"application/json": {"schema": success_schema or {"type": "object"}}}
         op["responses"][str(route.status)] = ok
         error_ref = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
-        statuses = set(route.errors) | ({401} if route.auth else set()) | ({400, 413, 415, 422} if route.body else set())
+        statuses = (
+            set(route.errors) | ({401} if route.auth else set()) | ({400, 413, 415, 422} if route.body else set())
+        )
         statuses |= {422} if route.query else set()  # a bad query parameter
         statuses |= {429, 503} if route.method != "GET" else {503}
         for status in sorted(statuses):
@@ -355,9 +383,16 @@ def openapi_document(title: str, version: str, routes: list[Route], success_sche
 
 
 _REASONS = {
-    400: "body is not JSON or not an object", 401: "no or bad credentials", 403: "not allowed",
-    404: "not found or not visible", 409: "conflict", 413: "body over 64 KiB", 415: "not application/json",
-    422: "a field fails validation", 429: "rate limited", 503: "a dependency is down",
+    400: "body is not JSON or not an object",
+    401: "no or bad credentials",
+    403: "not allowed",
+    404: "not found or not visible",
+    409: "conflict",
+    413: "body over the size limit (STORIES_MAX_BODY_BYTES)",
+    415: "not application/json",
+    422: "a field fails validation",
+    429: "rate limited",
+    503: "a dependency is down",
 }
 
 

@@ -17,6 +17,8 @@ this supervisor) serve on their own port: ``GET /health`` (liveness, no dependen
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import logging
 import os
 import signal
@@ -24,8 +26,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from domain.platform import Platform
 from stories import embedded
@@ -66,8 +68,15 @@ class OpsServer:
     ``checks``: dependency name -> a blocking callable that raises when it is unreachable; each
     runs in a worker thread, bounded by ``check_timeout_s``."""
 
-    def __init__(self, name: str, host: str, port: int, registry=None,
-                 checks: dict[str, Callable[[], object]] | None = None, check_timeout_s: float = 2.0) -> None:
+    def __init__(
+        self,
+        name: str,
+        host: str,
+        port: int,
+        registry=None,
+        checks: dict[str, Callable[[], object]] | None = None,
+        check_timeout_s: float = 2.0,
+    ) -> None:
         from prometheus_client import CollectorRegistry
 
         self.name, self.host, self.port = name, host, port
@@ -139,7 +148,7 @@ class OpsServer:
 
         return dict(await asyncio.gather(*(one(n, c) for n, c in self.checks.items())))
 
-    def start(self) -> "OpsServer":
+    def start(self) -> OpsServer:
         """Bind (OSError when the port is taken) and serve in a daemon thread."""
         from aiohttp import web
 
@@ -156,10 +165,8 @@ class OpsServer:
             except BaseException as e:
                 failure.append(e)
                 bound.set()
-                try:
+                with contextlib.suppress(Exception):
                     loop.run_until_complete(runner.cleanup())
-                except Exception:
-                    pass
                 loop.close()
                 return
             self._loop = loop
@@ -186,8 +193,9 @@ class OpsServer:
                 self._thread.join(timeout=5)
 
 
-def serve_ops(name: str, host: str, port: int | None, registry=None,
-              checks: dict[str, Callable[[], object]] | None = None) -> OpsServer | None:
+def serve_ops(
+    name: str, host: str, port: int | None, registry=None, checks: dict[str, Callable[[], object]] | None = None
+) -> OpsServer | None:
     """Start ``name``'s ops server when ``port`` is set; exit with status 2 (a clear message) when the
     port is taken, as the APIs do."""
     if not port:
@@ -217,8 +225,9 @@ def safe(value: Callable[[], float]) -> Callable[[], float]:
 class Child:
     """One supervised process: a ``stories <name>`` child or an embedded server."""
 
-    def __init__(self, name: str, spawn: Callable[[], subprocess.Popen],
-                 on_restart: Callable[["Child"], None] | None = None) -> None:
+    def __init__(
+        self, name: str, spawn: Callable[[], subprocess.Popen], on_restart: Callable[[Child], None] | None = None
+    ) -> None:
         self.name, self.spawn, self.on_restart = name, spawn, on_restart
         self.process: subprocess.Popen | None = None
         self.restarts = 0
@@ -226,10 +235,11 @@ class Child:
         self.started_at = 0.0
         self.restart_at: float | None = None
 
-    def start(self, process: subprocess.Popen | None = None) -> None:
-        self.process = process or self.spawn()
+    def start(self, process: subprocess.Popen | None = None) -> subprocess.Popen:
+        self.process = started = process or self.spawn()
         self.started_at = time.monotonic()
         self.restart_at = None
+        return started
 
     @property
     def running(self) -> bool:
@@ -250,7 +260,7 @@ class Child:
         if now < self.restart_at or stop.is_set():
             return
         try:
-            self.start()
+            process = self.start()
         except OSError as error:
             delay, self.backoff = self.backoff, min(self.backoff * 2, BACKOFF_MAX_S)
             self.restart_at = now + delay
@@ -258,7 +268,7 @@ class Child:
             return
         self.restarts += 1
         restarts.labels(self.name).inc()
-        log.warning("restarted %s (pid %s, restart #%d)", self.name, self.process.pid, self.restarts)
+        log.warning("restarted %s (pid %s, restart #%d)", self.name, process.pid, self.restarts)
         if self.on_restart is not None:
             self.on_restart(self)
 
@@ -267,14 +277,24 @@ def _metrics(children: list[Child]):
     from prometheus_client import CollectorRegistry, Counter, Gauge
 
     registry = CollectorRegistry()
-    restarts = Counter("stories_restarts", "times `stories run` restarted a child after it died", ["process"],
-                       registry=registry)
-    up = Gauge("stories_supervised_up", "1 while the child runs, 0 while it waits for its restart", ["process"],
-               registry=registry)
+    restarts = Counter(
+        "stories_restarts", "times `stories run` restarted a child after it died", ["process"], registry=registry
+    )
+    up = Gauge(
+        "stories_supervised_up",
+        "1 while the child runs, 0 while it waits for its restart",
+        ["process"],
+        registry=registry,
+    )
     for child in children:
         restarts.labels(child.name)
-        up.labels(child.name).set_function(lambda c=child: 1.0 if c.running else 0.0)
+        up.labels(child.name).set_function(_up(child))
     return registry, restarts
+
+
+def _up(child: Child) -> Callable[[], float]:
+    """The child's ``stories_supervised_up`` value, read at each scrape."""
+    return lambda: 1.0 if child.running else 0.0
 
 
 def _running_check(child: Child) -> Callable[[], None]:
@@ -323,17 +343,34 @@ def run_everything(settings: Settings) -> int:
             children.append(child)
         exe = Path(sys.executable).parent / "stories"
         for name in PROCESSES:
-            child = Child(name, lambda name=name: subprocess.Popen(
-                [str(exe), name], env=env, preexec_fn=embedded._die_with_parent))
+            child = Child(
+                name,
+                functools.partial(subprocess.Popen, [str(exe), name], env=env, preexec_fn=embedded._die_with_parent),
+            )
             child.start()
             children.append(child)
         registry, restarts = _metrics(children)
-        ops = serve_ops("supervisor", settings.host, ports["supervisor"], registry,
-                        {child.name: _running_check(child) for child in children})
-        log.info("command API http://%s:%s  query API http://%s:%s  (Ctrl-C stops everything)",
-                 settings.host, settings.command_port, settings.host, settings.query_port)
-        log.info("ops ports (/health /ready /metrics): projector %s, expirer %s, relay %s, supervisor %s",
-                 ports["projector"], ports["expirer"], ports["relay"], ports["supervisor"])
+        ops = serve_ops(
+            "supervisor",
+            settings.host,
+            ports["supervisor"],
+            registry,
+            {child.name: _running_check(child) for child in children},
+        )
+        log.info(
+            "command API http://%s:%s  query API http://%s:%s  (Ctrl-C stops everything)",
+            settings.host,
+            settings.command_port,
+            settings.host,
+            settings.query_port,
+        )
+        log.info(
+            "ops ports (/health /ready /metrics): projector %s, expirer %s, relay %s, supervisor %s",
+            ports["projector"],
+            ports["expirer"],
+            ports["relay"],
+            ports["supervisor"],
+        )
         while not stop.wait(POLL_S):
             now = time.monotonic()
             for child in children:

@@ -17,6 +17,7 @@ takes about 2-3 s and a replica may always take over.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -27,9 +28,9 @@ from pathlib import Path
 
 import redis
 from redis.cluster import RedisCluster
+from redis.crc import key_slot
 
 from stories.backends import connect_redis
-from redis.crc import key_slot
 
 HOST = "127.0.0.1"
 NODE_TIMEOUT_MS = 1000
@@ -113,8 +114,9 @@ class LocalRedisCluster:
     # -- life cycle ---------------------------------------------------------------------------
 
     @classmethod
-    def start(cls, tmp_dir: str | os.PathLike, masters: int = 3, replicas: int = 1,
-              deadline_s: float = START_DEADLINE_S) -> LocalRedisCluster:
+    def start(
+        cls, tmp_dir: str | os.PathLike, masters: int = 3, replicas: int = 1, deadline_s: float = START_DEADLINE_S
+    ) -> LocalRedisCluster:
         server, cli = redis_binaries()
         if masters < 3:
             raise ValueError("redis-cli --cluster create needs at least 3 masters")
@@ -128,8 +130,9 @@ class LocalRedisCluster:
             try:
                 for node in cluster.nodes.values():
                     cluster._spawn(node)
-                cluster._wait(lambda: all(cluster._ping(p) for p in cluster.ports),
-                              deadline_s, "every node answering PING")
+                cluster._wait(
+                    lambda: all(cluster._ping(p) for p in cluster.ports), deadline_s, "every node answering PING"
+                )
                 break
             except ClusterError:
                 cluster._kill_all()
@@ -153,10 +156,8 @@ class LocalRedisCluster:
                 node.proc.kill()
         for node in self.nodes.values():
             if node.proc is not None:
-                try:
+                with contextlib.suppress(subprocess.TimeoutExpired):
                     node.proc.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    pass
 
     def __enter__(self) -> LocalRedisCluster:
         return self
@@ -168,41 +169,67 @@ class LocalRedisCluster:
         node.dir.mkdir(parents=True, exist_ok=True)
         args = [
             self.server,
-            "--port", str(node.port),
-            "--bind", HOST,
-            "--protected-mode", "no",
-            "--daemonize", "no",
-            "--dir", str(node.dir),
-            "--cluster-enabled", "yes",
-            "--cluster-config-file", f"nodes-{node.port}.conf",
-            "--cluster-node-timeout", str(NODE_TIMEOUT_MS),
-            "--cluster-replica-validity-factor", "0",
-            "--cluster-require-full-coverage", "yes",
-            "--save", "",
-            "--appendonly", "no",
+            "--port",
+            str(node.port),
+            "--bind",
+            HOST,
+            "--protected-mode",
+            "no",
+            "--daemonize",
+            "no",
+            "--dir",
+            str(node.dir),
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            f"nodes-{node.port}.conf",
+            "--cluster-node-timeout",
+            str(NODE_TIMEOUT_MS),
+            "--cluster-replica-validity-factor",
+            "0",
+            "--cluster-require-full-coverage",
+            "yes",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
             # replicas sync at once (the default waits 5 s for more replicas to join a sync)
-            "--repl-diskless-sync-delay", "0",
-            "--logfile", "",  # log to stdout, which goes to the node's log file
+            "--repl-diskless-sync-delay",
+            "0",
+            "--logfile",
+            "",  # log to stdout, which goes to the node's log file
         ]
         # same process group as pytest: a Ctrl-C or a kill of the group takes the nodes along
         with open(node.log, "ab") as log:
-            node.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL, cwd=node.dir)
+            node.proc = subprocess.Popen(
+                args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=node.dir
+            )
 
     def _create(self, deadline_s: float) -> None:
-        cmd = [self.cli, "--cluster", "create", *(f"{HOST}:{p}" for p in self.ports),
-               "--cluster-replicas", str(self.replicas), "--cluster-yes"]
+        cmd = [
+            self.cli,
+            "--cluster",
+            "create",
+            *(f"{HOST}:{p}" for p in self.ports),
+            "--cluster-replicas",
+            str(self.replicas),
+            "--cluster-yes",
+        ]
         try:
-            out = subprocess.run(cmd, capture_output=True, text=True, timeout=deadline_s,
-                                 stdin=subprocess.DEVNULL)
+            out = subprocess.run(cmd, capture_output=True, text=True, timeout=deadline_s, stdin=subprocess.DEVNULL)
         except subprocess.TimeoutExpired as e:
             raise ClusterError(f"redis-cli --cluster create timed out\n{self.diagnostics()}") from e
         if out.returncode != 0 or "[OK] All 16384 slots covered" not in out.stdout:
-            raise ClusterError(f"redis-cli --cluster create failed (rc={out.returncode}):\n"
-                               f"{out.stdout[-3000:]}\n{out.stderr[-2000:]}\n{self.diagnostics()}")
-        self._wait(self._healthy, deadline_s,
-                   f"cluster_state:ok on all nodes with {self.masters} masters each having "
-                   f"{self.replicas} connected replica(s)")
+            raise ClusterError(
+                f"redis-cli --cluster create failed (rc={out.returncode}):\n"
+                f"{out.stdout[-3000:]}\n{out.stderr[-2000:]}\n{self.diagnostics()}"
+            )
+        self._wait(
+            self._healthy,
+            deadline_s,
+            f"cluster_state:ok on all nodes with {self.masters} masters each having "
+            f"{self.replicas} connected replica(s)",
+        )
         self.url = self.current_url()
 
     # -- state ------------------------------------------------------------------------------
@@ -210,8 +237,7 @@ class LocalRedisCluster:
     def _call(self, port: int, *args):
         """One command on one node over a raw connection: the reply as the server sent it
         (strings decoded), without redis-py's reply parsing (e.g. CLUSTER NODES -> dict)."""
-        conn = redis.Connection(host=HOST, port=port, socket_timeout=2, socket_connect_timeout=2,
-                                decode_responses=True)
+        conn = redis.Connection(host=HOST, port=port, socket_timeout=2, socket_connect_timeout=2, decode_responses=True)
         try:
             conn.connect()
             conn.send_command(*args)
@@ -245,8 +271,11 @@ class LocalRedisCluster:
 
     def master_ports(self, view_from: int | None = None) -> list[int]:
         """Ports of the live masters that own slots, in slot order."""
-        masters = [n for n in self.cluster_nodes(view_from) if "master" in n["flags"]
-                   and not n["flags"] & {"fail", "fail?"} and n["slots"]]
+        masters = [
+            n
+            for n in self.cluster_nodes(view_from)
+            if "master" in n["flags"] and not n["flags"] & {"fail", "fail?"} and n["slots"]
+        ]
         masters.sort(key=lambda n: n["slots"][0][0])
         return [n["port"] for n in masters]
 
@@ -275,27 +304,39 @@ class LocalRedisCluster:
                 if "cluster_state:ok" not in (info if isinstance(info, str) else str(info)):
                     return False
             views = [self.cluster_nodes(p) for p in live]
-            owners = {tuple(sorted((n["port"], tuple(n["slots"])) for n in v
-                                   if "master" in n["flags"] and n["slots"])) for v in views}
+            owners = {
+                tuple(sorted((n["port"], tuple(n["slots"])) for n in v if "master" in n["flags"] and n["slots"]))
+                for v in views
+            }
             if len(owners) != 1:  # the nodes do not agree yet on who serves which slots
                 return False
             for view in views:
-                masters = [n for n in view if "master" in n["flags"] and n["slots"]
-                           and "fail" not in n["flags"] and "fail?" not in n["flags"]]
+                masters = [
+                    n
+                    for n in view
+                    if "master" in n["flags"] and n["slots"] and "fail" not in n["flags"] and "fail?" not in n["flags"]
+                ]
                 if len(masters) != self.masters:
                     return False
                 live_masters = {n["port"] for n in masters}
                 if not live_masters <= set(live):
                     return False
                 for m in masters:
-                    reps = [n for n in view if "slave" in n["flags"] and n["master_id"] == m["id"]
-                            and "fail" not in n["flags"] and "fail?" not in n["flags"]]
+                    reps = [
+                        n
+                        for n in view
+                        if "slave" in n["flags"]
+                        and n["master_id"] == m["id"]
+                        and "fail" not in n["flags"]
+                        and "fail?" not in n["flags"]
+                    ]
                     if len(reps) < self.replicas:
                         return False
             for p in live:
                 rep = self._info(p, "replication")
-                if rep.get("role") == "slave" and (rep.get("master_link_status") != "up"
-                                                   or rep.get("master_sync_in_progress") != "0"):
+                if rep.get("role") == "slave" and (
+                    rep.get("master_link_status") != "up" or rep.get("master_sync_in_progress") != "0"
+                ):
                     return False
             for m in self.master_ports(live[0]):
                 rep = self._info(m, "replication")
@@ -323,21 +364,21 @@ class LocalRedisCluster:
         while True:
             if ok():
                 return
-            dead = [p for p, n in self.nodes.items() if n.proc is not None and n.proc.poll() is not None
-                    and p not in self.killed]
+            dead = [
+                p
+                for p, n in self.nodes.items()
+                if n.proc is not None and n.proc.poll() is not None and p not in self.killed
+            ]
             if dead:
-                raise ClusterError(f"redis node(s) {dead} exited while waiting for {what}\n"
-                                   f"{self.diagnostics()}")
+                raise ClusterError(f"redis node(s) {dead} exited while waiting for {what}\n{self.diagnostics()}")
             if time.monotonic() > end:
-                raise ClusterError(f"timed out after {deadline_s:.0f}s waiting for {what}\n"
-                                   f"{self.diagnostics()}")
+                raise ClusterError(f"timed out after {deadline_s:.0f}s waiting for {what}\n{self.diagnostics()}")
             time.sleep(0.05)
 
     def diagnostics(self, tail_lines: int = 25) -> str:
         parts = []
         for p, node in self.nodes.items():
-            state = "running" if node.alive() else (
-                f"exited rc={node.proc.returncode}" if node.proc else "not started")
+            state = "running" if node.alive() else (f"exited rc={node.proc.returncode}" if node.proc else "not started")
             try:
                 lines = node.log.read_text(errors="replace").splitlines()[-tail_lines:]
             except OSError:
@@ -425,14 +466,16 @@ def _parse_cluster_nodes(text: str) -> list[dict]:
                 continue
             a, _, b = s.partition("-")
             slots.append((int(a), int(b or a)))
-        nodes.append({
-            "id": parts[0],
-            "port": int(addr.rsplit(":", 1)[1]) if addr.rsplit(":", 1)[1] else 0,
-            "flags": set(parts[2].split(",")),
-            "master_id": None if parts[3] == "-" else parts[3],
-            "link": parts[7],
-            "slots": slots,
-        })
+        nodes.append(
+            {
+                "id": parts[0],
+                "port": int(addr.rsplit(":", 1)[1]) if addr.rsplit(":", 1)[1] else 0,
+                "flags": set(parts[2].split(",")),
+                "master_id": None if parts[3] == "-" else parts[3],
+                "link": parts[7],
+                "slots": slots,
+            }
+        )
     return nodes
 
 
@@ -441,5 +484,9 @@ def start_cluster(tmp_dir: str | os.PathLike, masters: int = 3, replicas: int = 
 
 
 __all__ = [
-    "ClusterError", "LocalRedisCluster", "free_ports", "redis_binaries", "start_cluster",
+    "ClusterError",
+    "LocalRedisCluster",
+    "free_ports",
+    "redis_binaries",
+    "start_cluster",
 ]

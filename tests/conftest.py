@@ -8,10 +8,12 @@ CI_ALLOWED_SKIPS (reasons that cannot apply to a CI run).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import uuid
-from datetime import datetime, timedelta, timezone
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -49,7 +51,7 @@ def skip_backend(name: str, detail: str) -> None:
 # prefixes: reasons that cannot apply to a CI run. Strict xfails are not skips and stay as they are.
 CI_ALLOWED_SKIPS: dict[str, str] = {
     "opt-in:": "the test runs only when explicitly asked for (the reason names the variable), "
-               "e.g. an hours-long soak that the CI job is not meant to run",
+    "e.g. an hours-long soak that the CI job is not meant to run",
 }
 CI_SKIP_FAILURE = "CI=true: skipping is a failure here"
 
@@ -75,8 +77,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
         reason = _skip_reason(report)
         if not ci_allowed_skip(reason):
             report.outcome = "failed"
-            report.longrepr = (f"{CI_SKIP_FAILURE} (the reason is not on tests/conftest.py's "
-                               f"CI_ALLOWED_SKIPS): {reason}")
+            report.longrepr = f"{CI_SKIP_FAILURE} (the reason is not on tests/conftest.py's CI_ALLOWED_SKIPS): {reason}"
     return report
 
 
@@ -144,7 +145,7 @@ class FakeClock:
     """A clock tests move by hand."""
 
     def __init__(self, start: datetime | None = None) -> None:
-        self.now = start or datetime(2026, 1, 1, 12, 0, tzinfo=timezone.utc)
+        self.now = start or datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 
     def __call__(self) -> datetime:
         return self.now
@@ -152,6 +153,13 @@ class FakeClock:
     def advance(self, **delta) -> datetime:
         self.now += timedelta(**delta)
         return self.now
+
+
+@pytest.fixture
+def uid() -> Callable[[str], str]:
+    """Fresh user ids per test, so tests sharing one server never meet."""
+    tag = uuid.uuid4().hex[:8]
+    return lambda name: f"{name}-{tag}"
 
 
 @pytest.fixture
@@ -213,9 +221,8 @@ def redis_prefix(redis_url):
 
 @pytest.fixture
 def mongodb_database(mongodb_url):
-    from pymongo import MongoClient
-
     import pymongo
+    from pymongo import MongoClient
 
     name = f"t_{uuid.uuid4().hex[:12]}"
     yield name
@@ -229,8 +236,12 @@ def read_side_settings(tmp_path, mongodb_url, mongodb_database, redis_url, redis
     from stories.settings import Settings
 
     return Settings(
-        data_dir=tmp_path, mongodb_url=mongodb_url, mongodb_database=mongodb_database,
-        redis_url=redis_url, redis_prefix=redis_prefix, jwt_secret="test-secret",
+        data_dir=tmp_path,
+        mongodb_url=mongodb_url,
+        mongodb_database=mongodb_database,
+        redis_url=redis_url,
+        redis_prefix=redis_prefix,
+        jwt_secret="test-secret-of-at-least-32-bytes-for-hs256",
     )
 
 
@@ -270,8 +281,6 @@ async def drop_broker_stream(url: str, prefix: str) -> None:
         from nats.js.errors import NotFoundError
 
         connection = await nats.connect(url)
-        try:
+        with contextlib.suppress(NotFoundError):
             await connection.jetstream().delete_stream(nats_stream_name(prefix))
-        except NotFoundError:
-            pass
         await connection.close()

@@ -8,11 +8,19 @@ import redis
 from pymongo import MongoClient
 
 from commands.event_store import LoggedEvent
-from projections.mongo_views import POSITIONS
+from projections.mongo_schema import POSITIONS
 from projections.redis_schema import VIEW_NAME
 
-COLLECTIONS = ("stories", "story_viewers", "question_answers", "highlights", "highlight_reels", "close_friends",
-               "owner_viewers", "muted")
+COLLECTIONS = (
+    "stories",
+    "story_viewers",
+    "question_answers",
+    "highlights",
+    "highlight_reels",
+    "close_friends",
+    "owner_viewers",
+    "muted",
+)
 
 
 def dump_mongo(client: MongoClient, database: str) -> dict[str, list[dict]]:
@@ -24,7 +32,7 @@ def dump_mongo(client: MongoClient, database: str) -> dict[str, list[dict]]:
 def dump_redis(client: redis.Redis, prefix: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for raw in client.scan_iter(match=prefix + "*", count=1000):
-        key = raw.decode()[len(prefix):]
+        key = raw.decode()[len(prefix) :]
         if key.startswith(("position:", "at:", "wait:")):
             continue  # positions and stamps say where batches ended: they differ between batchings
         kind = client.type(raw).decode()
@@ -56,7 +64,7 @@ def redis_views_counted(client: redis.Redis, prefix: str) -> int:
 def all_docs(client: MongoClient, database: str) -> dict[str, list[dict]]:
     """``dump_mongo``'s collections and ``muted`` (and any other read-model collection), ``_v`` aside."""
     out = dump_mongo(client, database)
-    for name in ("muted",) + tuple(n for n in COLLECTIONS if n not in out):
+    for name in ("muted", *tuple(n for n in COLLECTIONS if n not in out)):
         out[name] = sorted(client[database][name].find({}, {"_v": 0}), key=lambda d: str(d["_id"]))
     return out
 
@@ -78,5 +86,5 @@ class MemoryLog:
 
     def read_batch(self, after: int, limit: int, until: int | None = None) -> tuple[list[LoggedEvent], int]:
         stop = len(self.events) if until is None else min(until, len(self.events))
-        chunk = self.events[after:max(after, min(after + limit, stop))]
+        chunk = self.events[after : max(after, min(after + limit, stop))]
         return chunk, after + len(chunk)

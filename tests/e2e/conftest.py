@@ -17,13 +17,16 @@ import socket
 import subprocess
 import sys
 import time
-import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 import jwt
 import pytest
+
+if TYPE_CHECKING:
+    from tests.e2e.read_side import ReadSide
 
 BIN = Path(sys.executable).parent
 STORIES = str(BIN / "stories")
@@ -35,7 +38,7 @@ EXPORT_TIMEOUT_S = 30.0
 EXPORT_EACH = os.environ.get("STORIES_E2E_EXPORT_EACH", "") == "1"
 
 _NOT_SET = object()
-RUNNING: list["CommandApi"] = []  # every client, so each test's pending checks run at its end
+RUNNING: list[CommandApi] = []  # every client, so each test's pending checks run at its end
 
 
 def free_port() -> int:
@@ -107,8 +110,9 @@ class CommandApi:
 
     # -- HTTP ---------------------------------------------------------------------------
 
-    def request(self, method: str, path: str, user: str | None = None, json_body: Any = _NOT_SET,
-                **options: Any) -> Response:
+    def request(
+        self, method: str, path: str, user: str | None = None, json_body: Any = _NOT_SET, **options: Any
+    ) -> Response:
         """One request. ``user`` mints a token; ``token`` passes one as is; ``json_body`` is sent
         as application/json; ``data`` + ``content_type`` send raw bytes (every option: ``_send``)."""
         self.check_nothing_stored()
@@ -147,7 +151,7 @@ class CommandApi:
         conn = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
         try:
             if chunked and body is not None:
-                pieces = [body[i:i + 8192] for i in range(0, len(body), 8192)]
+                pieces = [body[i : i + 8192] for i in range(0, len(body), 8192)]
                 conn.request(method, path, body=iter(pieces), headers=hdrs, encode_chunked=True)
             else:
                 conn.request(method, path, body=body, headers=hdrs)
@@ -179,8 +183,9 @@ class CommandApi:
         assert self._count is not None
         return self._count
 
-    def rejected(self, expected_status: int, method: str, path: str, *args: Any, code: str | None = None,
-                 **kw: Any) -> Response:
+    def rejected(
+        self, expected_status: int, method: str, path: str, *args: Any, code: str | None = None, **kw: Any
+    ) -> Response:
         """Send a request that must fail with ``expected_status`` (and error ``code``), in the
         contract's error shape, and check with ``stories export`` that it stored nothing.
 
@@ -212,7 +217,8 @@ class CommandApi:
         pending, self._pending = self._pending, []
         after = len(self.export())
         assert after == self._pending_base, (
-            f"{after - self._pending_base} event(s) stored by rejected request(s): {pending}")
+            f"{after - self._pending_base} event(s) stored by rejected request(s): {pending}"
+        )
 
     # -- process ------------------------------------------------------------------------
 
@@ -248,8 +254,9 @@ class StartupFailed(Exception):
     pass
 
 
-def wait_healthy(name: str, process: subprocess.Popen, host: str, port: int, log: Callable[[], str],
-                 timeout: float) -> None:
+def wait_healthy(
+    name: str, process: subprocess.Popen, host: str, port: int, log: Callable[[], str], timeout: float
+) -> None:
     """Until GET /health answers 200; StartupFailed with the log's tail if the process exits or times out."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -285,7 +292,11 @@ def launch(data_dir: Path, start_timeout: float = START_TIMEOUT_S, **settings: A
     log_path = data_dir / f"command-api-{port}.log"
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
-            [STORIES, "command-api"], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=data_dir,
+            [STORIES, "command-api"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=data_dir,
             stdin=subprocess.DEVNULL,
         )
     api = CommandApi(f"http://127.0.0.1:{port}", "127.0.0.1", port, secret, data_dir, env, process, log_path)
@@ -334,13 +345,6 @@ def entativa_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CommandAp
     instance.stop()
 
 
-@pytest.fixture
-def uid() -> Callable[[str], str]:
-    """Fresh user ids per test, so tests sharing one process never meet."""
-    tag = uuid.uuid4().hex[:8]
-    return lambda name: f"{name}-{tag}"
-
-
 @pytest.fixture(autouse=True)
 def _check_rejections_stored_nothing() -> Iterator[None]:
     """A test's last rejections are checked against the log when it ends."""
@@ -350,3 +354,17 @@ def _check_rejections_stored_nothing() -> Iterator[None]:
             api.check_nothing_stored()
         else:
             api._pending.clear()
+
+
+@pytest.fixture(scope="module")
+def read_side(tmp_path_factory: pytest.TempPathFactory, mongodb_url: str, redis_url: str) -> Iterator[ReadSide]:
+    """One vignette read side (command API + projector + query API) per test module
+    (``tests/e2e/read_side.py``)."""
+    from tests.e2e.read_side import cleanup, launch
+
+    side = launch(tmp_path_factory.mktemp("read-side"), mongodb_url, redis_url)
+    try:
+        yield side
+    finally:
+        side.stop()
+        cleanup(side)

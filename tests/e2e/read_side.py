@@ -20,18 +20,23 @@ import sys
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 from urllib.parse import quote
 
 import jwt
-import pytest
 
 from stories.backends import connect_redis
-
 from tests.e2e.conftest import (
-    Response as CommandResponse, clean_env, free_port, log_tail, stop_process, wait_healthy,
+    Response as CommandResponse,
+)
+from tests.e2e.conftest import (
+    clean_env,
+    free_port,
+    log_tail,
+    stop_process,
+    wait_healthy,
 )
 
 BIN = Path(sys.executable).parent
@@ -63,8 +68,15 @@ class Process:
         stop_process(self.process, STOP_TIMEOUT_S)
 
 
-def http_request(host: str, port: int, method: str, path: str, body: bytes | None = None,
-                 headers: dict[str, str] | None = None, timeout: float = REQUEST_TIMEOUT_S) -> Response:
+def http_request(
+    host: str,
+    port: int,
+    method: str,
+    path: str,
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
+    timeout: float = REQUEST_TIMEOUT_S,
+) -> Response:
     conn = http.client.HTTPConnection(host, port, timeout=timeout)
     try:
         conn.request(method, path, body=body, headers=headers or {})
@@ -103,8 +115,16 @@ class ReadSide:
 
     # -- HTTP -------------------------------------------------------------------------------
 
-    def _call(self, port: int, method: str, path: str, user: str | None, json_body: Any,
-              headers: dict[str, str] | None, token: str | None) -> Response:
+    def _call(
+        self,
+        port: int,
+        method: str,
+        path: str,
+        user: str | None,
+        json_body: Any,
+        headers: dict[str, str] | None,
+        token: str | None,
+    ) -> Response:
         hdrs: dict[str, str] = {}
         if user is not None:
             hdrs["Authorization"] = f"Bearer {self.token(user)}"
@@ -117,19 +137,36 @@ class ReadSide:
         hdrs.update(headers or {})
         return http_request("127.0.0.1", port, method, path, body, hdrs)
 
-    def command(self, method: str, path: str, user: str | None = None, json_body: Any = _NOT_SET, *,
-                headers: dict[str, str] | None = None, token: str | None = None) -> Response:
+    def command(
+        self,
+        method: str,
+        path: str,
+        user: str | None = None,
+        json_body: Any = _NOT_SET,
+        *,
+        headers: dict[str, str] | None = None,
+        token: str | None = None,
+    ) -> Response:
         return self._call(self.command_port, method, path, user, json_body, headers, token)
 
-    def query(self, path: str, user: str | None = None, *, at: int | None = None,
-              headers: dict[str, str] | None = None, token: str | None = None) -> Response:
+    def query(
+        self,
+        path: str,
+        user: str | None = None,
+        *,
+        at: int | None = None,
+        headers: dict[str, str] | None = None,
+        token: str | None = None,
+    ) -> Response:
         """GET on the query API; ``at`` sends X-Stories-Min-Position."""
         hdrs = dict(headers or {})
         if at is not None:
             hdrs["X-Stories-Min-Position"] = str(at)
         return self._call(self.query_port, "GET", path, user, _NOT_SET, hdrs, token)
 
-    def write(self, method: str, path: str, user: str, json_body: Any = _NOT_SET, expect: int | None = None) -> Response:
+    def write(
+        self, method: str, path: str, user: str, json_body: Any = _NOT_SET, expect: int | None = None
+    ) -> Response:
         """A command that must succeed; its answer (``.position`` is the log position)."""
         resp = self.command(method, path, user, json_body)
         if expect is not None:
@@ -147,8 +184,16 @@ class ReadSide:
 
     # -- pages ------------------------------------------------------------------------------
 
-    def pages(self, path: str, user: str, at: int | None = None, *, limit: int | None = None,
-              key: str | None = None, max_pages: int = 1000) -> list[dict]:
+    def pages(
+        self,
+        path: str,
+        user: str,
+        at: int | None = None,
+        *,
+        limit: int | None = None,
+        key: str | None = None,
+        max_pages: int = 1000,
+    ) -> list[dict]:
         """Every page of a paged list (``{"items", "next_cursor"}``), following the cursors from
         the first page; ``key`` names where the page sits in the answer (a highlight's
         ``stories``). Each answer must be 200 (and reflect ``at`` when given)."""
@@ -173,8 +218,9 @@ class ReadSide:
             assert isinstance(cursor, str) and cursor, body
             assert len(answers) < max_pages, f"{path}: more than {max_pages} pages"
 
-    def items(self, path: str, user: str, at: int | None = None, *, limit: int | None = None,
-              key: str | None = None) -> list:
+    def items(
+        self, path: str, user: str, at: int | None = None, *, limit: int | None = None, key: str | None = None
+    ) -> list:
         """Every item of a paged list, in order, following the cursors."""
         return [item for answer in self.pages(path, user, at, limit=limit, key=key) for item in answer["items"]]
 
@@ -199,6 +245,7 @@ class ReadSide:
         """Append a story created ``hours_ago`` (its clock, not the processes') to the shared log,
         through the real write path; (story id, log position)."""
         from commands import models
+        from commands import use_cases as uc
         from commands.application import StoriesApplication
         from commands.event_store import EventStore
         from commands.group_commit import GroupCommitter
@@ -206,26 +253,33 @@ class ReadSide:
 
         body.setdefault("story_type", "text")
         body.setdefault("text_content", "from the past")
-        at = datetime.now(timezone.utc) - timedelta(hours=hours_ago)
+        at = datetime.now(UTC) - timedelta(hours=hours_ago)
         at = at.replace(microsecond=at.microsecond // 1000 * 1000)
         store = EventStore(self.event_store_url)
         committer = GroupCommitter(store)
         try:
-            app = StoriesApplication(store, committer, Platform(self.env.get("STORIES_PLATFORM", "vignette")),
-                                     clock=lambda: at)
-            answer, position = asyncio.run(app.execute(owner, app.create_story(owner, models.CreateStory(**body))))
+            app = StoriesApplication(
+                store, committer, Platform(self.env.get("STORIES_PLATFORM", "vignette")), clock=lambda: at
+            )
+            created, position = asyncio.run(app.execute(uc.CreateStory(owner, models.CreateStory(**body))))
         finally:
             committer.close()
             store.close()
-        return answer.body["story_id"], position
+        return str(created.story_id), position
 
     # -- processes --------------------------------------------------------------------------
 
     def start(self, name: str, *args: str, port: int | None = None) -> Process:
         log_path = self.data_dir / f"{name}.log"
         with open(log_path, "ab") as log:
-            proc = subprocess.Popen([STORIES, *args], env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                    cwd=self.data_dir, stdin=subprocess.DEVNULL)
+            proc = subprocess.Popen(
+                [STORIES, *args],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self.data_dir,
+                stdin=subprocess.DEVNULL,
+            )
         started = Process(name, proc, log_path, port)
         self.processes.append(started)
         return started
@@ -238,15 +292,27 @@ class ReadSide:
         return "\n".join(f"--- {p.name}\n{p.log()}" for p in self.processes)
 
 
-def launch(data_dir: Path, mongodb_url: str, redis_url: str, **settings: Any) -> ReadSide:
-    """Start the command API, the projector and the query API on one fresh log, database and prefix."""
+def new_read_side(data_dir: Path, mongodb_url: str, redis_url: str) -> ReadSide:
+    """A read side's own log, database, key prefix, ports and secret (nothing started yet)."""
     data_dir.mkdir(parents=True, exist_ok=True)
     tag = uuid.uuid4().hex[:10]
-    side = ReadSide(
-        data_dir=data_dir, env={}, secret=secrets.token_urlsafe(32), command_port=free_port(), query_port=free_port(),
-        event_store_url=f"sqlite:///{data_dir / 'events.sqlite3'}", mongodb_url=mongodb_url,
-        mongodb_database=f"e2e_{tag}", redis_url=redis_url, redis_prefix=f"stories-e2e:{tag}:",
+    return ReadSide(
+        data_dir=data_dir,
+        env={},
+        secret=secrets.token_urlsafe(32),
+        command_port=free_port(),
+        query_port=free_port(),
+        event_store_url=f"sqlite:///{data_dir / 'events.sqlite3'}",
+        mongodb_url=mongodb_url,
+        mongodb_database=f"e2e_{tag}",
+        redis_url=redis_url,
+        redis_prefix=f"stories-e2e:{tag}:",
     )
+
+
+def launch(data_dir: Path, mongodb_url: str, redis_url: str, **settings: Any) -> ReadSide:
+    """Start the command API, the projector and the query API on one fresh log, database and prefix."""
+    side = new_read_side(data_dir, mongodb_url, redis_url)
     env = {
         "STORIES_DATA_DIR": str(data_dir),
         "STORIES_HOST": "127.0.0.1",
@@ -292,15 +358,3 @@ def cleanup(side: ReadSide) -> None:
         client.close()
     except Exception:
         pass
-
-
-@pytest.fixture(scope="module")
-def read_side(tmp_path_factory: pytest.TempPathFactory, mongodb_url: str, redis_url: str) -> Iterator[ReadSide]:
-    """One vignette read side (command API + projector + query API) per test module."""
-    side = launch(tmp_path_factory.mktemp("read-side"), mongodb_url, redis_url)
-    try:
-        yield side
-    finally:
-        side.stop()
-        cleanup(side)
-

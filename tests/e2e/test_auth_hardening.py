@@ -25,7 +25,6 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from tests.e2e.conftest import STORIES, clean_env, free_port, log_tail, stop_process, wait_healthy
-from tests.e2e.read_side import read_side  # noqa: F401  (the module's stack)
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -44,8 +43,9 @@ def stories(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.Compl
     """Run ``stories ARGS`` to completion (a process that should refuse to start: it must exit)."""
     cwd.mkdir(parents=True, exist_ok=True)
     try:
-        return subprocess.run([STORIES, *args], env=env, cwd=cwd, capture_output=True, timeout=REFUSE_WITHIN_S,
-                              stdin=subprocess.DEVNULL)
+        return subprocess.run(
+            [STORIES, *args], env=env, cwd=cwd, capture_output=True, timeout=REFUSE_WITHIN_S, stdin=subprocess.DEVNULL
+        )
     except subprocess.TimeoutExpired:
         pytest.fail(f"`stories {' '.join(args)}` was still running after {REFUSE_WITHIN_S}s: it did not refuse")
 
@@ -64,8 +64,14 @@ class Server:
         cwd.mkdir(parents=True, exist_ok=True)
         self.port, self.log_path = port, cwd / f"command-api-{port}.log"
         with open(self.log_path, "wb") as log:
-            self.process = subprocess.Popen([STORIES, "command-api"], env=env, cwd=cwd, stdout=log,
-                                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            self.process = subprocess.Popen(
+                [STORIES, "command-api"],
+                env=env,
+                cwd=cwd,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
         try:
             wait_healthy("command API", self.process, "127.0.0.1", port, self.log, 20.0)
         except BaseException:
@@ -80,8 +86,12 @@ class Server:
 
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=15)
         try:
-            conn.request("POST", S, body=json.dumps(TEXT_STORY),
-                         headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+            conn.request(
+                "POST",
+                S,
+                body=json.dumps(TEXT_STORY),
+                headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+            )
             return conn.getresponse().status
         finally:
             conn.close()
@@ -96,8 +106,15 @@ class Server:
 @pytest.mark.parametrize("process", ["command-api", "query-api", "run", "projector"])
 @pytest.mark.parametrize("host", ["0.0.0.0", "::"])
 def test_dev_mode_refuses_to_start_on_a_non_loopback_address(tmp_path, process, host):
-    env = clean_env({"STORIES_DEV_MODE": "true", "STORIES_HOST": host, "STORIES_DATA_DIR": str(tmp_path / "data"),
-                     "STORIES_COMMAND_PORT": str(free_port()), "STORIES_QUERY_PORT": str(free_port())})
+    env = clean_env(
+        {
+            "STORIES_DEV_MODE": "true",
+            "STORIES_HOST": host,
+            "STORIES_DATA_DIR": str(tmp_path / "data"),
+            "STORIES_COMMAND_PORT": str(free_port()),
+            "STORIES_QUERY_PORT": str(free_port()),
+        }
+    )
     assert_refused(stories([process], env, tmp_path), "loopback", "STORIES_HOST")
 
 
@@ -107,8 +124,11 @@ def test_dev_mode_secret_is_the_data_directorys_own_and_stories_token_works_from
     and another project's dev secret do not."""
     project, other = tmp_path / "project", tmp_path / "other-project"
     port = free_port()
-    server = Server(project, clean_env({"STORIES_DEV_MODE": "true", "STORIES_COMMAND_PORT": str(port),
-                                        "STORIES_RATE_LIMIT_PER_S": "0"}), port)
+    server = Server(
+        project,
+        clean_env({"STORIES_DEV_MODE": "true", "STORIES_COMMAND_PORT": str(port), "STORIES_RATE_LIMIT_PER_S": "0"}),
+        port,
+    )
     try:
         secret_file = project / ".data" / "dev-jwt-secret"
         assert secret_file.exists(), server.log()
@@ -136,16 +156,27 @@ def test_dev_mode_secret_is_the_data_directorys_own_and_stories_token_works_from
 
 @pytest.mark.parametrize("process", ["command-api", "query-api"])
 def test_an_hs256_secret_under_32_bytes_refuses_to_start(tmp_path, process):
-    env = clean_env({"STORIES_JWT_SECRET": "too-short-secret", "STORIES_DATA_DIR": str(tmp_path),
-                     "STORIES_COMMAND_PORT": str(free_port()), "STORIES_QUERY_PORT": str(free_port())})
+    env = clean_env(
+        {
+            "STORIES_JWT_SECRET": "too-short-secret",
+            "STORIES_DATA_DIR": str(tmp_path),
+            "STORIES_COMMAND_PORT": str(free_port()),
+            "STORIES_QUERY_PORT": str(free_port()),
+        }
+    )
     assert_refused(stories([process], env, tmp_path), "STORIES_JWT_SECRET", "at least 32")
 
 
 @pytest.mark.parametrize("process", ["command-api", "query-api"])
 def test_an_rs256_public_key_that_does_not_parse_refuses_to_start(tmp_path, process):
-    env = clean_env({"STORIES_JWT_PUBLIC_KEY": "-----BEGIN PUBLIC KEY-----\nnot a key\n-----END PUBLIC KEY-----",
-                     "STORIES_DATA_DIR": str(tmp_path), "STORIES_COMMAND_PORT": str(free_port()),
-                     "STORIES_QUERY_PORT": str(free_port())})
+    env = clean_env(
+        {
+            "STORIES_JWT_PUBLIC_KEY": "-----BEGIN PUBLIC KEY-----\nnot a key\n-----END PUBLIC KEY-----",
+            "STORIES_DATA_DIR": str(tmp_path),
+            "STORIES_COMMAND_PORT": str(free_port()),
+            "STORIES_QUERY_PORT": str(free_port()),
+        }
+    )
     assert_refused(stories([process], env, tmp_path), "STORIES_JWT_PUBLIC_KEY")
 
 
@@ -159,8 +190,11 @@ def test_a_token_without_exp_is_401(start_command_api):
 
 def test_rs256_end_to_end(start_command_api):
     private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = private.public_key().public_bytes(serialization.Encoding.PEM,
-                                            serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    pem = (
+        private.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
     api = start_command_api(rate_limit_per_s=0, jwt_public_key=pem)
     now = int(time.time())
 
@@ -185,8 +219,9 @@ def test_ready_names_the_dependency_and_its_state_without_the_error_text(start_c
     api = start_command_api(event_store_url=f"postgresql://{role}@127.0.0.1:1/{database}", start_timeout=10)
     ready = api.get("/ready")
     assert ready.status == 503 and ready.header("retry-after"), ready
-    assert ready.body == {"error": {"code": "not_ready", "message": ready.body["error"]["message"],
-                                    "details": {"event_store": "down"}}}, ready
+    assert ready.body == {
+        "error": {"code": "not_ready", "message": ready.body["error"]["message"], "details": {"event_store": "down"}}
+    }, ready
     raw = ready.raw.decode()
     for leak in ("127.0.0.1", role, database, "port 1", "refused", "postgres"):
         assert leak not in raw, (leak, raw)
@@ -207,8 +242,14 @@ def raw_exchange(port: int, data: bytes) -> tuple[int, dict[str, str], bytes]:
         while True:
             head, sep, body = raw.partition(b"\r\n\r\n")
             if sep:
-                length = next((int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")[1:]
-                               if line.lower().startswith(b"content-length:")), None)
+                length = next(
+                    (
+                        int(line.split(b":", 1)[1])
+                        for line in head.split(b"\r\n")[1:]
+                        if line.lower().startswith(b"content-length:")
+                    ),
+                    None,
+                )
                 if length is not None and len(body) >= length:
                     break
             try:
@@ -257,13 +298,16 @@ def test_http_layer_errors_are_json_on_the_command_api(start_command_api):
     assert api.get("/health").status == 200  # and it still serves
 
 
-def test_http_layer_errors_are_json_on_the_query_api(read_side):  # noqa: F811
+def test_http_layer_errors_are_json_on_the_query_api(read_side):
     check_json_errors(read_side.query_port)
 
 
-def test_a_401_from_the_query_api_carries_x_stories_position(read_side):  # noqa: F811
-    for resp in (read_side.query(f"{S}/feed"), read_side.query(f"{S}/feed", token="not.a.jwt"),
-                 read_side.query(f"{S}/feed", token=hs256(read_side.secret + "-wrong"))):
+def test_a_401_from_the_query_api_carries_x_stories_position(read_side):
+    for resp in (
+        read_side.query(f"{S}/feed"),
+        read_side.query(f"{S}/feed", token="not.a.jwt"),
+        read_side.query(f"{S}/feed", token=hs256(read_side.secret + "-wrong")),
+    ):
         assert resp.status == 401 and resp.body["error"]["code"] == "unauthorized", resp
         assert resp.header("x-stories-position") is not None and int(resp.header("x-stories-position")) >= 0, resp
     missing = read_side.query("/api/v1/no-such-endpoint", "alice")  # every query answer, errors included
@@ -291,7 +335,7 @@ class CountingStores:
 
                 return docs()
 
-        from projections.mongo_views import POSITIONS
+        from projections.mongo_schema import POSITIONS
 
         self.mongo = {"db": {POSITIONS: Collection()}}
 
@@ -354,16 +398,28 @@ def test_many_waiting_requests_cost_a_real_query_api_no_reads_per_request(tmp_pa
 
     valkey = start_valkey(tmp_path / "valkey")
     port, secret, requests = free_port(), "e2e-secret-" + uuid.uuid4().hex, 400
-    env = clean_env({
-        "STORIES_HOST": "127.0.0.1", "STORIES_QUERY_PORT": str(port), "STORIES_JWT_SECRET": secret,
-        "STORIES_DATA_DIR": str(tmp_path), "STORIES_MONGODB_URL": mongodb_url,
-        "STORIES_MONGODB_DATABASE": f"e2e_wait_{uuid.uuid4().hex[:8]}", "STORIES_REDIS_URL": valkey.url,
-        "STORIES_MIN_POSITION_WAIT_S": "1",
-    })
+    env = clean_env(
+        {
+            "STORIES_HOST": "127.0.0.1",
+            "STORIES_QUERY_PORT": str(port),
+            "STORIES_JWT_SECRET": secret,
+            "STORIES_DATA_DIR": str(tmp_path),
+            "STORIES_MONGODB_URL": mongodb_url,
+            "STORIES_MONGODB_DATABASE": f"e2e_wait_{uuid.uuid4().hex[:8]}",
+            "STORIES_REDIS_URL": valkey.url,
+            "STORIES_MIN_POSITION_WAIT_S": "1",
+        }
+    )
     log_path = tmp_path / "query-api.log"
     with open(log_path, "wb") as log:
-        process = subprocess.Popen([STORIES, "query-api"], env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT,
-                                   stdin=subprocess.DEVNULL)
+        process = subprocess.Popen(
+            [STORIES, "query-api"],
+            env=env,
+            cwd=tmp_path,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
     client = redis.Redis.from_url(valkey.url)
     try:
         wait_healthy("query API", process, "127.0.0.1", port, lambda: log_tail(log_path), 30.0)
@@ -375,6 +431,7 @@ def test_many_waiting_requests_cost_a_real_query_api_no_reads_per_request(tmp_pa
             headers = {"Authorization": f"Bearer {hs256(secret)}", "X-Stories-Min-Position": "1000000"}
             connector = aiohttp.TCPConnector(limit=0)
             async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=60)) as session:
+
                 async def one() -> tuple[int, str]:
                     async with session.get(f"http://127.0.0.1:{port}{S}/feed", headers=headers) as resp:
                         return resp.status, (await resp.json())["error"]["code"]

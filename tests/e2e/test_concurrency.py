@@ -28,18 +28,27 @@ async def post(http: aiohttp.ClientSession, api, path: str, user: str, body: dic
 
 async def test_100_users_vote_twice_at_once(api):
     owner = f"owner-{uuid.uuid4().hex[:8]}"
-    poll = {"sticker_type": "poll", "poll": {"question": "Tea or coffee?",
-                                             "options": [{"text": "tea"}, {"text": "coffee"}, {"text": "both"}]}}
+    poll = {
+        "sticker_type": "poll",
+        "poll": {"question": "Tea or coffee?", "options": [{"text": "tea"}, {"text": "coffee"}, {"text": "both"}]},
+    }
     voters = [f"voter-{uuid.uuid4().hex[:8]}-{i}" for i in range(100)]
     async with session() as http:
-        status, body, _ = await post(http, api, S, owner,
-                                     {"story_type": "text", "text_content": "vote!", "privacy": "public",
-                                      "stickers": [poll]})
+        status, body, _ = await post(
+            http,
+            api,
+            S,
+            owner,
+            {"story_type": "text", "text_content": "vote!", "privacy": "public", "stickers": [poll]},
+        )
         assert status == 201, body
         story = body["story_id"]
         path = f"{S}/{story}/interact"
-        requests = [post(http, api, path, voter, {"sticker_index": 0, "option_index": (i + n) % 3})
-                    for i, voter in enumerate(voters) for n in range(2)]
+        requests = [
+            post(http, api, path, voter, {"sticker_index": 0, "option_index": (i + n) % 3})
+            for i, voter in enumerate(voters)
+            for n in range(2)
+        ]
         answers = await asyncio.wait_for(asyncio.gather(*requests), timeout=45)
 
     statuses = Counter(status for status, _, _ in answers)
@@ -66,8 +75,7 @@ async def one_key_burst(api, http, user: str, n: int = 50, filler: int = 0):
     keep the writer busy (so the keyed ones queue up and share group-commit batches)."""
     key = {"Idempotency-Key": f"same-{uuid.uuid4()}"}
     body = {"story_type": "text", "text_content": "only once", "privacy": "public"}
-    others = [post(http, api, S, f"filler-{i}", {"story_type": "text", "text_content": "busy"})
-              for i in range(filler)]
+    others = [post(http, api, S, f"filler-{i}", {"story_type": "text", "text_content": "busy"}) for i in range(filler)]
     keyed = [post(http, api, S, user, body, key) for _ in range(n)]
     answers = await asyncio.wait_for(asyncio.gather(*others, *keyed), timeout=45)
     assert all(status == 201 for status, _, _ in answers[:filler])
@@ -83,7 +91,8 @@ async def test_50_concurrent_requests_with_one_idempotency_key_append_once(api):
     assert len(created) == 1, f"{len(created)} stories appended for one Idempotency-Key"
     assert Counter(status for status, _, _ in answers) == {201: 50}
     assert {(body["story_id"], body["expires_at"]) for _, body, _ in answers} == {
-        (created[0]["stream_id"], created[0]["data"]["expires_at"])}
+        (created[0]["stream_id"], created[0]["data"]["expires_at"])
+    }
     assert created[0]["position"] in {body["position"] for _, body, _ in answers}
 
 
@@ -127,7 +136,7 @@ async def fill_to(api, user: str, count: int) -> None:
 
 async def test_two_creates_for_the_last_live_slot_one_process(start_command_api):
     api = start_command_api(rate_limit_per_s=0, limit_live_stories=LIVE_LIMIT)
-    for round_ in range(3):
+    for _ in range(3):
         user = f"racer-{uuid.uuid4().hex[:8]}"
         await fill_to(api, user, LIVE_LIMIT - 1)
         one_won(await create_at_once([api, api], user))
@@ -142,7 +151,7 @@ async def test_two_creates_for_the_last_live_slot_two_processes_one_log(start_co
     first = start_command_api(rate_limit_per_s=0, limit_live_stories=LIVE_LIMIT, event_store_url=url)
     second = start_command_api(rate_limit_per_s=0, limit_live_stories=LIVE_LIMIT, event_store_url=url)
     users = []
-    for round_ in range(5):
+    for _ in range(5):
         user = f"racer-{uuid.uuid4().hex[:8]}"
         users.append(user)
         await fill_to(first, user, LIVE_LIMIT - 1)

@@ -22,12 +22,15 @@ S = "/api/v1/stories"
 TIMEOUT = aiohttp.ClientTimeout(total=60)
 ROUNDS = 12
 VOTERS = 16  # per round; each sends one vote to every target at once, and one view
-POLL = {"sticker_type": "poll", "poll": {"question": "Tea or coffee?",
-                                         "options": [{"text": "tea"}, {"text": "coffee"}, {"text": "both"}]}}
+POLL = {
+    "sticker_type": "poll",
+    "poll": {"question": "Tea or coffee?", "options": [{"text": "tea"}, {"text": "coffee"}, {"text": "both"}]},
+}
 
 
-async def post(http: aiohttp.ClientSession, api, path: str, user: str, body: dict | None = None,
-               headers: dict | None = None) -> tuple[int, dict, str | None]:
+async def post(
+    http: aiohttp.ClientSession, api, path: str, user: str, body: dict | None = None, headers: dict | None = None
+) -> tuple[int, dict, str | None]:
     hdrs = {"Authorization": f"Bearer {api.token(user)}", **(headers or {})}
     async with http.post(api.base_url + path, json=body, headers=hdrs) as resp:
         try:
@@ -41,13 +44,18 @@ async def race(targets: list, tag: str) -> dict:
     """ROUNDS rounds: a poll story, then every voter's vote sent to each target at once, each
     voter's view (to one target) and one Idempotency-Key create sent to each target at once."""
     stories, votes, views, keyed = [], [], [], []
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0, force_close=True),
-                                     timeout=TIMEOUT) as http:
+    async with aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=0, force_close=True), timeout=TIMEOUT
+    ) as http:
         for round_ in range(ROUNDS):
             owner = f"owner-{tag}-{round_}"
-            status, body, _ = await post(http, targets[0], S, owner,
-                                         {"story_type": "text", "text_content": "vote!", "privacy": "public",
-                                          "stickers": [POLL]})
+            status, body, _ = await post(
+                http,
+                targets[0],
+                S,
+                owner,
+                {"story_type": "text", "text_content": "vote!", "privacy": "public", "stickers": [POLL]},
+            )
             assert status == 201, body
             story = body["story_id"]
             stories.append(story)
@@ -55,16 +63,19 @@ async def race(targets: list, tag: str) -> dict:
             vote_path, view_path = f"{S}/{story}/interact", f"{S}/{story}/view"
             key = {"Idempotency-Key": f"once-{uuid.uuid4()}"}
             requests = (
-                [post(http, t, vote_path, v, {"sticker_index": 0, "option_index": (i + n) % 3})
-                 for i, v in enumerate(voters) for n, t in enumerate(targets)]
+                [
+                    post(http, t, vote_path, v, {"sticker_index": 0, "option_index": (i + n) % 3})
+                    for i, v in enumerate(voters)
+                    for n, t in enumerate(targets)
+                ]
                 + [post(http, targets[i % len(targets)], view_path, v) for i, v in enumerate(voters)]
                 + [post(http, t, S, owner, {"story_type": "text", "text_content": "keyed"}, key) for t in targets]
             )
             answers = await asyncio.wait_for(asyncio.gather(*requests), timeout=90)
             n_votes = len(voters) * len(targets)
             votes += [(story, v, a) for (v, a) in zip([v for v in voters for _ in targets], answers[:n_votes])]
-            views += [(story, v, a) for v, a in zip(voters, answers[n_votes:n_votes + len(voters)])]
-            keyed.append((owner, answers[n_votes + len(voters):]))
+            views += [(story, v, a) for v, a in zip(voters, answers[n_votes : n_votes + len(voters)])]
+            keyed.append((owner, answers[n_votes + len(voters) :]))
     return {"stories": stories, "votes": votes, "views": views, "keyed": keyed}
 
 
@@ -72,7 +83,8 @@ def check(outcome: dict, events: list[dict], n_targets: int) -> None:
     every = [a for _, _, a in outcome["votes"] + outcome["views"]] + [a for _, group in outcome["keyed"] for a in group]
     statuses = Counter(status for status, _, _ in every)
     assert set(statuses) <= {200, 201, 202, 409}, f"not 200/201/202/409: {statuses}; e.g. " + repr(
-        [a for a in every if a[0] not in (200, 201, 202, 409)][:3])
+        [a for a in every if a[0] not in (200, 201, 202, 409)][:3]
+    )
 
     # one vote per voter accepted, every other answer 409 already_voted
     per_voter: dict[tuple[str, str], list] = {}
@@ -93,14 +105,23 @@ def check(outcome: dict, events: list[dict], n_targets: int) -> None:
 
     # the log holds each accepted command once
     stories = set(outcome["stories"])
-    voted = Counter((e["data"]["story_id"], e["data"]["user_id"]) for e in events
-                    if e["event_type"] == "PollVoted" and e["data"]["story_id"] in stories)
+    voted = Counter(
+        (e["data"]["story_id"], e["data"]["user_id"])
+        for e in events
+        if e["event_type"] == "PollVoted" and e["data"]["story_id"] in stories
+    )
     assert voted == Counter(accepted.keys()), "votes stored other than once per accepted vote"
-    stored_at = {(e["data"]["story_id"], e["data"]["user_id"]): e["position"] for e in events
-                 if e["event_type"] == "PollVoted" and e["data"]["story_id"] in stories}
+    stored_at = {
+        (e["data"]["story_id"], e["data"]["user_id"]): e["position"]
+        for e in events
+        if e["event_type"] == "PollVoted" and e["data"]["story_id"] in stories
+    }
     assert stored_at == accepted
-    viewed = Counter((e["data"]["story_id"], e["data"]["viewer_id"]) for e in events
-                     if e["event_type"] == "StoryViewed" and e["data"]["story_id"] in stories)
+    viewed = Counter(
+        (e["data"]["story_id"], e["data"]["viewer_id"])
+        for e in events
+        if e["event_type"] == "StoryViewed" and e["data"]["story_id"] in stories
+    )
     assert viewed == Counter((s, v) for s, v, _ in outcome["views"]), "views stored other than once per request"
     created = Counter(e["data"]["user_id"] for e in events if e["event_type"] == "StoryCreated")
     for owner, answers in outcome["keyed"]:
@@ -118,8 +139,11 @@ def metric(api, name: str) -> float:
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 async def test_two_processes_on_one_log_take_the_same_votes_at_once(start_command_api, tmp_path, request, backend):
-    url = (f"sqlite:///{tmp_path / 'shared' / 'events.sqlite3'}" if backend == "sqlite"
-           else request.getfixturevalue("postgres_schema_url"))
+    url = (
+        f"sqlite:///{tmp_path / 'shared' / 'events.sqlite3'}"
+        if backend == "sqlite"
+        else request.getfixturevalue("postgres_schema_url")
+    )
     first = start_command_api(rate_limit_per_s=0, event_store_url=url)
     second = start_command_api(rate_limit_per_s=0, event_store_url=url)
     outcome = await race([first, second], uuid.uuid4().hex[:8])

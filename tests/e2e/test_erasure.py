@@ -8,10 +8,11 @@ import json
 import subprocess
 import time
 import uuid
+
 import pytest
 
 from tests.e2e.conftest import STORIES
-from tests.e2e.read_side import ReadSide, read_side  # noqa: F401  (the module's stack)
+from tests.e2e.read_side import ReadSide
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -21,13 +22,14 @@ QUESTION = {"sticker_type": "question", "question": {"text": "Ask me"}}
 
 
 def _export(side: ReadSide, *args: str) -> str:
-    out = subprocess.run([STORIES, "export", "--no-progress", *args], env=side.env, capture_output=True,
-                         timeout=60, cwd=side.data_dir)
+    out = subprocess.run(
+        [STORIES, "export", "--no-progress", *args], env=side.env, capture_output=True, timeout=60, cwd=side.data_dir
+    )
     assert out.returncode == 0, out.stderr.decode()[-2000:]
     return out.stdout.decode()
 
 
-def test_an_erased_account_is_forgotten_everywhere(read_side: ReadSide):  # noqa: F811
+def test_an_erased_account_is_forgotten_everywhere(read_side: ReadSide):
     side = read_side
     tag = uuid.uuid4().hex[:6]
     gone, bob, carol = f"gone{tag}", f"bob{tag}", f"carol{tag}"

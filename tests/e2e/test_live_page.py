@@ -12,7 +12,8 @@ when it runs as root.
 from __future__ import annotations
 
 import shutil
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 from urllib.parse import urlencode
 
 import pytest
@@ -42,13 +43,17 @@ def dev_side(tmp_path_factory: pytest.TempPathFactory, mongodb_url: str, redis_u
 def browser() -> Iterator[Any]:
     """Headless Chromium: the machine's executable, driven by Playwright (no browser download)."""
     try:
-        from playwright.sync_api import Error as PlaywrightError, sync_playwright
+        from playwright.sync_api import Error as PlaywrightError
+        from playwright.sync_api import sync_playwright
     except ImportError as e:
         skip_backend("playwright", f"the Python package is not installed ({e}); `make install` installs it")
     executable = shutil.which("chromium") or shutil.which("chromium-browser")
     if executable is None:
-        skip_backend("chromium", "no chromium executable on PATH; `make install` as root installs Debian's "
-                                 "package, or `apt-get install chromium`")
+        skip_backend(
+            "chromium",
+            "no chromium executable on PATH; `make install` as root installs Debian's "
+            "package, or `apt-get install chromium`",
+        )
     with sync_playwright() as p:
         try:
             instance = p.chromium.launch(executable_path=executable, args=["--no-sandbox"], headless=True)

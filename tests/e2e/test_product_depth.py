@@ -8,13 +8,14 @@ import http.client
 import json
 import subprocess
 import time
-from datetime import datetime, timedelta, timezone
-from typing import Any, Iterator
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
 from tests.e2e.conftest import STORIES
-from tests.e2e.read_side import ReadSide, cleanup, launch, read_side  # noqa: F401
+from tests.e2e.read_side import ReadSide, cleanup, launch
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -58,10 +59,21 @@ class Rejections:
         self.before = export_count(side)
         self.sent: list[str] = []
 
-    def __call__(self, status: int, method: str, path: str, user: str | None, body: Any = None,
-                 code: str | None = None, **kw: Any):
-        resp = self.side.command(method, path, user, body, **kw) if body is not None else \
-            self.side.command(method, path, user, **kw)
+    def __call__(
+        self,
+        status: int,
+        method: str,
+        path: str,
+        user: str | None,
+        body: Any = None,
+        code: str | None = None,
+        **kw: Any,
+    ):
+        resp = (
+            self.side.command(method, path, user, body, **kw)
+            if body is not None
+            else self.side.command(method, path, user, **kw)
+        )
         assert resp.status == status, (method, path, resp)
         assert (resp.header("content-type") or "").startswith("application/json"), resp.headers
         error = resp.body["error"]
@@ -215,17 +227,17 @@ def test_share_copies_the_story_counts_shares_and_survives_the_original(read_sid
     side = read_side
     owner, sharer, other, fan = uid("owner"), uid("sharer"), uid("other"), uid("fan")
     side.follow(fan, sharer)
-    original, _ = side.story(owner, privacy="public", text_content="look", background_color="#112233",
-                             stickers=[POLL], duration=7.0)
+    original, _ = side.story(
+        owner, privacy="public", text_content="look", background_color="#112233", stickers=[POLL], duration=7.0
+    )
     resp = side.write("POST", f"{S}/{original}/share", sharer, expect=201)  # no body at all
     assert set(resp.body) == {"story_id", "expires_at", "reshared_from", "position"}, resp
     reshare = resp.body["story_id"]
     assert resp.body["reshared_from"] == {"story_id": original, "user_id": owner}
     expires = datetime.fromisoformat(resp.body["expires_at"])
-    assert timedelta(hours=23, minutes=58) < expires - datetime.now(timezone.utc) <= timedelta(hours=24)
-    resp2 = side.write("POST", f"{S}/{original}/share", other, {"privacy": "public", "expires_in_hours": 6},
-                       expect=201)
-    assert datetime.fromisoformat(resp2.body["expires_at"]) - datetime.now(timezone.utc) <= timedelta(hours=6)
+    assert timedelta(hours=23, minutes=58) < expires - datetime.now(UTC) <= timedelta(hours=24)
+    resp2 = side.write("POST", f"{S}/{original}/share", other, {"privacy": "public", "expires_in_hours": 6}, expect=201)
+    assert datetime.fromisoformat(resp2.body["expires_at"]) - datetime.now(UTC) <= timedelta(hours=6)
     at = resp2.position
 
     served = side.read(f"{S}/{reshare}", fan, at).body
@@ -357,12 +369,13 @@ def test_edit_is_served_everywhere_with_edited_at(read_side, uid):
     story, at = side.story(owner, privacy="followers", text_content="first", stickers=[POLL, SLIDER])
     fresh = side.read(f"{S}/{story}", follower, at).body
     assert fresh["edited"] is False and fresh["edited_at"] is None and fresh["reshared_from"] is None
-    resp = side.write("PATCH", f"{S}/{story}", owner,
-                      {"text_content": "second", "background_color": "#AABBCC"}, expect=200)
+    resp = side.write(
+        "PATCH", f"{S}/{story}", owner, {"text_content": "second", "background_color": "#AABBCC"}, expect=200
+    )
     assert set(resp.body) == {"story_id", "edited", "edited_at", "position"}, resp
     assert resp.body["edited"] is True and resp.body["story_id"] == story
     edited_at = resp.body["edited_at"]
-    assert abs(datetime.fromisoformat(edited_at) - datetime.now(timezone.utc)) < timedelta(minutes=1)
+    assert abs(datetime.fromisoformat(edited_at) - datetime.now(UTC)) < timedelta(minutes=1)
     at = resp.position
     for who in (owner, follower):
         served = side.read(f"{S}/{story}", who, at).body
@@ -391,8 +404,13 @@ def test_edit_is_served_everywhere_with_edited_at(read_side, uid):
     assert export_count(side) == before, "a no-op edit stored an event"
 
     # story-at lists the versions
-    out = subprocess.run([STORIES, "story-at", story, "--at", datetime.now(timezone.utc).isoformat()],
-                         env=side.env, capture_output=True, timeout=60, cwd=side.data_dir)
+    out = subprocess.run(
+        [STORIES, "story-at", story, "--at", datetime.now(UTC).isoformat()],
+        env=side.env,
+        capture_output=True,
+        timeout=60,
+        cwd=side.data_dir,
+    )
     assert out.returncode == 0, out.stderr.decode()[-2000:]
     doc = json.loads(out.stdout)
     versions = doc["versions"]
@@ -409,26 +427,43 @@ def test_sticker_payload_frozen_after_a_vote_geometry_still_free(read_side, uid)
     story, _ = side.story(owner, privacy="public", stickers=[POLL, SLIDER])
     # before anyone answered, the payload can change
     new_poll = {"question": "Coffee?", "options": [{"text": "a"}, {"text": "b"}, {"text": "c"}]}
-    at = side.write("PATCH", f"{S}/{story}", owner, {"stickers": [{"sticker_index": 0, "poll": new_poll}]},
-                    expect=200).position
+    at = side.write(
+        "PATCH", f"{S}/{story}", owner, {"stickers": [{"sticker_index": 0, "poll": new_poll}]}, expect=200
+    ).position
     served = side.read(f"{S}/{story}", voter, at).body
     assert served["stickers"][0]["poll"]["question"] == "Coffee?"
     assert [o["text"] for o in served["stickers"][0]["poll"]["options"]] == ["a", "b", "c"]
     side.interact(voter, story, sticker_index=0, option_index=2)
     rejected = Rejections(side)
-    rejected(409, "PATCH", f"{S}/{story}", owner,
-             {"stickers": [{"sticker_index": 0, "poll": {"question": "Other?", "options": [{"text": "x"},
-                                                                                         {"text": "y"}]}}]},
-             code="sticker_answered")
-    rejected(409, "PATCH", f"{S}/{story}", owner,  # with geometry too: the whole edit is refused
-             {"text_content": "x", "stickers": [{"sticker_index": 0, "x": 0.2, "poll": new_poll | {"question": "Q"}}]},
-             code="sticker_answered")
+    rejected(
+        409,
+        "PATCH",
+        f"{S}/{story}",
+        owner,
+        {"stickers": [{"sticker_index": 0, "poll": {"question": "Other?", "options": [{"text": "x"}, {"text": "y"}]}}]},
+        code="sticker_answered",
+    )
+    rejected(
+        409,
+        "PATCH",
+        f"{S}/{story}",
+        owner,  # with geometry too: the whole edit is refused
+        {"text_content": "x", "stickers": [{"sticker_index": 0, "x": 0.2, "poll": new_poll | {"question": "Q"}}]},
+        code="sticker_answered",
+    )
     rejected.check()
-    resp = side.write("PATCH", f"{S}/{story}", owner,
-                      {"stickers": [{"sticker_index": 0, "x": 0.25, "y": 0.75, "rotation": 30.0},
-                                    {"sticker_index": 1, "slider": {"question": "Cold?", "emoji": "🧊",
-                                                                    "min_value": -5, "max_value": 5}}]},
-                      expect=200)
+    resp = side.write(
+        "PATCH",
+        f"{S}/{story}",
+        owner,
+        {
+            "stickers": [
+                {"sticker_index": 0, "x": 0.25, "y": 0.75, "rotation": 30.0},
+                {"sticker_index": 1, "slider": {"question": "Cold?", "emoji": "🧊", "min_value": -5, "max_value": 5}},
+            ]
+        },
+        expect=200,
+    )
     served = side.read(f"{S}/{story}", voter, resp.position).body
     poll = served["stickers"][0]
     assert (poll["x"], poll["y"], poll["rotation"]) == (0.25, 0.75, 30.0)
@@ -457,13 +492,29 @@ def test_edit_rejections_store_nothing(read_side, uid):
     rejected(422, "PATCH", f"{S}/{story}", owner, {"stickers": None})
     rejected(422, "PATCH", f"{S}/{story}", owner, {"story_type": "image"})
     rejected(422, "PATCH", f"{S}/{story}", owner, {"privacy": "public"})
-    rejected(422, "PATCH", f"{S}/{story}", owner,
-             {"stickers": [{"sticker_index": 0, "quiz": {"question": "q", "options": [{"text": "a"}, {"text": "b"}],
-                                                          "correct_answer_index": 0}}]})
+    rejected(
+        422,
+        "PATCH",
+        f"{S}/{story}",
+        owner,
+        {
+            "stickers": [
+                {
+                    "sticker_index": 0,
+                    "quiz": {"question": "q", "options": [{"text": "a"}, {"text": "b"}], "correct_answer_index": 0},
+                }
+            ]
+        },
+    )
     rejected(422, "PATCH", f"{S}/{story}", owner, {"stickers": [{"sticker_index": 3, "x": 0.1}]})
     rejected(422, "PATCH", f"{S}/{story}", owner, {"stickers": [{"sticker_index": 0, "x": 1.5}]})
-    rejected(422, "PATCH", f"{S}/{story}", owner, {"stickers": [{"sticker_index": 0, "x": 0.1},
-                                                                 {"sticker_index": 0, "y": 0.1}]})
+    rejected(
+        422,
+        "PATCH",
+        f"{S}/{story}",
+        owner,
+        {"stickers": [{"sticker_index": 0, "x": 0.1}, {"sticker_index": 0, "y": 0.1}]},
+    )
     rejected(422, "PATCH", f"{S}/{story}", owner, {"stickers": [{"sticker_index": 0, "sticker_type": "quiz"}]})
     rejected(422, "PATCH", f"{S}/{story}", owner, {"text_content": "x" * 2201})
     rejected(403, "PATCH", f"{S}/{story}", follower, {"text_content": "mine"}, code="not_owner")
@@ -497,8 +548,9 @@ def read_sse(side: ReadSide, path: str, user: str, until, timeout: float = 15.0)
     conn = http.client.HTTPConnection("127.0.0.1", side.query_port, timeout=timeout)
     events: list[tuple[str, dict]] = []
     try:
-        conn.request("GET", path, headers={"Authorization": f"Bearer {side.token(user)}",
-                                           "Accept": "text/event-stream"})
+        conn.request(
+            "GET", path, headers={"Authorization": f"Bearer {side.token(user)}", "Accept": "text/event-stream"}
+        )
         resp = conn.getresponse()
         assert resp.status == 200, resp.read()
         name, data = None, []
@@ -529,8 +581,11 @@ def test_live_stream_sends_the_edit(read_side, uid):
     result: list = []
 
     def listen():
-        result.extend(read_sse(side, f"{S}/{story}/live", follower,
-                               lambda evs: any(e[1].get("text_content") == "after" for e in evs)))
+        result.extend(
+            read_sse(
+                side, f"{S}/{story}/live", follower, lambda evs: any(e[1].get("text_content") == "after" for e in evs)
+            )
+        )
 
     t = threading.Thread(target=listen)
     t.start()
@@ -551,7 +606,7 @@ def test_mute_hides_from_the_feed_only_and_unmute_brings_back(read_side, uid):
     side.follow(me, a)
     side.follow(me, b)
     a1, _ = side.story(a, privacy="followers")
-    b1, at = side.story(b, privacy="public")
+    _b1, at = side.story(b, privacy="public")
     assert set(feed_authors(side, me, at)) == {a, b}
     at = side.view(me, a1)
     # what the author sees before
@@ -637,7 +692,7 @@ def test_entativa_mute_friends(entativa_side, uid):
     friends(side, me, friend)
     friends(side, me, pal)
     f1, _ = side.story(friend)
-    p1, at = side.story(pal)
+    _p1, at = side.story(pal)
     assert set(feed_authors(side, me, at)) == {friend, pal}
     at = side.write("PUT", f"{MUTED}/{friend}", me, expect=200).position
     assert feed_authors(side, me, at) == [pal]
@@ -706,11 +761,16 @@ def test_story_at_before_the_edit_shows_the_first_version(read_side, uid):
     owner = uid("owner")
     story, _ = side.story(owner, privacy="public", text_content="v1")
     time.sleep(0.05)
-    between = datetime.now(timezone.utc)
+    between = datetime.now(UTC)
     time.sleep(0.05)
     side.write("PATCH", f"{S}/{story}", owner, {"text_content": "v2"}, expect=200)
-    out = subprocess.run([STORIES, "story-at", story, "--at", between.isoformat()],
-                         env=side.env, capture_output=True, timeout=60, cwd=side.data_dir)
+    out = subprocess.run(
+        [STORIES, "story-at", story, "--at", between.isoformat()],
+        env=side.env,
+        capture_output=True,
+        timeout=60,
+        cwd=side.data_dir,
+    )
     assert out.returncode == 0, out.stderr.decode()[-2000:]
     doc = json.loads(out.stdout)
     assert doc["text_content"] == "v1" and doc["edited"] is False and doc["edited_at"] is None
@@ -724,8 +784,9 @@ def test_edit_right_after_create_reaches_the_live_read_model(read_side, uid):
     side.follow(follower, owner)
     pairs = []
     for i in range(8):
-        story = side.write("POST", S, owner, {"story_type": "text", "text_content": f"c{i}",
-                                              "privacy": "public"}, expect=201).body["story_id"]
+        story = side.write(
+            "POST", S, owner, {"story_type": "text", "text_content": f"c{i}", "privacy": "public"}, expect=201
+        ).body["story_id"]
         resp = side.write("PATCH", f"{S}/{story}", owner, {"text_content": f"e{i}"}, expect=200)
         pairs.append((story, f"e{i}", resp.position))
     at = max(p for _, _, p in pairs)
@@ -758,8 +819,13 @@ def test_zz_a_rebuild_equals_the_live_read_models(read_side, uid):
     at = side.write("PUT", f"{MUTED}/{uid('last')}", uid("me"), expect=200).position
     side.read(MUTED, uid("me"), at)  # the read models have reached the head
     database, prefix = side.mongodb_database + "_rebuilt", side.redis_prefix[:-1] + "-rebuilt:"
-    out = subprocess.run([STORIES, "replay", "--database", database, "--prefix", prefix], env=side.env,
-                         capture_output=True, timeout=120, cwd=side.data_dir)
+    out = subprocess.run(
+        [STORIES, "replay", "--database", database, "--prefix", prefix],
+        env=side.env,
+        capture_output=True,
+        timeout=120,
+        cwd=side.data_dir,
+    )
     assert out.returncode == 0, (out.stdout.decode()[-2000:], out.stderr.decode()[-2000:])
     with MongoClient(side.mongodb_url, tz_aware=True) as mongo:
         try:
@@ -769,6 +835,7 @@ def test_zz_a_rebuild_equals_the_live_read_models(read_side, uid):
         finally:
             mongo.drop_database(database)
             from stories.backends import connect_redis
+
             client = connect_redis(side.redis_url)
             keys = list(client.scan_iter(match=prefix + "*", count=1000))
             if keys:
@@ -790,16 +857,20 @@ def test_a_payload_edit_racing_first_votes_never_leaves_a_vote_on_a_changed_payl
         story, _ = side.story(owner, privacy="public", stickers=[four])
         voters = [uid(f"r{round_}v{i}") for i in range(8)]
 
-        def vote(v: str) -> int:
+        def vote(v: str, story: str = story) -> int:
             return side.command("POST", f"{S}/{story}/interact", v, {"sticker_index": 0, "option_index": 3}).status
 
-        def edit() -> int:
-            return side.command("PATCH", f"{S}/{story}", owner,
-                                {"stickers": [{"sticker_index": 0, "poll": two}]}).status
+        def edit(story: str = story, owner: str = owner) -> int:
+            return side.command(
+                "PATCH", f"{S}/{story}", owner, {"stickers": [{"sticker_index": 0, "poll": two}]}
+            ).status
 
         with ThreadPoolExecutor(9) as pool:
-            futures = [pool.submit(vote, v) for v in voters[:4]] + [pool.submit(edit)] + \
-                [pool.submit(vote, v) for v in voters[4:]]
+            futures = (
+                [pool.submit(vote, v) for v in voters[:4]]
+                + [pool.submit(edit)]
+                + [pool.submit(vote, v) for v in voters[4:]]
+            )
             statuses = [f.result() for f in futures]
         edit_status = statuses[4]
         votes = statuses[:4] + statuses[5:]

@@ -26,8 +26,9 @@ from __future__ import annotations
 import os
 import time
 from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 import schemathesis
@@ -35,8 +36,11 @@ from hypothesis import strategies as st
 from schemathesis.core.failures import ServerError
 from schemathesis.openapi.checks import UndefinedStatusCode
 
-from tests.e2e.conftest import CommandApi, launch as launch_command_api
-from tests.e2e.read_side import ReadSide, cleanup as cleanup_read_side, launch as launch_read_side
+from tests.e2e.conftest import CommandApi
+from tests.e2e.conftest import launch as launch_command_api
+from tests.e2e.read_side import ReadSide
+from tests.e2e.read_side import cleanup as cleanup_read_side
+from tests.e2e.read_side import launch as launch_read_side
 
 FUZZ_USER = "fuzzer"
 ALICE, BOB = "alice", "bob"
@@ -52,8 +56,10 @@ def all_stickers() -> list[dict]:
     """One sticker of every type, so interactions on seeded stories reach every handler."""
     return [
         {"sticker_type": "poll", "poll": {"question": "Swim?", "options": [{"text": "yes"}, {"text": "later"}]}},
-        {"sticker_type": "quiz", "quiz": {"question": "2+2?", "options": [{"text": "4"}, {"text": "5"}],
-                                          "correct_answer_index": 0}},
+        {
+            "sticker_type": "quiz",
+            "quiz": {"question": "2+2?", "options": [{"text": "4"}, {"text": "5"}], "correct_answer_index": 0},
+        },
         {"sticker_type": "question", "question": {"text": "Ask me anything"}},
         {"sticker_type": "countdown", "countdown": {"title": "Launch", "end_time": "2099-01-01T00:00:00Z"}},
         {"sticker_type": "slider", "slider": {"question": "How hot?", "emoji": "🔥", "min_value": 0, "max_value": 10}},
@@ -184,17 +190,22 @@ class FuzzStats:
     def summary(self) -> str:
         ops = "\n".join(f"    {n:5d}  {label}" for label, n in sorted(self.by_operation.items()))
         statuses = ", ".join(f"{s}: {n}" for s, n in sorted(self.by_status.items()))
-        text = (f"{self.api}: {self.requests} requests in {self.seconds:.1f}s\n"
-                f"  by status: {statuses}\n  by operation:\n{ops}")
+        text = (
+            f"{self.api}: {self.requests} requests in {self.seconds:.1f}s\n"
+            f"  by status: {statuses}\n  by operation:\n{ops}"
+        )
         if self.position_503:
             text += f"\n  503 position_not_reached (min_position beyond the read models): {self.position_503}"
         if self.tolerated:
-            known = "\n".join(f"    {n:5d}  {op} -> {status} ({code})"
-                              for (op, status, code), n in sorted(self.tolerated.items()))
+            known = "\n".join(
+                f"    {n:5d}  {op} -> {status} ({code})" for (op, status, code), n in sorted(self.tolerated.items())
+            )
             text += f"\n  undocumented statuses tolerated as known findings:\n{known}"
         if self.known_bugs:
-            bugs = "\n".join(f"    {n:5d}  {op} -> {status} (known bug: test_fuzz_regressions.py::{test})"
-                             for (op, status, test), n in sorted(self.known_bugs.items()))
+            bugs = "\n".join(
+                f"    {n:5d}  {op} -> {status} (known bug: test_fuzz_regressions.py::{test})"
+                for (op, status, test), n in sorted(self.known_bugs.items())
+            )
             text += f"\n  known bugs hit again (strict xfail regression tests):\n{bugs}"
         return text
 
@@ -268,7 +279,8 @@ def _seeded_bodies(story_ids: list[str]) -> Callable:
             if not isinstance(body, dict) or not isinstance(body.get("story_ids"), list):
                 return st.just(body)
             return st.lists(st.sampled_from(story_ids), min_size=1, max_size=4).map(
-                lambda ids: {**body, "story_ids": ids})
+                lambda ids: {**body, "story_ids": ids}
+            )
 
         return st.one_of(strategy, strategy.flatmap(with_known))
 
@@ -297,11 +309,12 @@ def load_schema(base_url: str, token: str, seeded: Seeded, stats: FuzzStats) -> 
     # retry_on=[]: a 401 is an answer to check, not a reason to fetch a token again.
     schema.auth(refresh_interval=None, retry_on=[])(FixedUserToken)
     schema.hook("before_generate_path_parameters")(_seeded_paths(seeded.path_values()))
-    schema.hook("before_generate_body")(_seeded_bodies(seeded.story_ids + [UNKNOWN_ID]))
+    schema.hook("before_generate_body")(_seeded_bodies([*seeded.story_ids, UNKNOWN_ID]))
 
     @schema.hook("filter_failure")
-    def expected_answers(context: schemathesis.HookContext, failure: Any, case: schemathesis.Case,
-                         response: schemathesis.Response) -> bool:
+    def expected_answers(
+        context: schemathesis.HookContext, failure: Any, case: schemathesis.Case, response: schemathesis.Response
+    ) -> bool:
         """Drop (and count) the failures that are not failures: see ``position_not_reached`` and
         ``KNOWN_UNDOCUMENTED``. Everything else fails the run."""
         if isinstance(failure, ServerError) and position_not_reached(response):
@@ -341,12 +354,12 @@ def command_side(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Com
 
 
 @pytest.fixture(scope="module")
-def query_side(tmp_path_factory: pytest.TempPathFactory, mongodb_url: str, redis_url: str
-               ) -> Iterator[tuple[ReadSide, Seeded]]:
+def query_side(
+    tmp_path_factory: pytest.TempPathFactory, mongodb_url: str, redis_url: str
+) -> Iterator[tuple[ReadSide, Seeded]]:
     """A seeded command API + projector + query API; min_position waits are short (a fuzzed
     ``min_position`` above the log head answers 503 after 0.05 s, not 2 s)."""
-    side = launch_read_side(tmp_path_factory.mktemp("fuzz-read-side"), mongodb_url, redis_url,
-                            min_position_wait_s=0.05)
+    side = launch_read_side(tmp_path_factory.mktemp("fuzz-read-side"), mongodb_url, redis_url, min_position_wait_s=0.05)
     try:
         seeded = seed(lambda m, p, u, b: side.command(m, p, u, b) if b is not None else side.command(m, p, u))
         # An expired story of the fuzzer's own, so /stories/archive has something in it.

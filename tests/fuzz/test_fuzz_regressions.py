@@ -14,20 +14,34 @@ from typing import Any
 import pytest
 
 from tests.e2e.read_side import http_request
-from tests.fuzz.conftest import FUZZ_USER, KNOWN_UNDOCUMENTED, MAX_U64, UNKNOWN_ID
+from tests.fuzz.conftest import FUZZ_USER, MAX_U64, UNKNOWN_ID
 
 pytestmark = pytest.mark.timeout(180)
 
 S, H = "/api/v1/stories", "/api/v1/highlights"
 QUERY_PATHS = [
-    f"{S}/feed", f"{S}/archive", f"{S}/user/{FUZZ_USER}", f"{S}/{UNKNOWN_ID}", f"{H}/user/{FUZZ_USER}",
-    f"{H}/{UNKNOWN_ID}", f"/api/v1/viewers/story/{UNKNOWN_ID}", f"/api/v1/viewers/story/{UNKNOWN_ID}/answers",
-    f"/api/v1/viewers/story/{UNKNOWN_ID}/insights", "/api/v1/viewers/user/insights", "/api/v1/close-friends/",
+    f"{S}/feed",
+    f"{S}/archive",
+    f"{S}/user/{FUZZ_USER}",
+    f"{S}/{UNKNOWN_ID}",
+    f"{H}/user/{FUZZ_USER}",
+    f"{H}/{UNKNOWN_ID}",
+    f"/api/v1/viewers/story/{UNKNOWN_ID}",
+    f"/api/v1/viewers/story/{UNKNOWN_ID}/answers",
+    f"/api/v1/viewers/story/{UNKNOWN_ID}/insights",
+    "/api/v1/viewers/user/insights",
+    "/api/v1/close-friends/",
     "/api/v1/close-friends",
 ]
 # Every list endpoint (a page: ?limit and ?cursor).
-PAGED_PATHS = [f"{S}/feed", f"{S}/archive", f"{S}/user/{FUZZ_USER}", f"{H}/user/{FUZZ_USER}",
-               "/api/v1/close-friends/", "/api/v1/close-friends"]
+PAGED_PATHS = [
+    f"{S}/feed",
+    f"{S}/archive",
+    f"{S}/user/{FUZZ_USER}",
+    f"{H}/user/{FUZZ_USER}",
+    "/api/v1/close-friends/",
+    "/api/v1/close-friends",
+]
 
 
 def json_error(resp: Any, *statuses: int, code: str | None = None) -> dict:
@@ -111,7 +125,6 @@ def test_min_position_not_a_whole_number_is_422(query_side, value) -> None:
 # error_middleware answers 500 internal_error instead of 422.
 
 
-
 @pytest.mark.parametrize("path", [*PAGED_PATHS, f"/api/v1/viewers/story/{UNKNOWN_ID}"])
 def test_limit_with_a_superscript_digit_is_422(query_side, path) -> None:
     json_error(query(query_side, f"{path}?limit=%C2%B2"), 422, code="validation_error")
@@ -137,6 +150,7 @@ def test_archive_pages_with_its_own_cursor(query_side) -> None:
 
 # -- DOC: statuses the API returns that /openapi.json does not list --------------------------------
 
+
 def _document(command_side, query_side, method: str) -> dict:
     if method == "GET":
         side, _ = query_side
@@ -150,14 +164,25 @@ def _document(command_side, query_side, method: str) -> dict:
 
 # Found undocumented by the fuzzer once; each must stay listed.
 DOC_CASES = [
-    ("PUT", "/api/v1/following/{user_id}", 422), ("POST", "/api/v1/close-friends/{user_id}", 422),
-    *(("GET", path, 422) for path in (
-        "/api/v1/stories/feed", "/api/v1/stories/archive", "/api/v1/stories/user/{user_id}",
-        "/api/v1/stories/{story_id}", "/api/v1/highlights/user/{user_id}", "/api/v1/highlights/{highlight_id}",
-        "/api/v1/viewers/story/{story_id}", "/api/v1/viewers/story/{story_id}/answers",
-        "/api/v1/viewers/story/{story_id}/insights", "/api/v1/viewers/user/insights", "/api/v1/close-friends/",
-        "/api/v1/close-friends",
-    )),
+    ("PUT", "/api/v1/following/{user_id}", 422),
+    ("POST", "/api/v1/close-friends/{user_id}", 422),
+    *(
+        ("GET", path, 422)
+        for path in (
+            "/api/v1/stories/feed",
+            "/api/v1/stories/archive",
+            "/api/v1/stories/user/{user_id}",
+            "/api/v1/stories/{story_id}",
+            "/api/v1/highlights/user/{user_id}",
+            "/api/v1/highlights/{highlight_id}",
+            "/api/v1/viewers/story/{story_id}",
+            "/api/v1/viewers/story/{story_id}/answers",
+            "/api/v1/viewers/story/{story_id}/insights",
+            "/api/v1/viewers/user/insights",
+            "/api/v1/close-friends/",
+            "/api/v1/close-friends",
+        )
+    ),
 ]
 
 
@@ -169,13 +194,17 @@ def test_document_lists_the_status(command_side, query_side, method, path, statu
 
 # The answers themselves are right (the contract's 422 for a field that fails validation).
 
-@pytest.mark.parametrize("method, path, code", [
-    ("PUT", "/api/v1/following/fuzzer", "cannot_follow_self"),
-    ("PUT", "/api/v1/following/bad%20id", "validation_error"),
-    ("PUT", "/api/v1/following/" + "x" * 65, "validation_error"),
-    ("POST", "/api/v1/close-friends/fuzzer", "cannot_add_self"),
-    ("POST", "/api/v1/close-friends/bad%20id", "validation_error"),
-])
+
+@pytest.mark.parametrize(
+    "method, path, code",
+    [
+        ("PUT", "/api/v1/following/fuzzer", "cannot_follow_self"),
+        ("PUT", "/api/v1/following/bad%20id", "validation_error"),
+        ("PUT", "/api/v1/following/" + "x" * 65, "validation_error"),
+        ("POST", "/api/v1/close-friends/fuzzer", "cannot_add_self"),
+        ("POST", "/api/v1/close-friends/bad%20id", "validation_error"),
+    ],
+)
 def test_command_on_a_bad_or_own_user_id_is_422(command_side, method, path, code) -> None:
     json_error(command(command_side, method, path), 422, code=code)
 
@@ -187,13 +216,16 @@ def test_query_with_a_negative_min_position_is_422(query_side, path) -> None:
 
 # -- plain answers the fuzzer exercised -----------------------------------------------------------
 
+
 @pytest.mark.parametrize("token", [None, "", "AV8", "a.b.c"])
 def test_bad_credentials_are_401_on_both_apis(command_side, query_side, token) -> None:
     headers = {} if token is None else {"Authorization": f"Bearer {token}"}
     api, _ = command_side
     side, _ = query_side
-    for resp in (api.request("PUT", "/api/v1/following/alice", headers=headers),
-                 side.query(f"{S}/feed", headers=headers)):
+    for resp in (
+        api.request("PUT", "/api/v1/following/alice", headers=headers),
+        side.query(f"{S}/feed", headers=headers),
+    ):
         json_error(resp, 401, code="unauthorized")
         assert resp.headers.get("www-authenticate") == "Bearer", resp.headers
 
@@ -207,14 +239,20 @@ def test_unsupported_method_is_405_json(command_side, method) -> None:
 def test_query_api_unsupported_method_is_405_json(query_side, method) -> None:
     side, _ = query_side
     headers = {"Authorization": f"Bearer {side.token(FUZZ_USER)}"}
-    json_error(http_request("127.0.0.1", side.query_port, method, f"{S}/feed", None, headers), 405,
-               code="method_not_allowed")
+    json_error(
+        http_request("127.0.0.1", side.query_port, method, f"{S}/feed", None, headers), 405, code="method_not_allowed"
+    )
 
 
 @pytest.mark.parametrize("story_id", [UNKNOWN_ID, "not-a-uuid", "%C2%BF"])
-@pytest.mark.parametrize("action, body", [
-    ("view", None), ("reply", {"text": "hi"}), ("interact", {"sticker_index": 0, "option_index": 0}),
-])
+@pytest.mark.parametrize(
+    "action, body",
+    [
+        ("view", None),
+        ("reply", {"text": "hi"}),
+        ("interact", {"sticker_index": 0, "option_index": 0}),
+    ],
+)
 def test_command_on_an_unknown_story_is_404(command_side, story_id, action, body) -> None:
     json_error(command(command_side, "POST", f"{S}/{story_id}/{action}", body), 404)
 
@@ -224,8 +262,17 @@ def test_delete_an_unknown_story_is_404(command_side, story_id) -> None:
     json_error(command(command_side, "DELETE", f"{S}/{story_id}"), 404)
 
 
-@pytest.mark.parametrize("path", [f"{S}/{UNKNOWN_ID}", f"{S}/not-a-uuid", f"{H}/{UNKNOWN_ID}", f"{H}/%C2%BF",
-                                  f"/api/v1/viewers/story/{UNKNOWN_ID}", f"/api/v1/viewers/story/x/insights"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        f"{S}/{UNKNOWN_ID}",
+        f"{S}/not-a-uuid",
+        f"{H}/{UNKNOWN_ID}",
+        f"{H}/%C2%BF",
+        f"/api/v1/viewers/story/{UNKNOWN_ID}",
+        "/api/v1/viewers/story/x/insights",
+    ],
+)
 def test_query_on_an_unknown_id_is_404(query_side, path) -> None:
     json_error(query(query_side, path), 404)
 
@@ -246,14 +293,17 @@ def test_body_not_application_json_is_415(command_side) -> None:
     json_error(resp, 415, code="unsupported_media_type")
 
 
-@pytest.mark.parametrize("body", [
-    {"story_type": "text", "text_content": "x", "duration": True},  # strict: true is not 1
-    {"story_type": "text", "text_content": "x", "duration": "5"},
-    {"story_type": "text", "text_content": "x", "expires_in_hours": 7},
-    {"story_type": "text", "text_content": "x", "unknown": 1},
-    {"story_type": "image"},  # no media reference
-    {"story_type": "text", "text_content": "x", "stickers": [{"sticker_type": "poll"}]},  # no payload
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"story_type": "text", "text_content": "x", "duration": True},  # strict: true is not 1
+        {"story_type": "text", "text_content": "x", "duration": "5"},
+        {"story_type": "text", "text_content": "x", "expires_in_hours": 7},
+        {"story_type": "text", "text_content": "x", "unknown": 1},
+        {"story_type": "image"},  # no media reference
+        {"story_type": "text", "text_content": "x", "stickers": [{"sticker_type": "poll"}]},  # no payload
+    ],
+)
 def test_invalid_story_is_422(command_side, body) -> None:
     json_error(command(command_side, "POST", S, body), 422)
 

@@ -28,7 +28,9 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
-    content_type_conformance, response_schema_conformance, status_code_conformance,
+    content_type_conformance,
+    response_schema_conformance,
+    status_code_conformance,
 )
 
 pytestmark = pytest.mark.timeout(600)
@@ -41,8 +43,13 @@ MAX_SECONDS = 180  # per API
 COMMAND_MAX_EXAMPLES = 80
 QUERY_MAX_EXAMPLES = 120
 
-FUZZ_SETTINGS = dict(deadline=None, derandomize=True, database=None, print_blob=True,
-                     suppress_health_check=list(HealthCheck))
+FUZZ_SETTINGS = {
+    "deadline": None,
+    "derandomize": True,
+    "database": None,
+    "print_blob": True,
+    "suppress_health_check": list(HealthCheck),
+}
 
 # DELETE /api/v1/account takes no parameters and no body, so there is nothing to fuzz, and one
 # call would erase the fuzzing account and turn every later request into a 401: it is tested in

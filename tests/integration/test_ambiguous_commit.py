@@ -19,11 +19,13 @@ from urllib.parse import urlparse, urlunparse
 import pytest
 
 from commands import models
-from commands.application import Idempotency, StoriesApplication
+from commands import use_cases as uc
+from commands.application import Answer, Idempotency, StoriesApplication
 from commands.event_store import EventStore
 from commands.group_commit import GroupCommitter
 from commands.idempotency import request_fingerprint
 from domain.platform import Platform
+from write_api.app import answer_body
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -45,7 +47,7 @@ class CommitDropper:
         self._connections: set[asyncio.Task] = set()
         self._thread = threading.Thread(target=self.loop.run_forever, name="commit-dropper", daemon=True)
 
-    def start(self) -> "CommitDropper":
+    def start(self) -> CommitDropper:
         self._thread.start()
         asyncio.run_coroutine_threadsafe(self._listen(), self.loop).result(10)
         return self
@@ -99,7 +101,7 @@ class CommitDropper:
                         commit_forwarded.set()
                     server_w.write(data)
                     await server_w.drain()
-                    tail = window[-len(COMMIT):]
+                    tail = window[-len(COMMIT) :]
             except (ConnectionError, OSError):
                 pass
             finally:
@@ -116,7 +118,7 @@ class CommitDropper:
                         return
                     client_w.write(data)
                     await client_w.drain()
-                    tail = window[-len(COMMIT) - 1:]
+                    tail = window[-len(COMMIT) - 1 :]
             except (ConnectionError, OSError):
                 pass
             finally:
@@ -146,14 +148,19 @@ def test_a_batch_whose_commit_answer_is_lost_is_stored_and_answered_once(postgre
     app = StoriesApplication(store, committer, Platform.VIGNETTE)
 
     def create(user: str, **body):
-        return app.create_story(user, models.CreateStory.model_validate(
-            {"story_type": "text", "text_content": "hi", "privacy": "public", **body}))
+        return uc.CreateStory(
+            user,
+            models.CreateStory.model_validate(
+                {"story_type": "text", "text_content": "hi", "privacy": "public", **body}
+            ),
+        )
 
     async def scenario():
-        (answer, _) = await app.execute("owner", create("owner", stickers=[POLL]))
-        story = answer.body["story_id"]
+        (created, _) = await app.execute(create("owner", stickers=[POLL]))
+        story = str(created.story_id)
         keyed_body = {"story_type": "text", "text_content": "keyed", "privacy": "public"}
-        key = Idempotency("k-1", request_fingerprint("POST", "/api/v1/stories", keyed_body))
+        fingerprint = request_fingerprint("POST", "/api/v1/stories", keyed_body)
+        key = Idempotency("keyed", "k-1", fingerprint, lambda result: Answer(201, answer_body(result)))
         # Hold the writer thread in a first batch of its own while the commands queue up, so
         # that they share the next batch: the one whose COMMIT answer is lost.
         gate = threading.Event()
@@ -161,10 +168,10 @@ def test_a_batch_whose_commit_answer_is_lost_is_stored_and_answered_once(postgre
         await asyncio.sleep(0.3)
         vote = models.Interact.model_validate({"sticker_index": 0, "option_index": 1})
         commands = [
-            app.execute("voter", app.interact("voter", story, vote)),
-            app.execute("viewer", app.view_story("viewer", story)),
-            app.execute("author", create("author")),
-            app.execute("keyed", app.create_story("keyed", models.CreateStory.model_validate(keyed_body)), key),
+            app.execute(uc.Interact("voter", story, vote)),
+            app.execute(uc.ViewStory("viewer", story)),
+            app.execute(create("author")),
+            app.execute(uc.CreateStory("keyed", models.CreateStory.model_validate(keyed_body)), key),
         ]
         # Their keys exist already (commands/personal_data.py), so the next COMMIT is the batch's.
         store.keys.ensure(["voter", "viewer", "author", "keyed"])
@@ -175,18 +182,19 @@ def test_a_batch_whose_commit_answer_is_lost_is_stored_and_answered_once(postgre
         await held
         answers = await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 60)
         again = models.CreateStory.model_validate(keyed_body)
-        replay = await app.execute("keyed", app.create_story("keyed", again), key)
+        replay = await app.execute(uc.CreateStory("keyed", again), key)
         return story, answers, replay
 
     try:
-        story, answers, replay = asyncio.run(scenario())
+        _story, answers, replay = asyncio.run(scenario())
         assert dropper.dropped.is_set(), "the proxy never cut a connection after a COMMIT"
         assert committer.unacknowledged == 1 and committer.conflicts == 0
         assert not any(isinstance(a, BaseException) for a in answers), answers
         (vote, p_vote), (view, p_view), (created, p_created), (keyed, p_keyed) = answers
-        assert (vote.status, view.status, created.status, keyed.status) == (200, 202, 201, 201), answers
-        assert view.body["counted"] is True
-        assert replay == (keyed, p_keyed)  # the stored first answer, at the same position
+        kinds = (uc.StickerAnswered, uc.Counted, uc.StoryPosted, uc.StoryPosted)
+        assert all(isinstance(a, kind) for a, kind in zip((vote, view, created, keyed), kinds)), answers
+        assert view.counted is True
+        assert replay == (Answer(201, answer_body(keyed)), p_keyed)  # the stored first answer, at the same position
 
         events = list(store.read())
         by_type = Counter(e.event.event_type for e in events)

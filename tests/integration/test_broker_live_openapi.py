@@ -19,7 +19,7 @@ LIVE_PATHS = ("/api/v1/stories/{story_id}/live", "/api/v1/stories/feed/live")
 def _sent_event_names() -> set[str]:
     """Every ``event:`` name live.py writes: the first argument of its ``sse(...)`` calls."""
     names = set(re.findall(r"\bsse\(\s*\"([A-Za-z_]+)\"", LIVE_SOURCE.read_text(encoding="utf-8")))
-    assert names, "no sse(\"<event>\", ...) call found in read_api/live.py"
+    assert names, 'no sse("<event>", ...) call found in read_api/live.py'
     return names
 
 
@@ -29,8 +29,7 @@ def _documented_event_names(description: str) -> set[str]:
     return set(re.findall(r"`([a-z_]+)`", description))
 
 
-async def test_openapi_documents_the_live_endpoints_with_exactly_the_events_sent(read_side_settings,
-                                                                                aiohttp_client):
+async def test_openapi_documents_the_live_endpoints_with_exactly_the_events_sent(read_side_settings, aiohttp_client):
     client = await aiohttp_client(create_app(read_side_settings))
     response = await client.get("/openapi.json")
     assert response.status == 200
@@ -45,8 +44,14 @@ async def test_openapi_documents_the_live_endpoints_with_exactly_the_events_sent
         names = {p["name"] for p in document["paths"][path]["get"]["parameters"]}
         assert {"Last-Event-ID", "access_token"} <= names, path
     # no other endpoint claims to stream events
-    streaming = {p for p, item in document["paths"].items() for op in item.values() if isinstance(op, dict)
-                 for r in op.get("responses", {}).values() if "text/event-stream" in r.get("content", {})}
+    streaming = {
+        p
+        for p, item in document["paths"].items()
+        for op in item.values()
+        if isinstance(op, dict)
+        for r in op.get("responses", {}).values()
+        if "text/event-stream" in r.get("content", {})
+    }
     assert streaming == set(LIVE_PATHS)
 
 

@@ -72,12 +72,16 @@ async def _relay_the_log(store: EventStore, url: str, prefix: str, positions=Non
 
 def _expected(store: EventStore, after: int = 0) -> list[dict]:
     """The log's envelopes as JSON gives them back."""
-    return [json.loads(json.dumps(logged.envelope(PLATFORM.value))) for logged in store.read()
-            if logged.position > after]
+    return [
+        json.loads(json.dumps(logged.envelope(PLATFORM.value))) for logged in store.read() if logged.position > after
+    ]
 
 
 async def test_redis_entries_are_one_field_event_read_with_plain_xread_and_xreadgroup(
-    redis_url, redis_stream, sqlite_url, clock,
+    redis_url,
+    redis_stream,
+    sqlite_url,
+    clock,
 ):
     import redis
 
@@ -143,8 +147,12 @@ async def test_nats_body_is_the_envelope_json_with_nats_msg_id(nats_stream, sqli
     connection = await nats.connect(NATS_TEST_URL)  # plain nats-py
     try:
         js = connection.jetstream()
-        subscription = await js.subscribe(f"{prefix}.events.>", stream=nats_stream_name(prefix),
-                                          ordered_consumer=True, deliver_policy=DeliverPolicy.ALL)
+        subscription = await js.subscribe(
+            f"{prefix}.events.>",
+            stream=nats_stream_name(prefix),
+            ordered_consumer=True,
+            deliver_policy=DeliverPolicy.ALL,
+        )
         messages = []
         while len(messages) < len(expected):
             messages.append(await subscription.next_msg(timeout=5))
@@ -158,8 +166,12 @@ async def test_nats_body_is_the_envelope_json_with_nats_msg_id(nats_stream, sqli
 
         # One event type alone, by subject.
         viewed = [e for e in expected if e["event_type"] == "StoryViewed"]
-        subscription = await js.subscribe(f"{prefix}.events.StoryViewed", stream=nats_stream_name(prefix),
-                                          ordered_consumer=True, deliver_policy=DeliverPolicy.ALL)
+        subscription = await js.subscribe(
+            f"{prefix}.events.StoryViewed",
+            stream=nats_stream_name(prefix),
+            ordered_consumer=True,
+            deliver_policy=DeliverPolicy.ALL,
+        )
         got = [json.loads((await subscription.next_msg(timeout=5)).data) for _ in viewed]
         assert got == viewed and viewed
     finally:
@@ -174,8 +186,12 @@ async def _write_legacy_entries(redis_url: str, prefix: str, envelopes: list[dic
     await broker.connect()
     try:
         for envelope in envelopes:
-            await broker.publish(envelope, stream=redis_stream_name(prefix), correlation_id=envelope["event_id"],
-                                 headers={"event_type": envelope["event_type"]})
+            await broker.publish(
+                envelope,
+                stream=redis_stream_name(prefix),
+                correlation_id=envelope["event_id"],
+                headers={"event_type": envelope["event_type"]},
+            )
     finally:
         await broker.stop()
 
@@ -203,7 +219,8 @@ async def test_upgrade_over_a_stream_of_old_entries(redis_url, redis_stream, sql
     finally:
         client.close()
     assert [set(fields) for _id, fields in entries] == [{b"__data__"}] * len(old) + [{b"event"}] * (
-        len(expected) - len(old))
+        len(expected) - len(old)
+    )
 
     with caplog.at_level(logging.WARNING, logger="brokers.tail"):
         raw = [e async for e in raw_events(redis_url, prefix, from_start=True, idle_timeout_s=0.5)]

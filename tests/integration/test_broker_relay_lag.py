@@ -70,8 +70,7 @@ async def test_a_relay_half_way_reports_its_lag_and_tail_lag_prints_it(broker, s
         assert expected_seconds > 0
 
         lag = await relay.measure_lag()  # the relay's gauges: from the position the broker confirmed
-        assert (lag.head, lag.events, lag.oldest_missing_position) == (head, head - relay.position,
-                                                                        missing[0].position)
+        assert (lag.head, lag.events, lag.oldest_missing_position) == (head, head - relay.position, missing[0].position)
         assert gauge("stories_relay_lag_events") == head - relay.position
         assert gauge("stories_relay_lag_seconds") == expected_seconds
 
@@ -87,19 +86,36 @@ async def test_a_relay_half_way_reports_its_lag_and_tail_lag_prints_it(broker, s
         assert await print_lag(sqlite_url, url, prefix, out, follow=True, interval_s=0.01, times=2) == 2
         lines = out.getvalue().splitlines()
         assert len(lines) == 2
-        assert lines[0].startswith(f"head={head} broker={published[-1].position} "
-                                   f"lag_events={head - published[-1].position} lag_seconds=")
+        assert lines[0].startswith(
+            f"head={head} broker={published[-1].position} lag_events={head - published[-1].position} lag_seconds="
+        )
         assert lines[0].endswith(f"oldest_missing={missing[0].event.occurred_at.isoformat()}")
 
         process = subprocess.run(  # the command itself, once; exit code 0
-            [sys.executable, "-m", "brokers", "tail", "--lag", "--event-store-url", sqlite_url, "--broker-url", url,
-             "--prefix", prefix],
-            cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True, text=True, timeout=60,
+            [
+                sys.executable,
+                "-m",
+                "brokers",
+                "tail",
+                "--lag",
+                "--event-store-url",
+                sqlite_url,
+                "--broker-url",
+                url,
+                "--prefix",
+                prefix,
+            ],
+            cwd=ROOT,
+            env=dict(os.environ, PYTHONPATH=str(ROOT)),
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
         assert process.returncode == 0, process.stderr
         printed = process.stdout.splitlines()
         assert len(printed) == 1 and printed[0].startswith(
-            f"head={head} broker={published[-1].position} lag_events={head - published[-1].position} ")
+            f"head={head} broker={published[-1].position} lag_events={head - published[-1].position} "
+        )
         assert float(printed[0].split("lag_seconds=")[1].split()[0]) > 0  # the real clock: after the events
 
         await relay.catch_up()
@@ -121,12 +137,24 @@ async def test_stories_tail_lag_reads_the_settings(broker, sqlite_url, clock, tm
     await generate(store, PLATFORM, users=10, stories=5, engagements=20, seed=4, clock=clock)
     head = store.head()
     store.close()
-    env = dict(os.environ, PYTHONPATH=str(ROOT), STORIES_EVENT_STORE_URL=sqlite_url, STORIES_BROKER_URL=url,
-               STORIES_BROKER_PREFIX=prefix, STORIES_DATA_DIR=str(tmp_path / "data"))
+    env = dict(
+        os.environ,
+        PYTHONPATH=str(ROOT),
+        STORIES_EVENT_STORE_URL=sqlite_url,
+        STORIES_BROKER_URL=url,
+        STORIES_BROKER_PREFIX=prefix,
+        STORIES_DATA_DIR=str(tmp_path / "data"),
+    )
     if url.startswith("nats"):
         env["STORIES_REDIS_URL"] = os.environ.get("STORIES_REDIS_URL", "redis://127.0.0.1:6379/0")
-    process = subprocess.run([sys.executable, "-m", "stories.cli", "tail", "--lag"], cwd=ROOT, env=env,
-                             capture_output=True, text=True, timeout=60)
+    process = subprocess.run(
+        [sys.executable, "-m", "stories.cli", "tail", "--lag"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert process.returncode == 0, process.stderr
     assert process.stdout.splitlines() == [process.stdout.strip()]
     assert process.stdout.startswith(f"head={head} broker=- lag_events={head} lag_seconds=")

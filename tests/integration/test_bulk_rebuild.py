@@ -13,12 +13,15 @@ from commands.synthetic_load import generate
 from domain.platform import Platform
 from projections.bulk_load import TargetNotEmpty, bulk_load, target_state
 from projections.document_writes import apply_update
-from projections.mongo_views import POSITIONS, MongoViewStore
+from projections.mongo_schema import POSITIONS
+from projections.mongo_views import MongoViewStore
 from projections.redis_views import RedisViewStore
 from projections.runner import ProjectionRunner
 from stories.backends import connect_redis
 from tests.conftest import on_one_redis_and_a_cluster
-from tests.read_models import all_docs as _docs, drop_read_models as _drop, dump_redis, positions
+from tests.read_models import all_docs as _docs
+from tests.read_models import drop_read_models as _drop
+from tests.read_models import dump_redis, positions
 
 redis_url = on_one_redis_and_a_cluster  # the bulk load's Redis writes run on one Redis and on a cluster
 
@@ -39,15 +42,27 @@ def generated_log(read_side_settings, clock):
 def test_apply_update_does_what_the_server_does():
     doc = {"_id": 1}
     apply_update(doc, {"$setOnInsert": {"a": 1}, "$inc": {"n.x": 2}, "$push": {"l": {"$each": [1, 2]}}}, inserting=True)
-    apply_update(doc, {"$setOnInsert": {"a": 9}, "$inc": {"n.x": 1}, "$pull": {"l": {"$in": [1]}},
-                       "$max": {"m": 3}, "$min": {"k": 2}})
+    apply_update(
+        doc,
+        {
+            "$setOnInsert": {"a": 9},
+            "$inc": {"n.x": 1},
+            "$pull": {"l": {"$in": [1]}},
+            "$max": {"m": 3},
+            "$min": {"k": 2},
+        },
+    )
     assert doc == {"_id": 1, "a": 1, "n": {"x": 3}, "l": [2], "m": 3, "k": 2}
 
 
-@pytest.mark.parametrize("max_docs,stream", [(10**9, False), (50, False), (10**9, True)],
-                         ids=["one-flush", "many-flushes", "write-once-streamed"])
-def test_bulk_rebuild_equals_the_normal_projection(generated_log, read_side_settings, mongodb_url, redis_url,
-                                                   max_docs, stream, monkeypatch):
+@pytest.mark.parametrize(
+    "max_docs,stream",
+    [(10**9, False), (50, False), (10**9, True)],
+    ids=["one-flush", "many-flushes", "write-once-streamed"],
+)
+def test_bulk_rebuild_equals_the_normal_projection(
+    generated_log, read_side_settings, mongodb_url, redis_url, max_docs, stream, monkeypatch
+):
     if stream:  # collections that are only ever created (viewers of an owner...) go out chunk by chunk
         monkeypatch.setattr("projections.bulk_load.STREAM_AFTER", 20)
         monkeypatch.setattr("projections.bulk_load.STREAM_BATCH", 5)
@@ -70,8 +85,9 @@ def test_bulk_rebuild_equals_the_normal_projection(generated_log, read_side_sett
         assert positions(mongo, bulk_db, rclient, bulk_prefix) == (head, head)
         assert target_state(mongo, bulk_db, rclient, bulk_prefix) == "done"
         # the same indexes as the projector's own
-        assert sorted(mongo[bulk_db].story_viewers.index_information()) == \
-            sorted(mongo[s.mongodb_database].story_viewers.index_information())
+        assert sorted(mongo[bulk_db].story_viewers.index_information()) == sorted(
+            mongo[s.mongodb_database].story_viewers.index_information()
+        )
     finally:
         _drop(mongo, rclient, bulk_db, bulk_prefix)
 
@@ -93,8 +109,9 @@ def test_the_projector_continues_a_bulk_rebuild(generated_log, read_side_setting
         _drop(mongo, rclient, bulk_db, bulk_prefix)
 
 
-def test_a_half_built_target_is_dropped_and_a_used_one_refused(generated_log, read_side_settings, mongodb_url,
-                                                              redis_url):
+def test_a_half_built_target_is_dropped_and_a_used_one_refused(
+    generated_log, read_side_settings, mongodb_url, redis_url
+):
     store, s = generated_log, read_side_settings
     mongo, rclient = MongoClient(mongodb_url, tz_aware=True), connect_redis(redis_url)
     head = store.head()
@@ -124,8 +141,9 @@ def test_a_half_built_target_is_dropped_and_a_used_one_refused(generated_log, re
         _drop(mongo, rclient, bulk_db, bulk_prefix)
 
 
-def test_replay_command_in_place_and_into_a_named_target(generated_log, read_side_settings, mongodb_url,
-                                                         redis_url, tmp_path):
+def test_replay_command_in_place_and_into_a_named_target(
+    generated_log, read_side_settings, mongodb_url, redis_url, tmp_path
+):
     """``stories replay --yes`` rebuilds the configured read models in place (the expirer's keys
     stay); ``--database/--prefix`` refuses a target that holds read models."""
     from typer.testing import CliRunner
@@ -139,15 +157,21 @@ def test_replay_command_in_place_and_into_a_named_target(generated_log, read_sid
     expected_mongo, expected_redis = _docs(mongo, s.mongodb_database), dump_redis(rclient, s.redis_prefix)
     expirer = Keys(s.redis_prefix).stamps(EXPIRY_TAG)
     rclient.hset(expirer, "@expiry_schedule.v2", 7)
-    env = {"STORIES_EVENT_STORE_URL": s.event_store_url, "STORIES_DATA_DIR": str(tmp_path),
-           "STORIES_MONGODB_URL": mongodb_url, "STORIES_MONGODB_DATABASE": s.mongodb_database,
-           "STORIES_REDIS_URL": redis_url, "STORIES_REDIS_PREFIX": s.redis_prefix}
+    env = {
+        "STORIES_EVENT_STORE_URL": s.event_store_url,
+        "STORIES_DATA_DIR": str(tmp_path),
+        "STORIES_MONGODB_URL": mongodb_url,
+        "STORIES_MONGODB_DATABASE": s.mongodb_database,
+        "STORIES_REDIS_URL": redis_url,
+        "STORIES_REDIS_PREFIX": s.redis_prefix,
+    }
     result = CliRunner().invoke(cli, ["replay", "--yes"], env=env, catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert _docs(mongo, s.mongodb_database) == expected_mongo
     assert dump_redis(rclient, s.redis_prefix) == expected_redis
     assert rclient.hget(expirer, "@expiry_schedule.v2") == b"7"
     assert positions(mongo, s.mongodb_database, rclient, s.redis_prefix) == (store.head(), store.head())
-    refused = CliRunner().invoke(cli, ["replay", "--database", s.mongodb_database, "--prefix", s.redis_prefix],
-                                 env=env, catch_exceptions=False)
+    refused = CliRunner().invoke(
+        cli, ["replay", "--database", s.mongodb_database, "--prefix", s.redis_prefix], env=env, catch_exceptions=False
+    )
     assert refused.exit_code == 2, refused.output

@@ -10,7 +10,7 @@ import csv
 import io
 import uuid
 from collections import Counter
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from uuid import uuid4
 
 import orjson
@@ -35,7 +35,7 @@ from domain.visibility import Relationship
 pytestmark = pytest.mark.timeout(180)
 
 KEY = b"test pseudonym key"
-NOW = datetime(2026, 5, 4, 10, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 5, 4, 10, 0, tzinfo=UTC)
 # The erased person and what they wrote: '.' and ':' are not in a sealed value's base64 alphabet,
 # so finding these strings anywhere means they are there in clear.
 ALICE, BOB, CAROL = "alice.erased", "bob.stays", "carol.stays"
@@ -47,10 +47,16 @@ FRIENDS = Relationship(follows_owner=True, followed_by_owner=True)
 def events_of_everyone(store: EventStore, now: datetime = NOW) -> dict[str, object]:
     """A small log where Alice writes, views, replies, follows and is on lists, and Bob and
     Carol do the same around her. Returns the aggregates by name."""
-    alice_story = Story.create(uuid4(), ALICE, {"story_type": "text", "text_content": ALICE_TEXT,
-                                                "privacy": "public"}, Platform.VIGNETTE, now)
-    bob_story = Story.create(uuid4(), BOB, {"story_type": "text", "text_content": BOB_TEXT, "privacy": "custom",
-                                            "allowed_viewer_ids": [ALICE, CAROL]}, Platform.VIGNETTE, now)
+    alice_story = Story.create(
+        uuid4(), ALICE, {"story_type": "text", "text_content": ALICE_TEXT, "privacy": "public"}, Platform.VIGNETTE, now
+    )
+    bob_story = Story.create(
+        uuid4(),
+        BOB,
+        {"story_type": "text", "text_content": BOB_TEXT, "privacy": "custom", "allowed_viewer_ids": [ALICE, CAROL]},
+        Platform.VIGNETTE,
+        now,
+    )
     store.append(alice_story.collect_events() + bob_story.collect_events())
     later = now + timedelta(minutes=5)
     view = StoryView.view(None, alice_story, BOB, FRIENDS, later)
@@ -60,14 +66,21 @@ def events_of_everyone(store: EventStore, now: datetime = NOW) -> dict[str, obje
     follow = Follow.follow(None, ALICE, BOB, later, tally, 100)
     followed = Follow.follow(None, CAROL, ALICE, later)
     friend = CloseFriendship.add(None, BOB, ALICE, later)
-    record = IdempotencyRecord.record(ALICE, "k-1", "f" * 64, 201, {"story_id": str(alice_story.id),
-                                                                     "text_content": ALICE_TEXT}, later)
+    record = IdempotencyRecord.record(
+        ALICE, "k-1", "f" * 64, 201, {"story_id": str(alice_story.id), "text_content": ALICE_TEXT}, later
+    )
     events = []
     for aggregate in (view, alice_views, reply, follow, tally, followed, friend, record):
         events += aggregate.collect_events()
     store.append(events)
-    return {"alice_story": alice_story, "bob_story": bob_story, "follow": follow, "tally": tally,
-            "followed": followed, "friend": friend}
+    return {
+        "alice_story": alice_story,
+        "bob_story": bob_story,
+        "follow": follow,
+        "tally": tally,
+        "followed": followed,
+        "friend": friend,
+    }
 
 
 def count(store: EventStore, event_type: str) -> int:
@@ -197,8 +210,9 @@ def test_finish_erasures_after_a_crash_between_the_steps(event_store_url):
 
 def test_stored_positions_recognizes_a_batchs_own_sealed_rows(event_store_url):
     store = EventStore(event_store_url)
-    story = Story.create(uuid4(), ALICE, {"story_type": "text", "text_content": ALICE_TEXT, "privacy": "public"},
-                         Platform.VIGNETTE, NOW)
+    story = Story.create(
+        uuid4(), ALICE, {"story_type": "text", "text_content": ALICE_TEXT, "privacy": "public"}, Platform.VIGNETTE, NOW
+    )
     tally = Tally.open(None, FOLLOWS, ALICE)
     follow = Follow.follow(None, ALICE, BOB, NOW, tally, 100)
     batch = story.collect_events() + follow.collect_events() + tally.collect_events()
@@ -207,8 +221,13 @@ def test_stored_positions_recognizes_a_batchs_own_sealed_rows(event_store_url):
     other = EventStore(event_store_url)  # a process with nothing cached
     assert other.stored_positions(batch) == positions
     # the same streams and versions with other content are not this batch's rows
-    impostor = Story.create(story.id, ALICE, {"story_type": "text", "text_content": "txt:other", "privacy": "public"},
-                            Platform.VIGNETTE, NOW)
+    impostor = Story.create(
+        story.id,
+        ALICE,
+        {"story_type": "text", "text_content": "txt:other", "privacy": "public"},
+        Platform.VIGNETTE,
+        NOW,
+    )
     assert store.stored_positions(impostor.collect_events()) is None
     not_stored = Follow.follow(None, ALICE, CAROL, NOW)
     assert store.stored_positions(not_stored.collect_events()) is None
@@ -257,8 +276,9 @@ def write_old_log(url: str) -> tuple[dict[str, object], int]:
 def records(store: EventStore) -> list:
     """Every record of the log (private ones too), read through the store's mapper."""
     rows = store.recorder.select_notifications(1, 10_000)
-    return [(row.id, row.originator_id, row.topic, store._mapper.to_domain_event(row), bytes(row.state))
-            for row in rows]
+    return [
+        (row.id, row.originator_id, row.topic, store._mapper.to_domain_event(row), bytes(row.state)) for row in rows
+    ]
 
 
 def comparable(event) -> dict:
@@ -285,12 +305,17 @@ def test_an_old_log_opens_as_legacy_and_reencrypts_into_a_new_one(two_logs):
     assert [r[2] for r in new_records] == [r[2] for r in old_records]  # same types, same order
     assert [comparable(r[3]) for r in new_records] == [comparable(r[3]) for r in old_records]
     assert [e.event.data() for e in new.read()] == [e.event.data() for e in old.read()]
-    for _, stream, _, _, state in new_records:
+    for _, _stream, _, _, state in new_records:
         for secret in (ALICE, BOB, CAROL, ALICE_TEXT, ALICE_REPLY, BOB_TEXT):
             assert secret.encode() not in state
         assert b"txt:" not in state and b".erased" not in state and b".stays" not in state
-    derived = {Follow.stream_for(ALICE, BOB), Follow.stream_for(CAROL, ALICE), Tally.stream_for(FOLLOWS, ALICE),
-               CloseFriendship.stream_for(BOB, ALICE), IdempotencyRecord.stream_for(ALICE, "k-1")}
+    derived = {
+        Follow.stream_for(ALICE, BOB),
+        Follow.stream_for(CAROL, ALICE),
+        Tally.stream_for(FOLLOWS, ALICE),
+        CloseFriendship.stream_for(BOB, ALICE),
+        IdempotencyRecord.stream_for(ALICE, "k-1"),
+    }
     assert not derived & {uuid.UUID(str(r[1])) for r in new_records}  # keyed
     # random stream ids (stories) are kept
     assert uuid.UUID(str(new_records[0][1])) == aggregates["alice_story"].id
@@ -314,8 +339,12 @@ def test_an_old_log_opens_as_legacy_and_reencrypts_into_a_new_one(two_logs):
 def cli(args: list[str], url: str, **env: str):
     from stories.cli import cli as app
 
-    environment = {"STORIES_EVENT_STORE_URL": url, "STORIES_PSEUDONYM_KEY": KEY.decode(),
-                   "STORIES_MASTER_KEYS": "", **env}
+    environment = {
+        "STORIES_EVENT_STORE_URL": url,
+        "STORIES_PSEUDONYM_KEY": KEY.decode(),
+        "STORIES_MASTER_KEYS": "",
+        **env,
+    }
     return CliRunner().invoke(app, args, env=environment, catch_exceptions=False)
 
 
@@ -335,8 +364,7 @@ def test_the_cli_reencrypts_exports_and_erases(two_logs):
     assert exported.exit_code == 0, exported.output
     lines = [orjson.loads(line) for line in exported.output.splitlines() if line.strip()]
     old = EventStore(old_url)
-    assert [(e["event_type"], e["data"]) for e in lines] == \
-        [(e.event.event_type, e.event.data()) for e in old.read()]
+    assert [(e["event_type"], e["data"]) for e in lines] == [(e.event.event_type, e.event.data()) for e in old.read()]
     old.close()
     assert not any("erased" in e for e in lines)
 
@@ -369,8 +397,9 @@ def test_a_reshare_does_not_keep_what_an_erased_person_wrote(event_store_url):
     from domain.engagement import StoryShare
 
     store = EventStore(event_store_url)
-    original = Story.create(uuid4(), ALICE, {"story_type": "text", "text_content": ALICE_TEXT, "privacy": "public"},
-                            Platform.VIGNETTE, NOW)
+    original = Story.create(
+        uuid4(), ALICE, {"story_type": "text", "text_content": ALICE_TEXT, "privacy": "public"}, Platform.VIGNETTE, NOW
+    )
     store.append(original.collect_events())
     reshare = Story.reshare(uuid4(), original, BOB, FRIENDS, {}, Platform.VIGNETTE, NOW + timedelta(minutes=1))
     share = StoryShare.record(original, reshare, NOW + timedelta(minutes=1))
@@ -394,8 +423,9 @@ def test_another_command_process_stops_reading_an_erased_persons_data(event_stor
     import time
 
     a, b = EventStore(event_store_url), EventStore(event_store_url)
-    story = Story.create(uuid4(), ALICE, {"story_type": "text", "text_content": ALICE_TEXT, "privacy": "public"},
-                         Platform.VIGNETTE, NOW)
+    story = Story.create(
+        uuid4(), ALICE, {"story_type": "text", "text_content": ALICE_TEXT, "privacy": "public"}, Platform.VIGNETTE, NOW
+    )
     a.append(story.collect_events())
     assert a.load(Story, story.id).fields["text_content"] == ALICE_TEXT
     erase_account(b, KEY, ALICE, NOW + timedelta(hours=1))

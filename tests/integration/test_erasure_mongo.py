@@ -15,11 +15,13 @@ from pymongo import MongoClient
 
 from commands.event_store import EventStore
 from commands.synthetic_load import generate
-from domain import engagement as en, stories as sto
+from domain import engagement as en
+from domain import stories as sto
 from domain.accounts import AccountErased
 from domain.platform import Platform
 from projections.bulk_load import MongoFold
-from projections.mongo_views import POSITIONS, MongoViewStore
+from projections.mongo_schema import POSITIONS
+from projections.mongo_views import MongoViewStore
 from projections.runner import ProjectionRunner
 from tests.erasure import as_erased
 from tests.integration.test_mongo_write_shapes import Crash, Cut, cut_store, social_and_viewer_edges
@@ -27,8 +29,9 @@ from tests.read_models import COLLECTIONS, dump_mongo
 from tests.unit.test_erasure_mongo_handlers import KINDS, MemoryLog, build_log, live_and_replay, names
 
 
-def project(events: list, mongo: MongoClient, database: str, batch: int, until: int | None = None,
-            indexes: bool = True) -> None:
+def project(
+    events: list, mongo: MongoClient, database: str, batch: int, until: int | None = None, indexes: bool = True
+) -> None:
     ProjectionRunner(MemoryLog(events), MongoViewStore(mongo, database, indexes=indexes), batch).catch_up(until)
 
 
@@ -59,8 +62,11 @@ def _people(events: list) -> dict[str, str]:
     """Who to erase: the owner of the most engaged story, and the most active other person."""
     owners = Counter(e.owner_id for e in events if isinstance(e, en.StoryViewed))
     owner = owners.most_common(1)[0][0]
-    active = Counter(getattr(e, "viewer_id", None) or getattr(e, "user_id", None) for e in events
-                     if isinstance(e, (en.StoryViewed, en.StickerEvent, en.StoryReplied)))
+    active = Counter(
+        getattr(e, "viewer_id", None) or getattr(e, "user_id", None)
+        for e in events
+        if isinstance(e, (en.StoryViewed, en.StickerEvent, en.StoryReplied))
+    )
     other = next(p for p, _ in active.most_common() if p not in (owner, None))
     return {"owner": owner, "engager": other}
 
@@ -77,7 +83,7 @@ def test_live_purge_equals_a_replay_after_the_erasure(generated, mongodb_url, mo
     person = _people(generated)[who]
     split = len(generated) * 2 // 3  # the erasure, then more events (the person's read erased)
     live, replay = live_and_replay(generated, person, split)
-    before = [e for e in generated[:split]]
+    before = list(generated[:split])
     rebuilt, folded, folded_live = (f"{mongodb_database}_{s}" for s in ("replay", "fold", "foldlive"))
     try:
         project(before, mongo, rebuilt, batch)  # what the person had, before: named all over
@@ -95,7 +101,8 @@ def test_live_purge_equals_a_replay_after_the_erasure(generated, mongodb_url, mo
             assert expected["stories"], "other people's stories stay"
         else:  # their views still count on other people's stories
             assert sum(d.get("view_count", 0) for d in got["stories"]) == sum(
-                1 for e in replay if isinstance(e, en.StoryViewed) and e.owner_id is not None)
+                1 for e in replay if isinstance(e, en.StoryViewed) and e.owner_id is not None
+            )
         # the bulk load's fold, of either log, writes the same (cut as it goes: max_docs=25)
         fold_into(replay, mongo, folded, max_docs=25)
         fold_into(live, mongo, folded_live, max_docs=25)
@@ -188,12 +195,17 @@ def test_an_erased_owners_reshare_origin_and_lists_are_cleared_on_the_server(mon
 
     events = [
         story_created("s0", "alice"),
-        story_created("s1", "bob", allowed=["alice", "carol"], hidden=["alice", "dan"],
-                      reshared_from={"story_id": "s0", "user_id": "alice"}),
+        story_created(
+            "s1",
+            "bob",
+            allowed=["alice", "carol"],
+            hidden=["alice", "dan"],
+            reshared_from={"story_id": "s0", "user_id": "alice"},
+        ),
         story_created("s2", "carol", hidden=["dan"]),
     ]
     mongo = MongoClient(mongodb_url, tz_aware=True)
-    project(events + [erasure("alice")], mongo, mongodb_database, batch=10)
+    project([*events, erasure("alice")], mongo, mongodb_database, batch=10)
     stories = {d["_id"]: d for d in mongo[mongodb_database].stories.find()}
     assert set(stories) == {"s1", "s2"}
     assert stories["s1"]["allowed_viewer_ids"] == ["carol"] and stories["s1"]["hidden_from_ids"] == ["dan"]

@@ -19,19 +19,35 @@ from tests.conftest import on_one_redis_and_a_cluster
 from tests.erasure import as_erased
 from tests.integration.test_redis_exactly_once import Crash, CutClient
 from tests.read_models import dump_redis
-from tests.unit.test_erasure_redis_handlers import STORIES, T, USERS, X, build, erasure
+from tests.unit.test_erasure_redis_handlers import STORIES, USERS, T, X, build, erasure
 
 redis_url = on_one_redis_and_a_cluster
 
-KINDS = ["story", "view", "vote", "answer", "countdown", "follow", "unfollow", "cf", "uncf", "mute", "unmute",
-         "delete", "expire", "edit"]
+KINDS = [
+    "story",
+    "view",
+    "vote",
+    "answer",
+    "countdown",
+    "follow",
+    "unfollow",
+    "cf",
+    "uncf",
+    "mute",
+    "unmute",
+    "delete",
+    "expire",
+    "edit",
+]
 
 
 def random_log(seed: int, steps: int = 80) -> list:
     rng = random.Random(seed)
     plan = [("story", u, rng.choice(USERS), s, rng.randrange(4)) for u, s in zip([X, "alice", "bob", X], STORIES)]
-    plan += [(rng.choice(KINDS), rng.choice(USERS), rng.choice(USERS), rng.choice(STORIES), rng.randrange(4))
-             for _ in range(steps)]
+    plan += [
+        (rng.choice(KINDS), rng.choice(USERS), rng.choice(USERS), rng.choice(STORIES), rng.randrange(4))
+        for _ in range(steps)
+    ]
     return build(plan)
 
 
@@ -40,7 +56,7 @@ def project(client, prefix: str, events: list, batch: int, start: int = 0) -> in
     store = RedisViewStore(client, prefix)
     position = start
     for i in range(0, len(events), batch):
-        chunk = [LoggedEvent(position + j + 1, e) for j, e in enumerate(events[i:i + batch])]
+        chunk = [LoggedEvent(position + j + 1, e) for j, e in enumerate(events[i : i + batch])]
         store.apply(chunk, position, position + len(chunk))
         position += len(chunk)
     return position
@@ -69,7 +85,7 @@ def test_live_then_purged_equals_the_replay_of_the_erased_log(redis_url, redis_p
     assert got == dump_redis(client, replay)
     assert names_anyone(got, X) == []
     # nothing under their tag is left but their stamps (positions, never served; they expire)
-    left = {k.decode()[len(live):] for k in client.scan_iter(match=f"{live}*{{{X}}}*")}
+    left = {k.decode()[len(live) :] for k in client.scan_iter(match=f"{live}*{{{X}}}*")}
     assert left <= {f"at:{{{X}}}"}
     assert 0 < client.pttl(Keys(live).stamps(X)) <= 50 * 3600 * 1000 if left else True
     assert int(client.get(Keys(live).position(VIEW_NAME))) == before + 1
@@ -116,8 +132,10 @@ def test_the_query_api_knows_an_erased_pseudonym(redis_url, redis_prefix):
 
             aclient = Redis.from_url(redis_url)
         try:
-            return (await is_erased(aclient, redis_prefix, "c0ffee"),
-                    await is_erased(aclient, Keys(redis_prefix), "someone-else"))
+            return (
+                await is_erased(aclient, redis_prefix, "c0ffee"),
+                await is_erased(aclient, Keys(redis_prefix), "someone-else"),
+            )
         finally:
             await aclient.aclose()
 

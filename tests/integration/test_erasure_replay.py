@@ -6,16 +6,17 @@ the erased may remain anywhere, and the rebuilds must equal the live read models
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 import pytest
 from pymongo import MongoClient
 
 from commands import models
+from commands import use_cases as uc
 from commands.application import StoriesApplication
 from commands.erasure import erase_account
-from commands.group_commit import GroupCommitter
 from commands.event_store import EventStore
+from commands.group_commit import GroupCommitter
 from commands.synthetic_load import generate
 from domain.platform import Platform
 from projections.bulk_load import bulk_load
@@ -24,7 +25,9 @@ from projections.redis_views import RedisViewStore
 from projections.runner import ProjectionRunner
 from stories.backends import connect_redis
 from tests.conftest import on_one_redis_and_a_cluster
-from tests.read_models import all_docs as _docs, drop_read_models as _drop, dump_redis
+from tests.read_models import all_docs as _docs
+from tests.read_models import drop_read_models as _drop
+from tests.read_models import dump_redis
 
 redis_url = on_one_redis_and_a_cluster  # the purge runs per hash tag: on one Redis and on a cluster
 
@@ -44,13 +47,14 @@ def _reshare(store: EventStore, clock, author: str, resharer: str, viewer: str) 
     app = StoriesApplication(store, committer, Platform.VIGNETTE, clock=clock)
 
     async def run() -> None:
-        body = models.CreateStory.model_validate({"story_type": "text", "text_content": f"words of {author}",
-                                                 "privacy": "public"})
-        (created, _) = await app.execute(author, app.create_story(author, body))
-        original = created.body["story_id"]
-        (shared, _) = await app.execute(resharer, app.share_story(resharer, original, None))
-        for story in (original, shared.body["story_id"]):
-            await app.execute(viewer, app.view_story(viewer, story))
+        body = models.CreateStory.model_validate(
+            {"story_type": "text", "text_content": f"words of {author}", "privacy": "public"}
+        )
+        (created, _) = await app.execute(uc.CreateStory(author, body))
+        original = str(created.story_id)
+        (shared, _) = await app.execute(uc.ShareStory(resharer, original, None))
+        for story in (original, str(shared.story_id)):
+            await app.execute(uc.ViewStory(viewer, story))
 
     try:
         asyncio.run(run())

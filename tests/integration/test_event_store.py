@@ -91,11 +91,14 @@ def test_processes_starting_together_on_a_fresh_database_all_come_up(postgres_sc
     import sys
 
     script = (
-        "import sys; from commands.event_store import EventStore; "
-        "store = EventStore(sys.argv[1]); print(store.head())"
+        "import sys; from commands.event_store import EventStore; store = EventStore(sys.argv[1]); print(store.head())"
     )
-    procs = [subprocess.Popen([sys.executable, "-c", script, postgres_schema_url],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(6)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", script, postgres_schema_url], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        for _ in range(6)
+    ]
     for proc in procs:
         out, err = proc.communicate(timeout=60)
         assert proc.returncode == 0, err.decode()[-2000:]

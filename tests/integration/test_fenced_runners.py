@@ -23,10 +23,11 @@ from pymongo import MongoClient
 
 from commands.event_store import EventStore
 from commands.synthetic_load import generate
-from domain import engagement as en, social as so
+from domain import engagement as en
+from domain import social as so
 from domain.platform import Platform
 from projections import mongo_views
-from projections.document_writes import GONE
+from projections.mongo_schema import GONE
 from projections.mongo_views import MongoViewStore
 from projections.runner import ProjectionRunner, StalePosition
 from tests.integration.test_mongo_write_shapes import Cut, CutDatabase, MemoryLog, checkpoint, dump
@@ -50,10 +51,20 @@ def race_log(read_side_settings, clock) -> tuple[MemoryLog, int, tuple[str, str]
     story = next(e for e in events if type(e).__name__ == "StoryCreated")
     pair = ("racer", "friend")
     added = _ev(so.CloseFriendAdded, at, user_id=pair[0], friend_id=pair[1])
-    later = [_ev(en.StoryViewed, at + timedelta(seconds=i), story_id=story.story_id, owner_id=story.user_id,
-                 viewer_id=f"late{i % 3}", view_number=1 + i // 3, life_hour=0) for i in range(1, 10)]
+    later = [
+        _ev(
+            en.StoryViewed,
+            at + timedelta(seconds=i),
+            story_id=story.story_id,
+            owner_id=story.user_id,
+            viewer_id=f"late{i % 3}",
+            view_number=1 + i // 3,
+            life_hour=0,
+        )
+        for i in range(1, 10)
+    ]
     removed = _ev(so.CloseFriendRemoved, at + timedelta(seconds=20), user_id=pair[0], friend_id=pair[1])
-    return MemoryLog(events + [added] + later + [removed]), len(events) + 1, pair
+    return MemoryLog([*events, added, *later, removed]), len(events) + 1, pair
 
 
 def _stalled_runner(log, mongo, database, first_batch, lease):
@@ -119,8 +130,9 @@ def test_a_stalled_runner_overtaken_by_another_resurrects_nothing(race_log, mong
         mongo.drop_database(clean)
 
 
-def test_without_tombstones_the_same_race_would_resurrect_the_entry(race_log, mongodb_url, mongodb_database,
-                                                                      monkeypatch):
+def test_without_tombstones_the_same_race_would_resurrect_the_entry(
+    race_log, mongodb_url, mongodb_database, monkeypatch
+):
     """The scenario above bites: with physical deletes, A's late upsert brings the entry back."""
     monkeypatch.setattr(mongo_views, "TOMBSTONED", frozenset())
     log, first_batch, pair = race_log
@@ -145,8 +157,10 @@ def test_two_runners_racing_through_the_log_land_everything_once(race_log, mongo
     clean = f"{mongodb_database}_clean"
     try:
         ProjectionRunner(log, MongoViewStore(mongo, clean), 1000).catch_up()
-        runners = [ProjectionRunner(log, MongoViewStore(mongo, mongodb_database, lease=timedelta(seconds=0.05)), size)
-                   for size in (4, 7)]
+        runners = [
+            ProjectionRunner(log, MongoViewStore(mongo, mongodb_database, lease=timedelta(seconds=0.05)), size)
+            for size in (4, 7)
+        ]
         errors: list[BaseException] = []
 
         def run(runner):
@@ -222,8 +236,18 @@ def story_log(read_side_settings, clock) -> tuple[MemoryLog, int, str]:
     at = max(e.occurred_at for e in events) + timedelta(seconds=1)
     deleted = {e.story_id for e in events if isinstance(e, (sto.StoryDeleted, sto.StoryExpired))}
     story = next(e for e in events if type(e).__name__ == "StoryCreated" and e.story_id not in deleted)
-    views = [_ev(en.StoryViewed, at + timedelta(seconds=i), story_id=story.story_id, owner_id=story.user_id,
-                 viewer_id=f"late{i}", view_number=1, life_hour=0) for i in range(3)]
+    views = [
+        _ev(
+            en.StoryViewed,
+            at + timedelta(seconds=i),
+            story_id=story.story_id,
+            owner_id=story.user_id,
+            viewer_id=f"late{i}",
+            view_number=1,
+            life_hour=0,
+        )
+        for i in range(3)
+    ]
     gone = _ev(sto.StoryDeleted, at + timedelta(seconds=10), story_id=story.story_id, user_id=story.user_id)
     return MemoryLog(events + views + [gone]), len(events) + len(views), story.story_id
 
@@ -235,7 +259,7 @@ def test_a_stalled_redis_runner_overtaken_by_another_resurrects_nothing(story_lo
     from stories.backends import connect_redis
     from tests.read_models import dump_redis
 
-    log, first_batch, story_id = story_log
+    log, first_batch, _story_id = story_log
     client = connect_redis(redis_url)
     ProjectionRunner(log, RedisViewStore(client, redis_prefix + "clean:"), 1000).catch_up()
     prefix = redis_prefix + "race:"

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from datetime import datetime, timezone
-from typing import Any, Callable
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
 
 import aiohttp
 import orjson
@@ -18,6 +19,7 @@ import pytest
 from pymongo import MongoClient
 
 from commands import models
+from commands import use_cases as uc
 from commands.application import StoriesApplication
 from commands.event_store import EventStore
 from commands.group_commit import GroupCommitter
@@ -98,8 +100,10 @@ class World:
         self.app = StoriesApplication(self.store, self.committer, settings.platform, clock=clock)
         self.mongo = MongoClient(settings.mongodb_url, tz_aware=True)
         self.redis = connect_redis(settings.redis_url)
-        self.runners = [ProjectionRunner(self.store, MongoViewStore(self.mongo, settings.mongodb_database)),
-                        ProjectionRunner(self.store, RedisViewStore(self.redis, settings.redis_prefix))]
+        self.runners = [
+            ProjectionRunner(self.store, MongoViewStore(self.mongo, settings.mongodb_database)),
+            ProjectionRunner(self.store, RedisViewStore(self.redis, settings.redis_prefix)),
+        ]
         self.tokens: dict[str, str] = {}
 
     def close(self) -> None:
@@ -116,12 +120,13 @@ class World:
     def headers(self, user: str, **extra: str) -> dict:
         return {"Authorization": f"Bearer {self.token(user)}", **extra}
 
-    async def run(self, command) -> Any:
+    async def run(self, command: uc.Command) -> uc.Result:
         """One command through group commit, then the projector catches up."""
         self.clock.advance(seconds=1)
-        outcome = await asyncio.to_thread(self.committer.run_sync, lambda batch: command(batch, self.clock()))
+        step = self.app.step(command)
+        outcome = await asyncio.to_thread(self.committer.run_sync, lambda batch: step(batch, self.clock()))
         await self.project()
-        return outcome.result.body if outcome.result is not None else None
+        return outcome.result
 
     async def project(self) -> None:
         for runner in self.runners:
@@ -129,11 +134,11 @@ class World:
 
     async def story(self, owner: str, **body: Any) -> str:
         spec = {"story_type": "text", "text_content": "hi", **body}
-        answer = await self.run(self.app.create_story(owner, models.CreateStory(**spec)))
-        return answer["story_id"]
+        created = await self.run(uc.CreateStory(owner, models.CreateStory(**spec)))
+        return str(created.story_id)
 
     async def vote(self, user: str, story_id: str, option: int) -> None:
-        await self.run(self.app.interact(user, story_id, models.Interact(sticker_index=0, option_index=option)))
+        await self.run(uc.Interact(user, story_id, models.Interact(sticker_index=0, option_index=option)))
 
     async def position(self) -> int:
         """The query API's projection position once it has seen the projector's latest."""
@@ -142,8 +147,9 @@ class World:
         assert await positions.wait_for(head, WAIT_S)
         return positions.current
 
-    async def stream(self, path: str, user: str | None, *, query: dict | None = None, session=None,
-                     **headers: str) -> Events:
+    async def stream(
+        self, path: str, user: str | None, *, query: dict | None = None, session=None, **headers: str
+    ) -> Events:
         sent = self.headers(user, **headers) if user else headers
         if session is None:
             response = await self.client.get(path, headers=sent, params=query or {})
@@ -156,7 +162,7 @@ class World:
 
 @pytest.fixture
 async def world(read_side_settings, aiohttp_client, tmp_path):
-    clock = FakeClock(datetime.now(timezone.utc).replace(microsecond=0))
+    clock = FakeClock(datetime.now(UTC).replace(microsecond=0))
     app = create_app(read_side_settings, clock=clock)
     client = await aiohttp_client(app)
     w = World(read_side_settings, client, clock, tmp_path)
@@ -203,8 +209,11 @@ async def test_access_token_in_the_query_and_a_bad_token(world: World):
     assert (await events.next())[0] == "story"
     events.close()
     for path in (live_path(story_id), FEED_LIVE):
-        for sent in ({"params": {"access_token": "not-a-token"}}, {},
-                     {"headers": {"Authorization": "Bearer nope"}, "params": {"access_token": world.token("bob")}}):
+        for sent in (
+            {"params": {"access_token": "not-a-token"}},
+            {},
+            {"headers": {"Authorization": "Bearer nope"}, "params": {"access_token": world.token("bob")}},
+        ):
             response = await world.client.get(path, **sent)
             assert response.status == 401
             assert response.headers["Content-Type"].startswith("application/json")
@@ -259,12 +268,12 @@ async def test_a_hidden_or_unknown_story_is_404_json(world: World):
 
 
 async def test_a_viewer_removed_from_close_friends_gets_end(world: World):
-    await world.run(world.app.add_close_friend("alice", "bob"))
+    await world.run(uc.AddCloseFriend("alice", "bob"))
     story_id = await world.story("alice", privacy="close_friends")
     await world.position()
     events = await world.stream(live_path(story_id), "bob")
     assert (await events.next())[0] == "story"
-    await world.run(world.app.remove_close_friend("alice", "bob"))
+    await world.run(uc.RemoveCloseFriend("alice", "bob"))
     event, event_id, data = await events.next()
     assert event == "end" and data == {"story_id": story_id}
     assert event_id == await world.position()
@@ -281,7 +290,7 @@ async def test_deletion_sends_end(world: World):
     viewer = await world.stream(live_path(story_id), "bob")
     owner = await world.stream(live_path(story_id), "alice")
     assert (await viewer.next())[0] == (await owner.next())[0] == "story"
-    await world.run(world.app.delete_story("alice", story_id))
+    await world.run(uc.DeleteStory("alice", story_id))
     for events in (viewer, owner):
         assert (await events.until(lambda e, d: e != "story"))[0] == "end"
         with pytest.raises(EOFError):
@@ -295,7 +304,7 @@ async def test_expiry_sends_end(world: World):
     owner = await world.stream(live_path(story_id), "alice")
     assert (await viewer.next())[0] == (await owner.next())[0] == "story"
     world.clock.advance(hours=6, seconds=1)
-    await world.run(world.app.expire_story(uuid.UUID(story_id)))  # what the expirer does
+    await world.run(uc.ExpireStory(uuid.UUID(story_id)))  # what the expirer does
     assert (await viewer.next())[0] == "end"
     event, _, story = await owner.next()  # the owner sees it expired, then the end
     assert event == "story" and story["is_expired"] is True
@@ -306,7 +315,7 @@ async def test_expiry_sends_end(world: World):
 
 
 async def test_the_feed_stream_names_a_followed_author_who_posts(world: World):
-    await world.run(world.app.follow("bob", "alice"))
+    await world.run(uc.Follow("bob", "alice"))
     await world.position()
     events = await world.stream(FEED_LIVE, "bob")
     await world.story("alice", privacy="public")
@@ -317,7 +326,7 @@ async def test_the_feed_stream_names_a_followed_author_who_posts(world: World):
     await events.nothing()
     await world.story("bob", privacy="public")  # the viewer's own entry
     assert (await events.next())[:3:2] == ("tray", {"user_id": "bob"})
-    await world.run(world.app.follow("bob", "zed"))  # a new follow: zed's entry appears
+    await world.run(uc.Follow("bob", "zed"))  # a new follow: zed's entry appears
     assert (await events.next())[:3:2] == ("tray", {"user_id": "zed"})
     await world.story("zed", privacy="public")  # and zed's stories now count
     assert (await events.next())[:3:2] == ("tray", {"user_id": "zed"})
@@ -349,7 +358,7 @@ async def test_a_comment_comes_while_nothing_happens(world: World, monkeypatch):
 async def test_many_streams_in_one_process_all_get_a_change(world: World):
     count = 200
     story_id = await world.story("alice", privacy="public", stickers=[POLL])
-    await world.run(world.app.follow("bob", "alice"))
+    await world.run(uc.Follow("bob", "alice"))
     await world.position()
     session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))  # the test client's: 100 at most
     stories = [await world.stream(live_path(story_id), f"v{i}", session=session) for i in range(count // 2)]
@@ -359,8 +368,8 @@ async def test_many_streams_in_one_process_all_get_a_change(world: World):
     assert len(hub.watches) == count
     await world.vote("carol", story_id, 0)
     got = await asyncio.gather(*(s.next() for s in stories), *(f.next() for f in feeds))
-    assert all(e == "story" and votes(d) == [1, 0] for e, _, d in got[:count // 2])
-    assert all((e, d) == ("tray", {"user_id": "alice"}) for e, _, d in got[count // 2:])
+    assert all(e == "story" and votes(d) == [1, 0] for e, _, d in got[: count // 2])
+    assert all((e, d) == ("tray", {"user_id": "alice"}) for e, _, d in got[count // 2 :])
     for s in (*stories, *feeds):
         s.close()
     async with asyncio.timeout(WAIT_S):  # closed streams leave the index
@@ -388,17 +397,29 @@ async def test_after_the_subscription_is_lost_every_stream_gets_the_current_stat
     import redis.asyncio
 
     story_id = await world.story("alice", privacy="public", stickers=[POLL])
-    await world.run(world.app.follow("bob", "alice"))
-    await world.run(world.app.follow("bob", "carol"))  # followed, no live stories: no tray for carol
+    await world.run(uc.Follow("bob", "alice"))
+    await world.run(uc.Follow("bob", "carol"))  # followed, no live stories: no tray for carol
     await world.position()
     story = await world.stream(live_path(story_id), "bob")
     feed = await world.stream(FEED_LIVE, "bob")
     assert (await story.next())[0] == "story"
     hub = world.client.server.app[LIVE]
-    dispatch = hub.dispatch
-    hub.dispatch = lambda notice: None  # these notices are lost
+    dispatch, dropped = hub.dispatch, asyncio.Event()
+    voted_at = await world.position() + 1
+
+    def lose(notice: dict) -> None:  # these notices are lost
+        if int(notice.get("position", 0)) >= voted_at:
+            dropped.set()
+
+    # Earlier notices may still be on their way (pub/sub is its own connection): let them land first.
+    async with asyncio.timeout(WAIT_S):
+        while hub.last_position < voted_at - 1:
+            await asyncio.sleep(0.01)
+    hub.dispatch = lose
     try:
         await world.vote("dave", story_id, 1)
+        async with asyncio.timeout(WAIT_S):  # the vote's own notice reached the hub, and was lost
+            await dropped.wait()
     finally:
         hub.dispatch = dispatch
     await story.nothing()

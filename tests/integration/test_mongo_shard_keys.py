@@ -18,22 +18,24 @@ from __future__ import annotations
 import asyncio
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
 import pytest
 from pymongo import AsyncMongoClient, MongoClient, monitoring
-from stories.backends import connect_async_redis
 
 from commands import models
+from commands import use_cases as uc
 from commands.application import StoriesApplication
 from commands.event_store import EventStore
 from commands.group_commit import GroupCommitter
 from domain.platform import Platform
-from projections.mongo_views import POSITIONS, SHARD_KEYS, MongoViewStore, ensure_indexes, shard_key_index
+from projections.mongo_schema import POSITIONS
+from projections.mongo_views import SHARD_KEYS, MongoViewStore, ensure_indexes, shard_key_index
 from projections.runner import ProjectionRunner
 from read_api.queries import Queries, gather_pages
+from stories.backends import connect_async_redis
 from tests.conftest import FakeClock
 from tests.read_models import COLLECTIONS
 
@@ -76,50 +78,61 @@ class World:
     writes: list[tuple[str, dict, bool]] = field(default_factory=list)  # (collection, filter, upsert)
 
 
-def _run(committer: GroupCommitter, clock, command) -> Any:
+def _run(app: StoriesApplication, committer: GroupCommitter, clock, command: uc.Command) -> Any:
     clock.advance(seconds=1)
-    return committer.run_sync(lambda batch: command(batch, clock())).result.body
+    step = app.step(command)
+    return committer.run_sync(lambda batch: step(batch, clock())).result
 
 
 def _workload(app: StoriesApplication, committer: GroupCommitter, clock) -> tuple[dict[str, str], str]:
     """One of every write the MongoDB read models take; the story ids by name, the kept highlight.
     At the end, "asks" is live and "plain" has expired (it is in the kept highlight)."""
-    run = lambda command: _run(committer, clock, command)  # noqa: E731
+    run = lambda command: _run(app, committer, clock, command)  # noqa: E731
     for a, b in (("bob", "ann"), ("cat", "ann"), ("ann", "bob")):
-        run(app.follow(a, b))
-    run(app.add_close_friend("ann", "bob"))
-    run(app.add_close_friend("ann", "cat"))
-    run(app.remove_close_friend("ann", "cat"))
+        run(uc.Follow(a, b))
+    run(uc.AddCloseFriend("ann", "bob"))
+    run(uc.AddCloseFriend("ann", "cat"))
+    run(uc.RemoveCloseFriend("ann", "cat"))
     stories = {}
-    for name, author, stickers, hours in (("asks", "ann", [QUESTION, POLL], 48), ("plain", "ann", [], 6),
-                                          ("gone", "ann", [], 24), ("bobs", "bob", [], 48)):
-        body = models.CreateStory.model_validate({
-            "story_type": "image", "media_url": f"https://cdn.example.org/{name}.jpg", "privacy": "public",
-            "stickers": stickers, "expires_in_hours": hours})
-        stories[name] = run(app.create_story(author, body))["story_id"]
+    for name, author, stickers, hours in (
+        ("asks", "ann", [QUESTION, POLL], 48),
+        ("plain", "ann", [], 6),
+        ("gone", "ann", [], 24),
+        ("bobs", "bob", [], 48),
+    ):
+        body = models.CreateStory.model_validate(
+            {
+                "story_type": "image",
+                "media_url": f"https://cdn.example.org/{name}.jpg",
+                "privacy": "public",
+                "stickers": stickers,
+                "expires_in_hours": hours,
+            }
+        )
+        stories[name] = str(run(uc.CreateStory(author, body)).story_id)
     asks, plain = stories["asks"], stories["plain"]
     for viewer, story in (("bob", asks), ("cat", asks), ("bob", asks), ("ann", stories["bobs"]), ("bob", plain)):
-        run(app.view_story(viewer, story))
-    run(app.reply_to_story("bob", asks, models.ReplyToStory(text="nice")))
-    run(app.interact("bob", asks, models.Interact(sticker_index=0, text="why?")))
-    run(app.interact("cat", asks, models.Interact(sticker_index=1, option_index=1)))
-    run(app.navigate("bob", asks, models.Navigate(action="exit")))
-    run(app.share_story("cat", asks, None))
-    run(app.edit_story("ann", asks, models.EditStory(stickers=[{"sticker_index": 0, "x": 0.2}])))
-    run(app.mute("bob", "ann"))
-    run(app.mute("bob", "cat"))
-    run(app.unmute("bob", "cat"))
-    run(app.delete_story("ann", stories["gone"]))
-    kept = run(app.create_highlight("ann", models.CreateHighlight(title="one", story_ids=[asks])))["highlight_id"]
-    other = run(app.create_highlight("ann", models.CreateHighlight(title="two", story_ids=[plain])))["highlight_id"]
-    run(app.update_highlight("ann", kept, models.UpdateHighlight(title="first")))
-    run(app.add_highlight_stories("ann", kept, models.HighlightStories(story_ids=[plain])))
-    run(app.remove_highlight_stories("ann", kept, models.HighlightStories(story_ids=[plain])))
-    run(app.reorder_highlights("ann", models.ReorderHighlights(highlight_ids=[other, kept])))
-    run(app.delete_highlight("ann", other))
+        run(uc.ViewStory(viewer, story))
+    run(uc.ReplyToStory("bob", asks, models.ReplyToStory(text="nice")))
+    run(uc.Interact("bob", asks, models.Interact(sticker_index=0, text="why?")))
+    run(uc.Interact("cat", asks, models.Interact(sticker_index=1, option_index=1)))
+    run(uc.Navigate("bob", asks, models.Navigate(action="exit")))
+    run(uc.ShareStory("cat", asks, None))
+    run(uc.EditStory("ann", asks, models.EditStory(stickers=[{"sticker_index": 0, "x": 0.2}])))
+    run(uc.Mute("bob", "ann"))
+    run(uc.Mute("bob", "cat"))
+    run(uc.Unmute("bob", "cat"))
+    run(uc.DeleteStory("ann", stories["gone"]))
+    kept = str(run(uc.CreateHighlight("ann", models.CreateHighlight(title="one", story_ids=[asks]))).highlight_id)
+    other = str(run(uc.CreateHighlight("ann", models.CreateHighlight(title="two", story_ids=[plain]))).highlight_id)
+    run(uc.UpdateHighlight("ann", kept, models.UpdateHighlight(title="first")))
+    run(uc.AddHighlightStories("ann", kept, models.HighlightStories(story_ids=[plain])))
+    run(uc.RemoveHighlightStories("ann", kept, models.HighlightStories(story_ids=[plain])))
+    run(uc.ReorderHighlights("ann", models.ReorderHighlights(highlight_ids=[other, kept])))
+    run(uc.DeleteHighlight("ann", other))
     clock.advance(hours=7)
-    run(app.expire_story(UUID(plain)))
-    run(app.add_highlight_stories("ann", kept, models.HighlightStories(story_ids=[plain])))
+    run(uc.ExpireStory(UUID(plain)))
+    run(uc.AddHighlightStories("ann", kept, models.HighlightStories(story_ids=[plain])))
     return stories, kept
 
 
@@ -147,7 +160,7 @@ def _filters(commands: list[tuple[str, dict]]) -> tuple[list[tuple[str, dict, bo
 def world(tmp_path_factory, mongodb_url):
     """The workload, projected into a database of its own, every write the projector sent recorded."""
     database = f"t_shard_{uuid.uuid4().hex[:10]}"
-    clock = FakeClock(datetime(2026, 1, 1, 12, 0, tzinfo=timezone.utc))
+    clock = FakeClock(datetime(2026, 1, 1, 12, 0, tzinfo=UTC))
     store = EventStore(f"sqlite:///{tmp_path_factory.mktemp('shard-keys') / 'events.sqlite3'}")
     committer = GroupCommitter(store)
     recorder = Recorder()
@@ -193,7 +206,7 @@ async def _query_api_reads(w: World, redis_url: str) -> list[tuple[str, dict]]:
         await gather_pages(lambda c: q.highlights_of("ann", "bob", now, 1, c))
         await gather_pages(lambda c: q.highlights_of("ann", "ann", now, 1, c))
         for viewer in ("bob", "ann"):  # the expired story in it: was it seen? (story_viewers)
-            await gather_pages(lambda c: _stories_page(q.highlight(w.highlight, viewer, now, 1, c)))
+            await gather_pages(lambda c, viewer=viewer: _stories_page(q.highlight(w.highlight, viewer, now, 1, c)))
         await gather_pages(lambda c: q.close_friends("ann", 1, c))
         await gather_pages(lambda c: q.muted("bob", 1, c))
     finally:
@@ -248,7 +261,7 @@ def test_an_index_starts_with_the_shard_key(world, collection):
     with MongoClient(world.mongodb_url) as client:
         ensure_indexes(client[world.database])  # again: idempotent, as every projector start does
         indexes = client[world.database][collection].index_information()
-    prefixes = [[(name, int(kind)) for name, kind in info["key"]][:len(key)] for info in indexes.values()]
+    prefixes = [[(name, int(kind)) for name, kind in info["key"]][: len(key)] for info in indexes.values()]
     assert key in prefixes, indexes
 
 
@@ -272,8 +285,11 @@ def test_every_write_names_the_full_shard_key(world, collection):
     key = list(SHARD_KEYS[collection])
     writes = [(q, upsert) for name, q, upsert in world.writes if name == collection]
     assert writes
-    missing = [(q, upsert) for q, upsert in writes
-               if not all(name in _conditions(q) and _operator(_conditions(q)[name]) == "$eq" for name in key)]
+    missing = [
+        (q, upsert)
+        for q, upsert in writes
+        if not all(name in _conditions(q) and _operator(_conditions(q)[name]) == "$eq" for name in key)
+    ]
     assert not missing, f"{len(missing)} of {len(writes)} writes lack the key {key}: {missing[:3]}"
 
 
@@ -290,4 +306,3 @@ def test_the_query_api_reads_select_by_the_shard_key(reads):
         if condition is None or _operator(condition) not in ("$eq", "$in"):
             everywhere.add(_shape(collection, query))
     assert everywhere <= SCATTER_BY_DESIGN, sorted(everywhere - SCATTER_BY_DESIGN)
-

@@ -20,6 +20,7 @@ re-run: each document that landed is a duplicate, each one that did not is inser
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from datetime import timedelta
 from uuid import uuid4
 
@@ -27,11 +28,13 @@ import pytest
 from pymongo import MongoClient
 from pymongo.errors import BulkWriteError
 
-from commands.event_store import EventStore, LoggedEvent
+from commands.event_store import EventStore
 from commands.synthetic_load import generate
-from domain import engagement as en, social as so
+from domain import engagement as en
+from domain import social as so
 from domain.platform import Platform
-from projections.document_writes import GONE, DocumentWrites
+from projections.document_writes import DocumentWrites
+from projections.mongo_schema import GONE
 from projections.mongo_views import HANDLERS, POSITIONS, MongoViewStore, _write_skipping_landed
 from projections.runner import ProjectionRunner
 from tests.read_models import COLLECTIONS, MemoryLog
@@ -86,10 +89,8 @@ class CutCollection:
         room = self.cut.take(self.name, len(documents), ["document"] * len(documents))
         if room < len(documents):
             if room:
-                try:
+                with contextlib.suppress(BulkWriteError):  # duplicates: as they would have been
                     self.collection.insert_many(documents[:room], ordered=ordered, **kwargs)
-                except BulkWriteError:
-                    pass  # duplicates: as they would have been
             raise Crash
         return self.collection.insert_many(documents, ordered=ordered, **kwargs)
 
@@ -231,8 +232,9 @@ def project_as_upserts(log, mongo: MongoClient, database: str, batch: int) -> No
 
 
 @pytest.mark.parametrize("batch", [1000, 9])
-def test_inserts_and_tombstones_leave_what_stamped_upserts_and_deletes_left(memory_log, mongodb_url, mongodb_database,
-                                                                            batch):
+def test_inserts_and_tombstones_leave_what_stamped_upserts_and_deletes_left(
+    memory_log, mongodb_url, mongodb_database, batch
+):
     """Each inserted document is what the upserts it replaces would have made of nothing (merged
     views, a navigation after the first view, a re-added close friend), and apart from the
     tombstones the read models are those of the former write shape."""
@@ -249,7 +251,8 @@ def test_inserts_and_tombstones_leave_what_stamped_upserts_and_deletes_left(memo
 
 @pytest.mark.parametrize("batch", [1000, 9])
 def test_a_crash_between_any_two_writes_then_a_rerun_lands_everything_exactly_once(
-        memory_log, mongodb_url, mongodb_database, batch):
+    memory_log, mongodb_url, mongodb_database, batch
+):
     """The whole log as one batch (every write kind in one batch), and in batches of 9 (updates of
     documents earlier batches created, tombstones of earlier entries): for every N, a crash after
     the N-th write, then a restarted projector with other batch bounds."""

@@ -20,14 +20,15 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, precondition,
 from pymongo import AsyncMongoClient, MongoClient
 
 from commands import models
+from commands import use_cases as uc
 from commands.application import StoriesApplication
 from commands.event_store import EventStore
 from commands.group_commit import GroupCommitter
 from domain.errors import DomainError, Forbidden, NotFound
 from domain.platform import Platform
 from projections.mongo_views import MongoViewStore
-from projections.redis_views import RedisViewStore
 from projections.redis_schema import RESPONSES_KEPT
+from projections.redis_views import RedisViewStore
 from projections.runner import ProjectionRunner
 from read_api.queries import Queries, gather_pages
 from stories.backends import connect_async_redis, connect_redis
@@ -113,8 +114,11 @@ class Model:
         return (story_id, viewer) in self.last_view
 
     def user_stories(self, owner: str, viewer: str, now: datetime) -> list[str]:
-        return [s.id for s in sorted(self.stories.values(), key=lambda s: (s.created_at, s.id))
-                if s.owner == owner and self.live(s, now) and self.in_audience(s, viewer)]
+        return [
+            s.id
+            for s in sorted(self.stories.values(), key=lambda s: (s.created_at, s.id))
+            if s.owner == owner and self.live(s, now) and self.in_audience(s, viewer)
+        ]
 
     def feed(self, viewer: str, now: datetime) -> list[dict]:
         if self.platform is Platform.ENTATIVA:
@@ -124,18 +128,25 @@ class Model:
         authors -= {b for (a, b) in self.muted if a == viewer}
         entries = []
         for author in [viewer, *sorted(authors - {viewer})]:
-            shown = sorted((s for s in self.stories.values()
-                            if s.owner == author and self.live(s, now) and self.in_audience(s, viewer)),
-                           key=lambda s: (s.created_at, s.id))
+            shown = sorted(
+                (
+                    s
+                    for s in self.stories.values()
+                    if s.owner == author and self.live(s, now) and self.in_audience(s, viewer)
+                ),
+                key=lambda s: (s.created_at, s.id),
+            )
             if not shown:
                 continue
-            entries.append({
-                "user_id": author,
-                "story_ids": [s.id for s in shown],
-                "has_unseen": author != viewer and any(not self.seen(s.id, viewer) for s in shown),
-                "latest_at": shown[-1].created_at,
-                "close_friends": any(s.privacy == "close_friends" for s in shown),
-            })
+            entries.append(
+                {
+                    "user_id": author,
+                    "story_ids": [s.id for s in shown],
+                    "has_unseen": author != viewer and any(not self.seen(s.id, viewer) for s in shown),
+                    "latest_at": shown[-1].created_at,
+                    "close_friends": any(s.privacy == "close_friends" for s in shown),
+                }
+            )
         own = [e for e in entries if e["user_id"] == viewer]
         others = [e for e in entries if e["user_id"] != viewer]
         others.sort(key=lambda e: (not e["has_unseen"], -e["latest_at"].timestamp(), e["user_id"]))
@@ -147,12 +158,18 @@ class Model:
         return [v for _, v in rows]
 
     def highlight_stories(self, h: MHighlight, viewer: str) -> list[str]:
-        return [sid for sid in h.story_ids if not self.stories[sid].deleted
-                and (viewer == h.owner or self.in_audience(self.stories[sid], viewer))]
+        return [
+            sid
+            for sid in h.story_ids
+            if not self.stories[sid].deleted and (viewer == h.owner or self.in_audience(self.stories[sid], viewer))
+        ]
 
     def highlights_of(self, owner: str, viewer: str) -> list[tuple[str, list[str]]]:
-        mine = [h for h in self.highlights.values() if h.owner == owner and not h.deleted
-                and (viewer == owner or not h.archived)]
+        mine = [
+            h
+            for h in self.highlights.values()
+            if h.owner == owner and not h.deleted and (viewer == owner or not h.archived)
+        ]
         order = [h.id for h in self.highlights.values() if h.owner == owner and not h.deleted]  # the reel
         mine.sort(key=lambda h: (not h.pinned, order.index(h.id)))
         out = [(h.id, self.highlight_stories(h, viewer)) for h in mine]
@@ -183,17 +200,20 @@ class PrivacyMachine(RuleBasedStateMachine):
         self.app = StoriesApplication(self.store, self.committer, self.platform, clock=self.clock)
         self.mongo = MongoClient(self.mongodb_url, tz_aware=True)
         self.redis = connect_redis(self.redis_url)
-        self.runners = [ProjectionRunner(self.store, MongoViewStore(self.mongo, self.database)),
-                        ProjectionRunner(self.store, RedisViewStore(self.redis, self.prefix))]
+        self.runners = [
+            ProjectionRunner(self.store, MongoViewStore(self.mongo, self.database)),
+            ProjectionRunner(self.store, RedisViewStore(self.redis, self.prefix)),
+        ]
         self.checks = 0
 
     # -- running commands ---------------------------------------------------------------------
 
-    def run(self, actor: str, command) -> bool:
+    def run(self, actor: str, command: uc.Command) -> bool:
         """Run one command through group commit at a fresh instant; False when the domain refused."""
         self.clock.advance(seconds=1)
+        step = self.app.step(command)
         try:
-            self.committer.run_sync(lambda batch: command(batch, self.clock()))
+            self.committer.run_sync(lambda batch: step(batch, self.clock()))
         except DomainError:
             return False
         return True
@@ -206,8 +226,9 @@ class PrivacyMachine(RuleBasedStateMachine):
 
     # -- a random start: a social graph and a few stories, each in one step ----------------------
 
-    @initialize(follows=st.lists(st.tuples(users, users), max_size=14),
-                close=st.lists(st.tuples(users, users), max_size=8))
+    @initialize(
+        follows=st.lists(st.tuples(users, users), max_size=14), close=st.lists(st.tuples(users, users), max_size=8)
+    )
     def start_graph(self, follows, close):
         for a, b in follows:
             self.follow(a, b)
@@ -215,9 +236,20 @@ class PrivacyMachine(RuleBasedStateMachine):
             if (owner, friend) not in self.model.close:
                 self.add_close_friend(owner, friend)
 
-    @initialize(specs=st.lists(st.tuples(users, st.integers(0, 3), st.sets(users, min_size=1, max_size=3),
-                                         st.sets(users, max_size=2), st.sampled_from([6, 12, 24, 48]), st.booleans()),
-                               min_size=2, max_size=6))
+    @initialize(
+        specs=st.lists(
+            st.tuples(
+                users,
+                st.integers(0, 3),
+                st.sets(users, min_size=1, max_size=3),
+                st.sets(users, max_size=2),
+                st.sampled_from([6, 12, 24, 48]),
+                st.booleans(),
+            ),
+            min_size=2,
+            max_size=6,
+        )
+    )
     def start_stories(self, specs):
         for spec in specs:
             self.create_story(*spec)
@@ -226,67 +258,80 @@ class PrivacyMachine(RuleBasedStateMachine):
 
     @rule(a=users, b=users)
     def follow(self, a, b):
-        ok = self.run(a, self.app.follow(a, b))
+        ok = self.run(a, uc.Follow(a, b))
         assert ok == (a != b)
         if ok:
             self.model.follows.add((a, b))
 
     @rule(a=users, b=users)
     def mute(self, a, b):
-        ok = self.run(a, self.app.mute(a, b))
+        ok = self.run(a, uc.Mute(a, b))
         assert ok == (a != b)
         if ok:
             self.model.muted.add((a, b))
 
     @rule(a=users, b=users)
     def unmute(self, a, b):
-        ok = self.run(a, self.app.unmute(a, b))
+        ok = self.run(a, uc.Unmute(a, b))
         assert ok == ((a, b) in self.model.muted)
         self.model.muted.discard((a, b))
 
     @rule(a=users, b=users)
     def unfollow(self, a, b):
-        ok = self.run(a, self.app.unfollow(a, b))
+        ok = self.run(a, uc.Unfollow(a, b))
         assert ok == ((a, b) in self.model.follows)
         self.model.follows.discard((a, b))
 
     @rule(owner=users, friend=users)
     def add_close_friend(self, owner, friend):
-        ok = self.run(owner, self.app.add_close_friend(owner, friend))
+        ok = self.run(owner, uc.AddCloseFriend(owner, friend))
         assert ok == (owner != friend and (owner, friend) not in self.model.close)
         if ok:
             self.model.close.add((owner, friend))
 
     @rule(owner=users, friend=users)
     def remove_close_friend(self, owner, friend):
-        ok = self.run(owner, self.app.remove_close_friend(owner, friend))
+        ok = self.run(owner, uc.RemoveCloseFriend(owner, friend))
         assert ok == ((owner, friend) in self.model.close)
         self.model.close.discard((owner, friend))
 
     # -- rules: stories ---------------------------------------------------------------------------
 
-    @rule(owner=users, privacy_index=st.integers(0, 3),
-          allowed=st.sets(users, min_size=1, max_size=3), hidden=st.sets(users, max_size=2),
-          hours=st.sampled_from([6, 12, 24, 48]), question=st.booleans())
+    @rule(
+        owner=users,
+        privacy_index=st.integers(0, 3),
+        allowed=st.sets(users, min_size=1, max_size=3),
+        hidden=st.sets(users, max_size=2),
+        hours=st.sampled_from([6, 12, 24, 48]),
+        question=st.booleans(),
+    )
     def create_story(self, owner, privacy_index, allowed, hidden, hours, question):
         privacy = self.platform.privacy_values[privacy_index]
         allowed = sorted(allowed) if privacy == "custom" else []
         hidden = sorted(hidden - {owner})
-        body = models.CreateStory(story_type="text", text_content="hi", privacy=privacy, allowed_viewer_ids=allowed,
-                                  hidden_from_ids=hidden, expires_in_hours=hours,
-                                  stickers=[QUESTION] if question else [])
+        body = models.CreateStory(
+            story_type="text",
+            text_content="hi",
+            privacy=privacy,
+            allowed_viewer_ids=allowed,
+            hidden_from_ids=hidden,
+            expires_in_hours=hours,
+            stickers=[QUESTION] if question else [],
+        )
         self.clock.advance(seconds=1)
-        outcome = self.committer.run_sync(lambda batch: self.app.create_story(owner, body)(batch, self.clock()))
-        story_id = outcome.result.body["story_id"]
+        step = self.app.step(uc.CreateStory(owner, body))
+        outcome = self.committer.run_sync(lambda batch: step(batch, self.clock()))
+        story_id = str(outcome.result.story_id)
         now = self.clock()
-        self.model.stories[story_id] = MStory(story_id, owner, privacy, frozenset(allowed), frozenset(hidden), now,
-                                              now + timedelta(hours=hours), question)
+        self.model.stories[story_id] = MStory(
+            story_id, owner, privacy, frozenset(allowed), frozenset(hidden), now, now + timedelta(hours=hours), question
+        )
 
     @precondition(lambda self: self.model.stories)
     @rule(viewer=users, n=picks)
     def view(self, viewer, n):
         s = self.model.stories[self.pick(self.story_ids(), n)]
-        ok = self.run(viewer, self.app.view_story(viewer, s.id))
+        ok = self.run(viewer, uc.ViewStory(viewer, s.id))
         now = self.clock()
         expected = not s.deleted and self.model.live(s, now) and self.model.in_audience(s, viewer)
         assert ok == expected, ("view", s, viewer)
@@ -299,7 +344,7 @@ class PrivacyMachine(RuleBasedStateMachine):
     def answer_question(self, user, n):
         s = self.model.stories[self.pick([s.id for s in self.model.stories.values() if s.has_question], n)]
         text = f"answer {len(self.model.answers.get(s.id, []))} by {user}"
-        ok = self.run(user, self.app.interact(user, s.id, models.Interact(sticker_index=0, text=text)))
+        ok = self.run(user, uc.Interact(user, s.id, models.Interact(sticker_index=0, text=text)))
         now = self.clock()
         expected = user != s.owner and self.model.live(s, now) and self.model.in_audience(s, user)
         assert ok == expected, ("answer", s, user)
@@ -310,7 +355,7 @@ class PrivacyMachine(RuleBasedStateMachine):
     @rule(n=picks)
     def delete_story(self, n):
         s = self.model.stories[self.pick(self.story_ids(), n)]
-        ok = self.run(s.owner, self.app.delete_story(s.owner, s.id))
+        ok = self.run(s.owner, uc.DeleteStory(s.owner, s.id))
         assert ok == (not s.deleted)
         s.deleted = True
 
@@ -324,14 +369,15 @@ class PrivacyMachine(RuleBasedStateMachine):
         now = self.clock()
         for s in self.model.stories.values():
             if not s.deleted and not s.expired and now >= s.expires_at:
-                assert self.run("system", self.app.expire_story(uuid.UUID(s.id)))
+                assert self.run("system", uc.ExpireStory(uuid.UUID(s.id)))
                 s.expired = True
 
     # -- rules: highlights ------------------------------------------------------------------------
 
     @precondition(lambda self: any(not s.deleted for s in self.model.stories.values()))
-    @rule(owner_pick=picks, chosen=st.lists(picks, min_size=1, max_size=3), pinned=st.booleans(),
-          archived=st.booleans())
+    @rule(
+        owner_pick=picks, chosen=st.lists(picks, min_size=1, max_size=3), pinned=st.booleans(), archived=st.booleans()
+    )
     def create_highlight(self, owner_pick, chosen, pinned, archived):
         owners = sorted({s.owner for s in self.model.stories.values() if not s.deleted})
         owner = self.pick(owners, owner_pick)
@@ -339,15 +385,16 @@ class PrivacyMachine(RuleBasedStateMachine):
         story_ids = list(dict.fromkeys(self.pick(own, c) for c in chosen))
         body = models.CreateHighlight(title="h", story_ids=story_ids, is_pinned=pinned, is_archived=archived)
         self.clock.advance(seconds=1)
-        outcome = self.committer.run_sync(lambda batch: self.app.create_highlight(owner, body)(batch, self.clock()))
-        hid = outcome.result.body["highlight_id"]
+        step = self.app.step(uc.CreateHighlight(owner, body))
+        outcome = self.committer.run_sync(lambda batch: step(batch, self.clock()))
+        hid = str(outcome.result.highlight_id)
         self.model.highlights[hid] = MHighlight(hid, owner, story_ids, pinned, archived)
 
     @precondition(lambda self: any(not h.deleted for h in self.model.highlights.values()))
     @rule(n=picks)
     def delete_highlight(self, n):
         h = self.model.highlights[self.pick([h.id for h in self.model.highlights.values() if not h.deleted], n)]
-        assert self.run(h.owner, self.app.delete_highlight(h.owner, h.id))
+        assert self.run(h.owner, uc.DeleteHighlight(h.owner, h.id))
         h.deleted = True
 
     # -- checking what is served ------------------------------------------------------------------
@@ -396,7 +443,7 @@ class PrivacyMachine(RuleBasedStateMachine):
                     if viewer == s.owner:
                         got = [(r["user_id"], r["text"]) for r in question["responses"]]
                         assert got == [(u, t) for u, t, _ in reversed(answers)][:RESPONSES_KEPT], where
-                        every = await gather_pages(lambda c: q.answers(s.id, viewer, now, 2, c, None))
+                        every = await gather_pages(lambda c, s=s: q.answers(s.id, viewer, now, 2, c, None))
                         assert [(r["user_id"], r["text"]) for r in every] == [(u, t) for u, t, _ in reversed(answers)]
                     else:
                         assert "responses" not in question, where  # answers are the owner's alone
@@ -405,7 +452,7 @@ class PrivacyMachine(RuleBasedStateMachine):
                     await q.story(s.id, viewer, now)
             # the viewers list: the owner's alone; 403 to those who can see it, 404 to the rest
             if viewer == s.owner and not s.deleted:
-                listing = await gather_pages(lambda c: q.viewers(s.id, viewer, now, 2, c))
+                listing = await gather_pages(lambda c, s=s: q.viewers(s.id, viewer, now, 2, c))
                 assert [v["user_id"] for v in listing] == m.viewers(s.id), where
                 assert (await q.viewers(s.id, viewer, now, 1, None))["total"] == len(m.viewers(s.id)), where
             elif m.may_see_now(s, viewer, now):
@@ -416,9 +463,12 @@ class PrivacyMachine(RuleBasedStateMachine):
                     await q.viewers(s.id, viewer, now, 100, None)
 
         for owner in USERS:
-            got = [x["story_id"] for x in await gather_pages(lambda c: q.user_stories(owner, viewer, now, 2, c))]
+            got = [
+                x["story_id"]
+                for x in await gather_pages(lambda c, owner=owner: q.user_stories(owner, viewer, now, 2, c))
+            ]
             assert got == m.user_stories(owner, viewer, now), ("user_stories", owner, viewer)
-            served = await gather_pages(lambda c: q.highlights_of(owner, viewer, now, 2, c))
+            served = await gather_pages(lambda c, owner=owner: q.highlights_of(owner, viewer, now, 2, c))
             got_h = [(h["highlight_id"], h["story_ids"]) for h in served]
             assert all(h["story_count"] == len(h["story_ids"]) for h in served)
             assert got_h == m.highlights_of(owner, viewer), ("highlights", owner, viewer)
@@ -429,21 +479,26 @@ class PrivacyMachine(RuleBasedStateMachine):
                 with pytest.raises(NotFound):
                     await q.highlight(h.id, viewer, now, 2, None)
             else:
-                served = await gather_pages(lambda c: _stories_page(q.highlight(h.id, viewer, now, 2, c)))
+                served = await gather_pages(lambda c, h=h: _stories_page(q.highlight(h.id, viewer, now, 2, c)))
                 assert [x["story_id"] for x in served] == shown, ("highlight", h, viewer)
 
         feed = await gather_pages(lambda c: q.feed(viewer, now, 2, c))
-        got_feed = [{
-            "user_id": e["user_id"], "story_ids": [x["story_id"] for x in e["stories"]],
-            "has_unseen": e["has_unseen"], "latest_at": datetime.fromisoformat(e["latest_at"]),
-            "close_friends": e["close_friends"],
-        } for e in feed]
+        got_feed = [
+            {
+                "user_id": e["user_id"],
+                "story_ids": [x["story_id"] for x in e["stories"]],
+                "has_unseen": e["has_unseen"],
+                "latest_at": datetime.fromisoformat(e["latest_at"]),
+                "close_friends": e["close_friends"],
+            }
+            for e in feed
+        ]
         assert got_feed == m.feed(viewer, now), ("feed", viewer)
         for e in feed:
             for item in e["stories"]:
                 assert item["viewed_by_me"] == m.seen(item["story_id"], viewer), ("feed seen", viewer)
 
-    def teardown(self) -> None:  # noqa: D102
+    def teardown(self) -> None:
         try:
             self.project_and_compare()
         finally:
@@ -465,11 +520,23 @@ async def _stories_page(answer) -> dict:
 def test_what_is_served_equals_the_privacy_model(platform, clock, tmp_path, mongodb_url, redis_url, monkeypatch):
     if platform is Platform.ENTATIVA:  # the tray's other path: a seen set too large to read whole
         monkeypatch.setattr("read_api.queries.SEEN_READ", 1)
-    machine = type(f"PrivacyMachine_{platform.value}", (PrivacyMachine,), {
-        "platform": platform, "clock": clock, "tmp_path": tmp_path, "mongodb_url": mongodb_url,
-        "redis_url": redis_url,
-    })
-    run_state_machine_as_test(machine, settings=settings(
-        max_examples=30, stateful_step_count=25, derandomize=False,
-        suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
-    ))
+    machine = type(
+        f"PrivacyMachine_{platform.value}",
+        (PrivacyMachine,),
+        {
+            "platform": platform,
+            "clock": clock,
+            "tmp_path": tmp_path,
+            "mongodb_url": mongodb_url,
+            "redis_url": redis_url,
+        },
+    )
+    run_state_machine_as_test(
+        machine,
+        settings=settings(
+            max_examples=30,
+            stateful_step_count=25,
+            derandomize=False,
+            suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+        ),
+    )

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import UTC
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,8 @@ from pymongo import MongoClient
 from commands.event_store import EventStore
 from commands.synthetic_load import generate
 from domain.platform import Platform
-from projections.mongo_views import POSITIONS, MongoViewStore
+from projections.mongo_schema import POSITIONS
+from projections.mongo_views import MongoViewStore
 from projections.redis_views import RedisViewStore
 from projections.runner import ProjectionRunner
 from stories.backends import connect_redis
@@ -28,7 +30,9 @@ from tests.read_models import dump_mongo, dump_redis, positions, redis_views_cou
 redis_url = on_one_redis_and_a_cluster  # these read models run on one Redis and on a Redis Cluster
 
 
-def _project(store: EventStore, mongo: MongoClient, database: str, rclient: redis.Redis, prefix: str, batch: int) -> None:
+def _project(
+    store: EventStore, mongo: MongoClient, database: str, rclient: redis.Redis, prefix: str, batch: int
+) -> None:
     for view in (MongoViewStore(mongo, database), RedisViewStore(rclient, prefix)):
         ProjectionRunner(store, view, batch).catch_up()
 
@@ -54,7 +58,7 @@ def generated_log(read_side_settings, clock):
 
 
 def test_projection_in_small_batches_equals_one_rebuild(generated_log, read_side_settings, mongodb_url, redis_url):
-    store, tally = generated_log
+    store, _tally = generated_log
     s = read_side_settings
     mongo, rclient = MongoClient(mongodb_url, tz_aware=True), connect_redis(redis_url)
     _project(store, mongo, s.mongodb_database, rclient, s.redis_prefix, batch=37)
@@ -75,7 +79,7 @@ def test_projection_in_small_batches_equals_one_rebuild(generated_log, read_side
 
 
 def test_a_second_runner_never_applies_a_batch_twice(generated_log, read_side_settings, mongodb_url, redis_url):
-    store, tally = generated_log
+    store, _tally = generated_log
     s = read_side_settings
     mongo, rclient = MongoClient(mongodb_url, tz_aware=True), connect_redis(redis_url)
     views = [MongoViewStore(mongo, s.mongodb_database), RedisViewStore(rclient, s.redis_prefix)]
@@ -91,9 +95,12 @@ def test_a_second_runner_never_applies_a_batch_twice(generated_log, read_side_se
 def _projector_process(settings, batch: int) -> subprocess.Popen:
     env = dict(
         os.environ,
-        STORIES_EVENT_STORE_URL=settings.event_store_url, STORIES_MONGODB_URL=settings.mongodb_url,
-        STORIES_MONGODB_DATABASE=settings.mongodb_database, STORIES_REDIS_URL=settings.redis_url,
-        STORIES_REDIS_PREFIX=settings.redis_prefix, STORIES_PROJECTOR_BATCH=str(batch),
+        STORIES_EVENT_STORE_URL=settings.event_store_url,
+        STORIES_MONGODB_URL=settings.mongodb_url,
+        STORIES_MONGODB_DATABASE=settings.mongodb_database,
+        STORIES_REDIS_URL=settings.redis_url,
+        STORIES_REDIS_PREFIX=settings.redis_prefix,
+        STORIES_PROJECTOR_BATCH=str(batch),
         STORIES_DATA_DIR=str(settings.data_dir),
     )
     exe = Path(sys.executable).parent / "stories"
@@ -155,7 +162,7 @@ def test_a_story_whose_safety_net_fired_first_still_leaves_its_authors_live_set(
     """The per-story TTL is a safety net: if it fires before the story's StoryExpired is projected
     (projector down longer than the grace), the late event must still remove the live-set member,
     or an active author's live set would keep it for as long as they post."""
-    from datetime import datetime, timedelta, timezone
+    from datetime import datetime, timedelta
     from uuid import uuid4
 
     from commands.event_store import LoggedEvent
@@ -165,26 +172,53 @@ def test_a_story_whose_safety_net_fired_first_still_leaves_its_authors_live_set(
     rclient = connect_redis(redis_url)
     store = RedisViewStore(rclient, redis_prefix, grace=timedelta(milliseconds=200))
     keys = Keys(redis_prefix)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
 
     def created(sid: str, life: timedelta) -> sto.StoryCreated:
         return sto.StoryCreated(
-            originator_id=uuid4(), originator_version=1, occurred_at=now, story_id=sid, user_id="alice",
-            story_type="text", media_id=None, media_url=None, thumbnail_url=None, text_content="hi",
-            background_color=None, background_gradient=None, duration=5.0, stickers=[], privacy="followers",
-            allowed_viewer_ids=[], hidden_from_ids=[], allow_replies="everyone",
-            expires_at=(now + life).isoformat())
+            originator_id=uuid4(),
+            originator_version=1,
+            occurred_at=now,
+            story_id=sid,
+            user_id="alice",
+            story_type="text",
+            media_id=None,
+            media_url=None,
+            thumbnail_url=None,
+            text_content="hi",
+            background_color=None,
+            background_gradient=None,
+            duration=5.0,
+            stickers=[],
+            privacy="followers",
+            allowed_viewer_ids=[],
+            hidden_from_ids=[],
+            allow_replies="everyone",
+            expires_at=(now + life).isoformat(),
+        )
 
     short, long_ = str(uuid4()), str(uuid4())
-    store.apply([LoggedEvent(1, created(short, timedelta(milliseconds=300))),
-                 LoggedEvent(2, created(long_, timedelta(hours=6)))], 0, 2)
+    store.apply(
+        [
+            LoggedEvent(1, created(short, timedelta(milliseconds=300))),
+            LoggedEvent(2, created(long_, timedelta(hours=6))),
+        ],
+        0,
+        2,
+    )
     deadline = time.monotonic() + 10
     while rclient.exists(keys.counters(short)):  # the safety net fires (Redis's own clock)
         assert time.monotonic() < deadline
         time.sleep(0.05)
     assert any(m.startswith(short.encode()) for m in rclient.smembers(keys.live("alice")))  # still listed
-    expired = sto.StoryExpired(originator_id=uuid4(), originator_version=2, occurred_at=now + timedelta(seconds=1),
-                               story_id=short, user_id="alice", expired_at=(now + timedelta(seconds=1)).isoformat())
+    expired = sto.StoryExpired(
+        originator_id=uuid4(),
+        originator_version=2,
+        occurred_at=now + timedelta(seconds=1),
+        story_id=short,
+        user_id="alice",
+        expired_at=(now + timedelta(seconds=1)).isoformat(),
+    )
     store.apply([LoggedEvent(3, expired)], 2, 3)
     members = rclient.smembers(keys.live("alice"))
     assert [m.split(b"|")[0].decode() for m in members] == [long_]

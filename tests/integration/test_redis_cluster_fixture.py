@@ -80,8 +80,7 @@ def test_cross_slot_multi_key_commands_are_refused_hash_tags_work(client: RedisC
     assert key_slot(ta.encode()) == key_slot(tb.encode())
     client.mset({ta: "1", tb: "2"})
     assert client.mget(ta, tb) == ["1", "2"]
-    assert client.get_redis_connection(client.get_node_from_key(ta)).execute_command(
-        "MGET", ta, tb) == ["1", "2"]
+    assert client.get_redis_connection(client.get_node_from_key(ta)).execute_command("MGET", ta, tb) == ["1", "2"]
     client.delete(ta, tb)
 
 

@@ -70,6 +70,7 @@ class _CutPipeline:
     def __getattr__(self, name):
         def queue(*args, **kwargs):
             self.calls.append((name, args, kwargs))
+
         return queue
 
     def execute(self):

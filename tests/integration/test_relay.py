@@ -23,7 +23,11 @@ import pytest
 from prometheus_client import generate_latest
 
 from brokers.publishers import (
-    NatsJetStreamPublisher, RedisStreamPublisher, make_publisher, nats_stream_name, redis_stream_name,
+    NatsJetStreamPublisher,
+    RedisStreamPublisher,
+    make_publisher,
+    nats_stream_name,
+    redis_stream_name,
 )
 from brokers.relay import MemoryPositionStore, Relay, position_key
 from brokers.tail import raw_events, tail
@@ -54,16 +58,38 @@ def broker(request, redis_url):
     asyncio.run(drop_broker_stream(url, prefix))
 
 
-def _start_relay(sqlite_url, broker_url, prefix, redis_url, redis_prefix, stderr=subprocess.PIPE,
-                 lease_ttl_s: float = 1.0) -> subprocess.Popen:
+def _start_relay(
+    sqlite_url, broker_url, prefix, redis_url, redis_prefix, stderr=subprocess.PIPE, lease_ttl_s: float = 1.0
+) -> subprocess.Popen:
     """A relay process; its lease (STORIES_RELAY_LEASE_TTL_S) short, so that a relay started after
     one was killed takes over quickly."""
     return subprocess.Popen(
-        [sys.executable, "-m", "brokers", "relay", "--event-store-url", sqlite_url, "--broker-url", broker_url,
-         "--prefix", prefix, "--platform", PLATFORM.value, "--position-redis-url", redis_url,
-         "--position-key-prefix", redis_prefix, "--batch-size", "20", "--batch-pause-s", "0.004"],
-        cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT), STORIES_RELAY_LEASE_TTL_S=str(lease_ttl_s)),
-        stdout=subprocess.DEVNULL, stderr=stderr,
+        [
+            sys.executable,
+            "-m",
+            "brokers",
+            "relay",
+            "--event-store-url",
+            sqlite_url,
+            "--broker-url",
+            broker_url,
+            "--prefix",
+            prefix,
+            "--platform",
+            PLATFORM.value,
+            "--position-redis-url",
+            redis_url,
+            "--position-key-prefix",
+            redis_prefix,
+            "--batch-size",
+            "20",
+            "--batch-pause-s",
+            "0.004",
+        ],
+        cwd=ROOT,
+        env=dict(os.environ, PYTHONPATH=str(ROOT), STORIES_RELAY_LEASE_TTL_S=str(lease_ttl_s)),
+        stdout=subprocess.DEVNULL,
+        stderr=stderr,
     )
 
 
@@ -123,7 +149,11 @@ def _check_delivery(raw: list[dict], expected: list[dict]) -> int:
 
 
 async def test_relay_survives_sigkill_and_delivers_every_event_once(
-    broker, sqlite_url, redis_url, redis_prefix, clock,
+    broker,
+    sqlite_url,
+    redis_url,
+    redis_prefix,
+    clock,
 ):
     import redis
 
@@ -171,16 +201,16 @@ async def test_relay_survives_sigkill_and_delivers_every_event_once(
     raw = [e async for e in raw_events(broker_url, prefix, from_start=True, idle_timeout_s=1.0)]
     assert await _wire(broker_url, prefix) == raw  # plain JSON on the wire, read without our decoder
     duplicates = _check_delivery(raw, expected)
-    print(f"\n{broker_url.split(':')[0]}: {len(expected)} events, kills at positions {kills}, "
-          f"{duplicates} duplicates delivered")
+    print(
+        f"\n{broker_url.split(':')[0]}: {len(expected)} events, kills at positions {kills}, "
+        f"{duplicates} duplicates delivered"
+    )
 
     # The example subscriber prints each once, in order.
     out = io.StringIO()
     printed = await asyncio.wait_for(tail(broker_url, prefix, True, len(expected), out), 30)
     assert printed == len(expected)
-    assert out.getvalue().splitlines() == [
-        f"{e['position']} {e['event_type']} {e['stream_id']}" for e in expected
-    ]
+    assert out.getvalue().splitlines() == [f"{e['position']} {e['event_type']} {e['stream_id']}" for e in expected]
 
 
 def _lease_pid(client, key: str) -> int | None:
@@ -190,7 +220,12 @@ def _lease_pid(client, key: str) -> int | None:
 
 
 async def test_two_relays_publish_each_event_once_and_a_standby_takes_over(
-    broker, sqlite_url, redis_url, redis_prefix, clock, tmp_path,
+    broker,
+    sqlite_url,
+    redis_url,
+    redis_prefix,
+    clock,
+    tmp_path,
 ):
     """Two relay processes against one broker: one holds the lease and publishes, the other waits;
     the active one SIGKILLed mid-stream, the standby takes over. The stream holds every event of
@@ -205,8 +240,10 @@ async def test_two_relays_publish_each_event_once_and_a_standby_takes_over(
     key, lease = position_key(redis_prefix, kind), f"{redis_prefix}relay:lease:{kind}"  # brokers.relay.lease_key
     positions = redis.Redis.from_url(redis_url)
     logs = [tmp_path / "relay-a.log", tmp_path / "relay-b.log"]
-    relays = [_start_relay(sqlite_url, broker_url, prefix, redis_url, redis_prefix, stderr=open(path, "wb"),
-                           lease_ttl_s=2.0) for path in logs]
+    relays = [
+        _start_relay(sqlite_url, broker_url, prefix, redis_url, redis_prefix, stderr=open(path, "wb"), lease_ttl_s=2.0)  # noqa: SIM115  # the relay process writes to it for the whole test
+        for path in logs
+    ]
     log_text = lambda: "\n".join(p.read_text(errors="replace")[-3000:] for p in logs)  # noqa: E731
     try:
         deadline = time.monotonic() + 30
@@ -326,9 +363,17 @@ async def test_publishers_deduplicate_and_keep_order(broker):
     publisher = make_publisher(url, prefix, max_len=1000)
     assert isinstance(publisher, RedisStreamPublisher if url.startswith("redis") else NatsJetStreamPublisher)
     envelopes = [
-        {"event_id": str(uuid.uuid4()), "event_type": "UserFollowed", "stream_id": str(uuid.uuid4()),
-         "stream_version": 1, "position": i, "occurred_at": "2026-01-01T12:00:00+00:00",
-         "platform": PLATFORM.value, "schema_version": 1, "data": {"follower_id": "a", "followee_id": f"u{i}"}}
+        {
+            "event_id": str(uuid.uuid4()),
+            "event_type": "UserFollowed",
+            "stream_id": str(uuid.uuid4()),
+            "stream_version": 1,
+            "position": i,
+            "occurred_at": "2026-01-01T12:00:00+00:00",
+            "platform": PLATFORM.value,
+            "schema_version": 1,
+            "data": {"follower_id": "a", "followee_id": f"u{i}"},
+        }
         for i in range(1, 301)
     ]
     await publisher.connect()
@@ -350,16 +395,24 @@ async def test_publishers_deduplicate_and_keep_order(broker):
 
 def _envelopes(first: int, count: int) -> list[dict]:
     return [
-        {"event_id": str(uuid.uuid4()), "event_type": "UserFollowed", "stream_id": str(uuid.uuid4()),
-         "stream_version": 1, "position": i, "occurred_at": "2026-01-01T12:00:00+00:00",
-         "platform": PLATFORM.value, "schema_version": 1, "data": {"follower_id": "a", "followee_id": f"u{i}"}}
+        {
+            "event_id": str(uuid.uuid4()),
+            "event_type": "UserFollowed",
+            "stream_id": str(uuid.uuid4()),
+            "stream_version": 1,
+            "position": i,
+            "occurred_at": "2026-01-01T12:00:00+00:00",
+            "platform": PLATFORM.value,
+            "schema_version": 1,
+            "data": {"follower_id": "a", "followee_id": f"u{i}"},
+        }
         for i in range(first, first + count)
     ]
 
 
 async def _publish(publisher, envelopes: list[dict], batch: int = 100) -> None:
     for i in range(0, len(envelopes), batch):
-        await publisher.publish(envelopes[i:i + batch])
+        await publisher.publish(envelopes[i : i + batch])
 
 
 async def _kept(url: str, prefix: str) -> list[dict]:
@@ -403,8 +456,8 @@ async def test_events_older_than_the_retention_are_dropped_newer_ones_stay(broke
             # events left share a node with newer ones (at most one node's worth).
             survivors = [e for e in kept if e["position"] <= 250]
             assert len(survivors) <= _redis_node_entries(url)
-            assert survivors == old[len(old) - len(survivors):]
-            assert kept[len(survivors):] == new
+            assert survivors == old[len(old) - len(survivors) :]
+            assert kept[len(survivors) :] == new
             await publisher.trim()  # what the relay runs every few seconds: exact
             kept = await _kept(url, prefix)
         else:
@@ -463,10 +516,18 @@ async def test_jetstream_stream_moves_to_the_age_policy_keeping_operator_setting
     connection = await nats.connect(nats_url)
     js = connection.jetstream()
     # As an older relay left it (count cap, no age limit), plus what an operator set by hand.
-    await js.add_stream(StreamConfig(
-        name=nats_stream_name(prefix), subjects=[f"{prefix}.events.>"], storage=StorageType.FILE,
-        max_msgs=1_000_000, max_age=0, duplicate_window=120, max_bytes=64 * 1024 * 1024, description="ops",
-    ))
+    await js.add_stream(
+        StreamConfig(
+            name=nats_stream_name(prefix),
+            subjects=[f"{prefix}.events.>"],
+            storage=StorageType.FILE,
+            max_msgs=1_000_000,
+            max_age=0,
+            duplicate_window=120,
+            max_bytes=64 * 1024 * 1024,
+            description="ops",
+        )
+    )
     try:
         publisher = make_publisher(nats_url, prefix)
         await publisher.connect()
@@ -544,11 +605,34 @@ async def test_relay_process_serves_the_oldest_event_age(broker, sqlite_url, red
     store.close()
     port = _free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "brokers", "relay", "--event-store-url", sqlite_url, "--broker-url", url,
-         "--prefix", prefix, "--platform", PLATFORM.value, "--position-redis-url", redis_url,
-         "--position-key-prefix", redis_prefix, "--retention", "1h", "--metrics-port", str(port),
-         "--metrics-host", "127.0.0.1"],
-        cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        [
+            sys.executable,
+            "-m",
+            "brokers",
+            "relay",
+            "--event-store-url",
+            sqlite_url,
+            "--broker-url",
+            url,
+            "--prefix",
+            prefix,
+            "--platform",
+            PLATFORM.value,
+            "--position-redis-url",
+            redis_url,
+            "--position-key-prefix",
+            redis_prefix,
+            "--retention",
+            "1h",
+            "--metrics-port",
+            str(port),
+            "--metrics-host",
+            "127.0.0.1",
+        ],
+        cwd=ROOT,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
     try:
         deadline, age = time.monotonic() + 30, 0.0
@@ -565,8 +649,11 @@ async def test_relay_process_serves_the_oldest_event_age(broker, sqlite_url, red
                 if line.startswith("stories_broker_oldest_event_age_seconds "):
                     age = float(line.split()[1])
         assert 0 < age < 3600
-        lag = {line.split()[0]: float(line.split()[1]) for line in text.splitlines()
-               if line.startswith(("stories_relay_lag_events ", "stories_relay_lag_seconds "))}
+        lag = {
+            line.split()[0]: float(line.split()[1])
+            for line in text.splitlines()
+            if line.startswith(("stories_relay_lag_events ", "stories_relay_lag_seconds "))
+        }
         assert set(lag) == {"stories_relay_lag_events", "stories_relay_lag_seconds"}  # served, caught up: 0
         assert lag == {"stories_relay_lag_events": 0.0, "stories_relay_lag_seconds": 0.0}
         if url.startswith("nats"):

@@ -31,19 +31,33 @@ def _positions(mongo: MongoClient, database: str, client: redis.Redis, prefix: s
     return [docs.get(n, 0) if n.startswith("mongo") else int(client.get(prefix + "position:" + n) or 0) for n in names]
 
 
-def test_two_partitioned_projectors_build_what_one_builds(postgres_schema_url, mongodb_url, mongodb_database,
-                                                         redis_url, redis_prefix, tmp_path, clock):
+def test_two_partitioned_projectors_build_what_one_builds(
+    postgres_schema_url, mongodb_url, mongodb_database, redis_url, redis_prefix, tmp_path, clock
+):
     store = EventStore(postgres_schema_url)
     asyncio.run(generate(store, Platform.VIGNETTE, users=40, stories=80, engagements=3000, clock=clock))
     head = store.head()
     env = dict(
-        os.environ, STORIES_EVENT_STORE_URL=postgres_schema_url, STORIES_MONGODB_URL=mongodb_url,
-        STORIES_MONGODB_DATABASE=mongodb_database, STORIES_REDIS_URL=redis_url, STORIES_REDIS_PREFIX=redis_prefix,
-        STORIES_DATA_DIR=str(tmp_path), STORIES_PROJECTOR_PARTITIONS="2", STORIES_PROJECTOR_BATCH="200",
+        os.environ,
+        STORIES_EVENT_STORE_URL=postgres_schema_url,
+        STORIES_MONGODB_URL=mongodb_url,
+        STORIES_MONGODB_DATABASE=mongodb_database,
+        STORIES_REDIS_URL=redis_url,
+        STORIES_REDIS_PREFIX=redis_prefix,
+        STORIES_DATA_DIR=str(tmp_path),
+        STORIES_PROJECTOR_PARTITIONS="2",
+        STORIES_PROJECTOR_BATCH="200",
     )
     exe = Path(sys.executable).parent / "stories"
-    procs = [subprocess.Popen([str(exe), "projector"], env={**env, "STORIES_PROJECTOR_PARTITION": str(i)},
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for i in range(2)]
+    procs = [
+        subprocess.Popen(
+            [str(exe), "projector"],
+            env={**env, "STORIES_PROJECTOR_PARTITION": str(i)},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        for i in range(2)
+    ]
     mongo, client = MongoClient(mongodb_url, tz_aware=True), connect_redis(redis_url)
     try:
         deadline = time.monotonic() + 120

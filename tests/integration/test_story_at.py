@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from commands import models
+from commands import use_cases as uc
 from commands.application import StoriesApplication
 from commands.event_store import EventStore
 from commands.group_commit import GroupCommitter
@@ -20,20 +21,21 @@ def test_story_at_shows_counts_and_results_as_they_were(sqlite_url, clock):
     app = StoriesApplication(store, committer, Platform.VIGNETTE, clock=clock)
 
     async def scenario():
-        body = models.CreateStory.model_validate({"story_type": "text", "text_content": "hi", "privacy": "public",
-                                                  "stickers": [POLL]})
-        answer, _ = await app.execute("alice", app.create_story("alice", body))
-        story_id = answer.body["story_id"]
+        body = models.CreateStory.model_validate(
+            {"story_type": "text", "text_content": "hi", "privacy": "public", "stickers": [POLL]}
+        )
+        created, _ = await app.execute(uc.CreateStory("alice", body))
+        story_id = str(created.story_id)
         for i in range(3):
             clock.advance(minutes=1)
-            await app.execute(f"v{i}", app.view_story(f"v{i}", story_id))
-            await app.execute(f"v{i}", app.interact(f"v{i}", story_id, models.Interact(sticker_index=0, option_index=0)))
+            await app.execute(uc.ViewStory(f"v{i}", story_id))
+            await app.execute(uc.Interact(f"v{i}", story_id, models.Interact(sticker_index=0, option_index=0)))
         middle = clock.advance(minutes=1)
         for i in range(3, 5):
             clock.advance(minutes=1)
-            await app.execute(f"v{i}", app.view_story(f"v{i}", story_id))
-            await app.execute(f"v{i}", app.interact(f"v{i}", story_id, models.Interact(sticker_index=0, option_index=1)))
-        await app.execute("v0", app.view_story("v0", story_id))  # a repeat view
+            await app.execute(uc.ViewStory(f"v{i}", story_id))
+            await app.execute(uc.Interact(f"v{i}", story_id, models.Interact(sticker_index=0, option_index=1)))
+        await app.execute(uc.ViewStory("v0", story_id))  # a repeat view
         return story_id, middle
 
     try:
@@ -45,7 +47,10 @@ def test_story_at_shows_counts_and_results_as_they_were(sqlite_url, clock):
         now = story_at(store, story_id, clock.advance(minutes=1))
         assert (now["view_count"], now["unique_viewers"]) == (6, 5)
         poll = now["stickers"][0]["poll"]
-        assert [o["votes"] for o in poll["options"]] == [3, 2] and [o["percentage"] for o in poll["options"]] == [60.0, 40.0]
+        assert [o["votes"] for o in poll["options"]] == [3, 2] and [o["percentage"] for o in poll["options"]] == [
+            60.0,
+            40.0,
+        ]
         assert story_at(store, "no-such-story", middle) is None
         assert [v["version"] for v in now["versions"]] == [1] and now["versions"][0]["text_content"] == "hi"
         assert parse_until(store, middle.isoformat()) == Cut(store.head(), middle)

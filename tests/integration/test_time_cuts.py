@@ -15,6 +15,7 @@ from pymongo import MongoClient
 from typer.testing import CliRunner
 
 from commands import models
+from commands import use_cases as uc
 from commands.application import StoriesApplication
 from commands.event_store import EventStore
 from commands.group_commit import GroupCommitter
@@ -34,9 +35,8 @@ class Process:
         self.clock = clock
         self.app = StoriesApplication(self.store, self.committer, Platform.VIGNETTE, clock=clock)
 
-    def run(self, actor: str, command) -> tuple[dict, int]:
-        answer, position = asyncio.run(self.app.execute(actor, command))
-        return answer.body, position
+    def run(self, command: uc.Command) -> tuple[uc.Result, int]:
+        return asyncio.run(self.app.execute(command))
 
     def close(self) -> None:
         self.committer.close()
@@ -57,17 +57,17 @@ def _out_of_order_log(a: Process, b: Process):
     behind) logs v2's view stamped 12:05 and v4's stamped exactly 12:07, then A logs v3's at 12:20.
     Cut at 12:07: the story, v2 and v4, not v1 or v3."""
     body = models.CreateStory.model_validate({"story_type": "text", "text_content": "hi", "privacy": "public"})
-    created, _ = a.run("alice", a.app.create_story("alice", body))
-    story_id = created["story_id"]
+    created, _ = a.run(uc.CreateStory("alice", body))
+    story_id = str(created.story_id)
     t0 = a.clock.now
     a.clock.now = t0 + timedelta(minutes=10)
-    _, p1 = a.run("v1", a.app.view_story("v1", story_id))
+    _, p1 = a.run(uc.ViewStory("v1", story_id))
     b.clock.now = t0 + timedelta(minutes=5)
-    _, p2 = b.run("v2", b.app.view_story("v2", story_id))
+    _, p2 = b.run(uc.ViewStory("v2", story_id))
     cut = b.clock.now = t0 + timedelta(minutes=7)
-    _, p4 = b.run("v4", b.app.view_story("v4", story_id))
+    _, p4 = b.run(uc.ViewStory("v4", story_id))
     a.clock.now = t0 + timedelta(minutes=20)
-    a.run("v3", a.app.view_story("v3", story_id))
+    a.run(uc.ViewStory("v3", story_id))
     assert p1 < p2 < p4  # the later-stamped view sits first in the log
     return story_id, cut, p1
 
@@ -78,35 +78,49 @@ def _env(sqlite_url: str, tmp_path, **extra: str) -> dict[str, str]:
 
 def test_export_until_a_time_keeps_every_event_at_or_before_it(two_processes, sqlite_url, tmp_path):
     a, b = two_processes
-    story_id, cut, p1 = _out_of_order_log(a, b)
+    _story_id, cut, p1 = _out_of_order_log(a, b)
     runner = CliRunner()
-    result = runner.invoke(cli, ["export", "--until", cut.isoformat(), "--no-progress"],
-                           env=_env(sqlite_url, tmp_path), catch_exceptions=False)
+    result = runner.invoke(
+        cli,
+        ["export", "--until", cut.isoformat(), "--no-progress"],
+        env=_env(sqlite_url, tmp_path),
+        catch_exceptions=False,
+    )
     assert result.exit_code == 0, result.output
     events = [orjson.loads(line) for line in result.stdout.splitlines()]
     assert [(e["event_type"], e["data"].get("viewer_id")) for e in events] == [
-        ("StoryCreated", None), ("StoryViewed", "v2"), ("StoryViewed", "v4")]
+        ("StoryCreated", None),
+        ("StoryViewed", "v2"),
+        ("StoryViewed", "v4"),
+    ]
     positions = [e["position"] for e in events]
     assert positions == sorted(positions)  # log order
     assert all(e["occurred_at"] <= cut.isoformat() for e in events)
 
     # The same cut with a "Z" time, and through CSV.
-    result = runner.invoke(cli, ["export", "--until", cut.strftime("%Y-%m-%dT%H:%M:%SZ"), "--format", "csv",
-                                 "--no-progress"], env=_env(sqlite_url, tmp_path), catch_exceptions=False)
+    result = runner.invoke(
+        cli,
+        ["export", "--until", cut.strftime("%Y-%m-%dT%H:%M:%SZ"), "--format", "csv", "--no-progress"],
+        env=_env(sqlite_url, tmp_path),
+        catch_exceptions=False,
+    )
     assert result.exit_code == 0, result.output
     assert len(result.stdout.strip().splitlines()) == 1 + 3
 
     # Digits stay a position cut: everything up to v1's view, whatever its time.
-    result = runner.invoke(cli, ["export", "--until", str(p1), "--no-progress"],
-                           env=_env(sqlite_url, tmp_path), catch_exceptions=False)
+    result = runner.invoke(
+        cli, ["export", "--until", str(p1), "--no-progress"], env=_env(sqlite_url, tmp_path), catch_exceptions=False
+    )
     events = [orjson.loads(line) for line in result.stdout.splitlines()]
     assert [(e["event_type"], e["data"].get("viewer_id")) for e in events] == [
-        ("StoryCreated", None), ("StoryViewed", "v1")]
+        ("StoryCreated", None),
+        ("StoryViewed", "v1"),
+    ]
 
 
 def test_parse_until(two_processes):
     a, b = two_processes
-    story_id, cut, p1 = _out_of_order_log(a, b)
+    _story_id, cut, p1 = _out_of_order_log(a, b)
     head = a.store.head()
     assert parse_until(a.store, None) == Cut(head)
     assert parse_until(a.store, str(p1)) == Cut(p1)
@@ -115,12 +129,19 @@ def test_parse_until(two_processes):
 
 
 def test_replay_until_a_time_rebuilds_from_exactly_those_events(
-    two_processes, sqlite_url, tmp_path, mongodb_url, mongodb_database, redis_url, redis_prefix,
+    two_processes,
+    sqlite_url,
+    tmp_path,
+    mongodb_url,
+    mongodb_database,
+    redis_url,
+    redis_prefix,
 ):
     a, b = two_processes
     story_id, cut, _ = _out_of_order_log(a, b)
     result = CliRunner().invoke(
-        cli, ["replay", "--until", cut.isoformat(), "--database", mongodb_database, "--prefix", redis_prefix],
+        cli,
+        ["replay", "--until", cut.isoformat(), "--database", mongodb_database, "--prefix", redis_prefix],
         env=_env(sqlite_url, tmp_path, STORIES_MONGODB_URL=mongodb_url, STORIES_REDIS_URL=redis_url),
         catch_exceptions=False,
     )
@@ -145,8 +166,9 @@ def test_story_at_counts_an_earlier_event_logged_after_a_later_one(two_processes
     assert story_at(a.store, story_id, cut + timedelta(minutes=30))["view_count"] == 4
     assert story_at(a.store, story_id, cut - timedelta(minutes=30)) is None  # not created yet
 
-    result = CliRunner().invoke(cli, ["story-at", story_id, "--at", cut.isoformat()],
-                                env=_env(sqlite_url, tmp_path), catch_exceptions=False)
+    result = CliRunner().invoke(
+        cli, ["story-at", story_id, "--at", cut.isoformat()], env=_env(sqlite_url, tmp_path), catch_exceptions=False
+    )
     assert result.exit_code == 0, result.output
     shown = orjson.loads(result.stdout)
     assert shown["view_count"] == 2 and shown["versions"][0]["text_content"] == "hi"
@@ -154,33 +176,50 @@ def test_story_at_counts_an_earlier_event_logged_after_a_later_one(two_processes
 
 def _edit(process: Process, story_id: str, version: int, text: str, stickers: list) -> None:
     """A StoryEdited appended by hand through the store, stamped by the process's clock."""
-    process.store.append([StoryEdited(
-        originator_id=UUID(story_id), originator_version=version, occurred_at=process.clock.now,
-        story_id=story_id, user_id="alice", text_content=text, background_color="#112233",
-        background_gradient=None, stickers=stickers, changed=["text_content", "background_color"],
-    )])
+    process.store.append(
+        [
+            StoryEdited(
+                originator_id=UUID(story_id),
+                originator_version=version,
+                occurred_at=process.clock.now,
+                story_id=story_id,
+                user_id="alice",
+                text_content=text,
+                background_color="#112233",
+                background_gradient=None,
+                stickers=stickers,
+                changed=["text_content", "background_color"],
+            )
+        ]
+    )
 
 
 def test_story_at_lists_the_content_versions_up_to_the_moment(two_processes):
     a, b = two_processes
     poll = {"sticker_type": "poll", "poll": {"question": "?", "options": [{"text": "a"}, {"text": "b"}]}}
-    body = models.CreateStory.model_validate({"story_type": "text", "text_content": "first", "privacy": "public",
-                                              "stickers": [poll]})
-    created, _ = a.run("alice", a.app.create_story("alice", body))
-    story_id = created["story_id"]
+    body = models.CreateStory.model_validate(
+        {"story_type": "text", "text_content": "first", "privacy": "public", "stickers": [poll]}
+    )
+    created, _ = a.run(uc.CreateStory("alice", body))
+    story_id = str(created.story_id)
     stored = next(e.event for e in a.store.read() if isinstance(e.event, StoryCreated))
     t0 = a.clock.now
     a.clock.now = t0 + timedelta(minutes=30)
     _edit(a, story_id, 2, "second", stored.stickers)  # stamped 12:30, logged first
     b.clock.now = t0 + timedelta(minutes=20)
     _edit(b, story_id, 3, "third", stored.stickers)  # stamped 12:20 by a clock behind, logged after
-    b.run("v1", b.app.view_story("v1", story_id))  # 12:20 too
+    b.run(uc.ViewStory("v1", story_id))  # 12:20 too
 
     early = story_at(a.store, story_id, t0 + timedelta(minutes=10))
     assert [v["version"] for v in early["versions"]] == [1] and early["view_count"] == 0
     assert early["versions"][0] == {
-        "version": 1, "at": t0.isoformat(), "changed": [], "text_content": "first", "background_color": None,
-        "background_gradient": None, "stickers": stored.stickers,
+        "version": 1,
+        "at": t0.isoformat(),
+        "changed": [],
+        "text_content": "first",
+        "background_color": None,
+        "background_gradient": None,
+        "stickers": stored.stickers,
     }
     assert "results" not in early["versions"][0]["stickers"][0]["poll"]
 

@@ -18,22 +18,38 @@ from tests.conftest import on_one_redis_and_a_cluster
 redis_url = on_one_redis_and_a_cluster  # these read models run on one Redis and on a Redis Cluster
 
 V1_FIELDS = {
-    "story_type": "text", "media_id": None, "media_url": None, "thumbnail_url": None, "text_content": "old",
-    "background_color": None, "background_gradient": None, "duration": 5.0, "stickers": [], "privacy": "public",
-    "allowed_viewer_ids": [], "hidden_from_ids": [], "allow_replies": "everyone",
+    "story_type": "text",
+    "media_id": None,
+    "media_url": None,
+    "thumbnail_url": None,
+    "text_content": "old",
+    "background_color": None,
+    "background_gradient": None,
+    "duration": 5.0,
+    "stickers": [],
+    "privacy": "public",
+    "allowed_viewer_ids": [],
+    "hidden_from_ids": [],
+    "allow_replies": "everyone",
 }
 
 
 def store_v1_story(store: EventStore, story_id, when) -> None:
     """Write a StoryCreated exactly as version 1 stored it: no allow_sharing, no class_version."""
-    state = {"occurred_at": {"_type_": "datetime_iso", "_data_": when.isoformat()}, "story_id": str(story_id),
-             "user_id": "alice", "expires_at": when.replace(year=when.year + 1).isoformat(), **V1_FIELDS}
+    state = {
+        "occurred_at": {"_type_": "datetime_iso", "_data_": when.isoformat()},
+        "story_id": str(story_id),
+        "user_id": "alice",
+        "expires_at": when.replace(year=when.year + 1).isoformat(),
+        **V1_FIELDS,
+    }
     topic = f"{StoryCreated.__module__}:{StoryCreated.__qualname__}"
     store.recorder.insert_events([StoredEvent(story_id, 1, topic, orjson.dumps(state))])
 
 
-def test_a_v1_story_created_is_upcast_for_every_reader(sqlite_url, clock, mongodb_url, mongodb_database,
-                                                      redis_url, redis_prefix):
+def test_a_v1_story_created_is_upcast_for_every_reader(
+    sqlite_url, clock, mongodb_url, mongodb_database, redis_url, redis_prefix
+):
     from uuid import uuid4
 
     store = EventStore(sqlite_url)
@@ -61,7 +77,8 @@ def test_a_v1_story_created_is_upcast_for_every_reader(sqlite_url, clock, mongod
 
 
 def test_a_v1_story_viewed_reads_with_no_life_hour_and_stays_out_of_the_timeline(
-        sqlite_url, clock, mongodb_url, mongodb_database):
+    sqlite_url, clock, mongodb_url, mongodb_database
+):
     """StoryViewed v2 added ``life_hour``: a v1 view reads as None, counts as a view, and is left
     out of ``views_timeline`` (the hour of the story's life it fell in is not known)."""
     from uuid import uuid4
@@ -72,8 +89,13 @@ def test_a_v1_story_viewed_reads_with_no_life_hour_and_stays_out_of_the_timeline
     store = EventStore(sqlite_url)
     story_id = uuid4()
     store_v1_story(store, story_id, clock())
-    state = {"occurred_at": {"_type_": "datetime_iso", "_data_": clock().isoformat()}, "story_id": str(story_id),
-             "owner_id": "alice", "viewer_id": "bob", "view_number": 1}
+    state = {
+        "occurred_at": {"_type_": "datetime_iso", "_data_": clock().isoformat()},
+        "story_id": str(story_id),
+        "owner_id": "alice",
+        "viewer_id": "bob",
+        "view_number": 1,
+    }
     view_stream = uuid4()
     topic = f"{StoryViewed.__module__}:{StoryViewed.__qualname__}"
     store.recorder.insert_events([StoredEvent(view_stream, 1, topic, orjson.dumps(state))])

@@ -21,25 +21,32 @@ import subprocess
 import time
 import uuid
 from collections import Counter, defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, ClassVar
 
 import aiohttp
 import pytest
 import redis
 from pymongo import MongoClient
 
-from stories import embedded
-from tests.e2e.read_side import STORIES, Process, ReadSide, cleanup, launch
-from tests.conftest import REDIS_TEST_URL
-from tests.read_models import dump_mongo, dump_redis
 from projections.redis_schema import VIEW_NAME
+from stories import embedded
 from stories.backends import connect_redis, is_cluster_url
+from tests.conftest import REDIS_TEST_URL
+from tests.e2e.read_side import STORIES, Process, ReadSide, cleanup, launch
+from tests.read_models import dump_mongo, dump_redis
 
 S = "/api/v1/stories"
-POLL = {"sticker_type": "poll", "x": 0.5, "y": 0.7, "width": 0.6, "height": 0.2,
-        "poll": {"question": "Swim?", "options": [{"text": "yes"}, {"text": "later"}]}}
+POLL = {
+    "sticker_type": "poll",
+    "x": 0.5,
+    "y": 0.7,
+    "width": 0.6,
+    "height": 0.2,
+    "poll": {"question": "Swim?", "options": [{"text": "yes"}, {"text": "later"}]},
+}
 CATCH_UP_TIMEOUT_S = 60.0
 # Keys under the Redis prefix that are not projector read models: the relay's position and the
 # expirer's own schedule view (a replay does not build them).
@@ -72,9 +79,14 @@ class OwnedServer:
 
     def start_again(self, ready, timeout: float = 30.0) -> None:
         assert self.process.poll() is not None, "still running"
-        log = open(self.data_dir / self.log_name, "ab")
-        proc = subprocess.Popen(self.process.args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                                preexec_fn=embedded._die_with_parent)
+        log = open(self.data_dir / self.log_name, "ab")  # noqa: SIM115  # the restarted server writes to it until it stops
+        proc = subprocess.Popen(
+            self.process.args,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=embedded._die_with_parent,
+        )
         self.server = embedded.EmbeddedServer(self.server.name, self.server.url, proc)
         embedded._wait(proc, ready, self.server.name, timeout)
 
@@ -160,7 +172,7 @@ class Stack:
 
     def positions(self) -> dict[str, int]:
         """Where each follower of the log stands: Mongo views, Redis views, relay, and the head."""
-        from projections.mongo_views import POSITIONS
+        from projections.mongo_schema import POSITIONS
 
         with self.mongo() as client:
             doc = client[self.side.mongodb_database][POSITIONS].find_one({"_id": "mongo_views"})
@@ -170,8 +182,12 @@ class Stack:
             redis_views, relay = r.get(p + "position:" + VIEW_NAME), r.get(p + "relay:position:redis")  # any slots
         finally:
             r.close()
-        return {"mongo": doc["position"] if doc else 0, "redis": int(redis_views or 0),
-                "relay": int(relay or 0), "head": self.head()}
+        return {
+            "mongo": doc["position"] if doc else 0,
+            "redis": int(redis_views or 0),
+            "relay": int(relay or 0),
+            "head": self.head(),
+        }
 
     def wait_caught_up(self, timeout: float = CATCH_UP_TIMEOUT_S, relay: bool = True) -> dict[str, int]:
         deadline = time.monotonic() + timeout
@@ -188,8 +204,9 @@ class Stack:
         raise AssertionError(f"not caught up after {timeout}s: {last}\n{self.side.logs()}")
 
     def export(self) -> list[dict]:
-        out = subprocess.run([STORIES, "export", "--no-progress"], env=self.env, capture_output=True, timeout=60,
-                             cwd=self.side.data_dir)
+        out = subprocess.run(
+            [STORIES, "export", "--no-progress"], env=self.env, capture_output=True, timeout=60, cwd=self.side.data_dir
+        )
         assert out.returncode == 0, out.stderr.decode()[-2000:]
         return [json.loads(line) for line in out.stdout.decode().splitlines() if line.strip()]
 
@@ -224,22 +241,33 @@ class Stack:
         return mongo, keys
 
     def replay(self, database: str, prefix: str) -> str:
-        out = subprocess.run([STORIES, "replay", "--database", database, "--prefix", prefix], env=self.env,
-                             capture_output=True, timeout=90, cwd=self.side.data_dir)
+        out = subprocess.run(
+            [STORIES, "replay", "--database", database, "--prefix", prefix],
+            env=self.env,
+            capture_output=True,
+            timeout=90,
+            cwd=self.side.data_dir,
+        )
         assert out.returncode == 0, out.stderr.decode()[-3000:]
         return out.stdout.decode()
 
 
-def launch_stack(data_dir: Path, mongodb_url: str, redis_url: str, *, expirer: bool = True,
-                 **settings: Any) -> Stack:
+def launch_stack(data_dir: Path, mongodb_url: str, redis_url: str, *, expirer: bool = True, **settings: Any) -> Stack:
     tag = uuid.uuid4().hex[:10]
     broker_prefix = f"stories-sys-{tag}"
     # The synthetic load keeps a few users posting for minutes: more live stories each than the
     # contract's default limit (the limit itself is tested in tests/e2e).
     settings.setdefault("limit_live_stories", 100_000)
     broker_url = REDIS_TEST_URL if is_cluster_url(redis_url) else redis_url  # Redis Streams: one server
-    side = launch(data_dir, mongodb_url, redis_url, broker_url=broker_url, broker_prefix=broker_prefix,
-                  rate_limit_per_s=0, **settings)
+    side = launch(
+        data_dir,
+        mongodb_url,
+        redis_url,
+        broker_url=broker_url,
+        broker_prefix=broker_prefix,
+        rate_limit_per_s=0,
+        **settings,
+    )
     stack = Stack(side, broker_prefix)
     try:
         stack.start("relay")
@@ -302,10 +330,14 @@ class Load:
     problems: list[str] = field(default_factory=list)
     latencies: list[float] = field(default_factory=list)
 
-    WEIGHTS = {"create": 8, "follow": 10, "view": 37, "vote": 20, "reply": 17, "highlight": 8}
-    EXPECTED = {  # refusals the workload can provoke legitimately
-        "create": {201}, "follow": {200}, "view": {202, 404}, "vote": {200, 403, 404, 409},
-        "reply": {201, 403, 404}, "highlight": {201, 422},
+    WEIGHTS: ClassVar[dict[str, int]] = {"create": 8, "follow": 10, "view": 37, "vote": 20, "reply": 17, "highlight": 8}
+    EXPECTED: ClassVar[dict[str, set[int]]] = {  # refusals the workload can provoke legitimately
+        "create": {201},
+        "follow": {200},
+        "view": {202, 404},
+        "vote": {200, 403, 404, 409},
+        "reply": {201, 403, 404},
+        "highlight": {201, 422},
     }
 
     def __post_init__(self) -> None:
@@ -316,15 +348,16 @@ class Load:
     def base(self) -> str:
         return f"http://127.0.0.1:{self.stack.side.command_port}"
 
-    async def _send(self, session: aiohttp.ClientSession, kind: str, method: str, path: str, user: str,
-                    body: Any = None) -> tuple[int, Any]:
+    async def _send(
+        self, session: aiohttp.ClientSession, kind: str, method: str, path: str, user: str, body: Any = None
+    ) -> tuple[int, Any]:
         headers = {"Authorization": f"Bearer {self.tokens[user]}"}
         started = time.monotonic()
         try:
             async with session.request(method, self.base + path, json=body, headers=headers) as resp:
                 raw = await resp.read()
                 status = resp.status
-        except (aiohttp.ClientError, asyncio.TimeoutError) as error:
+        except (TimeoutError, aiohttp.ClientError) as error:
             # The command may or may not have been stored: the counts can no longer be trusted.
             self.problems.append(f"{kind} {method} {path}: {error!r}")
             raise Unexpected(kind) from error
@@ -339,8 +372,12 @@ class Load:
         return status, data
 
     async def create(self, session, user: str) -> None:
-        body = {"story_type": "text", "text_content": f"story by {user}", "stickers": [POLL],
-                "privacy": self.rng.choice(["public", "public", "followers"])}
+        body = {
+            "story_type": "text",
+            "text_content": f"story by {user}",
+            "stickers": [POLL],
+            "privacy": self.rng.choice(["public", "public", "followers"]),
+        }
         status, data = await self._send(session, "create", "POST", S, user, body)
         if status == 201:
             self.stories.append((data["story_id"], user))
@@ -369,8 +406,9 @@ class Load:
         elif kind == "vote":
             story, owner = self.rng.choice(self.stories)
             option = self.rng.randrange(2)
-            status, _ = await self._send(session, kind, "POST", f"{S}/{story}/interact", user,
-                                         {"sticker_index": 0, "option_index": option})
+            status, _ = await self._send(
+                session, kind, "POST", f"{S}/{story}/interact", user, {"sticker_index": 0, "option_index": option}
+            )
             if status == 200:
                 self.votes[story][option] += 1
         elif kind == "reply":
@@ -384,14 +422,16 @@ class Load:
                 await self.create(session, user)
                 return
             picked = self.rng.sample(mine, min(len(mine), self.rng.randint(1, 2)))
-            status, data = await self._send(session, kind, "POST", "/api/v1/highlights", user,
-                                            {"title": "best of", "story_ids": picked})
+            status, data = await self._send(
+                session, kind, "POST", "/api/v1/highlights", user, {"title": "best of", "story_ids": picked}
+            )
             if status == 201:
                 self.highlights += 1
                 self.highlight_ids.append((data["highlight_id"], user))
 
-    async def run(self, seconds: float | None = None, workers: int = 12, pause_s: float = 0.0,
-                  stop: asyncio.Event | None = None) -> None:
+    async def run(
+        self, seconds: float | None = None, workers: int = 12, pause_s: float = 0.0, stop: asyncio.Event | None = None
+    ) -> None:
         """Drive the load for ``seconds``, or until ``stop`` is set."""
         deadline = time.monotonic() + (seconds if seconds is not None else 3600.0)
         stop = stop or asyncio.Event()
@@ -410,8 +450,10 @@ class Load:
 
     def summary(self) -> str:
         lat = sorted(self.latencies) or [0.0]
-        return (f"accepted {dict(self.accepted)}; statuses {dict(sorted(self.statuses.items()))}; "
-                f"p50 {lat[len(lat) // 2] * 1000:.1f} ms, max {lat[-1] * 1000:.0f} ms")
+        return (
+            f"accepted {dict(self.accepted)}; statuses {dict(sorted(self.statuses.items()))}; "
+            f"p50 {lat[len(lat) // 2] * 1000:.1f} ms, max {lat[-1] * 1000:.0f} ms"
+        )
 
 
 def assert_counts_match(stack: Stack, load: Load) -> None:
@@ -446,8 +488,10 @@ def assert_counts_match(stack: Stack, load: Load) -> None:
             assert counters, f"no Redis counters for live story {story}"
             views[story] = int(counters.get(CounterField.VIEWS, 0))
             replies[story] = int(counters.get(CounterField.REPLIES, 0))
-            votes[story] = (int(counters.get(CounterField.total(0), 0)),
-                            [int(counters.get(CounterField.option(0, k), 0)) for k in (0, 1)])
+            votes[story] = (
+                int(counters.get(CounterField.total(0), 0)),
+                [int(counters.get(CounterField.option(0, k), 0)) for k in (0, 1)],
+            )
             answers = [f for f in r.hkeys(keys.answers(story)) if f.decode().startswith("0:")]
             assert len(answers) == sum(load.votes[story].values()), story
         followers = sum(r.scard(keys.followers(u)) for u in load.users)
@@ -455,8 +499,9 @@ def assert_counts_match(stack: Stack, load: Load) -> None:
         r.close()
     assert views == {s: load.views[s] for s in expected_stories}, "Redis view counters"
     assert replies == {s: load.replies[s] for s in expected_stories}, "Redis reply counters"
-    assert votes == {s: (sum(load.votes[s].values()), [load.votes[s][0], load.votes[s][1]])
-                     for s in expected_stories}, "Redis poll tallies"
+    assert votes == {
+        s: (sum(load.votes[s].values()), [load.votes[s][0], load.votes[s][1]]) for s in expected_stories
+    }, "Redis poll tallies"
     assert followers == len(load.follows)
 
 
@@ -466,8 +511,13 @@ def assert_query_api_counts(stack: Stack, load: Load) -> None:
 
     tokens = {u: stack.side.token(u) for u in load.users}
     for story, owner in load.stories:
-        resp = http_request("127.0.0.1", stack.side.query_port, "GET", f"{S}/{story}",
-                            headers={"Authorization": f"Bearer {tokens[owner]}"})
+        resp = http_request(
+            "127.0.0.1",
+            stack.side.query_port,
+            "GET",
+            f"{S}/{story}",
+            headers={"Authorization": f"Bearer {tokens[owner]}"},
+        )
         assert resp.status == 200, resp
         served = resp.body
         assert served["view_count"] == load.views[story], (story, served["view_count"], load.views[story])

@@ -16,7 +16,7 @@ import json
 import subprocess
 import time
 import uuid
-from typing import Any, Callable
+from typing import Any
 
 import jwt
 import pytest
@@ -87,16 +87,20 @@ class World:
         self.public, _ = rs.story(self.alice, privacy="public", text_content=SECRET_TEXT, stickers=[POLL])
         self.spare, _ = rs.story(self.alice, privacy="public", text_content=SECRET_TEXT)
         self.hidden, _ = rs.story(self.alice, privacy="close_friends", text_content=SECRET_TEXT)
-        self.highlight = rs.write("POST", H, self.alice, {"title": SECRET_TEXT, "story_ids": [self.public]},
-                                  expect=201).body["highlight_id"]
+        self.highlight = rs.write(
+            "POST", H, self.alice, {"title": SECRET_TEXT, "story_ids": [self.public]}, expect=201
+        ).body["highlight_id"]
         rs.view(self.carol, self.public)
         rs.write("POST", f"/api/v1/close-friends/{self.carol}", self.alice, expect=201)
         self.position = rs.write("PUT", f"/api/v1/following/{self.carol}", self.alice).position
         self.secrets = (SECRET_TEXT, self.carol)  # never in a refusal's body
 
     def path(self, template: str, story: str | None = None) -> str:
-        return (template.replace("{story_id}", story or self.public).replace("{highlight_id}", self.highlight)
-                .replace("{user_id}", self.carol))
+        return (
+            template.replace("{story_id}", story or self.public)
+            .replace("{highlight_id}", self.highlight)
+            .replace("{user_id}", self.carol)
+        )
 
     def body(self, method: str, template: str) -> Any:
         """A valid body for each command, so credentials are the only thing wrong."""
@@ -138,8 +142,9 @@ class World:
             store.close()
 
     def export(self) -> list[dict]:
-        out = subprocess.run([STORIES, "export", "--no-progress"], env=self.rs.env, capture_output=True, timeout=60,
-                             cwd=self.rs.data_dir)
+        out = subprocess.run(
+            [STORIES, "export", "--no-progress"], env=self.rs.env, capture_output=True, timeout=60, cwd=self.rs.data_dir
+        )
         assert out.returncode == 0, out.stderr.decode()[-2000:]
         return [json.loads(line) for line in out.stdout.splitlines() if line.strip()]
 
@@ -236,8 +241,9 @@ WRONG_USER = [
 ]
 
 
-@pytest.mark.parametrize("api,method,template,story,expected", WRONG_USER,
-                         ids=[f"{m}-{t}-{s or ''}" for _a, m, t, s, _e in WRONG_USER])
+@pytest.mark.parametrize(
+    "api,method,template,story,expected", WRONG_USER, ids=[f"{m}-{t}-{s or ''}" for _a, m, t, s, _e in WRONG_USER]
+)
 def test_owner_only_endpoints_refuse_another_user(read_side, world, api, method, template, story, expected):  # noqa: F811
     rs, w = read_side, world
     assert (method, template) in endpoints(rs, api)
@@ -275,7 +281,7 @@ def test_owner_still_sees_everything_unchanged(read_side, world):  # noqa: F811
     at = rs.follow(w.bob, w.alice)
     assert head < at <= head + 2, (head, at)
     events = w.export()
-    assert len(events) == w.exported + 1, events[w.exported:]
+    assert len(events) == w.exported + 1, events[w.exported :]
     followed = events[-1]
     assert followed["event_type"] == "UserFollowed" and followed["position"] == at, followed
     assert w.bob in json.dumps(followed) and w.alice in json.dumps(followed), followed

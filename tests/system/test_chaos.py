@@ -22,7 +22,13 @@ import uuid
 import pytest
 
 from tests.system.conftest import (
-    Load, Stack, assert_counts_match, assert_query_api_counts, assert_log_matches, assert_subscriber_saw_everything_once, launch_stack,
+    Load,
+    Stack,
+    assert_counts_match,
+    assert_log_matches,
+    assert_query_api_counts,
+    assert_subscriber_saw_everything_once,
+    launch_stack,
     teardown_stack,
 )
 
@@ -37,8 +43,9 @@ async def chaos(stack: Stack, name: str, seconds: float, rng: random.Random, log
     enough, sometimes, for a backlog to build up, so the next kill may land mid-batch)."""
     started = time.monotonic()
     deadline = started + seconds - 0.5
-    while ((stack.kills[name] < KILLS_EACH or (name == "projector" and not stack.mid_batch_kills))
-           and time.monotonic() < deadline):
+    while (
+        stack.kills[name] < KILLS_EACH or (name == "projector" and not stack.mid_batch_kills)
+    ) and time.monotonic() < deadline:
         await asyncio.sleep(rng.uniform(1.0, 3.0))
         if name == "projector":  # aim at a batch in flight: kill as soon as one is seen pending
             await asyncio.to_thread(wait_mid_batch, stack, 2.0)
@@ -62,7 +69,7 @@ def wait_mid_batch(stack: Stack, seconds: float) -> None:
 
 
 def pending_until(stack: Stack) -> int | None:
-    from projections.mongo_views import POSITIONS
+    from projections.mongo_schema import POSITIONS
 
     with stack.mongo() as client:
         doc = client[stack.side.mongodb_database][POSITIONS].find_one({"_id": "mongo_views"}) or {}
@@ -80,8 +87,11 @@ async def test_kill_projector_and_relay_under_load(tmp_path, own_secantus, redis
         users = [f"user{i}-{tag}" for i in range(20)]
         load = Load(stack, users, seed)
         events: list[str] = []
-        await asyncio.gather(load.run(LOAD_S, workers=12), chaos(stack, "projector", LOAD_S, rng, events),
-                             chaos(stack, "relay", LOAD_S, random.Random(rng.random()), events))
+        await asyncio.gather(
+            load.run(LOAD_S, workers=12),
+            chaos(stack, "projector", LOAD_S, rng, events),
+            chaos(stack, "relay", LOAD_S, random.Random(rng.random()), events),
+        )
         print("\n".join(sorted(events)))
         print(f"kills {dict(stack.kills)}, {stack.mid_batch_kills} of the projector's in the middle of a MongoDB batch")
         print(load.summary())

@@ -23,8 +23,17 @@ import aiohttp
 import pytest
 
 from tests.system.conftest import (
-    Load, OwnedServer, Stack, assert_counts_match, assert_query_api_counts, assert_log_matches, assert_subscriber_saw_everything_once,
-    launch_stack, mongo_ready, redis_ready, teardown_stack,
+    Load,
+    OwnedServer,
+    Stack,
+    assert_counts_match,
+    assert_log_matches,
+    assert_query_api_counts,
+    assert_subscriber_saw_everything_once,
+    launch_stack,
+    mongo_ready,
+    redis_ready,
+    teardown_stack,
 )
 
 pytestmark = pytest.mark.timeout(180)
@@ -37,21 +46,35 @@ RECOVER_WITHIN_S = 30.0
 # owner's own live stories (alone, in their list, in their highlight) carry Redis state (what
 # they have seen and answered).
 NEEDS = {
-    "mongodb": ("/api/v1/stories/{story_id}", "/api/v1/viewers/story/{story_id}/insights",
-                "/api/v1/stories/user/{user_id}", "/api/v1/highlights/{highlight_id}",
-                "/api/v1/stories/archive", "/api/v1/highlights/user/{user_id}", "/api/v1/viewers/story/{story_id}",
-                "/api/v1/viewers/story/{story_id}/answers", "/api/v1/viewers/user/insights",
-                "/api/v1/close-friends/", "/api/v1/close-friends"),
-    "redis": ("/api/v1/stories/feed", "/api/v1/stories/{story_id}", "/api/v1/stories/user/{user_id}",
-              "/api/v1/highlights/{highlight_id}"),
+    "mongodb": (
+        "/api/v1/stories/{story_id}",
+        "/api/v1/viewers/story/{story_id}/insights",
+        "/api/v1/stories/user/{user_id}",
+        "/api/v1/highlights/{highlight_id}",
+        "/api/v1/stories/archive",
+        "/api/v1/highlights/user/{user_id}",
+        "/api/v1/viewers/story/{story_id}",
+        "/api/v1/viewers/story/{story_id}/answers",
+        "/api/v1/viewers/user/insights",
+        "/api/v1/close-friends/",
+        "/api/v1/close-friends",
+    ),
+    "redis": (
+        "/api/v1/stories/feed",
+        "/api/v1/stories/{story_id}",
+        "/api/v1/stories/user/{user_id}",
+        "/api/v1/highlights/{highlight_id}",
+    ),
 }
 
 
 async def query_paths(stack: Stack, story: str, owner: str, highlight: str) -> list[tuple[str, str]]:
     """(template, concrete path) of every GET of the query API, from its own /openapi.json."""
-    async with aiohttp.ClientSession() as session:
-        async with session.get(f"http://127.0.0.1:{stack.side.query_port}/openapi.json") as resp:
-            document = await resp.json()
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"http://127.0.0.1:{stack.side.query_port}/openapi.json") as resp,
+    ):
+        document = await resp.json()
     values = {"story_id": story, "user_id": owner, "highlight_id": highlight}
     out = []
     for template, ops in document["paths"].items():
@@ -66,8 +89,9 @@ async def query_paths(stack: Stack, story: str, owner: str, highlight: str) -> l
     return out
 
 
-async def probe(stack: Stack, paths: list[tuple[str, str]], owner: str, seconds: float,
-                token: str) -> list[tuple[str, int, float, dict, bytes]]:
+async def probe(
+    stack: Stack, paths: list[tuple[str, str]], owner: str, seconds: float, token: str
+) -> list[tuple[str, int, float, dict, bytes]]:
     """Call every query endpoint over and over for ``seconds``: (template, status, elapsed, headers, body)."""
     answers = []
     deadline = time.monotonic() + seconds
@@ -75,13 +99,14 @@ async def probe(stack: Stack, paths: list[tuple[str, str]], owner: str, seconds:
     timeout = aiohttp.ClientTimeout(total=15)
     async with aiohttp.ClientSession(timeout=timeout) as session:
         while time.monotonic() < deadline:
+
             async def one(template: str, path: str):
                 started = time.monotonic()
                 try:
                     async with session.get(base + path, headers={"Authorization": f"Bearer {token}"}) as resp:
                         raw = await resp.read()
                         return template, resp.status, time.monotonic() - started, dict(resp.headers), raw
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     return template, -1, time.monotonic() - started, {}, b"client timeout"
 
             answers += await asyncio.gather(*(one(t, p) for t, p in paths))
@@ -139,8 +164,9 @@ async def check_health(stack: Stack, down: str | None) -> None:
                 assert set(body["error"]["details"]) == {down}, body
 
 
-async def outage(stack: Stack, server: OwnedServer, store: str, load: Load, paths, owner: str, token: str,
-                 ready, report: list[str]) -> None:
+async def outage(
+    stack: Stack, server: OwnedServer, store: str, load: Load, paths, owner: str, token: str, ready, report: list[str]
+) -> None:
     accepted_before = sum(load.accepted.values())
     server.stop()  # SIGTERM
     down_at = time.monotonic()
@@ -148,8 +174,10 @@ async def outage(stack: Stack, server: OwnedServer, store: str, load: Load, path
     await check_health(stack, down=store)
     accepted_during = sum(load.accepted.values()) - accepted_before
     stack.check_alive()  # nobody died of it
-    report.append(f"{store} down {time.monotonic() - down_at:.1f}s: {len(answers)} query answers "
-                  f"(max {max(a[2] for a in answers):.2f}s), {accepted_during} commands accepted meanwhile")
+    report.append(
+        f"{store} down {time.monotonic() - down_at:.1f}s: {len(answers)} query answers "
+        f"(max {max(a[2] for a in answers):.2f}s), {accepted_during} commands accepted meanwhile"
+    )
     check_outage_answers(answers, store)
     assert accepted_during > 0, "the command API stopped accepting commands"
     await asyncio.to_thread(server.start_again, ready)
@@ -184,10 +212,10 @@ async def test_mongodb_then_redis_down_under_load(tmp_path, own_secantus, own_va
             paths = await query_paths(stack, story, owner, highlight)
             await wait_query_healthy(stack, paths, owner, token)
 
-            await outage(stack, own_secantus, "mongodb", load, paths, owner, token,
-                         mongo_ready(own_secantus.url), report)
-            await outage(stack, own_valkey, "redis", load, paths, owner, token,
-                         redis_ready(own_valkey.url), report)
+            await outage(
+                stack, own_secantus, "mongodb", load, paths, owner, token, mongo_ready(own_secantus.url), report
+            )
+            await outage(stack, own_valkey, "redis", load, paths, owner, token, redis_ready(own_valkey.url), report)
             await asyncio.sleep(1.0)
         finally:
             stop.set()

@@ -16,7 +16,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from uuid import uuid4
 
@@ -43,10 +43,10 @@ ALICE, BOB = "alice.erased", "bob.stays"
 ALICE_TEXT, ALICE_REPLY, BOB_TEXT = "txt:alice's lake photo", "txt:alice: lovely", "txt:bob's own story"
 NAME = pseudonym(KEY.encode(), ALICE)
 KILLED = 9
-NOW = datetime(2026, 6, 1, 8, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 6, 1, 8, 0, tzinfo=UTC)
 
 # The child: patch one step of the erasure to kill the process right there, then erase.
-CHILD = textwrap.dedent('''
+CHILD = textwrap.dedent("""
     import os, sys
     from contextlib import contextmanager
     from datetime import datetime, timezone
@@ -114,7 +114,7 @@ CHILD = textwrap.dedent('''
     position = erasure.erase_account(store, key.encode(), user, datetime.now(timezone.utc))
     store.close()
     print(f"erased at {position}")
-''')
+""")
 
 
 def prepare_log(path: Path) -> str:
@@ -122,18 +122,27 @@ def prepare_log(path: Path) -> str:
     url = f"sqlite:///{path}"
     store = EventStore(url)
     friends = Relationship(follows_owner=True, followed_by_owner=True)
-    alice_story = Story.create(uuid4(), ALICE, {"story_type": "text", "text_content": ALICE_TEXT,
-                                                "privacy": "public"}, Platform.VIGNETTE, NOW)
-    bob_story = Story.create(uuid4(), BOB, {"story_type": "text", "text_content": BOB_TEXT, "privacy": "custom",
-                                            "allowed_viewer_ids": [ALICE]}, Platform.VIGNETTE, NOW)
+    alice_story = Story.create(
+        uuid4(), ALICE, {"story_type": "text", "text_content": ALICE_TEXT, "privacy": "public"}, Platform.VIGNETTE, NOW
+    )
+    bob_story = Story.create(
+        uuid4(),
+        BOB,
+        {"story_type": "text", "text_content": BOB_TEXT, "privacy": "custom", "allowed_viewer_ids": [ALICE]},
+        Platform.VIGNETTE,
+        NOW,
+    )
     store.append(alice_story.collect_events() + bob_story.collect_events())
     later = NOW + timedelta(minutes=1)
     tally = Tally.open(None, FOLLOWS, ALICE)
     events = []
-    for aggregate in (StoryView.view(None, alice_story, BOB, friends, later),
-                      StoryReplies.reply(None, bob_story, ALICE, ALICE_REPLY, friends, Platform.VIGNETTE, later),
-                      Follow.follow(None, ALICE, BOB, later, tally, 100), tally,
-                      Follow.follow(None, BOB, ALICE, later)):
+    for aggregate in (
+        StoryView.view(None, alice_story, BOB, friends, later),
+        StoryReplies.reply(None, bob_story, ALICE, ALICE_REPLY, friends, Platform.VIGNETTE, later),
+        Follow.follow(None, ALICE, BOB, later, tally, 100),
+        tally,
+        Follow.follow(None, BOB, ALICE, later),
+    ):
         events += aggregate.collect_events()
     store.append(events)
     store.close()
@@ -151,15 +160,22 @@ def run_child(tmp_path: Path, point: str, url: str) -> subprocess.CompletedProce
     script = tmp_path / "erase_child.py"
     script.write_text(CHILD)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.run([sys.executable, str(script), point, url, ALICE, KEY], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, str(script), point, url, ALICE, KEY],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def stories_erase(url: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("STORIES_")}
     env.update(STORIES_EVENT_STORE_URL=url, STORIES_PSEUDONYM_KEY=KEY, PYTHONPATH=str(REPO))
-    return subprocess.run([STORIES, "erase", ALICE, "--yes"], cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=120)
+    return subprocess.run(
+        [STORIES, "erase", ALICE, "--yes"], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
+    )
 
 
 def state(url: str) -> dict:
@@ -176,8 +192,10 @@ def state(url: str) -> dict:
             "erased_since": store.keys.erased_since(""),
             "text": orjson.dumps(envelopes).decode(),
             # the log as an export shows it, but the erasure's own time
-            "log": [(e["event_type"], e["stream_id"], e["stream_version"], e["data"], e.get("erased", False))
-                    for e in envelopes],
+            "log": [
+                (e["event_type"], e["stream_id"], e["stream_version"], e["data"], e.get("erased", False))
+                for e in envelopes
+            ],
         }
     finally:
         store.close()
@@ -190,8 +208,12 @@ AT_THE_KILL = {
     "after-account-erased-appended": (True, True, True),
     "after-announced": (True, True, False),
 }
-CASES = [(point, recovery) for point in AT_THE_KILL for recovery in ("stories-erase", "finish-erasures")
-         if not (point == "inside-erase-transaction" and recovery == "finish-erasures")]
+CASES = [
+    (point, recovery)
+    for point in AT_THE_KILL
+    for recovery in ("stories-erase", "finish-erasures")
+    if not (point == "inside-erase-transaction" and recovery == "finish-erasures")
+]
 
 
 @pytest.fixture
@@ -232,9 +254,9 @@ def test_a_crash_at_any_step_of_erasure_ends_in_the_same_state(tmp_path, prepare
         position = int(rerun.stdout.strip().rsplit(" ", 1)[1])
     else:  # a command API restarting: announces what the crash left unannounced
         store = EventStore(url)
-        announced = finish_erasures(store, datetime.now(timezone.utc))
+        announced = finish_erasures(store, datetime.now(UTC))
         assert len(announced) == int(unannounced)
-        assert finish_erasures(store, datetime.now(timezone.utc)) == []
+        assert finish_erasures(store, datetime.now(UTC)) == []
         position = store.head()
         store.close()
 

@@ -25,12 +25,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
-from bench.soak import S, Driver, SoakStack, Traffic
+from bench.soak import Driver, S, SoakStack, Traffic
 from projections.redis_views import DEFAULT_GRACE, STAMP_LIFE_MS
 
 pytestmark = pytest.mark.timeout(180)
@@ -38,11 +38,20 @@ pytestmark = pytest.mark.timeout(180)
 SCALE = 6000.0  # simulated seconds per real second: one simulated hour = 0.6 s
 USERS = 30
 TRAFFIC = Traffic(
-    follows_per_user=8, close_friends_per_user=3,
+    follows_per_user=8,
+    close_friends_per_user=3,
     posts_per_user=6.0,  # per simulated day, while a wave posts: ~7.5 stories an hour
-    views_per_story=5.0, interactions_per_story=3.0, replies_per_story=0.5,
-    feed_reads_per_user=2.0, story_reads_per_story=0.5, owner_reads_per_story=0.5, other_reads_per_user=0.5,
-    follow_changes=0.0, close_friend_changes=0.0, deletes=8.0, highlight_writes=12.0,
+    views_per_story=5.0,
+    interactions_per_story=3.0,
+    replies_per_story=0.5,
+    feed_reads_per_user=2.0,
+    story_reads_per_story=0.5,
+    owner_reads_per_story=0.5,
+    other_reads_per_user=0.5,
+    follow_changes=0.0,
+    close_friend_changes=0.0,
+    deletes=8.0,
+    highlight_writes=12.0,
 )
 POSTING_HOURS = 8
 SETTLE_TIMEOUT_S = 60.0
@@ -94,8 +103,9 @@ async def settle(stack: SoakStack, driver: Driver, story_ids: set[str]) -> None:
         head = stack.head()
         for story_id in sorted(pending):
             story = driver.stories[story_id]
-            status, body, _ = await driver.query("settle", f"{S}/{story_id}", story.owner,
-                                                 headers={"X-Stories-Min-Position": str(head)})
+            status, body, _ = await driver.query(
+                "settle", f"{S}/{story_id}", story.owner, headers={"X-Stories-Min-Position": str(head)}
+            )
             if status == 404 or (status == 200 and body.get("is_expired") is True):
                 pending.discard(story_id)
         if not pending:
@@ -103,9 +113,11 @@ async def settle(stack: SoakStack, driver: Driver, story_ids: set[str]) -> None:
             if caught_up[0] == stack.head():
                 return
         if time.monotonic() > deadline:
-            raise AssertionError(f"{len(pending)} of {len(story_ids)} stories not served as expired after "
-                                 f"{SETTLE_TIMEOUT_S:.0f} s (simulated now {stack.now().isoformat()}), e.g. "
-                                 f"{sorted(pending)[:3]}\n{stack.logs()}")
+            raise AssertionError(
+                f"{len(pending)} of {len(story_ids)} stories not served as expired after "
+                f"{SETTLE_TIMEOUT_S:.0f} s (simulated now {stack.now().isoformat()}), e.g. "
+                f"{sorted(pending)[:3]}\n{stack.logs()}"
+            )
         stack.check_alive()
         await asyncio.sleep(0.3)
 
@@ -140,25 +152,32 @@ async def scenario(stack: SoakStack) -> None:
         docs_idle = mongo_documents(stack)
 
         assert not driver.unexpected, driver.unexpected[:10]
-        report = (f"Redis keys under the prefix: {baseline['keys']} after the social graph, {after_1['keys']} after "
-                  f"wave 1 ({len(first)} stories, all expired or deleted), {after_2['keys']} after wave 2 "
-                  f"({len(second)} stories), {idle['keys']} after idling; bytes {baseline['bytes']:,} / "
-                  f"{after_1['bytes']:,} / {after_2['bytes']:,} / {idle['bytes']:,}. MongoDB documents "
-                  f"{docs_baseline} / {docs_1} / {docs_2} / {docs_idle} (commands accepted per wave "
-                  f"{accepted_1} / {accepted_2}).")
+        report = (
+            f"Redis keys under the prefix: {baseline['keys']} after the social graph, {after_1['keys']} after "
+            f"wave 1 ({len(first)} stories, all expired or deleted), {after_2['keys']} after wave 2 "
+            f"({len(second)} stories), {idle['keys']} after idling; bytes {baseline['bytes']:,} / "
+            f"{after_1['bytes']:,} / {after_2['bytes']:,} / {idle['bytes']:,}. MongoDB documents "
+            f"{docs_baseline} / {docs_1} / {docs_2} / {docs_idle} (commands accepted per wave "
+            f"{accepted_1} / {accepted_2})."
+        )
         print(report)
         assert len(first) >= 40 and len(second) >= 40, report
 
         per_user = len(driver.users)
         assert after_1["keys"] <= baseline["keys"] + per_user, (
-            "Redis keeps per-story state after the stories are gone: " + report)
+            "Redis keeps per-story state after the stories are gone: " + report
+        )
         assert after_2["keys"] <= after_1["keys"] + 2, "a second wave of stories left more Redis keys: " + report
         assert after_2["bytes"] <= after_1["bytes"] * 1.10 + 8192, (
-            "a second wave of stories left more Redis bytes: " + report)
+            "a second wave of stories left more Redis bytes: " + report
+        )
         assert idle["keys"] <= after_2["keys"] and idle["bytes"] <= after_2["bytes"] + 4096, report
 
-        assert docs_1 - docs_baseline <= accepted_1 + len(first), "MongoDB grew by more than permanent documents: " + report
+        assert docs_1 - docs_baseline <= accepted_1 + len(first), (
+            "MongoDB grew by more than permanent documents: " + report
+        )
         assert docs_2 - docs_1 <= accepted_2 + len(second), "MongoDB grew by more than permanent documents: " + report
         assert docs_2 - docs_1 <= (docs_1 - docs_baseline) * 1.10 + 10, (
-            "the second wave added more MongoDB documents than the first: " + report)
+            "the second wave added more MongoDB documents than the first: " + report
+        )
         assert docs_idle == docs_2, "MongoDB grew while idle: " + report

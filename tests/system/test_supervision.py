@@ -33,8 +33,15 @@ START_TIMEOUT_S = 120.0
 BACK_TIMEOUT_S = 60.0
 
 
-def request(port: int, method: str, path: str, token: str | None = None, body: dict | None = None,
-            headers: dict | None = None, timeout: float = 10) -> tuple[int, bytes]:
+def request(
+    port: int,
+    method: str,
+    path: str,
+    token: str | None = None,
+    body: dict | None = None,
+    headers: dict | None = None,
+    timeout: float = 10,
+) -> tuple[int, bytes]:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
         hdrs = dict(headers or {})
@@ -74,7 +81,7 @@ def children_of(pid: int) -> dict[int, list[str]]:
             continue
         try:
             stat = (entry / "stat").read_text()
-            fields = stat[stat.rindex(")") + 2:].split()
+            fields = stat[stat.rindex(")") + 2 :].split()
             if int(fields[1]) != pid or fields[0] == "Z":
                 continue
             found[int(entry.name)] = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
@@ -95,7 +102,7 @@ def metric(port: int, name: str, process: str) -> float:
     prefix = f'{name}{{process="{process}"}} '
     for line in body.decode().splitlines():
         if line.startswith(prefix):
-            return float(line[len(prefix):])
+            return float(line[len(prefix) :])
     raise AssertionError(f"no {prefix!r} in /metrics")
 
 
@@ -128,13 +135,20 @@ class RequestLoop(threading.Thread):
 
 def story(ports: dict[str, int], token: str, text: str, log, position: bool = False):
     """Post a story and wait until the query API serves it (read-your-writes): its id, or its position."""
-    code, body = request(ports["command"], "POST", "/api/v1/stories", token, {"story_type": "text", "text_content": text})
+    code, body = request(
+        ports["command"], "POST", "/api/v1/stories", token, {"story_type": "text", "text_content": text}
+    )
     assert code == 201, body
     created = json.loads(body)
 
     def readable() -> bool:
-        code, _ = request(ports["query"], "GET", f"/api/v1/stories/{created['story_id']}", token,
-                          headers={"X-Stories-Min-Position": str(created["position"])})
+        code, _ = request(
+            ports["query"],
+            "GET",
+            f"/api/v1/stories/{created['story_id']}",
+            token,
+            headers={"X-Stories-Min-Position": str(created["position"])},
+        )
         return code == 200
 
     wait_for(f"story {text!r} on the query API", readable, BACK_TIMEOUT_S, log)
@@ -146,16 +160,28 @@ def test_stories_run_restarts_what_dies_and_the_command_api_keeps_answering(tmp_
     data_dir.mkdir()
     ports = {name: free_port() for name in ("command", "query", "projector", "expirer", "relay", "supervisor")}
     secret = secrets.token_urlsafe(32)
-    env = clean_env({
-        "STORIES_DATA_DIR": str(data_dir), "STORIES_HOST": "127.0.0.1", "STORIES_JWT_SECRET": secret,
-        "STORIES_RATE_LIMIT_PER_S": "0", **{f"STORIES_{name.upper()}_PORT": str(port) for name, port in ports.items()},
-    })
+    env = clean_env(
+        {
+            "STORIES_DATA_DIR": str(data_dir),
+            "STORIES_HOST": "127.0.0.1",
+            "STORIES_JWT_SECRET": secret,
+            "STORIES_RATE_LIMIT_PER_S": "0",
+            **{f"STORIES_{name.upper()}_PORT": str(port) for name, port in ports.items()},
+        }
+    )
     now = int(time.time())
     token = jwt.encode({"sub": "alice", "iat": now, "exp": now + 3600}, secret, algorithm="HS256")
     log_path = tmp_path / "run.log"
     with open(log_path, "wb") as out:
-        run = subprocess.Popen([STORIES, "run"], env=env, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT,
-                               stdin=subprocess.DEVNULL, start_new_session=True)
+        run = subprocess.Popen(
+            [STORIES, "run"],
+            env=env,
+            cwd=tmp_path,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
     log = lambda: log_tail(log_path)  # noqa: E731
     loops: list[RequestLoop] = []
     seen: set[int] = set()
@@ -164,8 +190,10 @@ def test_stories_run_restarts_what_dies_and_the_command_api_keeps_answering(tmp_
             wait_for(f"{name} /health", lambda n=name: status(ports[n], "/health") == 200, START_TIMEOUT_S, log)
         wait_for("query API ready", lambda: status(ports["query"], "/ready") == 200, START_TIMEOUT_S, log)
         first = story(ports, token, "before the kills", log)
-        loops = [RequestLoop(ports["command"], token, "PUT", "/api/v1/following/user-{i}"),
-                 RequestLoop(ports["query"], token, "GET", f"/api/v1/stories/{first}")]
+        loops = [
+            RequestLoop(ports["command"], token, "PUT", "/api/v1/following/user-{i}"),
+            RequestLoop(ports["query"], token, "GET", f"/api/v1/stories/{first}"),
+        ]
         for loop in loops:
             loop.start()
 
@@ -174,8 +202,9 @@ def test_stories_run_restarts_what_dies_and_the_command_api_keeps_answering(tmp_
             pid = child_pid(run.pid, name)
             seen.add(pid)
             os.kill(pid, signal.SIGKILL)
-            wait_for(f"{name} restarted", lambda n=name, p=pid: child_pid(run.pid, n) not in (None, p),
-                     BACK_TIMEOUT_S, log)
+            wait_for(
+                f"{name} restarted", lambda n=name, p=pid: child_pid(run.pid, n) not in (None, p), BACK_TIMEOUT_S, log
+            )
             seen.add(child_pid(run.pid, name))
             wait_for(f"{name} /health again", lambda n=name: status(ports[n], "/health") == 200, BACK_TIMEOUT_S, log)
             assert run.poll() is None, log()
@@ -203,8 +232,12 @@ def test_stories_run_restarts_what_dies_and_the_command_api_keeps_answering(tmp_
 
         client = redis.Redis.from_url(valkey_url)
         try:
-            wait_for("the relay past the new story",
-                     lambda: int(client.get("stories:relay:position:redis") or 0) >= at, BACK_TIMEOUT_S, log)
+            wait_for(
+                "the relay past the new story",
+                lambda: int(client.get("stories:relay:position:redis") or 0) >= at,
+                BACK_TIMEOUT_S,
+                log,
+            )
         finally:
             client.close()
 
@@ -219,8 +252,12 @@ def test_stories_run_restarts_what_dies_and_the_command_api_keeps_answering(tmp_
         seen |= set(children_of(run.pid))
         os.killpg(run.pid, signal.SIGINT)
         assert run.wait(timeout=60) == 0, log()
-        wait_for("every child gone", lambda: not any(Path(f"/proc/{p}").exists() and
-                                                     "Z" not in _state(p) for p in seen), 30, log)
+        wait_for(
+            "every child gone",
+            lambda: not any(Path(f"/proc/{p}").exists() and "Z" not in _state(p) for p in seen),
+            30,
+            log,
+        )
         assert not (data_dir / "embedded.json").exists()
     finally:
         for loop in loops:
@@ -237,14 +274,14 @@ def test_stories_run_restarts_what_dies_and_the_command_api_keeps_answering(tmp_
 def _state(pid: int) -> str:
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
-        return stat[stat.rindex(")") + 2:].split()[0]
+        return stat[stat.rindex(")") + 2 :].split()[0]
     except (OSError, ValueError):
         return "Z"
 
 
 # -- CI: a skip is a failure ------------------------------------------------------------------
 
-SKIPPING_TESTS = '''
+SKIPPING_TESTS = """
 import pytest
 
 @pytest.fixture
@@ -270,7 +307,7 @@ def test_pinned_bug():
 
 def test_passes():
     pass
-'''
+"""
 
 
 def _pytest(args: list[str], ci: bool, cwd: Path, path: str | None = None) -> subprocess.CompletedProcess:
@@ -281,8 +318,13 @@ def _pytest(args: list[str], ci: bool, cwd: Path, path: str | None = None) -> su
         env["CI"] = "true"
     if path is not None:
         env["PATH"] = path
-    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rfEsx", *args],
-                          cwd=cwd, env=env, capture_output=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rfEsx", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        timeout=120,
+    )
 
 
 def outcomes(text: str) -> dict[str, int]:
@@ -290,8 +332,10 @@ def outcomes(text: str) -> dict[str, int]:
     import re
 
     last = [line for line in text.splitlines() if re.search(r"\d+ (passed|failed|skipped|error)", line)][-1]
-    return {kind.rstrip("s") if kind.startswith("error") else kind: int(n)
-            for n, kind in re.findall(r"(\d+) (failed|passed|skipped|xfailed|xpassed|errors?)", last)}
+    return {
+        kind.rstrip("s") if kind.startswith("error") else kind: int(n)
+        for n, kind in re.findall(r"(\d+) (failed|passed|skipped|xfailed|xpassed|errors?)", last)
+    }
 
 
 def test_under_ci_every_skip_fails_the_run_unless_its_reason_is_allowed(tmp_path):

@@ -36,8 +36,13 @@ class Poller:
             path = self.paths()[i % len(self.paths())]
             i += 1
             try:
-                resp = http_request("127.0.0.1", self.stack.side.query_port, "GET", path,
-                                    headers={"Authorization": f"Bearer {self.token}"})
+                resp = http_request(
+                    "127.0.0.1",
+                    self.stack.side.query_port,
+                    "GET",
+                    path,
+                    headers={"Authorization": f"Bearer {self.token}"},
+                )
                 self.answers.append((time.monotonic(), path, resp.status, int(resp.headers["x-stories-position"])))
             except OSError as error:  # a refused connection would be downtime too
                 self.answers.append((time.monotonic(), path, 599, -1))
@@ -74,7 +79,7 @@ def test_replay_into_a_new_generation_switches_without_downtime(tmp_path, mongod
         out = _stories("replay", "--into", "b", env=env, cwd=cwd)
         assert out.returncode == 0, out.stderr.decode()[-3000:]
         print(out.stderr.decode()[-1500:], out.stdout.decode().strip(), f"({time.monotonic() - started:.1f} s)")
-        pointer = stack.redis().get(generations.pointer_key(stack.side.redis_prefix))  # noqa
+        pointer = stack.redis().get(generations.pointer_key(stack.side.redis_prefix))
         assert orjson.loads(pointer)["name"] == "b"
 
         time.sleep(4)  # the load goes on after the switch: the projector follows generation b
@@ -105,8 +110,7 @@ def test_replay_into_a_new_generation_switches_without_downtime(tmp_path, mongod
         assert listed.returncode == 0, listed.stderr.decode()
         lines = listed.stdout.decode().splitlines()
         print("\n".join(lines))
-        assert any(line.startswith("* b ") or line.startswith("*b") or line.split()[:2] == ["*", "b"]
-                   for line in lines), lines
+        assert any(line.startswith(("* b ", "*b")) or line.split()[:2] == ["*", "b"] for line in lines), lines
         refused = _stories("generations", "--drop", "b", env=env, cwd=cwd)
         assert refused.returncode == 2, refused.stdout.decode()
         dropped = _stories("generations", "--drop", "default", env=env, cwd=cwd)

@@ -34,8 +34,10 @@ OWNER, OTHER = "alice", "bob"
 ORIGINATOR_FIELDS = {"originator_id", "originator_version", "occurred_at"}
 STICKERS = [
     {"sticker_type": "poll", "poll": {"question": "?", "options": [{"text": "a"}, {"text": "b"}]}},
-    {"sticker_type": "quiz", "quiz": {"question": "?", "options": [{"text": "a"}, {"text": "b"}],
-                                      "correct_answer_index": 0}},
+    {
+        "sticker_type": "quiz",
+        "quiz": {"question": "?", "options": [{"text": "a"}, {"text": "b"}], "correct_answer_index": 0},
+    },
     {"sticker_type": "question", "question": {"text": "?"}},
     {"sticker_type": "countdown", "countdown": {"title": "t", "end_time": "2026-01-05T00:00:00Z"}},
     {"sticker_type": "slider", "slider": {"question": "?"}},
@@ -136,8 +138,9 @@ SCENARIOS = {
     "PollBallot": sticker_scenario(PollBallot, 0, {"option_index": 1}),
     "QuizAttempt": sticker_scenario(QuizAttempt, 1, {"option_index": 1}),
     "QuestionAnswers": sticker_scenario(QuestionAnswers, 2, {"text": "x"}, {"text": "y"}),
-    "CountdownReminder": sticker_scenario(CountdownReminder, 3, {"action": "follow"}, {"action": "unfollow"},
-                                          {"action": "follow"}),
+    "CountdownReminder": sticker_scenario(
+        CountdownReminder, 3, {"action": "follow"}, {"action": "unfollow"}, {"action": "follow"}
+    ),
     "SliderResponse": sticker_scenario(SliderResponse, 4, {"value": 0.25}),
     "LinkTaps": sticker_scenario(LinkTaps, 5, {"action": "tap"}, {"action": "tap"}),
     "Highlight": highlight_scenario,
@@ -295,19 +298,23 @@ DELETED = {str(s.id): s for s in (make_story(_LIBRARY_CLOCK) for _ in range(1))}
 for _story in DELETED.values():
     _story.delete(OWNER, _LIBRARY_CLOCK())
 LIBRARY = {**OWN, **THEIRS, **DELETED}
-ALL_IDS = sorted(LIBRARY) + ["missing"]
+ALL_IDS = [*sorted(LIBRARY), "missing"]
 
 story_id_lists = st.lists(st.sampled_from(ALL_IDS), max_size=6)
 # Values of the types the command model lets through (UpdateHighlight); limits are the domain's.
-highlight_changes = st.fixed_dictionaries({}, optional={
-    "title": st.one_of(st.text(max_size=60), st.none()),
-    "description": st.one_of(st.text(max_size=220), st.none()),
-    "cover": st.one_of(st.just({"media_url": "https://cdn.example/c.jpg"}), st.just({"emoji": "x", "color": "#00ff00"}),
-                       st.none()),
-    "is_pinned": st.booleans(),
-    "is_archived": st.booleans(),
-    "story_ids": story_id_lists,  # not editable: dropped
-})
+highlight_changes = st.fixed_dictionaries(
+    {},
+    optional={
+        "title": st.one_of(st.text(max_size=60), st.none()),
+        "description": st.one_of(st.text(max_size=220), st.none()),
+        "cover": st.one_of(
+            st.just({"media_url": "https://cdn.example/c.jpg"}), st.just({"emoji": "x", "color": "#00ff00"}), st.none()
+        ),
+        "is_pinned": st.booleans(),
+        "is_archived": st.booleans(),
+        "story_ids": story_id_lists,  # not editable: dropped
+    },
+)
 highlight_steps = st.one_of(
     st.tuples(st.just("update"), st.sampled_from([OWNER, OTHER]), highlight_changes),
     st.tuples(st.just("add"), st.sampled_from([OWNER, OTHER]), story_id_lists),
@@ -335,8 +342,12 @@ def test_highlight_random_commands_replay_the_same(initial, steps):
         if kind == "update":
             editable = {k: v for k, v in arg.items() if k != "story_ids"}
             title = editable.get("title", "ok")
-            valid = bool(editable) and title is not None and 1 <= len(title.strip()) <= 50 \
+            valid = (
+                bool(editable)
+                and title is not None
+                and 1 <= len(title.strip()) <= 50
                 and len(editable.get("description") or "") <= 200
+            )
             expect = allowed and valid
             call = lambda: highlight.update(actor, arg, now)  # noqa: E731
         elif kind == "add":
@@ -399,10 +410,27 @@ def test_events_are_frozen(clock):
 
 def test_catalogue_holds_every_contract_event_type():
     contract = {
-        "StoryCreated", "StoryViewed", "StoryReplied", "PollVoted", "QuizAnswered", "QuestionAnswered",
-        "CountdownFollowed", "CountdownUnfollowed", "SliderAnswered", "LinkTapped", "StoryDeleted", "StoryExpired",
-        "HighlightCreated", "HighlightUpdated", "HighlightStoriesAdded", "HighlightStoriesRemoved",
-        "HighlightsReordered", "HighlightDeleted", "CloseFriendAdded", "CloseFriendRemoved", "UserFollowed",
+        "StoryCreated",
+        "StoryViewed",
+        "StoryReplied",
+        "PollVoted",
+        "QuizAnswered",
+        "QuestionAnswered",
+        "CountdownFollowed",
+        "CountdownUnfollowed",
+        "SliderAnswered",
+        "LinkTapped",
+        "StoryDeleted",
+        "StoryExpired",
+        "HighlightCreated",
+        "HighlightUpdated",
+        "HighlightStoriesAdded",
+        "HighlightStoriesRemoved",
+        "HighlightsReordered",
+        "HighlightDeleted",
+        "CloseFriendAdded",
+        "CloseFriendRemoved",
+        "UserFollowed",
         "UserUnfollowed",
     }
     assert contract <= set(EVENT_TYPES)

@@ -42,6 +42,7 @@ def claims(**extra) -> dict:
 
 def hs256_by_hand(payload: dict, key: bytes) -> str:
     """HS256 with any key at all (PyJWT refuses a PEM key as an HMAC secret)."""
+
     def b64(data: bytes) -> str:
         return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
@@ -50,8 +51,11 @@ def hs256_by_hand(payload: dict, key: bytes) -> str:
 
 
 def pem_public(key) -> str:
-    return key.public_key().public_bytes(serialization.Encoding.PEM,
-                                         serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    return (
+        key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
 
 
 @pytest.fixture(autouse=True)
@@ -84,12 +88,16 @@ def test_a_32_byte_secret_is_enough():
     assert jwt_settings_problem(settings(jwt_secret="x" * 32)) is None
 
 
-@pytest.mark.parametrize("pem", [
-    "not a key",
-    "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n",
-    pem_public(ec.generate_private_key(ec.SECP256R1())),  # parses, but not RSA
-    pem_public(rsa.generate_private_key(public_exponent=65537, key_size=1024)),  # too small
-], ids=["garbage", "bad_base64_body", "ec_key", "rsa_1024"])
+@pytest.mark.parametrize(
+    "pem",
+    [
+        "not a key",
+        "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n",
+        pem_public(ec.generate_private_key(ec.SECP256R1())),  # parses, but not RSA
+        pem_public(rsa.generate_private_key(public_exponent=65537, key_size=1024)),  # too small
+    ],
+    ids=["garbage", "bad_base64_body", "ec_key", "rsa_1024"],
+)
 def test_an_rs256_public_key_that_does_not_work_is_refused_at_start_up(pem):
     problem = jwt_settings_problem(settings(jwt_public_key=pem))
     assert problem and "STORIES_JWT_PUBLIC_KEY" in problem, problem

@@ -17,8 +17,17 @@ from domain.catalogue import EVENT_TYPES
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 BASE = {"originator_id", "originator_version", "occurred_at"}  # the envelope's, not data's
-ENVELOPE_FIELDS = ["event_id", "event_type", "stream_id", "stream_version", "position", "occurred_at",
-                   "platform", "schema_version", "data"]
+ENVELOPE_FIELDS = [
+    "event_id",
+    "event_type",
+    "stream_id",
+    "stream_version",
+    "position",
+    "occurred_at",
+    "platform",
+    "schema_version",
+    "data",
+]
 OPTIONAL_ENVELOPE_FIELDS = ["erased"]  # only on events an erased person's data was in
 PREFIX = "stories"
 
@@ -45,8 +54,10 @@ def _domain() -> dict[str, tuple[int, list[str]]]:
     keeps exactly these), by event type."""
     published = {cls.__name__: cls for cls in _DOMAIN_EVENTS}
     assert published == EVENT_TYPES
-    return {name: (cls.class_version, [f.name for f in dataclasses.fields(cls) if f.name not in BASE])
-            for name, cls in published.items()}
+    return {
+        name: (cls.class_version, [f.name for f in dataclasses.fields(cls) if f.name not in BASE])
+        for name, cls in published.items()
+    }
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +91,8 @@ def test_every_published_event_type_is_in_the_asyncapi_document_on_both_brokers_
     domain, found = _domain(), _asyncapi_events(document)
     assert set(found) == set(domain), (
         f"missing from AsyncAPI: {sorted(set(domain) - set(found))}; "
-        f"not a published event: {sorted(set(found) - set(domain))}")
+        f"not a published event: {sorted(set(found) - set(domain))}"
+    )
     for name, by_broker in found.items():
         assert set(by_broker) == {"redis", "nats"}, name
 
@@ -96,7 +108,8 @@ def test_the_readme_catalogue_lists_exactly_the_published_event_types():
     readme, domain = _readme_catalogue(), _domain()
     assert set(readme) == set(domain), (
         f"missing from README's Event catalogue: {sorted(set(domain) - set(readme))}; "
-        f"listed but not published: {sorted(set(readme) - set(domain))}")
+        f"listed but not published: {sorted(set(readme) - set(domain))}"
+    )
 
 
 @pytest.mark.parametrize("name", sorted(EVENT_TYPES))

@@ -4,11 +4,11 @@ line ``stories tail --lag`` prints."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from brokers.lag import Lag, format_lag, measure
 
-T0 = datetime(2026, 1, 1, 12, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 
 
 @dataclass
@@ -39,7 +39,7 @@ class _Log:
 
 
 def test_caught_up_is_zero():
-    log = _Log(10, {p: T0 for p in range(1, 11)})
+    log = _Log(10, dict.fromkeys(range(1, 11), T0))
     assert measure(log, 10, lambda: T0) == Lag(10, 10, 0, 0.0, None, None)
     assert measure(_Log(0, {}), None, lambda: T0) == Lag(0, None, 0, 0.0, None, None)
 
@@ -55,13 +55,13 @@ def test_behind_counts_positions_and_ages_the_oldest_missing_event():
 
 
 def test_an_empty_broker_is_behind_by_the_whole_log():
-    log = _Log(5, {p: T0 for p in range(1, 6)})
+    log = _Log(5, dict.fromkeys(range(1, 6), T0))
     lag = measure(log, None, lambda: T0 + timedelta(minutes=1))
     assert (lag.events, lag.seconds, lag.oldest_missing_position) == (5, 60.0, 1)
 
 
 def test_only_internal_records_missing_is_caught_up():
-    log = _Log(250, {p: T0 for p in range(1, 101)})  # 101..250: internal records (beyond one scan)
+    log = _Log(250, dict.fromkeys(range(1, 101), T0))  # 101..250: internal records (beyond one scan)
     assert measure(log, 100, lambda: T0).events == 0
 
 
@@ -73,7 +73,9 @@ def test_a_clock_behind_the_event_gives_zero_seconds_not_negative():
 def test_the_line_tail_lag_prints():
     behind = Lag(1234, 1200, 34, 12.345, T0, 1201)
     assert format_lag(behind) == (
-        "head=1234 broker=1200 lag_events=34 lag_seconds=12.3 oldest_missing=2026-01-01T12:00:00+00:00")
+        "head=1234 broker=1200 lag_events=34 lag_seconds=12.3 oldest_missing=2026-01-01T12:00:00+00:00"
+    )
     assert format_lag(Lag(7, None, 7, 0.0, T0, 1)).startswith("head=7 broker=- lag_events=7 ")
     assert format_lag(Lag(7, 7, 0, 0.0, None, None)) == (
-        "head=7 broker=7 lag_events=0 lag_seconds=0.0 oldest_missing=-")
+        "head=7 broker=7 lag_events=0 lag_seconds=0.0 oldest_missing=-"
+    )

@@ -3,17 +3,22 @@ outside dev mode."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
 from stories.clock import (
-    RealClock, SimulatedClock, SimulatedClockRefused, clock_from, parse_simulated_clock, real_seconds,
+    RealClock,
+    SimulatedClock,
+    SimulatedClockRefused,
+    clock_from,
+    parse_simulated_clock,
+    real_seconds,
     simulated_clock_spec,
 )
 from stories.settings import Settings
 
-ORIGIN = datetime(2030, 1, 1, tzinfo=timezone.utc)
+ORIGIN = datetime(2030, 1, 1, tzinfo=UTC)
 
 
 def settings(**kw) -> Settings:
@@ -23,11 +28,11 @@ def settings(**kw) -> Settings:
 def test_real_clock_by_default_is_utc_to_the_millisecond():
     clock = clock_from(settings())
     assert isinstance(clock, RealClock) and clock.scale == 1.0
-    before = datetime.now(timezone.utc) - timedelta(milliseconds=1)
+    before = datetime.now(UTC) - timedelta(milliseconds=1)
     now = clock()
     assert now.tzinfo is not None and now.utcoffset() == timedelta(0)
     assert now.microsecond % 1000 == 0
-    assert before <= now <= datetime.now(timezone.utc)
+    assert before <= now <= datetime.now(UTC)
     assert real_seconds(clock, 5.0) == 5.0
 
 
@@ -42,7 +47,7 @@ def test_simulated_clock_is_refused_outside_dev_mode():
 
 
 def test_simulated_clock_in_dev_mode_reads_origin_plus_scaled_elapsed_time():
-    clock = clock_from(settings(dev_mode=True, simulated_clock=f"2030-01-01T00:00:00Z,1000.5,1000"))
+    clock = clock_from(settings(dev_mode=True, simulated_clock="2030-01-01T00:00:00Z,1000.5,1000"))
     assert isinstance(clock, SimulatedClock)
     assert clock.origin == ORIGIN and clock.real_epoch == 1000.5 and clock.scale == 1000.0
     fake = SimulatedClock(clock.origin, clock.real_epoch, clock.scale, real_time=lambda: 1000.5 + 86.4)
@@ -69,8 +74,10 @@ def test_processes_with_the_same_setting_agree():
     spec = simulated_clock_spec(ORIGIN, 1_700_000_000.25, 500.0)
     one, two = (parse_simulated_clock(spec) for _ in range(2))
     t = 1_700_000_123.0
-    assert SimulatedClock(one.origin, one.real_epoch, one.scale, lambda: t)() == \
-        SimulatedClock(two.origin, two.real_epoch, two.scale, lambda: t)()
+    assert (
+        SimulatedClock(one.origin, one.real_epoch, one.scale, lambda: t)()
+        == SimulatedClock(two.origin, two.real_epoch, two.scale, lambda: t)()
+    )
 
 
 def test_spec_round_trips_and_zone_is_normalised_to_utc():
@@ -89,19 +96,22 @@ def test_waits_are_divided_by_the_scale():
     assert real_seconds(lambda: ORIGIN, 7.0) == 7.0  # any plain callable is a real-time clock
 
 
-@pytest.mark.parametrize("spec", [
-    "2030-01-01T00:00:00Z",
-    "2030-01-01T00:00:00Z,0",
-    "2030-01-01T00:00:00Z,0,1,2",
-    "yesterday,0,1",
-    "2030-01-01T00:00:00Z,soon,1",
-    "2030-01-01T00:00:00Z,0,fast",
-    "2030-01-01T00:00:00Z,0,0",
-    "2030-01-01T00:00:00Z,0,-5",
-    "2030-01-01T00:00:00Z,0,inf",
-    "2030-01-01T00:00:00Z,nan,1",
-    "2030-01-01T00:00:00Z,0,nan",
-])
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "2030-01-01T00:00:00Z",
+        "2030-01-01T00:00:00Z,0",
+        "2030-01-01T00:00:00Z,0,1,2",
+        "yesterday,0,1",
+        "2030-01-01T00:00:00Z,soon,1",
+        "2030-01-01T00:00:00Z,0,fast",
+        "2030-01-01T00:00:00Z,0,0",
+        "2030-01-01T00:00:00Z,0,-5",
+        "2030-01-01T00:00:00Z,0,inf",
+        "2030-01-01T00:00:00Z,nan,1",
+        "2030-01-01T00:00:00Z,0,nan",
+    ],
+)
 def test_malformed_setting_is_refused_with_a_clear_message(spec):
     with pytest.raises(SimulatedClockRefused, match="STORIES_SIMULATED_CLOCK"):
         clock_from(settings(dev_mode=True, simulated_clock=spec))

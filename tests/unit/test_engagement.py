@@ -16,8 +16,8 @@ from domain.engagement import (
     CountdownFollowed,
     CountdownReminder,
     CountdownUnfollowed,
-    LinkTaps,
     LinkTapped,
+    LinkTaps,
     PollBallot,
     PollVoted,
     QuestionAnswered,
@@ -48,8 +48,10 @@ VIGNETTE, ENTATIVA = Platform.VIGNETTE, Platform.ENTATIVA
 # One sticker of every type, in this order: the index of each type is fixed for the tests.
 STICKERS = [
     {"sticker_type": "poll", "poll": {"question": "Tea?", "options": [{"text": "yes"}, {"text": "no"}, {"text": "?"}]}},
-    {"sticker_type": "quiz", "quiz": {"question": "2+2", "options": [{"text": "3"}, {"text": "4"}],
-                                      "correct_answer_index": 1}},
+    {
+        "sticker_type": "quiz",
+        "quiz": {"question": "2+2", "options": [{"text": "3"}, {"text": "4"}], "correct_answer_index": 1},
+    },
     {"sticker_type": "question", "question": {"text": "Ask me"}},
     {"sticker_type": "countdown", "countdown": {"title": "Launch", "end_time": "2026-01-02T12:00:00Z"}},
     {"sticker_type": "slider", "slider": {"question": "Hot?", "emoji": "🔥", "min_value": -10, "max_value": 10}},
@@ -65,16 +67,29 @@ INDEX = {s["sticker_type"]: i for i, s in enumerate(STICKERS)}
 
 
 def make_story(clock, *, platform: Platform = VIGNETTE, **overrides) -> Story:
-    fields = {"story_type": "image", "media_url": "https://cdn.example/a.jpg", "privacy": "public",
-              "stickers": STICKERS}
+    fields = {
+        "story_type": "image",
+        "media_url": "https://cdn.example/a.jpg",
+        "privacy": "public",
+        "stickers": STICKERS,
+    }
     fields.update(overrides)
     story = Story.create(uuid4(), OWNER, fields, platform, clock())
     story.collect_events()
     return story
 
 
-def respond(cls: type[StickerResponse], story: Story, current=None, *, user: str = VIEWER, now, index=None,
-            relationship: Relationship = FOLLOWER, **body):
+def respond(
+    cls: type[StickerResponse],
+    story: Story,
+    current=None,
+    *,
+    user: str = VIEWER,
+    now,
+    index=None,
+    relationship: Relationship = FOLLOWER,
+    **body,
+):
     """One interaction with the story's sticker of ``cls``'s type (or ``index``)."""
     index = INDEX[cls.STICKER_TYPE] if index is None else index
     return cls.respond(current, story, index, user, {"sticker_index": index, **body}, relationship, now)
@@ -91,9 +106,17 @@ def assert_replays_to_same_state(aggregate: Aggregate, events) -> None:
 # -- response_type_for ---------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("kind", "cls"), [("poll", PollBallot), ("quiz", QuizAttempt), ("question", QuestionAnswers),
-                                           ("countdown", CountdownReminder), ("slider", SliderResponse),
-                                           ("link", LinkTaps)])
+@pytest.mark.parametrize(
+    ("kind", "cls"),
+    [
+        ("poll", PollBallot),
+        ("quiz", QuizAttempt),
+        ("question", QuestionAnswers),
+        ("countdown", CountdownReminder),
+        ("slider", SliderResponse),
+        ("link", LinkTaps),
+    ],
+)
 def test_response_type_for_interactive_stickers(clock, kind, cls):
     assert response_type_for(make_story(clock), INDEX[kind]) is cls
     assert RESPONSE_TYPES[kind] is cls
@@ -124,8 +147,10 @@ def test_views_are_counted_with_view_number(clock):
     view = StoryView.view(view, story, VIEWER, STRANGER, clock.advance(minutes=1))
     events = view.collect_events()
     assert [e.view_number for e in events] == [1, 2, 3]
-    assert all(isinstance(e, StoryViewed) and e.viewer_id == VIEWER and e.owner_id == OWNER
-               and e.story_id == str(story.id) for e in events)
+    assert all(
+        isinstance(e, StoryViewed) and e.viewer_id == VIEWER and e.owner_id == OWNER and e.story_id == str(story.id)
+        for e in events
+    )
     assert view.count == 3
     assert_replays_to_same_state(view, events)
 
@@ -304,7 +329,11 @@ def test_each_response_has_a_stream_per_story_sticker_and_user(clock, cls):
     assert response.id != cls.stream_for(story.id, OTHER, INDEX[cls.STICKER_TYPE])
     [event] = response.collect_events()
     assert (event.story_id, event.owner_id, event.user_id, event.sticker_index) == (
-        str(story.id), OWNER, VIEWER, INDEX[cls.STICKER_TYPE])
+        str(story.id),
+        OWNER,
+        VIEWER,
+        INDEX[cls.STICKER_TYPE],
+    )
 
 
 # -- poll -----------------------------------------------------------------------------------
@@ -329,8 +358,17 @@ def test_poll_one_vote_per_user(clock):
     assert respond(PollBallot, story, user=OTHER, option_index=1, now=clock()) is not None
 
 
-@pytest.mark.parametrize("body", [{}, {"option_index": -1}, {"option_index": 3}, {"option_index": "0"},
-                                  {"option_index": True}, {"option_index": 1.0}])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {},
+        {"option_index": -1},
+        {"option_index": 3},
+        {"option_index": "0"},
+        {"option_index": True},
+        {"option_index": 1.0},
+    ],
+)
 def test_poll_option_must_be_an_index_of_an_option(clock, body):
     with pytest.raises(InvalidInput) as info:
         respond(PollBallot, make_story(clock), now=clock(), **body)
@@ -401,7 +439,10 @@ def test_question_takes_many_answers(clock):
     answers = respond(QuestionAnswers, story, answers, text="second", now=clock())
     events = answers.collect_events()
     assert [(type(e), e.answer_number, e.text) for e in events] == [
-        (QuestionAnswered, 1, "first"), (QuestionAnswered, 2, "second"), (QuestionAnswered, 3, "second")]
+        (QuestionAnswered, 1, "first"),
+        (QuestionAnswered, 2, "second"),
+        (QuestionAnswered, 3, "second"),
+    ]
     assert_replays_to_same_state(answers, events)
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 from collections import defaultdict
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import uuid4
 
@@ -18,23 +18,41 @@ from pymongo import DeleteMany, DeleteOne, ReplaceOne, UpdateMany, UpdateOne
 from pymongo.errors import BulkWriteError
 
 from commands.event_store import LoggedEvent
-from domain import engagement as en, highlights as hl, social as so, stories as sto
+from domain import engagement as en
+from domain import highlights as hl
+from domain import social as so
+from domain import stories as sto
 from domain.accounts import AccountErased
 from projections import mongo_views
 from projections.bulk_load import MongoFold
-from projections.document_writes import GONE, DocumentWrites, apply_update, matches
+from projections.document_writes import DocumentWrites, apply_update, matches
+from projections.mongo_schema import GONE
 from projections.mongo_views import HANDLERS, TOMBSTONED, _write_plan
 from projections.runner import ProjectionRunner
 from tests.erasure import as_erased
 from tests.read_models import MemoryLog
 
-T = datetime(2026, 1, 1, 12, 0, tzinfo=timezone.utc)
+T = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 USERS = ("alice", "bob", "carol", "dan")
 STICKERS = [
-    {"sticker_type": "question", "x": 0.5, "y": 0.2, "width": 0.3, "height": 0.1, "rotation": 0.0,
-     "question": {"question": "Q?"}},
-    {"sticker_type": "poll", "x": 0.5, "y": 0.5, "width": 0.3, "height": 0.1, "rotation": 0.0,
-     "poll": {"question": "P?", "options": [{"text": "A"}, {"text": "B"}]}},
+    {
+        "sticker_type": "question",
+        "x": 0.5,
+        "y": 0.2,
+        "width": 0.3,
+        "height": 0.1,
+        "rotation": 0.0,
+        "question": {"question": "Q?"},
+    },
+    {
+        "sticker_type": "poll",
+        "x": 0.5,
+        "y": 0.5,
+        "width": 0.3,
+        "height": 0.1,
+        "rotation": 0.0,
+        "poll": {"question": "P?", "options": [{"text": "A"}, {"text": "B"}]},
+    },
 ]
 
 
@@ -51,12 +69,27 @@ def erasure(user_id: str | None, at: datetime = T) -> AccountErased:
 
 
 def story_created(story_id: str, owner: str, at: datetime = T, allowed=(), hidden=(), reshared_from=None):
-    return ev(sto.StoryCreated, at, story_id=story_id, user_id=owner, story_type="text", media_id=None,
-              media_url=None, thumbnail_url=None, text_content=f"by {owner}", background_color="#112233",
-              background_gradient=None, duration=5.0, stickers=STICKERS,
-              privacy="custom" if allowed else "followers", allowed_viewer_ids=list(allowed),
-              hidden_from_ids=list(hidden), allow_replies="everyone",
-              expires_at=(at + timedelta(hours=24)).isoformat(), reshared_from=reshared_from)
+    return ev(
+        sto.StoryCreated,
+        at,
+        story_id=story_id,
+        user_id=owner,
+        story_type="text",
+        media_id=None,
+        media_url=None,
+        thumbnail_url=None,
+        text_content=f"by {owner}",
+        background_color="#112233",
+        background_gradient=None,
+        duration=5.0,
+        stickers=STICKERS,
+        privacy="custom" if allowed else "followers",
+        allowed_viewer_ids=list(allowed),
+        hidden_from_ids=list(hidden),
+        allow_replies="everyone",
+        expires_at=(at + timedelta(hours=24)).isoformat(),
+        reshared_from=reshared_from,
+    )
 
 
 def plan_of(*events, position: int = 7) -> dict[str, list]:
@@ -74,10 +107,20 @@ def plan_of(*events, position: int = 7) -> dict[str, list]:
 def test_a_story_of_an_erased_owner_is_never_written():
     created = story_created("s1", "alice")
     assert plan_of(as_erased(created, "alice")) == {}
-    for event in (ev(sto.StoryEdited, story_id="s1", user_id="alice", text_content="x", background_color=None,
-                     background_gradient=None, stickers=[], changed=["text_content"]),
-                  ev(sto.StoryDeleted, story_id="s1", user_id="alice"),
-                  ev(sto.StoryExpired, story_id="s1", user_id="alice", expired_at=T.isoformat())):
+    for event in (
+        ev(
+            sto.StoryEdited,
+            story_id="s1",
+            user_id="alice",
+            text_content="x",
+            background_color=None,
+            background_gradient=None,
+            stickers=[],
+            changed=["text_content"],
+        ),
+        ev(sto.StoryDeleted, story_id="s1", user_id="alice"),
+        ev(sto.StoryExpired, story_id="s1", user_id="alice", expired_at=T.isoformat()),
+    ):
         assert plan_of(as_erased(event, "alice")) == {}, type(event).__name__
 
 
@@ -88,10 +131,25 @@ def test_engagement_with_an_erased_owners_story_writes_nothing():
         ev(en.StoryShared, story_id="s1", owner_id="alice", user_id="bob", reshare_id="s2"),
         ev(en.StoryReplied, story_id="s1", owner_id="alice", user_id="bob", reply_number=1, text="hi"),
         ev(en.PollVoted, story_id="s1", owner_id="alice", user_id="bob", sticker_index=1, option_index=0),
-        ev(en.QuizAnswered, story_id="s1", owner_id="alice", user_id="bob", sticker_index=1, option_index=0,
-           correct=True, correct_answer_index=0),
-        ev(en.QuestionAnswered, story_id="s1", owner_id="alice", user_id="bob", sticker_index=0, answer_number=1,
-           text="yes"),
+        ev(
+            en.QuizAnswered,
+            story_id="s1",
+            owner_id="alice",
+            user_id="bob",
+            sticker_index=1,
+            option_index=0,
+            correct=True,
+            correct_answer_index=0,
+        ),
+        ev(
+            en.QuestionAnswered,
+            story_id="s1",
+            owner_id="alice",
+            user_id="bob",
+            sticker_index=0,
+            answer_number=1,
+            text="yes",
+        ),
         ev(en.CountdownFollowed, story_id="s1", owner_id="alice", user_id="bob", sticker_index=0),
         ev(en.CountdownUnfollowed, story_id="s1", owner_id="alice", user_id="bob", sticker_index=0),
         ev(en.SliderAnswered, story_id="s1", owner_id="alice", user_id="bob", sticker_index=0, value=0.5),
@@ -116,14 +174,24 @@ def test_an_erased_viewer_still_counts_on_the_story_but_has_no_entry():
 
 
 def test_an_erased_answerer_is_counted_but_their_answer_is_gone():
-    answer = ev(en.QuestionAnswered, story_id="s1", owner_id="bob", user_id="alice", sticker_index=0,
-                answer_number=1, text="my secret")
+    answer = ev(
+        en.QuestionAnswered,
+        story_id="s1",
+        owner_id="bob",
+        user_id="alice",
+        sticker_index=0,
+        answer_number=1,
+        text="my secret",
+    )
     named = plan_of(answer)
     assert set(named) == {"stories", "question_answers"}
     erased = plan_of(as_erased(answer, "alice"))
     assert erased == {"stories": named["stories"]}
-    for cls, extra in ((en.PollVoted, {"option_index": 1}), (en.StoryReplied, {"reply_number": 1, "text": "t"}),
-                       (en.StoryShared, {"reshare_id": "s9"})):
+    for cls, extra in (
+        (en.PollVoted, {"option_index": 1}),
+        (en.StoryReplied, {"reply_number": 1, "text": "t"}),
+        (en.StoryShared, {"reshare_id": "s9"}),
+    ):
         fields = dict(story_id="s1", owner_id="bob", user_id="alice", **extra)
         if cls is en.PollVoted:
             fields["sticker_index"] = 1
@@ -132,8 +200,13 @@ def test_an_erased_answerer_is_counted_but_their_answer_is_gone():
 
 
 def test_a_story_leaves_erased_people_out_of_its_lists_and_its_reshare_origin():
-    created = story_created("s2", "bob", allowed=["alice", "carol", "alice"], hidden=["alice", "dan"],
-                            reshared_from={"story_id": "s1", "user_id": "alice"})
+    created = story_created(
+        "s2",
+        "bob",
+        allowed=["alice", "carol", "alice"],
+        hidden=["alice", "dan"],
+        reshared_from={"story_id": "s1", "user_id": "alice"},
+    )
     (doc,) = plan_of(as_erased(created, "alice"))["stories"]
     assert doc["allowed_viewer_ids"] == ["carol"] and doc["hidden_from_ids"] == ["dan"]
     assert doc["reshared_from"] is None and doc["user_id"] == "bob"
@@ -142,8 +215,12 @@ def test_a_story_leaves_erased_people_out_of_its_lists_and_its_reshare_origin():
 
 
 def test_edges_naming_an_erased_person_are_not_written():
-    for cls, other in ((so.CloseFriendAdded, "friend_id"), (so.CloseFriendRemoved, "friend_id"),
-                       (so.UserMuted, "muted_id"), (so.UserUnmuted, "muted_id")):
+    for cls, other in (
+        (so.CloseFriendAdded, "friend_id"),
+        (so.CloseFriendRemoved, "friend_id"),
+        (so.UserMuted, "muted_id"),
+        (so.UserUnmuted, "muted_id"),
+    ):
         for user, them in (("alice", "bob"), ("bob", "alice")):
             event = ev(cls, user_id=user, **{other: them})
             assert plan_of(event) != {}
@@ -152,8 +229,17 @@ def test_edges_naming_an_erased_person_are_not_written():
 
 def test_highlights_of_an_erased_owner_are_not_written():
     events = [
-        ev(hl.HighlightCreated, highlight_id="h1", user_id="alice", title="t", description="d", cover=None,
-           story_ids=["s1"], is_pinned=False, is_archived=False),
+        ev(
+            hl.HighlightCreated,
+            highlight_id="h1",
+            user_id="alice",
+            title="t",
+            description="d",
+            cover=None,
+            story_ids=["s1"],
+            is_pinned=False,
+            is_archived=False,
+        ),
         ev(hl.HighlightUpdated, highlight_id="h1", user_id="alice", changes={"title": "u"}),
         ev(hl.HighlightStoriesAdded, highlight_id="h1", user_id="alice", story_ids=["s2"]),
         ev(hl.HighlightStoriesRemoved, highlight_id="h1", user_id="alice", story_ids=["s2"]),
@@ -172,8 +258,12 @@ def test_the_purge_plans_unstamped_deletes_and_pulls_by_person():
     assert all(isinstance(op, (DeleteMany, UpdateMany)) for ops in got.values() for op in ops)
     filters = {c: [(type(op).__name__, op._filter) for op in ops] for c, ops in got.items()}
     assert filters == {
-        "stories": [("DeleteMany", {"user_id": "alice"}), ("UpdateMany", {"allowed_viewer_ids": "alice"}),
-                    ("UpdateMany", {"hidden_from_ids": "alice"}), ("UpdateMany", {"reshared_from.user_id": "alice"})],
+        "stories": [
+            ("DeleteMany", {"user_id": "alice"}),
+            ("UpdateMany", {"allowed_viewer_ids": "alice"}),
+            ("UpdateMany", {"hidden_from_ids": "alice"}),
+            ("UpdateMany", {"reshared_from.user_id": "alice"}),
+        ],
         "story_viewers": [("DeleteMany", {"viewer_id": "alice"}), ("DeleteMany", {"owner_id": "alice"})],
         "owner_viewers": [("DeleteMany", {"owner_id": "alice"}), ("DeleteMany", {"viewer_id": "alice"})],
         "question_answers": [("DeleteMany", {"user_id": "alice"}), ("DeleteMany", {"owner_id": "alice"})],
@@ -183,8 +273,11 @@ def test_the_purge_plans_unstamped_deletes_and_pulls_by_person():
         "muted": [("DeleteMany", {"user_id": "alice"}), ("DeleteMany", {"muted_id": "alice"})],
     }
     pulls = [op._doc for op in got["stories"] if isinstance(op, UpdateMany)]
-    assert pulls == [{"$pull": {"allowed_viewer_ids": "alice"}}, {"$pull": {"hidden_from_ids": "alice"}},
-                     {"$set": dict.fromkeys(sto.ORIGINAL_AUTHORS_FIELDS)}]  # no "_v": it stamps nothing
+    assert pulls == [
+        {"$pull": {"allowed_viewer_ids": "alice"}},
+        {"$pull": {"hidden_from_ids": "alice"}},
+        {"$set": dict.fromkeys(sto.ORIGINAL_AUTHORS_FIELDS)},
+    ]  # no "_v": it stamps nothing
     assert DocumentWrites().operations(1) == {}
     w = DocumentWrites()
     HANDLERS[AccountErased](w, erasure("alice"), LoggedEvent(3, erasure("alice")))
@@ -197,13 +290,28 @@ def test_an_erasure_the_reader_could_not_resolve_purges_nothing():
 
 def test_writes_after_a_write_by_filter_neither_merge_across_it_nor_become_inserts():
     w = DocumentWrites()
-    w.update("close_friends", "bob:carol", {"$set": {"user_id": "bob", "friend_id": "carol", "added_at": T}},
-             shard={"user_id": "bob", "friend_id": "carol"}, insert="first")
+    w.update(
+        "close_friends",
+        "bob:carol",
+        {"$set": {"user_id": "bob", "friend_id": "carol", "added_at": T}},
+        shard={"user_id": "bob", "friend_id": "carol"},
+        insert="first",
+    )
     w.delete_many("close_friends", {"friend_id": "carol"})
-    w.update("close_friends", "bob:carol", {"$set": {"user_id": "bob", "friend_id": "carol", "added_at": T}},
-             shard={"user_id": "bob", "friend_id": "carol"}, insert="first")
-    w.update("close_friends", "bob:dan", {"$set": {"user_id": "bob", "friend_id": "dan", "added_at": T}},
-             shard={"user_id": "bob", "friend_id": "dan"}, insert="first")
+    w.update(
+        "close_friends",
+        "bob:carol",
+        {"$set": {"user_id": "bob", "friend_id": "carol", "added_at": T}},
+        shard={"user_id": "bob", "friend_id": "carol"},
+        insert="first",
+    )
+    w.update(
+        "close_friends",
+        "bob:dan",
+        {"$set": {"user_id": "bob", "friend_id": "dan", "added_at": T}},
+        shard={"user_id": "bob", "friend_id": "dan"},
+        insert="first",
+    )
     plan = w.plan(5, TOMBSTONED)["close_friends"]
     assert [d["_id"] for d in plan.inserts] == ["bob:carol"]  # the one before the delete only
     assert [type(op) for op in plan.updates] == [DeleteMany, UpdateOne, UpdateOne]
@@ -297,8 +405,10 @@ class MemoryDatabase(defaultdict):
         """Every collection's documents, ``_v`` aside (it says where batches ended)."""
         out = {}
         for name, collection in self.items():
-            docs = sorted(({k: v for k, v in d.items() if k != "_v"} for d in collection.docs.values()),
-                          key=lambda d: str(d["_id"]))
+            docs = sorted(
+                ({k: v for k, v in d.items() if k != "_v"} for d in collection.docs.values()),
+                key=lambda d: str(d["_id"]),
+            )
             if docs:
                 out[name] = docs
         return dict(sorted(out.items()))
@@ -347,7 +457,7 @@ def fold(events: list, max_docs: int) -> dict[str, list[dict]]:
     f = MongoFold(db, max_docs=max_docs)
     logged = [LoggedEvent(i + 1, e) for i, e in enumerate(events)]
     for i in range(0, len(logged), 5):
-        f.fold(logged[i:i + 5])
+        f.fold(logged[i : i + 5])
         if f.full():
             f.write(f.cut(i + 5))
     f.flush(len(logged) + 1)
@@ -356,9 +466,33 @@ def fold(events: list, max_docs: int) -> dict[str, list[dict]]:
 
 # -- random small logs --------------------------------------------------------------------------------
 
-KINDS = ("story", "story", "view", "view", "view", "nav", "answer", "vote", "share", "reply", "edit", "delete",
-         "expire", "cf_add", "cf_add", "cf_remove", "mute", "unmute", "hl_create", "hl_update", "hl_add",
-         "hl_remove", "hl_delete", "hl_unfile", "hl_reorder")
+KINDS = (
+    "story",
+    "story",
+    "view",
+    "view",
+    "view",
+    "nav",
+    "answer",
+    "vote",
+    "share",
+    "reply",
+    "edit",
+    "delete",
+    "expire",
+    "cf_add",
+    "cf_add",
+    "cf_remove",
+    "mute",
+    "unmute",
+    "hl_create",
+    "hl_update",
+    "hl_add",
+    "hl_remove",
+    "hl_delete",
+    "hl_unfile",
+    "hl_reorder",
+)
 STEP = hs.tuples(hs.sampled_from(KINDS), hs.integers(0, 15), hs.integers(0, 15), hs.integers(0, 15))
 
 
@@ -388,8 +522,20 @@ def build_log(steps) -> list:
             own = [s for s, o in stories if o == user]
             if kind == "hl_create" or not mine:
                 hid = f"h{len(highlights)}"
-                events.append(ev(hl.HighlightCreated, at, highlight_id=hid, user_id=user, title=f"t{n}",
-                                 description="d", cover=None, story_ids=own[:2], is_pinned=False, is_archived=False))
+                events.append(
+                    ev(
+                        hl.HighlightCreated,
+                        at,
+                        highlight_id=hid,
+                        user_id=user,
+                        title=f"t{n}",
+                        description="d",
+                        cover=None,
+                        story_ids=own[:2],
+                        is_pinned=False,
+                        is_archived=False,
+                    )
+                )
                 events.append(ev(hl.HighlightFiled, at, highlight_id=hid, user_id=user))
                 highlights.append((hid, user))
                 continue
@@ -410,8 +556,12 @@ def build_log(steps) -> list:
         if kind in ("cf_add", "cf_remove", "mute", "unmute"):
             if user == other:
                 continue
-            cls = {"cf_add": so.CloseFriendAdded, "cf_remove": so.CloseFriendRemoved,
-                   "mute": so.UserMuted, "unmute": so.UserUnmuted}[kind]
+            cls = {
+                "cf_add": so.CloseFriendAdded,
+                "cf_remove": so.CloseFriendRemoved,
+                "mute": so.UserMuted,
+                "unmute": so.UserUnmuted,
+            }[kind]
             events.append(ev(cls, at, user_id=user, **{"friend_id" if kind.startswith("cf") else "muted_id": other}))
             continue
         if not stories:
@@ -419,28 +569,75 @@ def build_log(steps) -> list:
         sid, owner = stories[c % len(stories)]
         if kind == "view":
             views[sid, user] += 1
-            events.append(ev(en.StoryViewed, at, story_id=sid, owner_id=owner, viewer_id=user,
-                             view_number=views[sid, user], life_hour=b % 3))
+            events.append(
+                ev(
+                    en.StoryViewed,
+                    at,
+                    story_id=sid,
+                    owner_id=owner,
+                    viewer_id=user,
+                    view_number=views[sid, user],
+                    life_hour=b % 3,
+                )
+            )
         elif kind == "nav":
-            events.append(ev(en.StoryNavigated, at, story_id=sid, owner_id=owner, viewer_id=user,
-                             action=("exit", "tap_forward")[b % 2]))
+            events.append(
+                ev(
+                    en.StoryNavigated,
+                    at,
+                    story_id=sid,
+                    owner_id=owner,
+                    viewer_id=user,
+                    action=("exit", "tap_forward")[b % 2],
+                )
+            )
         elif kind == "answer":
             counts[sid + "a"] += 1
-            events.append(ev(en.QuestionAnswered, at, story_id=sid, owner_id=owner, user_id=user, sticker_index=0,
-                             answer_number=counts[sid + "a"], text=f"{user} says {n}"))
+            events.append(
+                ev(
+                    en.QuestionAnswered,
+                    at,
+                    story_id=sid,
+                    owner_id=owner,
+                    user_id=user,
+                    sticker_index=0,
+                    answer_number=counts[sid + "a"],
+                    text=f"{user} says {n}",
+                )
+            )
         elif kind == "vote":
-            events.append(ev(en.PollVoted, at, story_id=sid, owner_id=owner, user_id=user, sticker_index=1,
-                             option_index=b % 2))
+            events.append(
+                ev(en.PollVoted, at, story_id=sid, owner_id=owner, user_id=user, sticker_index=1, option_index=b % 2)
+            )
         elif kind == "share":
             events.append(ev(en.StoryShared, at, story_id=sid, owner_id=owner, user_id=user, reshare_id=f"r{n}"))
         elif kind == "reply":
             counts[sid + "r"] += 1
-            events.append(ev(en.StoryReplied, at, story_id=sid, owner_id=owner, user_id=user,
-                             reply_number=counts[sid + "r"], text=f"re {n}"))
+            events.append(
+                ev(
+                    en.StoryReplied,
+                    at,
+                    story_id=sid,
+                    owner_id=owner,
+                    user_id=user,
+                    reply_number=counts[sid + "r"],
+                    text=f"re {n}",
+                )
+            )
         elif kind == "edit":
-            events.append(ev(sto.StoryEdited, at, story_id=sid, user_id=owner, text_content=f"edit {n}",
-                             background_color=None, background_gradient=None, stickers=STICKERS,
-                             changed=["text_content"]))
+            events.append(
+                ev(
+                    sto.StoryEdited,
+                    at,
+                    story_id=sid,
+                    user_id=owner,
+                    text_content=f"edit {n}",
+                    background_color=None,
+                    background_gradient=None,
+                    stickers=STICKERS,
+                    changed=["text_content"],
+                )
+            )
         elif kind == "delete":
             events.append(ev(sto.StoryDeleted, at, story_id=sid, user_id=owner))
         elif kind == "expire":
@@ -454,7 +651,7 @@ def live_and_replay(events: list, person: str, split: int) -> tuple[list, list]:
     unresolved)."""
     before, after = events[:split], [as_erased(e, person) for e in events[split:]]
     at = before[-1].occurred_at if before else T
-    live = before + [erasure(person, at)] + after
+    live = [*before, erasure(person, at), *after]
     replay = [as_erased(e, person) for e in before] + [erasure(None, at)] + after
     return live, replay
 
@@ -467,8 +664,12 @@ def names(value: Any, person: str) -> bool:
     if not isinstance(value, str):
         return False
     # an id, a "<person>:<other>" document id, or what they wrote (``build_log``'s texts)
-    return value == person or value.startswith(f"{person}:") or value.endswith(f":{person}") or (
-        f"by {person}" in value or f"{person} says" in value)
+    return (
+        value == person
+        or value.startswith(f"{person}:")
+        or value.endswith(f":{person}")
+        or (f"by {person}" in value or f"{person} says" in value)
+    )
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -503,15 +704,33 @@ def test_a_fixed_history_purges_what_named_the_person_and_keeps_the_counts():
     events += [
         ev(en.StoryViewed, at, story_id=s1, owner_id="bob", viewer_id="alice", view_number=1, life_hour=0),
         ev(en.StoryViewed, at, story_id=s0, owner_id="alice", viewer_id="bob", view_number=1, life_hour=0),
-        ev(en.QuestionAnswered, at, story_id=s1, owner_id="bob", user_id="alice", sticker_index=0, answer_number=1,
-           text="mine"),
+        ev(
+            en.QuestionAnswered,
+            at,
+            story_id=s1,
+            owner_id="bob",
+            user_id="alice",
+            sticker_index=0,
+            answer_number=1,
+            text="mine",
+        ),
         ev(en.PollVoted, at, story_id=s1, owner_id="bob", user_id="alice", sticker_index=1, option_index=1),
         ev(so.CloseFriendAdded, at, user_id="bob", friend_id="alice"),
         ev(so.CloseFriendAdded, at, user_id="bob", friend_id="carol"),
         ev(so.CloseFriendRemoved, at, user_id="carol", friend_id="alice"),  # a tombstone naming alice
         ev(so.UserMuted, at, user_id="alice", muted_id="dan"),
-        ev(hl.HighlightCreated, at, highlight_id="h1", user_id="alice", title="t", description="d", cover=None,
-           story_ids=[s0], is_pinned=False, is_archived=False),
+        ev(
+            hl.HighlightCreated,
+            at,
+            highlight_id="h1",
+            user_id="alice",
+            title="t",
+            description="d",
+            cover=None,
+            story_ids=[s0],
+            is_pinned=False,
+            is_archived=False,
+        ),
         ev(hl.HighlightFiled, at, highlight_id="h1", user_id="alice"),
     ]
     live, replay = live_and_replay(events, "alice", len(events))

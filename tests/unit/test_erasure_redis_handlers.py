@@ -5,7 +5,7 @@ events that name an erased person (None) write nothing of them, and the live pro
 from __future__ import annotations
 
 import fnmatch
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import uuid4
 
@@ -15,17 +15,24 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as hs
 
 from commands.event_store import LoggedEvent
-from domain import engagement as en, social as so, stories as sto
+from domain import engagement as en
+from domain import social as so
+from domain import stories as sto
 from domain.accounts import AccountErased
 from projections import redis_views
 from projections.redis_schema import Keys, LiveEntry
 from projections.redis_views import (
-    BatchWrites, apply_event, change_notice, plan_erasure, redis_command, stories_to_look_up,
+    BatchWrites,
+    apply_event,
+    change_notice,
+    plan_erasure,
+    redis_command,
+    stories_to_look_up,
 )
 from tests.erasure import as_erased
 
 K = Keys("p:")
-T = datetime(2026, 1, 1, 12, 0, tzinfo=timezone.utc)
+T = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 X = "xavier"
 USERS = ["alice", "bob", "carol", X]
 
@@ -42,6 +49,7 @@ def erasure(at: datetime = T, user_id: str | None = X) -> AccountErased:
 
 
 # -- an in-memory Redis: the commands the projector sends, as the server would apply them -----------
+
 
 def _b(value: Any) -> bytes:
     if isinstance(value, bytes):
@@ -130,11 +138,11 @@ class MiniRedis:
         elif c == "LTRIM":
             lst = self._get(key, list)
             start, end = int(args[0]), int(args[1])
-            self.data[key] = lst[start:(end + 1 if end >= 0 else len(lst) + end + 1)]
+            self.data[key] = lst[start : (end + 1 if end >= 0 else len(lst) + end + 1)]
         elif c == "LRANGE":
             lst = self.data.get(key, [])
             end = int(args[1])
-            out = lst[int(args[0]):(end + 1 if end >= 0 else len(lst) + end + 1)]
+            out = lst[int(args[0]) : (end + 1 if end >= 0 else len(lst) + end + 1)]
         elif c == "LINSERT":
             lst = self.data.get(key)
             if lst and _b(args[1]) in lst:
@@ -164,15 +172,19 @@ def project(r: MiniRedis, events: list[Any], position: int = 0) -> int:
     """One batch, as ``RedisViewStore.apply`` makes it (reads first, then the writes in order)."""
     logged = [LoggedEvent(position + i + 1, e) for i, e in enumerate(events)]
     story_ids = stories_to_look_up(logged)
-    live = {sid: LiveEntry.decode(m) if m else None
-            for sid, m in zip(story_ids, r.read([("HGET", K.counters(s), "m") for s in story_ids]))}
+    live = {
+        sid: LiveEntry.decode(m) if m else None
+        for sid, m in zip(story_ids, r.read([("HGET", K.counters(s), "m") for s in story_ids]))
+    }
     members = {}
     for e in events:
         if isinstance(e, (sto.StoryDeleted, sto.StoryExpired)) and e.user_id is not None:
-            members[e.story_id] = [m for m in r.data.get(K.live(e.user_id), set())
-                                   if fnmatch.fnmatchcase(m.decode(), f"{e.story_id}|*")]
-    plans = {e.user_id: plan_erasure(r.read, K, e.user_id) for e in events
-             if isinstance(e, AccountErased) and e.user_id}
+            members[e.story_id] = [
+                m for m in r.data.get(K.live(e.user_id), set()) if fnmatch.fnmatchcase(m.decode(), f"{e.story_id}|*")
+            ]
+    plans = {
+        e.user_id: plan_erasure(r.read, K, e.user_id) for e in events if isinstance(e, AccountErased) and e.user_id
+    }
     w = BatchWrites(0, live, members, erasures=plans)
     for item in logged:
         w.at = item.position
@@ -192,19 +204,46 @@ def calls(event, live: dict | None = None, plans: dict | None = None) -> list[tu
 
 # -- events -----------------------------------------------------------------------------------
 
-def story(sid: str, owner: str | None, at: datetime = T, *, privacy: str = "followers", allowed=(), hidden=(),
-          stickers: list | None = None, reshared_from: dict | None = None) -> sto.StoryCreated:
-    return ev(sto.StoryCreated, at=at, story_id=sid, user_id=owner, story_type="text", media_id=None,
-              media_url=None, thumbnail_url=None, text_content="words", background_color="#112233",
-              background_gradient=None, duration=5.0,
-              stickers=[{"sticker_type": "poll"}, {"sticker_type": "question"}] if stickers is None else stickers,
-              privacy=privacy, allowed_viewer_ids=list(allowed), hidden_from_ids=list(hidden),
-              allow_replies="everyone", expires_at=(at + timedelta(hours=24)).isoformat(),
-              reshared_from=reshared_from)
+
+def story(
+    sid: str,
+    owner: str | None,
+    at: datetime = T,
+    *,
+    privacy: str = "followers",
+    allowed=(),
+    hidden=(),
+    stickers: list | None = None,
+    reshared_from: dict | None = None,
+) -> sto.StoryCreated:
+    return ev(
+        sto.StoryCreated,
+        at=at,
+        story_id=sid,
+        user_id=owner,
+        story_type="text",
+        media_id=None,
+        media_url=None,
+        thumbnail_url=None,
+        text_content="words",
+        background_color="#112233",
+        background_gradient=None,
+        duration=5.0,
+        stickers=[{"sticker_type": "poll"}, {"sticker_type": "question"}] if stickers is None else stickers,
+        privacy=privacy,
+        allowed_viewer_ids=list(allowed),
+        hidden_from_ids=list(hidden),
+        allow_replies="everyone",
+        expires_at=(at + timedelta(hours=24)).isoformat(),
+        reshared_from=reshared_from,
+    )
 
 
-LIVE = {"s1": LiveEntry("s1", "alice", "followers", int(T.timestamp() * 1000),
-                        int((T + timedelta(hours=24)).timestamp() * 1000), "iq")}
+LIVE = {
+    "s1": LiveEntry(
+        "s1", "alice", "followers", int(T.timestamp() * 1000), int((T + timedelta(hours=24)).timestamp() * 1000), "iq"
+    )
+}
 
 
 def test_a_story_of_an_erased_owner_is_a_ghost_and_nothing_else():
@@ -222,13 +261,18 @@ def test_a_story_of_an_erased_owner_is_a_ghost_and_nothing_else():
     assert LiveEntry.decode(ghost).ghost
 
 
-@pytest.mark.parametrize("event", [
-    lambda: ev(en.StoryViewed, story_id="s1", owner_id=None, viewer_id="bob", view_number=1),
-    lambda: ev(en.PollVoted, story_id="s1", owner_id=None, user_id="bob", sticker_index=0, option_index=1),
-    lambda: ev(en.QuestionAnswered, story_id="s1", owner_id=None, user_id="bob", sticker_index=1,
-               answer_number=1, text="?"),
-    lambda: ev(en.StoryReplied, story_id="s1", owner_id=None, user_id="bob", reply_number=1, text="hi"),
-], ids=["view", "poll", "question", "reply"])
+@pytest.mark.parametrize(
+    "event",
+    [
+        lambda: ev(en.StoryViewed, story_id="s1", owner_id=None, viewer_id="bob", view_number=1),
+        lambda: ev(en.PollVoted, story_id="s1", owner_id=None, user_id="bob", sticker_index=0, option_index=1),
+        lambda: ev(
+            en.QuestionAnswered, story_id="s1", owner_id=None, user_id="bob", sticker_index=1, answer_number=1, text="?"
+        ),
+        lambda: ev(en.StoryReplied, story_id="s1", owner_id=None, user_id="bob", reply_number=1, text="hi"),
+    ],
+    ids=["view", "poll", "question", "reply"],
+)
 def test_engagement_with_a_ghost_touches_only_the_actors_own_keys(event):
     ghost = {"s1": LIVE["s1"].as_ghost()}
     written = {c[1][0] for c in calls(event(), ghost)}
@@ -246,32 +290,48 @@ def test_an_erased_persons_answers_are_counted_not_kept():
     assert calls(vote, LIVE) == [("hincrby", (K.counters("s1"), "0:t", 1)), ("hincrby", (K.counters("s1"), "0:o1", 1))]
     unfollow = ev(en.CountdownUnfollowed, story_id="s1", owner_id="alice", user_id=None, sticker_index=2)
     assert calls(unfollow, LIVE) == [("hincrby", (K.counters("s1"), "2:f", -1))]
-    answer = ev(en.QuestionAnswered, story_id="s1", owner_id="alice", user_id=None, sticker_index=1,
-                answer_number=1, text=None)
+    answer = ev(
+        en.QuestionAnswered, story_id="s1", owner_id="alice", user_id=None, sticker_index=1, answer_number=1, text=None
+    )
     pushed = [c for c in calls(answer, LIVE) if c[0] == "lpush"]
     assert [orjson.loads(c[1][1]) for c in pushed] == [
-        {"user_id": None, "sticker_index": 1, "text": None, "answered_at": T.isoformat()}]
+        {"user_id": None, "sticker_index": 1, "text": None, "answered_at": T.isoformat()}
+    ]
 
 
-@pytest.mark.parametrize("event", [
-    lambda: ev(so.UserFollowed, follower_id=None, followee_id="alice"),
-    lambda: ev(so.UserUnfollowed, follower_id="alice", followee_id=None),
-    lambda: ev(so.CloseFriendAdded, user_id=None, friend_id="bob"),
-    lambda: ev(so.CloseFriendRemoved, user_id="alice", friend_id=None),
-    lambda: ev(so.UserMuted, user_id="alice", muted_id=None),
-    lambda: ev(so.UserUnmuted, user_id=None, muted_id="bob"),
-    lambda: ev(sto.StoryDeleted, story_id="s9", user_id=None),
-    lambda: ev(sto.StoryEdited, story_id="s9", user_id=None, text_content=None, background_color=None,
-               background_gradient=None, stickers=None, changed=["text_content"]),
-], ids=["follow", "unfollow", "cf-add", "cf-remove", "mute", "unmute", "deleted", "edited"])
+@pytest.mark.parametrize(
+    "event",
+    [
+        lambda: ev(so.UserFollowed, follower_id=None, followee_id="alice"),
+        lambda: ev(so.UserUnfollowed, follower_id="alice", followee_id=None),
+        lambda: ev(so.CloseFriendAdded, user_id=None, friend_id="bob"),
+        lambda: ev(so.CloseFriendRemoved, user_id="alice", friend_id=None),
+        lambda: ev(so.UserMuted, user_id="alice", muted_id=None),
+        lambda: ev(so.UserUnmuted, user_id=None, muted_id="bob"),
+        lambda: ev(sto.StoryDeleted, story_id="s9", user_id=None),
+        lambda: ev(
+            sto.StoryEdited,
+            story_id="s9",
+            user_id=None,
+            text_content=None,
+            background_color=None,
+            background_gradient=None,
+            stickers=None,
+            changed=["text_content"],
+        ),
+    ],
+    ids=["follow", "unfollow", "cf-add", "cf-remove", "mute", "unmute", "deleted", "edited"],
+)
 def test_graph_and_story_events_with_an_erased_side_write_nothing(event):
     assert [c for c in calls(event()) if c[0] != "unlink"] == []
 
 
 def test_a_change_notice_names_no_erased_person():
-    events = [ev(en.StoryViewed, story_id="s1", owner_id="alice", viewer_id=None, view_number=1),
-              ev(so.UserFollowed, follower_id=None, followee_id="alice"),
-              ev(sto.StoryDeleted, story_id="s2", user_id=None)]
+    events = [
+        ev(en.StoryViewed, story_id="s1", owner_id="alice", viewer_id=None, view_number=1),
+        ev(so.UserFollowed, follower_id=None, followee_id="alice"),
+        ev(sto.StoryDeleted, story_id="s2", user_id=None),
+    ]
     notice = change_notice([LoggedEvent(i + 1, e) for i, e in enumerate(events)], 3)
     assert None not in notice["authors"] and all(None not in pair for pair in notice["pairs"])
     assert "resync" not in notice
@@ -300,10 +360,26 @@ def test_the_purge_removes_every_trace_and_keeps_the_counts():
         ev(en.StoryViewed, at=at(6), story_id="s1", owner_id="alice", viewer_id=X, view_number=1),
         ev(en.StoryViewed, at=at(6), story_id="s2", owner_id=X, viewer_id="bob", view_number=1),
         ev(en.PollVoted, at=at(7), story_id="s1", owner_id="alice", user_id=X, sticker_index=0, option_index=1),
-        ev(en.QuestionAnswered, at=at(8), story_id="s1", owner_id="alice", user_id=X, sticker_index=1,
-           answer_number=1, text="mine"),
-        ev(en.QuestionAnswered, at=at(9), story_id="s1", owner_id="alice", user_id="bob", sticker_index=1,
-           answer_number=1, text="bob's"),
+        ev(
+            en.QuestionAnswered,
+            at=at(8),
+            story_id="s1",
+            owner_id="alice",
+            user_id=X,
+            sticker_index=1,
+            answer_number=1,
+            text="mine",
+        ),
+        ev(
+            en.QuestionAnswered,
+            at=at(9),
+            story_id="s1",
+            owner_id="alice",
+            user_id="bob",
+            sticker_index=1,
+            answer_number=1,
+            text="bob's",
+        ),
         ev(en.PollVoted, at=at(10), story_id="s2", owner_id=X, user_id="carol", sticker_index=0, option_index=0),
     ]
     position = project(r, events)
@@ -321,11 +397,33 @@ def test_the_purge_removes_every_trace_and_keeps_the_counts():
 
 STORIES = ["s0", "s1", "s2", "s3"]
 
-ops = hs.lists(hs.tuples(
-    hs.sampled_from(["story", "view", "vote", "answer", "countdown", "follow", "unfollow", "cf", "uncf", "mute",
-                     "unmute", "delete", "expire", "edit"]),
-    hs.sampled_from(USERS), hs.sampled_from(USERS), hs.sampled_from(STORIES), hs.integers(0, 3),
-), max_size=40)
+ops = hs.lists(
+    hs.tuples(
+        hs.sampled_from(
+            [
+                "story",
+                "view",
+                "vote",
+                "answer",
+                "countdown",
+                "follow",
+                "unfollow",
+                "cf",
+                "uncf",
+                "mute",
+                "unmute",
+                "delete",
+                "expire",
+                "edit",
+            ]
+        ),
+        hs.sampled_from(USERS),
+        hs.sampled_from(USERS),
+        hs.sampled_from(STORIES),
+        hs.integers(0, 3),
+    ),
+    max_size=40,
+)
 
 
 def build(plan: list[tuple]) -> list[Any]:
@@ -344,41 +442,80 @@ def build(plan: list[tuple]) -> list[Any]:
             owner[sid] = a
             privacy = "custom" if n == 1 else "followers"
             origin = next(iter(owner), None)
-            events.append(story(sid, a, at, privacy=privacy, allowed=[b, X] if n == 1 else [],
-                                hidden=[b] if n == 2 else [],
-                                stickers=[{"sticker_type": "poll"}, {"sticker_type": "question"},
-                                          {"sticker_type": "countdown"}],
-                                reshared_from={"story_id": origin, "user_id": owner[origin]}
-                                if n == 3 and origin and origin != sid else None))
+            events.append(
+                story(
+                    sid,
+                    a,
+                    at,
+                    privacy=privacy,
+                    allowed=[b, X] if n == 1 else [],
+                    hidden=[b] if n == 2 else [],
+                    stickers=[{"sticker_type": "poll"}, {"sticker_type": "question"}, {"sticker_type": "countdown"}],
+                    reshared_from={"story_id": origin, "user_id": owner[origin]}
+                    if n == 3 and origin and origin != sid
+                    else None,
+                )
+            )
         elif sid not in owner:
             continue
         elif op == "view":
             views[(sid, b)] = views.get((sid, b), 0) + 1
-            events.append(ev(en.StoryViewed, at=at, story_id=sid, owner_id=owner[sid], viewer_id=b,
-                             view_number=views[(sid, b)]))
+            events.append(
+                ev(en.StoryViewed, at=at, story_id=sid, owner_id=owner[sid], viewer_id=b, view_number=views[(sid, b)])
+            )
         elif op == "vote" and (sid, b) not in votes:
             votes.add((sid, b))
-            events.append(ev(en.PollVoted, at=at, story_id=sid, owner_id=owner[sid], user_id=b, sticker_index=0,
-                             option_index=n % 2))
+            events.append(
+                ev(
+                    en.PollVoted,
+                    at=at,
+                    story_id=sid,
+                    owner_id=owner[sid],
+                    user_id=b,
+                    sticker_index=0,
+                    option_index=n % 2,
+                )
+            )
         elif op == "answer":
             answers[(sid, b)] = answers.get((sid, b), 0) + 1
-            events.append(ev(en.QuestionAnswered, at=at, story_id=sid, owner_id=owner[sid], user_id=b,
-                             sticker_index=1, answer_number=answers[(sid, b)], text=f"{b} says {n}"))
+            events.append(
+                ev(
+                    en.QuestionAnswered,
+                    at=at,
+                    story_id=sid,
+                    owner_id=owner[sid],
+                    user_id=b,
+                    sticker_index=1,
+                    answer_number=answers[(sid, b)],
+                    text=f"{b} says {n}",
+                )
+            )
         elif op == "countdown":
             on = countdown.get((sid, b), False)
             cls = en.CountdownUnfollowed if on else en.CountdownFollowed
             countdown[(sid, b)] = not on
             events.append(ev(cls, at=at, story_id=sid, owner_id=owner[sid], user_id=b, sticker_index=2))
         elif op == "edit":
-            events.append(ev(sto.StoryEdited, at=at, story_id=sid, user_id=owner[sid], text_content=f"v{n}",
-                             background_color=None, background_gradient=None, stickers=[], changed=["text_content"]))
+            events.append(
+                ev(
+                    sto.StoryEdited,
+                    at=at,
+                    story_id=sid,
+                    user_id=owner[sid],
+                    text_content=f"v{n}",
+                    background_color=None,
+                    background_gradient=None,
+                    stickers=[],
+                    changed=["text_content"],
+                )
+            )
         elif op in ("delete", "expire"):
             gone = owner.pop(sid)
             if op == "delete":
                 events.append(ev(sto.StoryDeleted, at=at, story_id=sid, user_id=gone))
             else:
                 events.append(ev(sto.StoryExpired, at=at, story_id=sid, user_id=gone, expired_at=at.isoformat()))
-    for i, (op, a, b, sid, n) in enumerate(plan):  # the graph: any order, on its own streams
+    for i, (op, a, b, _sid, _n) in enumerate(plan):  # the graph: any order, on its own streams
         at = T + timedelta(minutes=i, seconds=30)
         if a == b:
             continue
@@ -396,7 +533,7 @@ def build(plan: list[tuple]) -> list[Any]:
 
 
 def batches(events: list[Any], size: int) -> list[list[Any]]:
-    return [events[i:i + size] for i in range(0, len(events), size)] or [[]]
+    return [events[i : i + size] for i in range(0, len(events), size)] or [[]]
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -420,9 +557,17 @@ def test_live_then_purged_equals_the_replay_of_the_erased_log(plan, live_batch, 
 
 
 def test_the_purge_is_idempotent():
-    events = build([("story", X, "bob", "s0", 1), ("story", "alice", X, "s1", 1), ("view", "a", X, "s1", 0),
-                    ("answer", "a", X, "s1", 0), ("vote", "a", "bob", "s0", 0), ("follow", X, "alice", "s0", 0),
-                    ("mute", "carol", X, "s0", 0)])
+    events = build(
+        [
+            ("story", X, "bob", "s0", 1),
+            ("story", "alice", X, "s1", 1),
+            ("view", "a", X, "s1", 0),
+            ("answer", "a", X, "s1", 0),
+            ("vote", "a", "bob", "s0", 0),
+            ("follow", X, "alice", "s0", 0),
+            ("mute", "carol", X, "s0", 0),
+        ]
+    )
     r = MiniRedis()
     position = project(r, events)
     project(r, [erasure(T + timedelta(hours=1))], position)

@@ -73,10 +73,20 @@ def test_create_records_the_highlight(clock):
 
 def test_create_with_every_field(clock):
     stories = library(clock, 1)
-    cover = {"story_id": next(iter(stories)), "media_url": "https://cdn.example/c.jpg", "emoji": "🌴",
-             "color": "#12abEF"}
-    fields = {"title": "T", "description": "d" * 200, "cover": cover,
-              "story_ids": list(stories), "is_pinned": True, "is_archived": True}
+    cover = {
+        "story_id": next(iter(stories)),
+        "media_url": "https://cdn.example/c.jpg",
+        "emoji": "🌴",
+        "color": "#12abEF",
+    }
+    fields = {
+        "title": "T",
+        "description": "d" * 200,
+        "cover": cover,
+        "story_ids": list(stories),
+        "is_pinned": True,
+        "is_archived": True,
+    }
     highlight = make_highlight(clock, stories, **fields)
     assert (highlight.title, highlight.description, highlight.cover) == ("T", "d" * 200, cover)
     assert highlight.is_pinned and highlight.is_archived
@@ -104,8 +114,9 @@ def test_title_is_required(clock):
 def test_description_at_most_200_characters(clock):
     stories = library(clock, 1)
     with pytest.raises(InvalidInput) as info:
-        Highlight.create(uuid4(), OWNER, {"title": "t", "description": "d" * 201, "story_ids": list(stories)},
-                         stories, clock())
+        Highlight.create(
+            uuid4(), OWNER, {"title": "t", "description": "d" * 201, "story_ids": list(stories)}, stories, clock()
+        )
     assert problem_fields(info.value) == {"description"}
 
 
@@ -182,8 +193,9 @@ def test_update_records_only_the_given_editable_fields(clock):
 
 def test_update_every_editable_field(clock):
     highlight = make_highlight(clock, library(clock, 1), cover={"media_url": "https://cdn.example/c.jpg"})
-    highlight.update(OWNER, {"title": "T2", "description": "about", "cover": None, "is_pinned": True,
-                             "is_archived": True}, clock())
+    highlight.update(
+        OWNER, {"title": "T2", "description": "about", "cover": None, "is_pinned": True, "is_archived": True}, clock()
+    )
     assert (highlight.title, highlight.description, highlight.cover) == ("T2", "about", None)
     assert highlight.is_pinned and highlight.is_archived
 
@@ -280,8 +292,14 @@ def test_a_deleted_story_in_a_highlight_does_not_count_against_its_limit(clock):
 def test_cover_object_fields_are_each_optional(clock):
     stories = library(clock, 2)
     sid = list(stories)[1]
-    for cover in ({}, {"story_id": sid}, {"media_url": "http://x.example/a.png"}, {"emoji": "🎉"},
-                  {"color": "#A1b2C3"}, {"story_id": sid, "emoji": "x", "color": "#000000"}):
+    for cover in (
+        {},
+        {"story_id": sid},
+        {"media_url": "http://x.example/a.png"},
+        {"emoji": "🎉"},
+        {"color": "#A1b2C3"},
+        {"story_id": sid, "emoji": "x", "color": "#000000"},
+    ):
         assert make_highlight(clock, stories, cover=cover).cover == cover
 
 
@@ -291,17 +309,20 @@ def test_cover_story_id_in_another_spelling_is_stored_as_the_highlights(clock):
     assert make_highlight(clock, stories, cover={"story_id": sid.upper()}).cover == {"story_id": sid}
 
 
-@pytest.mark.parametrize("cover, field", [
-    ({"story_id": "not-in-it"}, "cover.story_id"),
-    ({"media_url": "ftp://x/y"}, "cover.media_url"),
-    ({"emoji": ""}, "cover.emoji"),
-    ({"emoji": "x" * 17}, "cover.emoji"),
-    ({"color": "red"}, "cover.color"),
-    ({"color": "#12345678"}, "cover.color"),
-    ({"size": 3}, "cover.size"),
-    ({"emoji": 3}, "cover"),
-    ("https://cdn.example/c.jpg", "cover"),
-])
+@pytest.mark.parametrize(
+    "cover, field",
+    [
+        ({"story_id": "not-in-it"}, "cover.story_id"),
+        ({"media_url": "ftp://x/y"}, "cover.media_url"),
+        ({"emoji": ""}, "cover.emoji"),
+        ({"emoji": "x" * 17}, "cover.emoji"),
+        ({"color": "red"}, "cover.color"),
+        ({"color": "#12345678"}, "cover.color"),
+        ({"size": 3}, "cover.size"),
+        ({"emoji": 3}, "cover"),
+        ("https://cdn.example/c.jpg", "cover"),
+    ],
+)
 def test_bad_covers_are_invalid(clock, cover, field):
     stories = library(clock, 1)
     with pytest.raises(InvalidInput) as info:
@@ -330,9 +351,11 @@ def test_version_1_string_covers_are_upcast_to_an_object():
     state = {"cover": None}
     HighlightCreated.upcast_v1_v2(state)
     assert state == {"cover": None}
-    for changes, expected in (({"cover": "https://c/x"}, {"cover": {"media_url": "https://c/x"}}),
-                              ({"cover": None, "title": "t"}, {"cover": None, "title": "t"}),
-                              ({"title": "t"}, {"title": "t"})):
+    for changes, expected in (
+        ({"cover": "https://c/x"}, {"cover": {"media_url": "https://c/x"}}),
+        ({"cover": None, "title": "t"}, {"cover": None, "title": "t"}),
+        ({"title": "t"}, {"title": "t"}),
+    ):
         state = {"changes": changes}
         HighlightUpdated.upcast_v1_v2(state)
         assert state == {"changes": expected}
@@ -394,9 +417,15 @@ def test_a_highlight_holds_a_story_once_whatever_its_spelling(clock):
 # -- who may know a highlight exists (issue 11 item 5) -----------------------------------------
 
 
-def visible(highlight: Highlight, viewer: str, stories: dict[str, Story | None],
-            edges: dict[str, Relationship] | None = None, asked: list[str] | None = None) -> bool:
+def visible(
+    highlight: Highlight,
+    viewer: str,
+    stories: dict[str, Story | None],
+    edges: dict[str, Relationship] | None = None,
+    asked: list[str] | None = None,
+) -> bool:
     """``highlight.visible_to`` with stories from ``stories`` and ``viewer``'s edges by owner."""
+
     def story_of(story_id: str) -> Story | None:
         if asked is not None:
             asked.append(story_id)
@@ -406,8 +435,9 @@ def visible(highlight: Highlight, viewer: str, stories: dict[str, Story | None],
 
 
 def story_with(clock, **fields) -> Story:
-    return Story.create(uuid4(), OWNER, {"story_type": "text", "text_content": "hi", **fields}, Platform.VIGNETTE,
-                        clock())
+    return Story.create(
+        uuid4(), OWNER, {"story_type": "text", "text_content": "hi", **fields}, Platform.VIGNETTE, clock()
+    )
 
 
 def test_the_owner_always_knows_their_highlight_until_it_is_deleted(clock):
@@ -420,9 +450,11 @@ def test_the_owner_always_knows_their_highlight_until_it_is_deleted(clock):
 
 def test_others_know_a_highlight_only_by_a_story_they_may_see(clock):
     followers, close, custom, hidden = (
-        story_with(clock, privacy="followers"), story_with(clock, privacy="close_friends"),
+        story_with(clock, privacy="followers"),
+        story_with(clock, privacy="close_friends"),
         story_with(clock, privacy="custom", allowed_viewer_ids=["carol"]),
-        story_with(clock, privacy="public", hidden_from_ids=[OTHER]))
+        story_with(clock, privacy="public", hidden_from_ids=[OTHER]),
+    )
     stories = {str(s.id): s for s in (followers, close, custom, hidden)}
     highlight = make_highlight(clock, stories)
     assert not visible(highlight, OTHER, stories)  # a stranger, hidden from the public one
@@ -536,7 +568,7 @@ def test_file_appends_at_the_end(clock):
     reel.file(new, clock())
     [event] = reel.collect_events()
     assert isinstance(event, HighlightFiled) and event.highlight_id == str(new) and event.user_id == OWNER
-    assert reel.highlight_ids == ids + [str(new)]
+    assert reel.highlight_ids == [*ids, str(new)]
 
 
 def test_at_most_200_highlights(clock):
@@ -585,9 +617,9 @@ def test_reorder_to_a_permutation(clock):
     "make_order",
     [
         lambda ids: ids[:2],  # one left out
-        lambda ids: ids + [str(uuid4())],  # a stranger added
+        lambda ids: [*ids, str(uuid4())],  # a stranger added
         lambda ids: [ids[0], ids[0], ids[1]],  # a duplicate instead of one
-        lambda ids: ids + [ids[0]],  # a duplicate on top
+        lambda ids: [*ids, ids[0]],  # a duplicate on top
         lambda ids: [],
         lambda ids: [ids[0], ids[1], str(uuid4())],  # one swapped for another
     ],
@@ -622,13 +654,30 @@ def test_a_stored_version_1_highlight_reads_with_a_cover_object(sqlite_url, cloc
     try:
         hid, when = uuid4(), clock().isoformat()
         stamp = {"occurred_at": {"_type_": "datetime_iso", "_data_": when}}
-        created = {**stamp, "highlight_id": str(hid), "user_id": OWNER, "title": "Old", "description": "",
-                   "cover": "https://cdn.example/old.jpg", "story_ids": ["s1"], "is_pinned": False,
-                   "is_archived": False}
-        updated = {**stamp, "highlight_id": str(hid), "user_id": OWNER, "changes": {"cover": "https://cdn.example/n.jpg"}}
+        created = {
+            **stamp,
+            "highlight_id": str(hid),
+            "user_id": OWNER,
+            "title": "Old",
+            "description": "",
+            "cover": "https://cdn.example/old.jpg",
+            "story_ids": ["s1"],
+            "is_pinned": False,
+            "is_archived": False,
+        }
+        updated = {
+            **stamp,
+            "highlight_id": str(hid),
+            "user_id": OWNER,
+            "changes": {"cover": "https://cdn.example/n.jpg"},
+        }
         topic = lambda cls: f"{cls.__module__}:{cls.__qualname__}"  # noqa: E731
-        store.recorder.insert_events([StoredEvent(hid, 1, topic(HighlightCreated), orjson.dumps(created)),
-                                      StoredEvent(hid, 2, topic(HighlightUpdated), orjson.dumps(updated))])
+        store.recorder.insert_events(
+            [
+                StoredEvent(hid, 1, topic(HighlightCreated), orjson.dumps(created)),
+                StoredEvent(hid, 2, topic(HighlightUpdated), orjson.dumps(updated)),
+            ]
+        )
         [first, second] = [e.event for e in store.read()]
         assert first.cover == {"media_url": "https://cdn.example/old.jpg"}
         assert second.changes == {"cover": {"media_url": "https://cdn.example/n.jpg"}}

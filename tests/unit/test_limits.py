@@ -14,13 +14,20 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from commands import models
+from commands import use_cases as uc
 from commands.application import StoriesApplication
 from commands.event_store import EventStore, StreamConflict
 from commands.group_commit import Batch, GroupCommitter
 from domain.catalogue import EVENT_TYPES
 from domain.errors import Conflict
 from domain.limits import (
-    CLOSE_FRIENDS, FOLLOWS, Limits, LiveStories, LiveStoriesRecorded, Tally, TallyRecorded,
+    CLOSE_FRIENDS,
+    FOLLOWS,
+    Limits,
+    LiveStories,
+    LiveStoriesRecorded,
+    Tally,
+    TallyRecorded,
 )
 from domain.platform import Platform
 from domain.social import CloseFriendship, Follow
@@ -47,11 +54,14 @@ def assert_limit_reached(info, kind: str, limit: int) -> None:
 
 # -- the rules, against models ---------------------------------------------------------------
 
-live_steps = st.lists(st.one_of(
-    st.tuples(st.just("create"), st.sampled_from([6, 12, 24, 48])),
-    st.tuples(st.just("delete"), st.integers(min_value=0, max_value=50)),
-    st.tuples(st.just("wait"), st.integers(min_value=1, max_value=60 * 30)),  # minutes
-), max_size=40)
+live_steps = st.lists(
+    st.one_of(
+        st.tuples(st.just("create"), st.sampled_from([6, 12, 24, 48])),
+        st.tuples(st.just("delete"), st.integers(min_value=0, max_value=50)),
+        st.tuples(st.just("wait"), st.integers(min_value=1, max_value=60 * 30)),  # minutes
+    ),
+    max_size=40,
+)
 
 
 @HYPOTHESIS
@@ -68,8 +78,9 @@ def test_live_story_count_equals_a_model_and_never_exceeds_the_limit(limit, step
         current = LiveStories.open(ledger, "alice")
         if kind == "create":
             try:
-                story = Story.create(uuid4(), "alice", {**TEXT, "expires_in_hours": arg}, Platform.VIGNETTE, now,
-                                     current, limit)
+                story = Story.create(
+                    uuid4(), "alice", {**TEXT, "expires_in_hours": arg}, Platform.VIGNETTE, now, current, limit
+                )
             except Conflict as error:
                 assert len(live_now) >= limit and error.details == {"limit": limit, "kind": "live_stories"}
                 assert not current.pending_events
@@ -245,8 +256,8 @@ def app(sqlite_url, clock):
     store.close()
 
 
-def run(app, actor, command):
-    return asyncio.run(app.execute(actor, command))
+def run(app, command):
+    return asyncio.run(app.execute(command))
 
 
 def body(**extra):
@@ -255,65 +266,66 @@ def body(**extra):
 
 def test_each_limit_through_the_application(app, clock):
     store = app.store
-    s1, _ = run(app, "alice", app.create_story("alice", body()))
-    s2, _ = run(app, "alice", app.create_story("alice", body()))
+    s1, _ = run(app, uc.CreateStory("alice", body()))
+    s2, _ = run(app, uc.CreateStory("alice", body()))
     head = store.head()
     with pytest.raises(Conflict) as info:
-        run(app, "alice", app.create_story("alice", body()))
+        run(app, uc.CreateStory("alice", body()))
     assert_limit_reached(info, "live_stories", 2)
     assert store.head() == head
-    run(app, "alice", app.delete_story("alice", s1.body["story_id"]))
-    run(app, "alice", app.create_story("alice", body()))
+    run(app, uc.DeleteStory("alice", str(s1.story_id)))
+    run(app, uc.CreateStory("alice", body()))
 
     for who in ("b", "c"):
-        run(app, "alice", app.follow("alice", who))
-    run(app, "alice", app.follow("alice", "b"))  # already following: not a new follow
+        run(app, uc.Follow("alice", who))
+    run(app, uc.Follow("alice", "b"))  # already following: not a new follow
     with pytest.raises(Conflict) as info:
-        run(app, "alice", app.follow("alice", "d"))
+        run(app, uc.Follow("alice", "d"))
     assert_limit_reached(info, "follows", 2)
-    run(app, "alice", app.unfollow("alice", "b"))
-    run(app, "alice", app.follow("alice", "d"))
+    run(app, uc.Unfollow("alice", "b"))
+    run(app, uc.Follow("alice", "d"))
 
     for who in ("b", "c"):
-        run(app, "alice", app.add_close_friend("alice", who))
+        run(app, uc.AddCloseFriend("alice", who))
     with pytest.raises(Conflict) as info:
-        run(app, "alice", app.add_close_friend("alice", "d"))
+        run(app, uc.AddCloseFriend("alice", "d"))
     assert_limit_reached(info, "close_friends", 2)
-    run(app, "alice", app.remove_close_friend("alice", "c"))
-    run(app, "alice", app.add_close_friend("alice", "d"))
+    run(app, uc.RemoveCloseFriend("alice", "c"))
+    run(app, uc.AddCloseFriend("alice", "d"))
 
-    sid = s2.body["story_id"]
+    sid = str(s2.story_id)
     hl = models.CreateHighlight.model_validate({"title": "t", "story_ids": [sid]})
-    h1, _ = run(app, "alice", app.create_highlight("alice", hl))
-    run(app, "alice", app.create_highlight("alice", hl))
+    h1, _ = run(app, uc.CreateHighlight("alice", hl))
+    run(app, uc.CreateHighlight("alice", hl))
     with pytest.raises(Conflict) as info:
-        run(app, "alice", app.create_highlight("alice", hl))
+        run(app, uc.CreateHighlight("alice", hl))
     assert_limit_reached(info, "highlights", 2)
 
     clock.advance(hours=25)  # everything expired: room for new stories
-    more = [run(app, "alice", app.create_story("alice", body()))[0].body["story_id"] for _ in range(2)]
-    hid = h1.body["highlight_id"]
+    more = [str(run(app, uc.CreateStory("alice", body()))[0].story_id) for _ in range(2)]
+    hid = str(h1.highlight_id)
     with pytest.raises(Conflict) as info:
-        run(app, "alice", app.add_highlight_stories("alice", hid, models.HighlightStories(story_ids=more)))
+        run(app, uc.AddHighlightStories("alice", hid, models.HighlightStories(story_ids=more)))
     assert_limit_reached(info, "highlight_stories", 2)
-    run(app, "alice", app.add_highlight_stories("alice", hid, models.HighlightStories(story_ids=more[:1])))
+    run(app, uc.AddHighlightStories("alice", hid, models.HighlightStories(story_ids=more[:1])))
 
 
 def test_a_command_answers_the_position_of_its_domain_event(app):
-    answer, position = run(app, "alice", app.create_story("alice", body()))
+    _answer, position = run(app, uc.CreateStory("alice", body()))
     [logged] = [e for e in app.store.read() if e.position == position]
     assert logged.event.event_type == "StoryCreated"
-    _, position = run(app, "alice", app.follow("alice", "bob"))
+    _, position = run(app, uc.Follow("alice", "bob"))
     [logged] = [e for e in app.store.read() if e.position == position]
     assert logged.event.event_type == "UserFollowed"
 
 
 def test_two_creates_for_the_last_slot_in_one_batch(app):
-    run(app, "alice", app.create_story("alice", body()))
+    run(app, uc.CreateStory("alice", body()))
 
     async def both():
-        return await asyncio.gather(*(app.execute("alice", app.create_story("alice", body())) for _ in range(2)),
-                                    return_exceptions=True)
+        return await asyncio.gather(
+            *(app.execute(uc.CreateStory("alice", body())) for _ in range(2)), return_exceptions=True
+        )
 
     results = asyncio.run(both())
     assert sorted(type(r).__name__ for r in results) == ["Conflict", "tuple"]
@@ -326,15 +338,17 @@ def test_two_processes_racing_for_the_last_slot(sqlite_url, clock):
         store = EventStore(sqlite_url)
         apps.append(StoriesApplication(store, GroupCommitter(store), Platform.VIGNETTE, clock=clock, limits=SMALL))
     try:
-        run(apps[0], "alice", apps[0].create_story("alice", body()))
+        run(apps[0], uc.CreateStory("alice", body()))
         for _ in range(3):
             barrier = threading.Barrier(2)
             results: list = []
 
-            def create(app):
+            def create(app, barrier=barrier, results=results):
                 barrier.wait()
                 try:
-                    results.append(app.committer.run_sync(lambda b: app.create_story("alice", body())(b, clock())))
+                    results.append(
+                        app.committer.run_sync(lambda b: app.step(uc.CreateStory("alice", body()))(b, clock()))
+                    )
                 except Conflict as error:
                     results.append(error)
 
@@ -345,10 +359,14 @@ def test_two_processes_racing_for_the_last_slot(sqlite_url, clock):
                 t.join()
             assert sum(isinstance(r, Conflict) for r in results) == 1, results
             assert [r.code for r in results if isinstance(r, Conflict)] == ["limit_reached"]
-            assert LiveStories.open(apps[0].store.load(LiveStories, LiveStories.stream_for("alice"), last=True),
-                                    "alice").count(clock()) == 2
+            assert (
+                LiveStories.open(
+                    apps[0].store.load(LiveStories, LiveStories.stream_for("alice"), last=True), "alice"
+                ).count(clock())
+                == 2
+            )
             clock.advance(hours=25)  # expire both for the next round
-            run(apps[0], "alice", apps[0].create_story("alice", body()))
+            run(apps[0], uc.CreateStory("alice", body()))
     finally:
         for a in apps:
             a.committer.close()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from uuid import uuid4
 
 import pytest
@@ -80,15 +80,25 @@ def test_minimal_story_body_gets_the_defaults():
 
 def test_full_story_body_is_accepted_and_the_domain_takes_its_fields():
     body = story_body(
-        story_type="video", media_id="m-1", thumbnail_url="https://cdn.example/t.jpg", text_content="caption",
-        background_color="#112233", background_gradient=["#000000", "#FFFFFFFF"], duration=15,
-        stickers=[sticker(k) for k in ("poll", "quiz", "question", "countdown", "slider", "mention", "location",
-                                       "music", "link")],
-        privacy="custom", allowed_viewer_ids=["bob", "carol"], hidden_from_ids=["dave"], allow_replies="audience",
+        story_type="video",
+        media_id="m-1",
+        thumbnail_url="https://cdn.example/t.jpg",
+        text_content="caption",
+        background_color="#112233",
+        background_gradient=["#000000", "#FFFFFFFF"],
+        duration=15,
+        stickers=[
+            sticker(k)
+            for k in ("poll", "quiz", "question", "countdown", "slider", "mention", "location", "music", "link")
+        ],
+        privacy="custom",
+        allowed_viewer_ids=["bob", "carol"],
+        hidden_from_ids=["dave"],
+        allow_replies="audience",
         expires_in_hours=48,
     )
     fields = models.CreateStory.model_validate(body).fields()
-    story = Story.create(uuid4(), "alice", fields, Platform.VIGNETTE, datetime(2026, 1, 1, tzinfo=timezone.utc))
+    story = Story.create(uuid4(), "alice", fields, Platform.VIGNETTE, datetime(2026, 1, 1, tzinfo=UTC))
     assert story.fields["privacy"] == "custom" and len(story.stickers) == 9
     assert story.stickers[0]["poll"]["options"] == [{"text": "yes"}, {"text": "no"}]
     assert "quiz" not in story.stickers[0]  # unset payloads are left out, so exactly one payload remains
@@ -101,8 +111,12 @@ def test_text_story_body():
 @pytest.mark.parametrize("where", ["top", "sticker", "payload", "option"])
 def test_extra_fields_are_rejected_at_every_level(where):
     body = story_body(stickers=[sticker("poll")])
-    target = {"top": body, "sticker": body["stickers"][0], "payload": body["stickers"][0]["poll"],
-              "option": body["stickers"][0]["poll"]["options"][0]}[where]
+    target = {
+        "top": body,
+        "sticker": body["stickers"][0],
+        "payload": body["stickers"][0]["poll"],
+        "option": body["stickers"][0]["poll"]["options"][0],
+    }[where]
     target["user_id"] = "mallory"
     assert rejected(models.CreateStory, body)
 
@@ -110,21 +124,36 @@ def test_extra_fields_are_rejected_at_every_level(where):
 @pytest.mark.parametrize(
     ("field", "value"),
     [
-        ("story_type", "gif"), ("duration", 0.5), ("duration", 16), ("duration", float("nan")),
-        ("expires_in_hours", 36), ("expires_in_hours", "24h"), ("privacy", "private"), ("allow_replies", "no"),
-        ("background_color", "red"), ("background_gradient", ["#000000"]), ("background_gradient", ["#000000"] * 6),
-        ("media_url", "ftp://cdn.example/a.jpg"), ("media_url", "not a url"), ("media_id", ""),
-        ("media_url", "https://cdn.example/" + "a" * 2048), ("text_content", "x" * 2201),
-        ("allowed_viewer_ids", ["has space"]), ("hidden_from_ids", ["x" * 65]),
-        ("allowed_viewer_ids", ["u"] * 1001), ("stickers", [sticker("link")] * 11),
+        ("story_type", "gif"),
+        ("duration", 0.5),
+        ("duration", 16),
+        ("duration", float("nan")),
+        ("expires_in_hours", 36),
+        ("expires_in_hours", "24h"),
+        ("privacy", "private"),
+        ("allow_replies", "no"),
+        ("background_color", "red"),
+        ("background_gradient", ["#000000"]),
+        ("background_gradient", ["#000000"] * 6),
+        ("media_url", "ftp://cdn.example/a.jpg"),
+        ("media_url", "not a url"),
+        ("media_id", ""),
+        ("media_url", "https://cdn.example/" + "a" * 2048),
+        ("text_content", "x" * 2201),
+        ("allowed_viewer_ids", ["has space"]),
+        ("hidden_from_ids", ["x" * 65]),
+        ("allowed_viewer_ids", ["u"] * 1001),
+        ("stickers", [sticker("link")] * 11),
     ],
 )
 def test_story_field_bounds(field, value):
     assert {loc[0] for loc in error_locs(models.CreateStory, story_body(**{field: value}))} == {field}
 
 
-@pytest.mark.parametrize(("field", "value"), [("duration", 1), ("duration", 15), ("text_content", "x" * 2200),
-                                              ("expires_in_hours", 6), ("privacy", "friends")])
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("duration", 1), ("duration", 15), ("text_content", "x" * 2200), ("expires_in_hours", 6), ("privacy", "friends")],
+)
 def test_story_field_bounds_inclusive(field, value):
     models.CreateStory.model_validate(story_body(**{field: value}))
 
@@ -136,8 +165,9 @@ def test_story_type_is_required():
 # -- Sticker ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("kind", ["poll", "quiz", "question", "countdown", "slider", "mention", "location", "music",
-                                  "link"])
+@pytest.mark.parametrize(
+    "kind", ["poll", "quiz", "question", "countdown", "slider", "mention", "location", "music", "link"]
+)
 def test_each_sticker_type_is_accepted(kind):
     parsed = models.Sticker.model_validate(sticker(kind))
     assert parsed.sticker_type == kind and getattr(parsed, kind) is not None
@@ -146,14 +176,20 @@ def test_each_sticker_type_is_accepted(kind):
 @pytest.mark.parametrize(
     "body",
     [
-        sticker("poll", x=1.5), sticker("poll", y=-0.1), sticker("poll", width=2), sticker("poll", height=-1),
-        sticker("poll", rotation=181), sticker("poll", rotation=-180.5),
+        sticker("poll", x=1.5),
+        sticker("poll", y=-0.1),
+        sticker("poll", width=2),
+        sticker("poll", height=-1),
+        sticker("poll", rotation=181),
+        sticker("poll", rotation=-180.5),
         {"sticker_type": "poll", "poll": {"question": "q", "options": [{"text": "only"}]}},
         {"sticker_type": "poll", "poll": {"question": "q", "options": [{"text": str(i)} for i in range(5)]}},
         {"sticker_type": "poll", "poll": {"question": "", "options": [{"text": "a"}, {"text": "b"}]}},
         {"sticker_type": "poll", "poll": {"question": "q", "options": [{"text": "a"}, {"text": "b" * 201}]}},
-        {"sticker_type": "quiz", "quiz": {"question": "q", "options": [{"text": "a"}, {"text": "b"}],
-                                          "correct_answer_index": 4}},
+        {
+            "sticker_type": "quiz",
+            "quiz": {"question": "q", "options": [{"text": "a"}, {"text": "b"}], "correct_answer_index": 4},
+        },
         {"sticker_type": "slider", "slider": {"question": "q", "max_value": float("inf")}},
         {"sticker_type": "location", "location": {"name": "n", "lat": 91, "lng": 0}},
         {"sticker_type": "location", "location": {"name": "n", "lat": 0, "lng": -181}},
@@ -180,22 +216,45 @@ def test_reply_body():
         assert rejected(models.ReplyToStory, bad)
 
 
-@pytest.mark.parametrize("body", [{"sticker_index": 0, "option_index": 3}, {"sticker_index": 9, "action": "tap"},
-                                  {"sticker_index": 0, "text": "x" * 500}, {"sticker_index": 1, "value": -5.5},
-                                  {"sticker_index": 2, "action": "unfollow"}])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"sticker_index": 0, "option_index": 3},
+        {"sticker_index": 9, "action": "tap"},
+        {"sticker_index": 0, "text": "x" * 500},
+        {"sticker_index": 1, "value": -5.5},
+        {"sticker_index": 2, "action": "unfollow"},
+    ],
+)
 def test_interact_bodies(body):
     assert models.Interact.model_validate(body).model_dump(exclude_none=True) == body
 
 
-@pytest.mark.parametrize("body", [{}, {"sticker_index": -1}, {"sticker_index": 10}, {"sticker_index": 0, "option_index": 4},
-                                  {"sticker_index": 0, "text": ""}, {"sticker_index": 0, "action": "like"},
-                                  {"sticker_index": 0, "value": float("nan")}, {"sticker_index": 0, "extra": 1}])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {},
+        {"sticker_index": -1},
+        {"sticker_index": 10},
+        {"sticker_index": 0, "option_index": 4},
+        {"sticker_index": 0, "text": ""},
+        {"sticker_index": 0, "action": "like"},
+        {"sticker_index": 0, "value": float("nan")},
+        {"sticker_index": 0, "extra": 1},
+    ],
+)
 def test_interact_bounds(body):
     assert rejected(models.Interact, body)
 
 
-@pytest.mark.parametrize("body", [{"sticker_index": 0, "option_index": True}, {"sticker_index": 0, "value": True},
-                                  {"sticker_index": True, "action": "tap"}])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"sticker_index": 0, "option_index": True},
+        {"sticker_index": 0, "value": True},
+        {"sticker_index": True, "action": "tap"},
+    ],
+)
 def test_interact_rejects_booleans_as_numbers(body):
     assert rejected(models.Interact, body)
 
@@ -203,10 +262,15 @@ def test_interact_rejects_booleans_as_numbers(body):
 def test_create_highlight_body():
     body = models.CreateHighlight.model_validate({"title": "Trips", "story_ids": ["a"]})
     assert body.is_pinned is False and body.description is None
-    for bad in ({"title": "", "story_ids": ["a"]}, {"title": "x" * 51, "story_ids": ["a"]},
-                {"title": "t", "story_ids": []}, {"title": "t", "story_ids": ["a"] * 1001},
-                {"title": "t", "story_ids": ["a"], "description": "d" * 201}, {"title": "t", "story_ids": [""]},
-                {"title": "t", "story_ids": ["a"], "user_id": "x"}):
+    for bad in (
+        {"title": "", "story_ids": ["a"]},
+        {"title": "x" * 51, "story_ids": ["a"]},
+        {"title": "t", "story_ids": []},
+        {"title": "t", "story_ids": ["a"] * 1001},
+        {"title": "t", "story_ids": ["a"], "description": "d" * 201},
+        {"title": "t", "story_ids": [""]},
+        {"title": "t", "story_ids": ["a"], "user_id": "x"},
+    ):
         assert rejected(models.CreateHighlight, bad), bad
 
 
@@ -214,11 +278,14 @@ def test_update_highlight_changes_are_only_the_fields_sent():
     assert models.UpdateHighlight.model_validate({"title": "New"}).changes() == {"title": "New"}
     assert models.UpdateHighlight.model_validate({"cover": None}).changes() == {"cover": None}
     assert models.UpdateHighlight.model_validate({"description": None, "is_pinned": True}).changes() == {
-        "description": None, "is_pinned": True}
+        "description": None,
+        "is_pinned": True,
+    }
 
 
-@pytest.mark.parametrize("body", [{}, {"title": None}, {"is_pinned": None}, {"is_archived": None}, {"title": ""},
-                                  {"story_ids": ["a"]}])
+@pytest.mark.parametrize(
+    "body", [{}, {"title": None}, {"is_pinned": None}, {"is_archived": None}, {"title": ""}, {"story_ids": ["a"]}]
+)
 def test_update_highlight_rejects_empty_and_null_required(body):
     assert rejected(models.UpdateHighlight, body)
 
@@ -278,8 +345,11 @@ def test_zero_rate_disables_the_limit():
 
 
 @settings(max_examples=100)
-@given(rate=st.sampled_from([0.5, 1, 2, 5]), burst=st.integers(1, 5),
-       gaps=st.lists(st.floats(min_value=0, max_value=3), min_size=1, max_size=40))
+@given(
+    rate=st.sampled_from([0.5, 1, 2, 5]),
+    burst=st.integers(1, 5),
+    gaps=st.lists(st.floats(min_value=0, max_value=3), min_size=1, max_size=40),
+)
 def test_never_more_than_burst_plus_rate_times_elapsed(rate, burst, gaps):
     """Token bucket bound: over any run, allowed <= burst + rate * elapsed; a denial's wait is honest."""
     clock = Clock()
@@ -304,7 +374,7 @@ def test_never_more_than_burst_plus_rate_times_elapsed(rate, burst, gaps):
 
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-10**6, 10**6) | st.text(max_size=8),
+    st.none() | st.booleans() | st.integers(-(10**6), 10**6) | st.text(max_size=8),
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=4),
     max_leaves=15,
 )
@@ -322,7 +392,8 @@ def reversed_keys(value):
 @given(st.dictionaries(st.text(max_size=5), json_values, max_size=5))
 def test_fingerprint_is_stable_under_key_order_at_every_depth(body):
     assert request_fingerprint("POST", "/api/v1/stories", body) == request_fingerprint(
-        "POST", "/api/v1/stories", reversed_keys(body))
+        "POST", "/api/v1/stories", reversed_keys(body)
+    )
 
 
 def test_fingerprint_depends_on_method_path_and_body():
@@ -347,15 +418,29 @@ def test_highlight_cover_object():
     body = models.CreateHighlight.model_validate({"title": "t", "story_ids": ["s1"], "cover": {"emoji": "x"}})
     assert body.model_dump(mode="json", exclude_none=True)["cover"] == {"emoji": "x"}
     assert models.UpdateHighlight.model_validate({"cover": {"color": "#000000"}}).changes() == {
-        "cover": {"color": "#000000"}}
+        "cover": {"color": "#000000"}
+    }
     assert models.UpdateHighlight.model_validate({"cover": {}}).changes() == {"cover": {}}
 
 
-@pytest.mark.parametrize("cover", [
-    "https://cdn.example/c.jpg", ["x"], {"media_url": "ftp://x/y"}, {"media_url": "nope"}, {"emoji": ""},
-    {"emoji": "x" * 17}, {"color": "red"}, {"color": "#1234567"}, {"color": "#12345678"}, {"size": 1},
-    {"story_id": ""}, {"story_id": 5}, {"emoji": True},
-])
+@pytest.mark.parametrize(
+    "cover",
+    [
+        "https://cdn.example/c.jpg",
+        ["x"],
+        {"media_url": "ftp://x/y"},
+        {"media_url": "nope"},
+        {"emoji": ""},
+        {"emoji": "x" * 17},
+        {"color": "red"},
+        {"color": "#1234567"},
+        {"color": "#12345678"},
+        {"size": 1},
+        {"story_id": ""},
+        {"story_id": 5},
+        {"emoji": True},
+    ],
+)
 def test_bad_highlight_covers_are_rejected(cover):
     assert rejected(models.CreateHighlight, {"title": "t", "story_ids": ["s1"], "cover": cover})
     assert rejected(models.UpdateHighlight, {"cover": cover})
@@ -365,13 +450,31 @@ def test_bad_highlight_covers_are_rejected(cover):
 
 CANONICAL = "0f8fad5b-d9cb-469f-a165-70867728950e"
 SPELLINGS = [
-    CANONICAL, CANONICAL.upper(), CANONICAL.replace("-", ""), CANONICAL.replace("-", "").upper(),
-    "{" + CANONICAL + "}", "{" + CANONICAL.upper() + "}", "urn:uuid:" + CANONICAL, "URN:UUID:" + CANONICAL.upper(),
+    CANONICAL,
+    CANONICAL.upper(),
+    CANONICAL.replace("-", ""),
+    CANONICAL.replace("-", "").upper(),
+    "{" + CANONICAL + "}",
+    "{" + CANONICAL.upper() + "}",
+    "urn:uuid:" + CANONICAL,
+    "URN:UUID:" + CANONICAL.upper(),
 ]
 # UUID() takes these too, but they are no spelling of a UUID anyone writes: they name nothing.
-NOT_IDS = ["", "not-a-uuid", CANONICAL[:-1], CANONICAL + "0", " " + CANONICAL, CANONICAL + "\n",
-           "+" + CANONICAL.replace("-", "")[1:], CANONICAL.replace("-", "")[:31] + "_" + CANONICAL[-1],
-           "{" + CANONICAL, CANONICAL + "}", "urn:" + CANONICAL, "uuid:" + CANONICAL, "0x" + CANONICAL[2:]]
+NOT_IDS = [
+    "",
+    "not-a-uuid",
+    CANONICAL[:-1],
+    CANONICAL + "0",
+    " " + CANONICAL,
+    CANONICAL + "\n",
+    "+" + CANONICAL.replace("-", "")[1:],
+    CANONICAL.replace("-", "")[:31] + "_" + CANONICAL[-1],
+    "{" + CANONICAL,
+    CANONICAL + "}",
+    "urn:" + CANONICAL,
+    "uuid:" + CANONICAL,
+    "0x" + CANONICAL[2:],
+]
 
 
 @pytest.mark.parametrize("spelling", SPELLINGS)
@@ -381,7 +484,7 @@ def test_canonical_id_of_every_spelling(spelling):
     assert canonical_id(spelling) == CANONICAL
 
 
-@pytest.mark.parametrize("value", NOT_IDS + [None, 5, b"x"])
+@pytest.mark.parametrize("value", [*NOT_IDS, None, 5, b"x"])
 def test_canonical_id_of_what_is_no_uuid_is_none(value):
     from domain.ids import canonical_id
 
@@ -392,13 +495,15 @@ def test_canonical_id_of_what_is_no_uuid_is_none(value):
 def test_body_ids_are_canonicalised_at_the_edge(spelling):
     other = str(uuid4())
     body = models.CreateHighlight.model_validate(
-        {"title": "t", "story_ids": [spelling, other.upper()], "cover": {"story_id": spelling}})
+        {"title": "t", "story_ids": [spelling, other.upper()], "cover": {"story_id": spelling}}
+    )
     assert body.story_ids == [CANONICAL, other] and body.cover.story_id == CANONICAL
     assert body.model_dump(mode="json", exclude_none=True)["story_ids"] == [CANONICAL, other]
     assert models.HighlightStories.model_validate({"story_ids": [spelling]}).story_ids == [CANONICAL]
     assert models.ReorderHighlights.model_validate({"highlight_ids": [spelling]}).highlight_ids == [CANONICAL]
     assert models.UpdateHighlight.model_validate({"cover": {"story_id": spelling}}).changes() == {
-        "cover": {"story_id": CANONICAL}}
+        "cover": {"story_id": CANONICAL}
+    }
 
 
 def test_body_ids_that_are_no_uuid_are_kept_for_the_domain_to_reject():

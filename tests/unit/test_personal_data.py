@@ -12,13 +12,14 @@ import dataclasses
 import hashlib
 import hmac
 import os
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID, uuid4
 
 import orjson
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from commands.event_store import EventStore
 from commands.idempotency import IdempotentRequestRecorded
@@ -31,7 +32,7 @@ from domain.stickers import AnsweredStickersRecorded
 from domain.stories import StoryCreated
 from tests.erasure import as_erased
 
-NOW = datetime(2026, 3, 1, 9, 30, tzinfo=timezone.utc)
+NOW = datetime(2026, 3, 1, 9, 30, tzinfo=UTC)
 PRIVATE_RECORDS = (TallyRecorded, LiveStoriesRecorded, AnsweredStickersRecorded, IdempotentRequestRecorded)
 ALL_TYPES = sorted([*EVENT_TYPES.values(), *PRIVATE_RECORDS], key=lambda cls: cls.__name__)
 # Fields whose values are people's ids (each its own person in the samples).
@@ -68,15 +69,26 @@ def people_strategy() -> st.SearchStrategy[People]:
     return st.builds(
         lambda ids, viewers, hidden, orig, t: People(
             ids={f: f"usr.{f[:3]}.{i}" for f, i in zip(ID_FIELDS, ids)},
-            viewers=sorted({f"usr.v.{v}" for v in viewers}), hidden=sorted({f"usr.h.{h}" for h in hidden}),
-            original_owner=f"usr.orig.{orig}", text=f"txt:{t}"),
+            viewers=sorted({f"usr.v.{v}" for v in viewers}),
+            hidden=sorted({f"usr.h.{h}" for h in hidden}),
+            original_owner=f"usr.orig.{orig}",
+            text=f"txt:{t}",
+        ),
         st.lists(ident, min_size=len(ID_FIELDS), max_size=len(ID_FIELDS)),
-        st.lists(ident, min_size=1, max_size=4), st.lists(ident, max_size=3), ident, text)
+        st.lists(ident, min_size=1, max_size=4),
+        st.lists(ident, max_size=3),
+        ident,
+        text,
+    )
 
 
 DEFAULT_PEOPLE = People(
-    ids={f: f"usr.{f}" for f in ID_FIELDS}, viewers=["usr.amy", "usr.bert", "usr.cleo"], hidden=["usr.hank"],
-    original_owner="usr.orig-owner", text="txt:Sunset at the pier 🌅 — see you «there»")
+    ids={f: f"usr.{f}" for f in ID_FIELDS},
+    viewers=["usr.amy", "usr.bert", "usr.cleo"],
+    hidden=["usr.hank"],
+    original_owner="usr.orig-owner",
+    text="txt:Sunset at the pier 🌅 — see you «there»",
+)
 
 
 def sample_values(people: People) -> dict[str, Any]:
@@ -84,40 +96,92 @@ def sample_values(people: People) -> dict[str, Any]:
     text = people.text
     return {
         **people.ids,
-        "story_id": str(uuid4()), "reshare_id": str(uuid4()), "highlight_id": str(uuid4()),
-        "story_type": "image", "media_id": f"txt:media-{text}", "media_url": f"https://cdn.example/txt:{text}.jpg",
-        "thumbnail_url": f"https://cdn.example/txt:thumb-{text}.jpg", "text_content": text,
-        "background_color": "#112233", "background_gradient": ["#000000", "#FFFFFF"], "duration": 5.0,
-        "stickers": [{"sticker_type": "question", "x": 0.5, "y": 0.5, "width": 0.4, "height": 0.2, "rotation": 0,
-                      "question": {"question": f"{text}?"}},
-                     {"sticker_type": "mention", "x": 0.1, "y": 0.1, "width": 0.2, "height": 0.1, "rotation": 0,
-                      "mention": {"user_id": people.viewers[0]}}],
-        "privacy": "custom", "allowed_viewer_ids": list(people.viewers), "hidden_from_ids": list(people.hidden),
-        "allow_replies": "everyone", "expires_at": (NOW + timedelta(hours=24)).isoformat(), "allow_sharing": True,
+        "story_id": str(uuid4()),
+        "reshare_id": str(uuid4()),
+        "highlight_id": str(uuid4()),
+        "story_type": "image",
+        "media_id": f"txt:media-{text}",
+        "media_url": f"https://cdn.example/txt:{text}.jpg",
+        "thumbnail_url": f"https://cdn.example/txt:thumb-{text}.jpg",
+        "text_content": text,
+        "background_color": "#112233",
+        "background_gradient": ["#000000", "#FFFFFF"],
+        "duration": 5.0,
+        "stickers": [
+            {
+                "sticker_type": "question",
+                "x": 0.5,
+                "y": 0.5,
+                "width": 0.4,
+                "height": 0.2,
+                "rotation": 0,
+                "question": {"question": f"{text}?"},
+            },
+            {
+                "sticker_type": "mention",
+                "x": 0.1,
+                "y": 0.1,
+                "width": 0.2,
+                "height": 0.1,
+                "rotation": 0,
+                "mention": {"user_id": people.viewers[0]},
+            },
+        ],
+        "privacy": "custom",
+        "allowed_viewer_ids": list(people.viewers),
+        "hidden_from_ids": list(people.hidden),
+        "allow_replies": "everyone",
+        "expires_at": (NOW + timedelta(hours=24)).isoformat(),
+        "allow_sharing": True,
         "reshared_from": {"story_id": str(uuid4()), "user_id": people.original_owner},
-        "changed": ["text_content", "stickers.0"], "expired_at": (NOW + timedelta(hours=24)).isoformat(),
-        "view_number": 3, "life_hour": 2, "action": "tap_forward", "reply_number": 1, "text": f"{text} (reply)",
-        "sticker_index": 0, "option_index": 1, "correct": False, "correct_answer_index": 0, "answer_number": 2,
-        "value": 0.75, "tap_number": 1,
-        "title": f"{text} title", "description": f"{text} description",
+        "changed": ["text_content", "stickers.0"],
+        "expired_at": (NOW + timedelta(hours=24)).isoformat(),
+        "view_number": 3,
+        "life_hour": 2,
+        "action": "tap_forward",
+        "reply_number": 1,
+        "text": f"{text} (reply)",
+        "sticker_index": 0,
+        "option_index": 1,
+        "correct": False,
+        "correct_answer_index": 0,
+        "answer_number": 2,
+        "value": 0.75,
+        "tap_number": 1,
+        "title": f"{text} title",
+        "description": f"{text} description",
         "cover": {"media_url": f"https://cdn.example/txt:cover-{text}.jpg", "emoji": "🌅"},
-        "story_ids": [str(uuid4()), str(uuid4())], "is_pinned": True, "is_archived": False,
+        "story_ids": [str(uuid4()), str(uuid4())],
+        "is_pinned": True,
+        "is_archived": False,
         "changes": {"title": f"{text} new title", "description": f"{text} new"},
         "highlight_ids": [str(uuid4()), str(uuid4())],
         "pseudonym": hashlib.sha256(b"someone").hexdigest(),
-        "kind": "follows", "count": 7, "live": {str(uuid4()): (NOW + timedelta(hours=6)).isoformat()},
-        "answered": [0, 2], "revision": 1,
-        "key": "retry-7f3a", "fingerprint": hashlib.sha256(b"POST").hexdigest(), "status": 201,
+        "kind": "follows",
+        "count": 7,
+        "live": {str(uuid4()): (NOW + timedelta(hours=6)).isoformat()},
+        "answered": [0, 2],
+        "revision": 1,
+        "key": "retry-7f3a",
+        "fingerprint": hashlib.sha256(b"POST").hexdigest(),
+        "status": 201,
         "body": {"story_id": str(uuid4()), "text_content": text},
     }
 
 
 def make_event(cls: type[DomainEvent], people: People = DEFAULT_PEOPLE, stream: UUID | None = None) -> DomainEvent:
     values = sample_values(people)
-    fields = {f.name: values[f.name] for f in dataclasses.fields(cls)
-              if f.name not in ("originator_id", "originator_version", "occurred_at")}
-    return cls(originator_id=stream or stream_id("test", cls.__name__, people.ids["user_id"]),
-               originator_version=1, occurred_at=NOW, **fields)
+    fields = {
+        f.name: values[f.name]
+        for f in dataclasses.fields(cls)
+        if f.name not in ("originator_id", "originator_version", "occurred_at")
+    }
+    return cls(
+        originator_id=stream or stream_id("test", cls.__name__, people.ids["user_id"]),
+        originator_version=1,
+        occurred_at=NOW,
+        **fields,
+    )
 
 
 def personal_values(event: DomainEvent) -> list[str]:
@@ -289,14 +353,28 @@ def test_story_created_fields_by_owner(tmp_path):
 
     store.keys.erase(original, pseudonym(b"k", original), NOW)
     back = store._mapper.to_domain_event(stored)
-    assert back.erased_fields == {"allowed_viewer_ids", "reshared_from", "media_id", "media_url", "thumbnail_url",
-                                  "text_content"}
+    assert back.erased_fields == {
+        "allowed_viewer_ids",
+        "reshared_from",
+        "media_id",
+        "media_url",
+        "thumbnail_url",
+        "text_content",
+    }
     assert back.reshared_from is None and back.text_content is None and back.user_id == author
 
     store.keys.erase(author, pseudonym(b"k", author), NOW)
     back = store._mapper.to_domain_event(stored)
-    assert back.erased_fields == {"allowed_viewer_ids", "reshared_from", "user_id", "media_id", "media_url",
-                                  "thumbnail_url", "text_content", "stickers"}
+    assert back.erased_fields == {
+        "allowed_viewer_ids",
+        "reshared_from",
+        "user_id",
+        "media_id",
+        "media_url",
+        "thumbnail_url",
+        "text_content",
+        "stickers",
+    }
     for field in ("user_id", "media_id", "media_url", "thumbnail_url", "text_content", "stickers", "reshared_from"):
         assert getattr(back, field) is None
     assert back.hidden_from_ids == event.hidden_from_ids  # "usr.hank" is still there
@@ -455,9 +533,22 @@ def test_an_event_store_opened_on_an_old_log_is_legacy(tmp_path):
 
     factory, recorder = bare_datastore(tmp_path / "old.sqlite3")
     edge = stream_id("follow", "usr.a", "usr.b")
-    recorder.insert_events([StoredEvent(edge, 1, "domain.social:UserFollowed", orjson.dumps(
-        {"occurred_at": {"_type_": "datetime_iso", "_data_": NOW.isoformat()},
-         "follower_id": "usr.a", "followee_id": "usr.b"}))])
+    recorder.insert_events(
+        [
+            StoredEvent(
+                edge,
+                1,
+                "domain.social:UserFollowed",
+                orjson.dumps(
+                    {
+                        "occurred_at": {"_type_": "datetime_iso", "_data_": NOW.isoformat()},
+                        "follower_id": "usr.a",
+                        "followee_id": "usr.b",
+                    }
+                ),
+            )
+        ]
+    )
     factory.close()
     store = EventStore(f"sqlite:///{tmp_path / 'old.sqlite3'}")
     assert store.keys.meta.stream_key is None
@@ -495,8 +586,10 @@ def test_a_person_key_wrapped_with_an_unknown_master_key_is_refused(tmp_path):
         for name, secret in (("kid_key", ks.meta.kid_key), ("stream_key", ks.meta.stream_key)):
             from commands.personal_data import _b64, _wrap
 
-            cur.execute(f"UPDATE {ks.sql.meta} SET value = ? WHERE name = ?",
-                        (f"{master_key_id(k2)}:{_b64(_wrap(k2, secret, name.encode()))}", name))
+            cur.execute(
+                f"UPDATE {ks.sql.meta} SET value = ? WHERE name = ?",
+                (f"{master_key_id(k2)}:{_b64(_wrap(k2, secret, name.encode()))}", name),
+            )
     only_k2 = KeyStore(store.recorder.datastore, [k2])
     with pytest.raises(KeyStoreError):
         PersonalData(only_k2).open(EVENT_TYPES["UserFollowed"], orjson.loads(stored.state))
@@ -563,8 +656,10 @@ def test_master_keys_setting_is_checked():
 
 def test_pseudonym_is_the_contracts_hmac_sha256():
     # RFC 4231, test case 2
-    assert pseudonym(b"Jefe", "what do ya want for nothing?") == \
-        "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+    assert (
+        pseudonym(b"Jefe", "what do ya want for nothing?")
+        == "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+    )
     assert pseudonym(b"k", "alice") == hmac.new(b"k", b"alice", hashlib.sha256).hexdigest()
     assert pseudonym(b"k", "alice") != pseudonym(b"other", "alice")
 

@@ -4,17 +4,19 @@ one stands, folded through the real MongoDB handlers), Story.edit, Story.reshare
 from __future__ import annotations
 
 import copy
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from uuid import uuid4
 
 import pytest
-from hypothesis import assume, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
-from pymongo import DeleteOne, ReplaceOne, UpdateOne
+from pymongo import DeleteOne, ReplaceOne
 
 from commands.event_store import LoggedEvent
-from domain import engagement as en, social as so, stories as sto
+from domain import engagement as en
+from domain import social as so
+from domain import stories as sto
 from domain.engagement import ABANDONING_ACTIONS, NavigationAction, StoryNavigation
 from domain.errors import Conflict, Forbidden, InvalidInput, NotFound
 from domain.limits import LiveStories, Tally
@@ -26,7 +28,7 @@ from projections.document_writes import DocumentWrites, apply_update
 from read_api import presenter
 from read_api.tallies import completion_rate
 
-T0 = datetime(2026, 3, 1, 9, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 VIGNETTE, ENTATIVA = Platform.VIGNETTE, Platform.ENTATIVA
 OWNER, OTHER = "alice", "bob"
 ACTIONS = [a.value for a in NavigationAction]
@@ -51,8 +53,9 @@ def reference_rate(unique: int, counts: dict[str, int]) -> float:
 def viewers_and_navigation(draw):
     """Consistent inputs: each of ``unique`` viewers has at most one last navigation."""
     unique = draw(st.integers(0, 5000))
-    lasts = draw(st.lists(st.sampled_from(ACTIONS + [None]), min_size=unique, max_size=unique)) if unique <= 200 \
-        else None
+    lasts = (
+        draw(st.lists(st.sampled_from([*ACTIONS, None]), min_size=unique, max_size=unique)) if unique <= 200 else None
+    )
     if lasts is None:
         parts = draw(st.lists(st.integers(0, unique), min_size=4, max_size=4))
         budget, counts = unique, {}
@@ -187,10 +190,24 @@ SID = "0b7c3b9e-6f2d-4a3b-9f59-0a0d2f3c1e11"
 
 def created_event(at: datetime = T0, hours: int = 24) -> sto.StoryCreated:
     return sto.StoryCreated(
-        originator_id=uuid4(), originator_version=1, occurred_at=at, story_id=SID, user_id=OWNER,
-        story_type="text", media_id=None, media_url=None, thumbnail_url=None, text_content="hi",
-        background_color=None, background_gradient=None, duration=5.0, stickers=[], privacy="public",
-        allowed_viewer_ids=[], hidden_from_ids=[], allow_replies="everyone",
+        originator_id=uuid4(),
+        originator_version=1,
+        occurred_at=at,
+        story_id=SID,
+        user_id=OWNER,
+        story_type="text",
+        media_id=None,
+        media_url=None,
+        thumbnail_url=None,
+        text_content="hi",
+        background_color=None,
+        background_gradient=None,
+        duration=5.0,
+        stickers=[],
+        privacy="public",
+        allowed_viewer_ids=[],
+        hidden_from_ids=[],
+        allow_replies="everyone",
         expires_at=(at + timedelta(hours=hours)).isoformat(),
     )
 
@@ -218,23 +235,37 @@ def test_navigation_last_one_stands_through_the_handlers(steps, batch_sizes, rer
         at = at + timedelta(minutes=3)
         if kind == "view":
             views[viewer] = views.get(viewer, 0) + 1
-            event = en.StoryViewed(originator_id=uuid4(), originator_version=views[viewer], occurred_at=at,
-                                   story_id=SID, owner_id=OWNER, viewer_id=viewer, view_number=views[viewer],
-                                   life_hour=int((at - T0).total_seconds() // 3600))
+            event = en.StoryViewed(
+                originator_id=uuid4(),
+                originator_version=views[viewer],
+                occurred_at=at,
+                story_id=SID,
+                owner_id=OWNER,
+                viewer_id=viewer,
+                view_number=views[viewer],
+                life_hour=int((at - T0).total_seconds() // 3600),
+            )
         else:
             if viewer in views:
                 expected_last[viewer] = action
-            event = en.StoryNavigated(originator_id=uuid4(), originator_version=1, occurred_at=at, story_id=SID,
-                                      owner_id=OWNER, viewer_id=viewer, action=action)
+            event = en.StoryNavigated(
+                originator_id=uuid4(),
+                originator_version=1,
+                occurred_at=at,
+                story_id=SID,
+                owner_id=OWNER,
+                viewer_id=viewer,
+                action=action,
+            )
         events.append(LoggedEvent(n + 2, event))
     # cut into batches
     i, sizes = 0, list(batch_sizes)
     while i < len(events):
         size = sizes[0] if sizes else 3
         sizes = sizes[1:] + sizes[:1]
-        db.run_batch(events[i:i + size])
+        db.run_batch(events[i : i + size])
         if rerun:  # a runner re-runs the batch after a crash: the stamps make it change nothing
-            db.run_batch(events[i:i + size])
+            db.run_batch(events[i : i + size])
         i += size
     counts = db.navigation(SID)
     expected = {a: sum(1 for v in expected_last.values() if v == a) for a in ACTIONS}
@@ -261,13 +292,12 @@ def test_views_timeline_length_and_index(hours, life_hours):
     assert len(out["views_timeline"]) == hours
     for h in range(hours):
         assert out["views_timeline"][h] == life_hours.count(h)
-    assert out["navigation"] == {a: 0 for a in ACTIONS}
+    assert out["navigation"] == dict.fromkeys(ACTIONS, 0)
     assert out["completion_rate"] == 0.0 and out["shares"] == 0
 
 
 def test_story_view_records_life_hour():
-    story = Story.create(uuid4(), OWNER, {"story_type": "text", "text_content": "x", "privacy": "public"},
-                         VIGNETTE, T0)
+    story = Story.create(uuid4(), OWNER, {"story_type": "text", "text_content": "x", "privacy": "public"}, VIGNETTE, T0)
     for minutes, hour in ((0, 0), (59, 0), (60, 1), (150, 2)):
         view = en.StoryView.view(None, story, OTHER, STRANGER, T0 + timedelta(minutes=minutes))
         [event] = view.collect_events()
@@ -275,10 +305,24 @@ def test_story_view_records_life_hour():
 
 
 def test_user_insights_aggregate_navigation_timeline_shares():
-    a = {"_id": "a", "created_at": T0, "expires_at": T0 + timedelta(hours=6), "unique_viewers": 4,
-         "view_count": 5, "views_timeline": {"0": 3, "5": 2}, "shares": 2}
-    b = {"_id": "b", "created_at": T0, "expires_at": T0 + timedelta(hours=24), "unique_viewers": 6,
-         "view_count": 6, "views_timeline": {"0": 1, "23": 5}, "shares": 1}
+    a = {
+        "_id": "a",
+        "created_at": T0,
+        "expires_at": T0 + timedelta(hours=6),
+        "unique_viewers": 4,
+        "view_count": 5,
+        "views_timeline": {"0": 3, "5": 2},
+        "shares": 2,
+    }
+    b = {
+        "_id": "b",
+        "created_at": T0,
+        "expires_at": T0 + timedelta(hours=24),
+        "unique_viewers": 6,
+        "view_count": 6,
+        "views_timeline": {"0": 1, "23": 5},
+        "shares": 1,
+    }
     nav = {"exit": 3, "swipe_forward": 2, "tap_forward": 1}
     out = presenter.user_insights(OWNER, [a, b], 7, nav)
     assert out["shares"] == 3
@@ -318,18 +362,60 @@ def test_navigation_rules(action):
 
 END = (T0 + timedelta(days=2)).isoformat()
 STICKERS = [
-    {"sticker_type": "poll", "x": 0.5, "y": 0.5, "width": 0.3, "height": 0.1, "rotation": 0.0,
-     "poll": {"question": "Tea?", "options": [{"text": "yes"}, {"text": "no"}]}},
-    {"sticker_type": "quiz", "x": 0.5, "y": 0.5, "width": 0.3, "height": 0.1, "rotation": 0.0,
-     "quiz": {"question": "2+2?", "options": [{"text": "3"}, {"text": "4"}], "correct_answer_index": 1}},
-    {"sticker_type": "question", "x": 0.5, "y": 0.5, "width": 0.3, "height": 0.1, "rotation": 0.0,
-     "question": {"text": "Ask"}},
-    {"sticker_type": "countdown", "x": 0.5, "y": 0.5, "width": 0.3, "height": 0.1, "rotation": 0.0,
-     "countdown": {"title": "Go", "end_time": END}},
-    {"sticker_type": "slider", "x": 0.5, "y": 0.5, "width": 0.3, "height": 0.1, "rotation": 0.0,
-     "slider": {"question": "Hot?", "emoji": "🔥", "min_value": 0.0, "max_value": 10.0}},
-    {"sticker_type": "link", "x": 0.1, "y": 0.9, "width": 0.3, "height": 0.1, "rotation": 0.0,
-     "link": {"url": "https://example.com/x"}},
+    {
+        "sticker_type": "poll",
+        "x": 0.5,
+        "y": 0.5,
+        "width": 0.3,
+        "height": 0.1,
+        "rotation": 0.0,
+        "poll": {"question": "Tea?", "options": [{"text": "yes"}, {"text": "no"}]},
+    },
+    {
+        "sticker_type": "quiz",
+        "x": 0.5,
+        "y": 0.5,
+        "width": 0.3,
+        "height": 0.1,
+        "rotation": 0.0,
+        "quiz": {"question": "2+2?", "options": [{"text": "3"}, {"text": "4"}], "correct_answer_index": 1},
+    },
+    {
+        "sticker_type": "question",
+        "x": 0.5,
+        "y": 0.5,
+        "width": 0.3,
+        "height": 0.1,
+        "rotation": 0.0,
+        "question": {"text": "Ask"},
+    },
+    {
+        "sticker_type": "countdown",
+        "x": 0.5,
+        "y": 0.5,
+        "width": 0.3,
+        "height": 0.1,
+        "rotation": 0.0,
+        "countdown": {"title": "Go", "end_time": END},
+    },
+    {
+        "sticker_type": "slider",
+        "x": 0.5,
+        "y": 0.5,
+        "width": 0.3,
+        "height": 0.1,
+        "rotation": 0.0,
+        "slider": {"question": "Hot?", "emoji": "🔥", "min_value": 0.0, "max_value": 10.0},
+    },
+    {
+        "sticker_type": "link",
+        "x": 0.1,
+        "y": 0.9,
+        "width": 0.3,
+        "height": 0.1,
+        "rotation": 0.0,
+        "link": {"url": "https://example.com/x"},
+    },
 ]
 NEW_PAYLOADS = {
     "poll": {"question": "Coffee?", "options": [{"text": "a"}, {"text": "b"}, {"text": "c"}]},
@@ -351,19 +437,30 @@ def sticker_story(story_type="text", **fields) -> Story:
 
 
 unit = st.floats(0, 1, allow_nan=False)
-geometry = st.fixed_dictionaries({}, optional={
-    "x": unit, "y": unit, "width": unit, "height": unit, "rotation": st.floats(-180, 180, allow_nan=False)})
+geometry = st.fixed_dictionaries(
+    {},
+    optional={"x": unit, "y": unit, "width": unit, "height": unit, "rotation": st.floats(-180, 180, allow_nan=False)},
+)
 colour = st.from_regex(r"#[0-9A-F]{6}", fullmatch=True)
 sticker_edit = st.builds(
-    lambda i, g, payload: {"sticker_index": i, **g, **({STICKERS[i]["sticker_type"]:
-                                                        NEW_PAYLOADS[STICKERS[i]["sticker_type"]]} if payload else {})},
-    st.integers(0, len(STICKERS) - 1), geometry, st.booleans())
-changes_strategy = st.fixed_dictionaries({}, optional={
-    "text_content": st.text(min_size=1, max_size=50).filter(lambda s: s.strip()),
-    "background_color": st.one_of(st.none(), colour),
-    "background_gradient": st.one_of(st.none(), st.lists(colour, min_size=2, max_size=5)),
-    "stickers": st.lists(sticker_edit, max_size=4, unique_by=lambda e: e["sticker_index"]),
-})
+    lambda i, g, payload: {
+        "sticker_index": i,
+        **g,
+        **({STICKERS[i]["sticker_type"]: NEW_PAYLOADS[STICKERS[i]["sticker_type"]]} if payload else {}),
+    },
+    st.integers(0, len(STICKERS) - 1),
+    geometry,
+    st.booleans(),
+)
+changes_strategy = st.fixed_dictionaries(
+    {},
+    optional={
+        "text_content": st.text(min_size=1, max_size=50).filter(lambda s: s.strip()),
+        "background_color": st.one_of(st.none(), colour),
+        "background_gradient": st.one_of(st.none(), st.lists(colour, min_size=2, max_size=5)),
+        "stickers": st.lists(sticker_edit, max_size=4, unique_by=lambda e: e["sticker_index"]),
+    },
+)
 
 
 @settings(max_examples=300, deadline=None)
@@ -373,8 +470,9 @@ def test_edit_rules(changes, answered, story_type):
     story.collect_events()
     before = copy.deepcopy(story.fields)
     now = T0 + timedelta(hours=1)
-    payload_edits = [e["sticker_index"] for e in changes.get("stickers", [])
-                     if STICKERS[e["sticker_index"]]["sticker_type"] in e]
+    payload_edits = [
+        e["sticker_index"] for e in changes.get("stickers", []) if STICKERS[e["sticker_index"]]["sticker_type"] in e
+    ]
     frozen = [i for i in payload_edits if i in answered]
     try:
         changed = story.edit(OWNER, copy.deepcopy(changes), answered, VIGNETTE, now)
@@ -405,7 +503,8 @@ def test_edit_rules(changes, answered, story_type):
     assert story.fields["edited_at"] == now.isoformat()
     assert set(event.changed) == (
         {n for n in sto.EDITABLE_FIELDS if expected[n] != before[n]}
-        | {f"stickers.{i}" for i in range(len(STICKERS)) if expected["stickers"][i] != before["stickers"][i]})
+        | {f"stickers.{i}" for i in range(len(STICKERS)) if expected["stickers"][i] != before["stickers"][i]}
+    )
     # untouched fields stay
     for name in ("story_type", "privacy", "expires_at", "user_id", "story_id", "allow_sharing"):
         assert story.fields[name] == before[name]
@@ -418,8 +517,12 @@ def test_edit_rules(changes, answered, story_type):
 
 def created_for(story: Story, fields: dict) -> sto.StoryCreated:
     data = {k: v for k, v in fields.items() if k in sto.StoryCreated.__dataclass_fields__}
-    return sto.StoryCreated(originator_id=story.id, originator_version=1, occurred_at=T0, **{
-        k: v for k, v in data.items() if k not in ("originator_id", "originator_version", "occurred_at")})
+    return sto.StoryCreated(
+        originator_id=story.id,
+        originator_version=1,
+        occurred_at=T0,
+        **{k: v for k, v in data.items() if k not in ("originator_id", "originator_version", "occurred_at")},
+    )
 
 
 @given(st.integers(0, len(STICKERS) - 1), geometry.filter(bool))
@@ -440,8 +543,10 @@ def test_payload_of_an_answered_sticker_is_frozen_but_the_same_payload_is_fine(i
     same = copy.deepcopy(STICKERS[i][kind])
     assert story.edit(OWNER, {"stickers": [{"sticker_index": i, kind: same}]}, frozenset({i}), VIGNETTE, T0) is False
     # unanswered: the payload may change
-    assert story.edit(OWNER, {"stickers": [{"sticker_index": i, kind: NEW_PAYLOADS[kind]}]}, frozenset(), VIGNETTE,
-                      T0) is True
+    assert (
+        story.edit(OWNER, {"stickers": [{"sticker_index": i, kind: NEW_PAYLOADS[kind]}]}, frozenset(), VIGNETTE, T0)
+        is True
+    )
     assert story.stickers[i][kind] == NEW_PAYLOADS[kind]
 
 
@@ -463,9 +568,20 @@ def test_edit_refusals():
         story.edit(OWNER, {"stickers": [{"sticker_index": 9, "x": 0.1}]}, frozenset(), VIGNETTE, T0)
     assert info.value.code == "sticker_not_found"
     with pytest.raises(InvalidInput):  # a broken payload (quiz answer out of range)
-        story.edit(OWNER, {"stickers": [{"sticker_index": 1, "quiz": {
-            "question": "q", "options": [{"text": "a"}, {"text": "b"}], "correct_answer_index": 3}}]},
-            frozenset(), VIGNETTE, T0)
+        story.edit(
+            OWNER,
+            {
+                "stickers": [
+                    {
+                        "sticker_index": 1,
+                        "quiz": {"question": "q", "options": [{"text": "a"}, {"text": "b"}], "correct_answer_index": 3},
+                    }
+                ]
+            },
+            frozenset(),
+            VIGNETTE,
+            T0,
+        )
     assert len(story.collect_events()) == 1  # only the creation
     image = sticker_story("image", text_content="caption")
     assert image.edit(OWNER, {"text_content": None}, frozenset(), VIGNETTE, T0) is True
@@ -485,13 +601,16 @@ def test_background_null_removes_it():
 # -- Story.reshare ---------------------------------------------------------------------------------
 
 
-options_strategy = st.fixed_dictionaries({}, optional={
-    "privacy": st.sampled_from(["public", "close_friends"]),
-    "allow_replies": st.sampled_from(["everyone", "audience", "off"]),
-    "expires_in_hours": st.sampled_from([6, 12, 24, 48]),
-    "allow_sharing": st.booleans(),
-    "hidden_from_ids": st.lists(st.sampled_from(["x1", "x2"]), unique=True),
-})
+options_strategy = st.fixed_dictionaries(
+    {},
+    optional={
+        "privacy": st.sampled_from(["public", "close_friends"]),
+        "allow_replies": st.sampled_from(["everyone", "audience", "off"]),
+        "expires_in_hours": st.sampled_from([6, 12, 24, 48]),
+        "allow_sharing": st.booleans(),
+        "hidden_from_ids": st.lists(st.sampled_from(["x1", "x2"]), unique=True),
+    },
+)
 
 
 @settings(max_examples=150, deadline=None)
@@ -577,8 +696,10 @@ def test_story_created_v2_upcasts_to_an_original():
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.tuples(st.sampled_from(["mute", "unmute"]), st.sampled_from(["b", "c", "d"])), max_size=30),
-       st.integers(1, 3))
+@given(
+    st.lists(st.tuples(st.sampled_from(["mute", "unmute"]), st.sampled_from(["b", "c", "d"])), max_size=30),
+    st.integers(1, 3),
+)
 def test_mute_fold(ops, limit):
     """Random mutes/unmutes of a few users against a model: idempotent PUT, 404 not_muted on an
     unmute of someone not muted, limit_reached at the limit, the tally counting active mutes."""

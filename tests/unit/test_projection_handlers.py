@@ -4,7 +4,7 @@ updates, and each Redis handler's commands (on a recording fake pipeline)."""
 from __future__ import annotations
 
 import copy
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from uuid import uuid4
 
 import orjson
@@ -14,13 +14,16 @@ from hypothesis import strategies as st
 from pymongo import DeleteOne, UpdateOne
 
 from commands.event_store import LoggedEvent
-from domain import engagement as en, highlights as hl, social as so, stories as sto
+from domain import engagement as en
+from domain import highlights as hl
+from domain import social as so
+from domain import stories as sto
 from projections import mongo_views, redis_views
 from projections.document_writes import STAMP_SPAN, DocumentWrites
 from projections.redis_schema import Keys, LiveEntry, counters_from_hash
 from projections.redis_views import BatchWrites
 
-T = datetime(2026, 1, 1, 12, 30, tzinfo=timezone.utc)
+T = datetime(2026, 1, 1, 12, 30, tzinfo=UTC)
 SID = "0b7c3b9e-6f2d-4a3b-9f59-0a0d2f3c1e11"
 HID = "5a1e0f2c-1d2e-4f3a-8b9c-7d6e5f4a3b2c"
 
@@ -38,8 +41,10 @@ def unstamped(op):
     key = op._filter["_id"]
     if isinstance(op, DeleteOne):
         return DeleteOne({"_id": key})
-    update = {name: {k: v for k, v in values.items() if not (name == "$set" and k == "_v")}
-              for name, values in op._doc.items()}
+    update = {
+        name: {k: v for k, v in values.items() if not (name == "$set" and k == "_v")}
+        for name, values in op._doc.items()
+    }
     return UpdateOne({"_id": key}, {name: values for name, values in update.items() if values}, upsert=op._upsert)
 
 
@@ -106,11 +111,13 @@ def test_overlapping_paths_stay_separate():
     w.update("c", "k", {"$inc": {"results.0.total": 1}})
     w.update("c", "k", {"$inc": {"results.0.total": 1, "results.0.options.1": 1}})
     w.update("c", "k", {"$set": {"results.0": {"total": 0}}})
-    assert ops(w) == {"c": [
-        U("k", {"$set": {"results": {}}}),
-        U("k", {"$inc": {"results.0.total": 2, "results.0.options.1": 1}}),
-        U("k", {"$set": {"results.0": {"total": 0}}}),
-    ]}
+    assert ops(w) == {
+        "c": [
+            U("k", {"$set": {"results": {}}}),
+            U("k", {"$inc": {"results.0.total": 2, "results.0.options.1": 1}}),
+            U("k", {"$set": {"results.0": {"total": 0}}}),
+        ]
+    }
 
 
 def test_push_and_pull_never_merge():
@@ -118,11 +125,13 @@ def test_push_and_pull_never_merge():
     w.update("h", "k", {"$push": {"ids": {"$each": ["a"]}}}, upsert=False)
     w.update("h", "k", {"$push": {"ids": {"$each": ["b"]}}}, upsert=False)
     w.update("h", "k", {"$pull": {"ids": {"$in": ["a"]}}}, upsert=False)
-    assert ops(w) == {"h": [
-        U("k", {"$push": {"ids": {"$each": ["a"]}}}, upsert=False),
-        U("k", {"$push": {"ids": {"$each": ["b"]}}}, upsert=False),
-        U("k", {"$pull": {"ids": {"$in": ["a"]}}}, upsert=False),
-    ]}
+    assert ops(w) == {
+        "h": [
+            U("k", {"$push": {"ids": {"$each": ["a"]}}}, upsert=False),
+            U("k", {"$push": {"ids": {"$each": ["b"]}}}, upsert=False),
+            U("k", {"$pull": {"ids": {"$in": ["a"]}}}, upsert=False),
+        ]
+    }
 
 
 def test_upsert_and_plain_updates_do_not_merge():
@@ -139,10 +148,14 @@ def test_deletes_keep_their_place():
     w.update("cf", "a:b", {"$set": {"x": 2}})
     w.update("cf", "a:b", {"$set": {"y": 3}})
     w.delete("cf", "a:b")
-    assert ops(w) == {"cf": [
-        U("a:b", {"$set": {"x": 1}}), DeleteOne({"_id": "a:b"}), U("a:b", {"$set": {"x": 2, "y": 3}}),
-        DeleteOne({"_id": "a:b"}),
-    ]}
+    assert ops(w) == {
+        "cf": [
+            U("a:b", {"$set": {"x": 1}}),
+            DeleteOne({"_id": "a:b"}),
+            U("a:b", {"$set": {"x": 2, "y": 3}}),
+            DeleteOne({"_id": "a:b"}),
+        ]
+    }
     assert len(w) == 4
 
 
@@ -191,7 +204,7 @@ def _put(doc: dict, path: str, value) -> None:
 def _check_no_conflicts(update: dict) -> None:
     paths = [p for values in update.values() for p in values]
     for i, a in enumerate(paths):
-        for b in paths[i + 1:]:
+        for b in paths[i + 1 :]:
             assert not (a == b or a.startswith(b + ".") or b.startswith(a + ".")), f"conflicting paths {a} / {b}"
 
 
@@ -287,8 +300,12 @@ steps = st.lists(
 )
 
 
-INITIAL = st.fixed_dictionaries({"k1": st.none() | st.just({"_id": "k1", "a": 3, "r": {"x": 1}, "_v": 5}),
-                                  "k2": st.none() | st.just({"_id": "k2", "h": {"1": 2}, "_v": 5})})
+INITIAL = st.fixed_dictionaries(
+    {
+        "k1": st.none() | st.just({"_id": "k1", "a": 3, "r": {"x": 1}, "_v": 5}),
+        "k2": st.none() | st.just({"_id": "k2", "h": {"1": 2}, "_v": 5}),
+    }
+)
 
 
 def collect(sequence) -> DocumentWrites:
@@ -353,18 +370,37 @@ def test_stamps_grow_through_the_batch_and_guard_every_write():
 
 
 STICKERS = [
-    {"sticker_type": "poll", "x": 0.5, "y": 0.5, "width": 0.3, "height": 0.1, "rotation": 0.0,
-     "poll": {"question": "Q?", "options": [{"text": "A"}, {"text": "B"}]}},
+    {
+        "sticker_type": "poll",
+        "x": 0.5,
+        "y": 0.5,
+        "width": 0.3,
+        "height": 0.1,
+        "rotation": 0.0,
+        "poll": {"question": "Q?", "options": [{"text": "A"}, {"text": "B"}]},
+    },
 ]
 
 
 def story_created(**over):
-    fields = dict(
-        story_id=SID, user_id="alice", story_type="image", media_id=None, media_url="https://x.org/a.jpg",
-        thumbnail_url=None, text_content=None, background_color=None, background_gradient=None, duration=5.0,
-        stickers=STICKERS, privacy="followers", allowed_viewer_ids=[], hidden_from_ids=["eve"],
-        allow_replies="everyone", expires_at=(T + timedelta(hours=24)).isoformat(),
-    )
+    fields = {
+        "story_id": SID,
+        "user_id": "alice",
+        "story_type": "image",
+        "media_id": None,
+        "media_url": "https://x.org/a.jpg",
+        "thumbnail_url": None,
+        "text_content": None,
+        "background_color": None,
+        "background_gradient": None,
+        "duration": 5.0,
+        "stickers": STICKERS,
+        "privacy": "followers",
+        "allowed_viewer_ids": [],
+        "hidden_from_ids": ["eve"],
+        "allow_replies": "everyone",
+        "expires_at": (T + timedelta(hours=24)).isoformat(),
+    }
     fields.update(over)
     return ev(sto.StoryCreated, **fields)
 
@@ -401,51 +437,106 @@ def test_mongo_story_created():
 def test_mongo_story_viewed_first_and_repeat():
     first = ev(en.StoryViewed, story_id=SID, owner_id="alice", viewer_id="bob", view_number=1)
     got = handle(first)
-    assert got["stories"] == [U(SID, {"$inc": {"view_count": 1, "unique_viewers": 1, "views_by_hour.12": 1}}, upsert=False)]
-    assert got["story_viewers"] == [U(f"{SID}:bob", {
-        "$setOnInsert": {"story_id": SID, "viewer_id": "bob", "owner_id": "alice"},
-        "$min": {"first_viewed_at": T}, "$max": {"last_viewed_at": T}, "$inc": {"view_count": 1},
-    })]
-    again = ev(en.StoryViewed, at=T + timedelta(hours=3), story_id=SID, owner_id="alice", viewer_id="bob", view_number=2)
+    assert got["stories"] == [
+        U(SID, {"$inc": {"view_count": 1, "unique_viewers": 1, "views_by_hour.12": 1}}, upsert=False)
+    ]
+    assert got["story_viewers"] == [
+        U(
+            f"{SID}:bob",
+            {
+                "$setOnInsert": {"story_id": SID, "viewer_id": "bob", "owner_id": "alice"},
+                "$min": {"first_viewed_at": T},
+                "$max": {"last_viewed_at": T},
+                "$inc": {"view_count": 1},
+            },
+        )
+    ]
+    again = ev(
+        en.StoryViewed, at=T + timedelta(hours=3), story_id=SID, owner_id="alice", viewer_id="bob", view_number=2
+    )
     assert handle(again)["stories"] == [
-        U(SID, {"$inc": {"view_count": 1, "unique_viewers": 0, "views_by_hour.15": 1}}, upsert=False)]
+        U(SID, {"$inc": {"view_count": 1, "unique_viewers": 0, "views_by_hour.15": 1}}, upsert=False)
+    ]
 
 
 def test_mongo_views_of_one_batch_merge():
     w = DocumentWrites()
     for n, (viewer, minute) in enumerate([("bob", 5), ("carol", 1), ("bob", 9)]):
-        e = ev(en.StoryViewed, at=T + timedelta(minutes=minute), story_id=SID, owner_id="alice", viewer_id=viewer,
-               view_number=1 if n < 2 else 2)
+        e = ev(
+            en.StoryViewed,
+            at=T + timedelta(minutes=minute),
+            story_id=SID,
+            owner_id="alice",
+            viewer_id=viewer,
+            view_number=1 if n < 2 else 2,
+        )
         mongo_views.HANDLERS[type(e)](w, e, logged(e))
     got = ops(w)
-    assert got["stories"] == [U(SID, {"$inc": {"view_count": 3, "unique_viewers": 2, "views_by_hour.12": 3}}, upsert=False)]
+    assert got["stories"] == [
+        U(SID, {"$inc": {"view_count": 3, "unique_viewers": 2, "views_by_hour.12": 3}}, upsert=False)
+    ]
     bob = [o for o in got["story_viewers"] if o._filter["_id"] == f"{SID}:bob"]
-    assert bob == [U(f"{SID}:bob", {
-        "$setOnInsert": {"story_id": SID, "viewer_id": "bob", "owner_id": "alice"},
-        "$min": {"first_viewed_at": T + timedelta(minutes=5)}, "$max": {"last_viewed_at": T + timedelta(minutes=9)},
-        "$inc": {"view_count": 2},
-    })]
+    assert bob == [
+        U(
+            f"{SID}:bob",
+            {
+                "$setOnInsert": {"story_id": SID, "viewer_id": "bob", "owner_id": "alice"},
+                "$min": {"first_viewed_at": T + timedelta(minutes=5)},
+                "$max": {"last_viewed_at": T + timedelta(minutes=9)},
+                "$inc": {"view_count": 2},
+            },
+        )
+    ]
 
 
-@pytest.mark.parametrize("event, expected", [
-    (lambda: ev(en.StoryReplied, story_id=SID, owner_id="alice", user_id="bob", reply_number=1, text="hi"),
-     {"$inc": {"reply_count": 1}}),
-    (lambda: ev(en.PollVoted, **sticker_fields(option_index=1)),
-     {"$inc": {"results.0.options.1": 1, "results.0.total": 1}}),
-    (lambda: ev(en.QuizAnswered, **sticker_fields(option_index=2, correct=True, correct_answer_index=2)),
-     {"$inc": {"results.0.options.2": 1, "results.0.total": 1, "results.0.correct": 1}}),
-    (lambda: ev(en.QuizAnswered, **sticker_fields(option_index=0, correct=False, correct_answer_index=2)),
-     {"$inc": {"results.0.options.0": 1, "results.0.total": 1, "results.0.correct": 0}}),
-    (lambda: ev(en.CountdownFollowed, **sticker_fields()),
-     {"$inc": {"results.0.followers": 1, "results.0.total": 1}}),
-    (lambda: ev(en.CountdownUnfollowed, **sticker_fields()), {"$inc": {"results.0.followers": -1}}),
-    (lambda: ev(en.SliderAnswered, **sticker_fields(value=0.75)),
-     {"$inc": {"results.0.ssum": 0.75 * 2.0 ** -64, "results.0.total": 1}}),
-    (lambda: ev(en.LinkTapped, **sticker_fields(tap_number=1)), {"$inc": {"results.0.total": 1}}),
-    (lambda: ev(sto.StoryDeleted, story_id=SID, user_id="alice"), {"$set": {"deleted": True, "deleted_at": T}}),
-    (lambda: ev(sto.StoryExpired, story_id=SID, user_id="alice", expired_at=T.isoformat()), {"$set": {"expired": True}}),
-], ids=["reply", "poll", "quiz-right", "quiz-wrong", "countdown-follow", "countdown-unfollow", "slider", "link",
-        "deleted", "expired"])
+@pytest.mark.parametrize(
+    "event, expected",
+    [
+        (
+            lambda: ev(en.StoryReplied, story_id=SID, owner_id="alice", user_id="bob", reply_number=1, text="hi"),
+            {"$inc": {"reply_count": 1}},
+        ),
+        (
+            lambda: ev(en.PollVoted, **sticker_fields(option_index=1)),
+            {"$inc": {"results.0.options.1": 1, "results.0.total": 1}},
+        ),
+        (
+            lambda: ev(en.QuizAnswered, **sticker_fields(option_index=2, correct=True, correct_answer_index=2)),
+            {"$inc": {"results.0.options.2": 1, "results.0.total": 1, "results.0.correct": 1}},
+        ),
+        (
+            lambda: ev(en.QuizAnswered, **sticker_fields(option_index=0, correct=False, correct_answer_index=2)),
+            {"$inc": {"results.0.options.0": 1, "results.0.total": 1, "results.0.correct": 0}},
+        ),
+        (
+            lambda: ev(en.CountdownFollowed, **sticker_fields()),
+            {"$inc": {"results.0.followers": 1, "results.0.total": 1}},
+        ),
+        (lambda: ev(en.CountdownUnfollowed, **sticker_fields()), {"$inc": {"results.0.followers": -1}}),
+        (
+            lambda: ev(en.SliderAnswered, **sticker_fields(value=0.75)),
+            {"$inc": {"results.0.ssum": 0.75 * 2.0**-64, "results.0.total": 1}},
+        ),
+        (lambda: ev(en.LinkTapped, **sticker_fields(tap_number=1)), {"$inc": {"results.0.total": 1}}),
+        (lambda: ev(sto.StoryDeleted, story_id=SID, user_id="alice"), {"$set": {"deleted": True, "deleted_at": T}}),
+        (
+            lambda: ev(sto.StoryExpired, story_id=SID, user_id="alice", expired_at=T.isoformat()),
+            {"$set": {"expired": True}},
+        ),
+    ],
+    ids=[
+        "reply",
+        "poll",
+        "quiz-right",
+        "quiz-wrong",
+        "countdown-follow",
+        "countdown-unfollow",
+        "slider",
+        "link",
+        "deleted",
+        "expired",
+    ],
+)
 def test_mongo_story_counters(event, expected):
     assert handle(event()) == {"stories": [U(SID, expected, upsert=False)]}
 
@@ -454,20 +545,44 @@ def test_mongo_question_answered_keeps_the_answer_by_event_id():
     e = ev(en.QuestionAnswered, **sticker_fields(answer_number=1, text="why?"))
     got = handle(e, position=42)
     assert got["stories"] == [U(SID, {"$inc": {"results.0.total": 1}}, upsert=False)]
-    assert got["question_answers"] == [U(str(logged(e, 42).event_id), {"$set": {
-        "story_id": SID, "owner_id": "alice", "sticker_index": 0, "user_id": "bob", "text": "why?", "answered_at": T}})]
+    assert got["question_answers"] == [
+        U(
+            str(logged(e, 42).event_id),
+            {
+                "$set": {
+                    "story_id": SID,
+                    "owner_id": "alice",
+                    "sticker_index": 0,
+                    "user_id": "bob",
+                    "text": "why?",
+                    "answered_at": T,
+                }
+            },
+        )
+    ]
 
 
 def test_mongo_highlight_handlers():
-    created = ev(hl.HighlightCreated, highlight_id=HID, user_id="alice", title="Trips", description="",
-                 cover=None, story_ids=[SID], is_pinned=True, is_archived=False)
+    created = ev(
+        hl.HighlightCreated,
+        highlight_id=HID,
+        user_id="alice",
+        title="Trips",
+        description="",
+        cover=None,
+        story_ids=[SID],
+        is_pinned=True,
+        is_archived=False,
+    )
     (op,) = handle(created)["highlights"]
     assert op._filter == {"_id": HID} and op._upsert
     assert op._doc["$set"]["story_ids"] == [SID] and op._doc["$set"]["is_pinned"] is True
     assert op._doc["$set"]["created_at"] == T == op._doc["$set"]["updated_at"] and op._doc["$set"]["deleted"] is False
 
     updated = ev(hl.HighlightUpdated, highlight_id=HID, user_id="alice", changes={"title": "New", "cover": None})
-    assert handle(updated) == {"highlights": [U(HID, {"$set": {"title": "New", "cover": None, "updated_at": T}}, False)]}
+    assert handle(updated) == {
+        "highlights": [U(HID, {"$set": {"title": "New", "cover": None, "updated_at": T}}, False)]
+    }
     added = ev(hl.HighlightStoriesAdded, highlight_id=HID, user_id="alice", story_ids=["s2", "s3"])
     assert handle(added) == {"highlights": [U(HID, {"$push": {"story_ids": {"$each": ["s2", "s3"]}}}, False)]}
     removed = ev(hl.HighlightStoriesRemoved, highlight_id=HID, user_id="alice", story_ids=["s2"])
@@ -484,7 +599,9 @@ def test_mongo_highlight_handlers():
 
 def test_mongo_social_handlers():
     added = ev(so.CloseFriendAdded, user_id="alice", friend_id="bob")
-    assert handle(added) == {"close_friends": [U("alice:bob", {"$set": {"user_id": "alice", "friend_id": "bob", "added_at": T}})]}
+    assert handle(added) == {
+        "close_friends": [U("alice:bob", {"$set": {"user_id": "alice", "friend_id": "bob", "added_at": T}})]
+    }
     removed = ev(so.CloseFriendRemoved, user_id="alice", friend_id="bob")
     assert handle(removed) == {"close_friends": [DeleteOne({"_id": "alice:bob"})]}
     assert handle(ev(so.UserFollowed, follower_id="bob", followee_id="alice")) == {}
@@ -493,8 +610,10 @@ def test_mongo_social_handlers():
 
 def test_mongo_add_then_remove_close_friend_in_one_batch_ends_deleted():
     w = DocumentWrites()
-    for e in (ev(so.CloseFriendAdded, user_id="alice", friend_id="bob"),
-              ev(so.CloseFriendRemoved, user_id="alice", friend_id="bob")):
+    for e in (
+        ev(so.CloseFriendAdded, user_id="alice", friend_id="bob"),
+        ev(so.CloseFriendRemoved, user_id="alice", friend_id="bob"),
+    ):
         mongo_views.HANDLERS[type(e)](w, e, logged(e))
     assert run_ops(w.operations(9)["close_friends"], {}) == {}
 
@@ -545,74 +664,159 @@ def test_redis_story_created_writes_card_counters_lists_and_live_entry_with_expi
     assert ("pexpire", (K.live("alice"), life), {"gt": True}) in calls
 
 
-O = {"gt": True}
+GT_OPT = {"gt": True}
 LATER = T + timedelta(hours=1)
 
 
-@pytest.mark.parametrize("event, expected", [
-    (lambda: ev(en.StoryViewed, at=LATER, story_id=SID, owner_id="alice", viewer_id="bob", view_number=1),
-     [("hincrby", (K.counters(SID), "v", 1)), ("hincrby", (K.counters(SID), "u", 1)),
-      ("zadd", (K.seen("bob"), {SID: int(LATER.timestamp() * 1000)}), {"nx": True}),
-      ("zremrangebyscore", (K.seen("bob"), "-inf", f"({int(LATER.timestamp() * 1000) - 48 * 3600 * 1000}")),
-      ("zadd", (K.seen("bob"), {"~due": EXPIRES_MS}), O),
-      ("zadd", (K.seen_due, {"bob": EXPIRES_MS}), O),
-      ("pexpire", (K.seen("bob"), 23 * 3600 * 1000), {"nx": True}),
-      ("pexpire", (K.seen("bob"), 23 * 3600 * 1000), O)]),
-    (lambda: ev(en.StoryViewed, at=LATER, story_id=SID, owner_id="alice", viewer_id="bob", view_number=2),
-     [("hincrby", (K.counters(SID), "v", 1)),
-      ("zadd", (K.seen("bob"), {SID: int(LATER.timestamp() * 1000)}), {"nx": True}),
-      ("zremrangebyscore", (K.seen("bob"), "-inf", f"({int(LATER.timestamp() * 1000) - 48 * 3600 * 1000}")),
-      ("zadd", (K.seen("bob"), {"~due": EXPIRES_MS}), O),
-      ("zadd", (K.seen_due, {"bob": EXPIRES_MS}), O),
-      ("pexpire", (K.seen("bob"), 23 * 3600 * 1000), {"nx": True}),
-      ("pexpire", (K.seen("bob"), 23 * 3600 * 1000), O)]),
-    (lambda: ev(en.StoryReplied, story_id=SID, owner_id="alice", user_id="bob", reply_number=1, text="hi"),
-     [("hincrby", (K.counters(SID), "r", 1))]),
-    (lambda: ev(en.PollVoted, **sticker_fields(option_index=1)),
-     [("hincrby", (K.counters(SID), "0:t", 1)), ("hincrby", (K.counters(SID), "0:o1", 1)),
-      ("hset", (K.answers(SID), "0:bob", 1)), ("pexpire", (K.answers(SID), 24 * 3600 * 1000))]),
-    (lambda: ev(en.QuizAnswered, **sticker_fields(option_index=2, correct=True, correct_answer_index=2)),
-     [("hincrby", (K.counters(SID), "0:t", 1)), ("hincrby", (K.counters(SID), "0:o2", 1)),
-      ("hincrby", (K.counters(SID), "0:c", 1)),
-      ("hset", (K.answers(SID), "0:bob", 2)), ("pexpire", (K.answers(SID), 24 * 3600 * 1000))]),
-    (lambda: ev(en.SliderAnswered, **sticker_fields(value=0.25)),
-     [("hincrby", (K.counters(SID), "0:t", 1)), ("hincrbyfloat", (K.counters(SID), "0:s", 0.25)),
-      ("hset", (K.answers(SID), "0:bob", 0.25)), ("pexpire", (K.answers(SID), 24 * 3600 * 1000))]),
-    (lambda: ev(en.CountdownFollowed, **sticker_fields()),
-     [("hincrby", (K.counters(SID), "0:t", 1)), ("hincrby", (K.counters(SID), "0:f", 1)),
-      ("hset", (K.answers(SID), "0:bob", 1)), ("pexpire", (K.answers(SID), 24 * 3600 * 1000))]),
-    (lambda: ev(en.CountdownUnfollowed, **sticker_fields()),
-     [("hincrby", (K.counters(SID), "0:f", -1)), ("hdel", (K.answers(SID), "0:bob"))]),
-    (lambda: ev(en.LinkTapped, **sticker_fields(tap_number=1)), [("hincrby", (K.counters(SID), "0:t", 1))]),
-    (lambda: ev(sto.StoryDeleted, story_id=SID, user_id="alice"),
-     [("srem", (K.live("alice"), MEMBER)), ("unlink", K.story_keys(SID))]),
-    (lambda: ev(sto.StoryExpired, story_id=SID, user_id="alice", expired_at=T.isoformat()),
-     [("srem", (K.live("alice"), MEMBER)), ("unlink", K.story_keys(SID))]),
-    (lambda: ev(so.UserFollowed, follower_id="bob", followee_id="alice"),
-     [("sadd", (K.following("bob"), "alice")), ("sadd", (K.followers("alice"), "bob"))]),
-    (lambda: ev(so.UserUnfollowed, follower_id="bob", followee_id="alice"),
-     [("srem", (K.following("bob"), "alice")), ("srem", (K.followers("alice"), "bob"))]),
-    (lambda: ev(so.CloseFriendAdded, user_id="alice", friend_id="bob"),
-     [("sadd", (K.close_friends("alice"), "bob")), ("sadd", (K.close_friend_of("bob"), "alice"))]),
-    (lambda: ev(so.CloseFriendRemoved, user_id="alice", friend_id="bob"),
-     [("srem", (K.close_friends("alice"), "bob")), ("srem", (K.close_friend_of("bob"), "alice"))]),
-    (lambda: ev(hl.HighlightCreated, highlight_id=HID, user_id="alice", title="t", description="", cover=None,
-                story_ids=[SID], is_pinned=False, is_archived=False), []),
-    (lambda: ev(hl.HighlightsReordered, user_id="alice", highlight_ids=[HID]), []),
-], ids=["viewed-first", "viewed-again", "replied", "poll", "quiz", "slider", "countdown-follow", "countdown-unfollow",
-        "link", "deleted", "expired", "followed", "unfollowed", "cf-added", "cf-removed", "highlight-created",
-        "highlights-reordered"])
+@pytest.mark.parametrize(
+    "event, expected",
+    [
+        (
+            lambda: ev(en.StoryViewed, at=LATER, story_id=SID, owner_id="alice", viewer_id="bob", view_number=1),
+            [
+                ("hincrby", (K.counters(SID), "v", 1)),
+                ("hincrby", (K.counters(SID), "u", 1)),
+                ("zadd", (K.seen("bob"), {SID: int(LATER.timestamp() * 1000)}), {"nx": True}),
+                ("zremrangebyscore", (K.seen("bob"), "-inf", f"({int(LATER.timestamp() * 1000) - 48 * 3600 * 1000}")),
+                ("zadd", (K.seen("bob"), {"~due": EXPIRES_MS}), GT_OPT),
+                ("zadd", (K.seen_due, {"bob": EXPIRES_MS}), GT_OPT),
+                ("pexpire", (K.seen("bob"), 23 * 3600 * 1000), {"nx": True}),
+                ("pexpire", (K.seen("bob"), 23 * 3600 * 1000), GT_OPT),
+            ],
+        ),
+        (
+            lambda: ev(en.StoryViewed, at=LATER, story_id=SID, owner_id="alice", viewer_id="bob", view_number=2),
+            [
+                ("hincrby", (K.counters(SID), "v", 1)),
+                ("zadd", (K.seen("bob"), {SID: int(LATER.timestamp() * 1000)}), {"nx": True}),
+                ("zremrangebyscore", (K.seen("bob"), "-inf", f"({int(LATER.timestamp() * 1000) - 48 * 3600 * 1000}")),
+                ("zadd", (K.seen("bob"), {"~due": EXPIRES_MS}), GT_OPT),
+                ("zadd", (K.seen_due, {"bob": EXPIRES_MS}), GT_OPT),
+                ("pexpire", (K.seen("bob"), 23 * 3600 * 1000), {"nx": True}),
+                ("pexpire", (K.seen("bob"), 23 * 3600 * 1000), GT_OPT),
+            ],
+        ),
+        (
+            lambda: ev(en.StoryReplied, story_id=SID, owner_id="alice", user_id="bob", reply_number=1, text="hi"),
+            [("hincrby", (K.counters(SID), "r", 1))],
+        ),
+        (
+            lambda: ev(en.PollVoted, **sticker_fields(option_index=1)),
+            [
+                ("hincrby", (K.counters(SID), "0:t", 1)),
+                ("hincrby", (K.counters(SID), "0:o1", 1)),
+                ("hset", (K.answers(SID), "0:bob", 1)),
+                ("pexpire", (K.answers(SID), 24 * 3600 * 1000)),
+            ],
+        ),
+        (
+            lambda: ev(en.QuizAnswered, **sticker_fields(option_index=2, correct=True, correct_answer_index=2)),
+            [
+                ("hincrby", (K.counters(SID), "0:t", 1)),
+                ("hincrby", (K.counters(SID), "0:o2", 1)),
+                ("hincrby", (K.counters(SID), "0:c", 1)),
+                ("hset", (K.answers(SID), "0:bob", 2)),
+                ("pexpire", (K.answers(SID), 24 * 3600 * 1000)),
+            ],
+        ),
+        (
+            lambda: ev(en.SliderAnswered, **sticker_fields(value=0.25)),
+            [
+                ("hincrby", (K.counters(SID), "0:t", 1)),
+                ("hincrbyfloat", (K.counters(SID), "0:s", 0.25)),
+                ("hset", (K.answers(SID), "0:bob", 0.25)),
+                ("pexpire", (K.answers(SID), 24 * 3600 * 1000)),
+            ],
+        ),
+        (
+            lambda: ev(en.CountdownFollowed, **sticker_fields()),
+            [
+                ("hincrby", (K.counters(SID), "0:t", 1)),
+                ("hincrby", (K.counters(SID), "0:f", 1)),
+                ("hset", (K.answers(SID), "0:bob", 1)),
+                ("pexpire", (K.answers(SID), 24 * 3600 * 1000)),
+            ],
+        ),
+        (
+            lambda: ev(en.CountdownUnfollowed, **sticker_fields()),
+            [("hincrby", (K.counters(SID), "0:f", -1)), ("hdel", (K.answers(SID), "0:bob"))],
+        ),
+        (lambda: ev(en.LinkTapped, **sticker_fields(tap_number=1)), [("hincrby", (K.counters(SID), "0:t", 1))]),
+        (
+            lambda: ev(sto.StoryDeleted, story_id=SID, user_id="alice"),
+            [("srem", (K.live("alice"), MEMBER)), ("unlink", K.story_keys(SID))],
+        ),
+        (
+            lambda: ev(sto.StoryExpired, story_id=SID, user_id="alice", expired_at=T.isoformat()),
+            [("srem", (K.live("alice"), MEMBER)), ("unlink", K.story_keys(SID))],
+        ),
+        (
+            lambda: ev(so.UserFollowed, follower_id="bob", followee_id="alice"),
+            [("sadd", (K.following("bob"), "alice")), ("sadd", (K.followers("alice"), "bob"))],
+        ),
+        (
+            lambda: ev(so.UserUnfollowed, follower_id="bob", followee_id="alice"),
+            [("srem", (K.following("bob"), "alice")), ("srem", (K.followers("alice"), "bob"))],
+        ),
+        (
+            lambda: ev(so.CloseFriendAdded, user_id="alice", friend_id="bob"),
+            [("sadd", (K.close_friends("alice"), "bob")), ("sadd", (K.close_friend_of("bob"), "alice"))],
+        ),
+        (
+            lambda: ev(so.CloseFriendRemoved, user_id="alice", friend_id="bob"),
+            [("srem", (K.close_friends("alice"), "bob")), ("srem", (K.close_friend_of("bob"), "alice"))],
+        ),
+        (
+            lambda: ev(
+                hl.HighlightCreated,
+                highlight_id=HID,
+                user_id="alice",
+                title="t",
+                description="",
+                cover=None,
+                story_ids=[SID],
+                is_pinned=False,
+                is_archived=False,
+            ),
+            [],
+        ),
+        (lambda: ev(hl.HighlightsReordered, user_id="alice", highlight_ids=[HID]), []),
+    ],
+    ids=[
+        "viewed-first",
+        "viewed-again",
+        "replied",
+        "poll",
+        "quiz",
+        "slider",
+        "countdown-follow",
+        "countdown-unfollow",
+        "link",
+        "deleted",
+        "expired",
+        "followed",
+        "unfollowed",
+        "cf-added",
+        "cf-removed",
+        "highlight-created",
+        "highlights-reordered",
+    ],
+)
 def test_redis_handlers(event, expected):
     assert redis_calls(event()) == expected
 
 
-@pytest.mark.parametrize("event", [
-    lambda: ev(en.StoryViewed, story_id=SID, owner_id="alice", viewer_id="bob", view_number=1),
-    lambda: ev(en.StoryReplied, story_id=SID, owner_id="alice", user_id="bob", reply_number=1, text="hi"),
-    lambda: ev(en.PollVoted, **sticker_fields(option_index=1)),
-    lambda: ev(en.QuestionAnswered, **sticker_fields(answer_number=1, text="?")),
-    lambda: ev(en.CountdownFollowed, **sticker_fields()),
-], ids=["viewed", "replied", "poll", "question", "countdown"])
+@pytest.mark.parametrize(
+    "event",
+    [
+        lambda: ev(en.StoryViewed, story_id=SID, owner_id="alice", viewer_id="bob", view_number=1),
+        lambda: ev(en.StoryReplied, story_id=SID, owner_id="alice", user_id="bob", reply_number=1, text="hi"),
+        lambda: ev(en.PollVoted, **sticker_fields(option_index=1)),
+        lambda: ev(en.QuestionAnswered, **sticker_fields(answer_number=1, text="?")),
+        lambda: ev(en.CountdownFollowed, **sticker_fields()),
+    ],
+    ids=["viewed", "replied", "poll", "question", "countdown"],
+)
 def test_an_event_about_a_story_gone_from_redis_writes_nothing(event):
     """A late view (logged after the story expired) must not recreate the state Redis let go."""
     assert redis_calls(event(), live=False) == []
@@ -631,8 +835,10 @@ def test_counters_read_back_in_the_shape_of_a_mongo_story():
         ev(en.StoryViewed, story_id=SID, owner_id="alice", viewer_id="bob", view_number=2),
         ev(en.StoryReplied, story_id=SID, owner_id="alice", user_id="bob", reply_number=1, text="hi"),
         ev(en.PollVoted, **sticker_fields(option_index=1)),
-        ev(en.QuizAnswered, **{**sticker_fields(option_index=0, correct=True, correct_answer_index=0),
-                               "sticker_index": 1}),
+        ev(
+            en.QuizAnswered,
+            **{**sticker_fields(option_index=0, correct=True, correct_answer_index=0), "sticker_index": 1},
+        ),
         ev(en.SliderAnswered, **{**sticker_fields(value=0.5), "sticker_index": 2}),
         ev(en.CountdownFollowed, **{**sticker_fields(), "sticker_index": 3}),
     ]
@@ -650,7 +856,7 @@ def test_counters_read_back_in_the_shape_of_a_mongo_story():
     for event in [story_created(), *events]:
         mongo_views.HANDLERS[type(event)](writes, event, logged(event))
     doc: dict = {}
-    for key, update in writes.updates("stories"):
+    for _key, update in writes.updates("stories"):
         for op, values in update.items():
             for path, value in values.items():
                 if op == "$inc":
@@ -674,8 +880,15 @@ def test_a_slider_at_the_ends_of_a_huge_range_keeps_its_average():
     """Issue 11: two answers of 1.7e308 summed to infinity in the read model; the average was null."""
     from read_api import presenter
 
-    slider = {"sticker_type": "slider", "x": 0.5, "y": 0.5, "width": 0.2, "height": 0.1, "rotation": 0.0,
-              "slider": {"question": "?", "min_value": -1.7e308, "max_value": 1.7e308}}
+    slider = {
+        "sticker_type": "slider",
+        "x": 0.5,
+        "y": 0.5,
+        "width": 0.2,
+        "height": 0.1,
+        "rotation": 0.0,
+        "slider": {"question": "?", "min_value": -1.7e308, "max_value": 1.7e308},
+    }
     writes = DocumentWrites()
     for user in ("bob", "carol"):
         e = ev(en.SliderAnswered, **{**sticker_fields(value=1.7e308), "user_id": user})

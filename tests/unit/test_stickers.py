@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from hypothesis import given, settings
@@ -40,8 +40,15 @@ PAYLOADS = {
 
 def make_sticker(kind: str, payload: dict | None = None, **overrides) -> dict:
     """A valid sticker of ``kind``; ``payload`` replaces the payload, overrides the rest."""
-    sticker = {"sticker_type": kind, "x": 0.5, "y": 0.5, "width": 0.3, "height": 0.1, "rotation": 0.0,
-               kind: copy.deepcopy(PAYLOADS[kind]) if payload is None else payload}
+    sticker = {
+        "sticker_type": kind,
+        "x": 0.5,
+        "y": 0.5,
+        "width": 0.3,
+        "height": 0.1,
+        "rotation": 0.0,
+        kind: copy.deepcopy(PAYLOADS[kind]) if payload is None else payload,
+    }
     sticker.update(overrides)
     return sticker
 
@@ -62,11 +69,11 @@ def problems(stickers: list[dict]) -> set[str]:
 unit = st.floats(min_value=0, max_value=1)
 short_text = st.text(min_size=1, max_size=20)
 option_lists = st.lists(st.builds(lambda t: {"text": t}, short_text), min_size=2, max_size=4)
-fixed_zones = st.sampled_from([timezone.utc, timezone(timedelta(hours=5, minutes=30)), timezone(timedelta(hours=-8))])
+fixed_zones = st.sampled_from([UTC, timezone(timedelta(hours=5, minutes=30)), timezone(timedelta(hours=-8))])
 end_times = st.one_of(
     st.datetimes(timezones=fixed_zones).map(datetime.isoformat),
     st.datetimes().map(datetime.isoformat),  # no zone: taken as UTC
-    st.datetimes(timezones=st.just(timezone.utc)).map(lambda d: d.isoformat().replace("+00:00", "Z")),
+    st.datetimes(timezones=st.just(UTC)).map(lambda d: d.isoformat().replace("+00:00", "Z")),
 )
 finite = st.floats(min_value=-1e6, max_value=1e6, allow_nan=False)
 
@@ -74,8 +81,11 @@ finite = st.floats(min_value=-1e6, max_value=1e6, allow_nan=False)
 @st.composite
 def quiz_payloads(draw):
     options = draw(option_lists)
-    return {"question": draw(short_text), "options": options,
-            "correct_answer_index": draw(st.integers(0, len(options) - 1))}
+    return {
+        "question": draw(short_text),
+        "options": options,
+        "correct_answer_index": draw(st.integers(0, len(options) - 1)),
+    }
 
 
 @st.composite
@@ -92,11 +102,13 @@ VALID_PAYLOADS = {
     "countdown": st.fixed_dictionaries({"title": short_text, "end_time": end_times}),
     "slider": st.one_of(slider_payloads(), st.just({"question": "defaults 0..1"})),
     "mention": st.fixed_dictionaries({"user_id": st.from_regex(r"[A-Za-z0-9_.\-]{1,64}", fullmatch=True)}),
-    "location": st.fixed_dictionaries({
-        "name": short_text,
-        "lat": st.floats(min_value=-90, max_value=90),
-        "lng": st.floats(min_value=-180, max_value=180),
-    }),
+    "location": st.fixed_dictionaries(
+        {
+            "name": short_text,
+            "lat": st.floats(min_value=-90, max_value=90),
+            "lng": st.floats(min_value=-180, max_value=180),
+        }
+    ),
     "music": st.fixed_dictionaries({"title": short_text, "artist": short_text, "track_id": short_text}),
     "link": st.fixed_dictionaries({"url": st.just("https://example.com/x")}, optional={"label": short_text}),
 }
@@ -134,34 +146,51 @@ def broken_sticker_lists(draw):
     i = draw(st.integers(0, len(stickers) - 1))
     target = stickers[i]
     kind = target["sticker_type"]
-    how = draw(st.sampled_from([
-        "too_many", "duplicate_interactive", "position", "rotation", "unknown_type",
-        "no_payload", "extra_payload", "payload_misnamed", "type_specific",
-    ]))
+    how = draw(
+        st.sampled_from(
+            [
+                "too_many",
+                "duplicate_interactive",
+                "position",
+                "rotation",
+                "unknown_type",
+                "no_payload",
+                "extra_payload",
+                "payload_misnamed",
+                "type_specific",
+            ]
+        )
+    )
     if how == "too_many":
-        extra = draw(st.lists(valid_stickers("link"), min_size=MAX_STICKERS + 1 - len(stickers), max_size=5 + MAX_STICKERS))
+        extra = draw(
+            st.lists(valid_stickers("link"), min_size=MAX_STICKERS + 1 - len(stickers), max_size=5 + MAX_STICKERS)
+        )
         return stickers + extra, "stickers."
     if how == "duplicate_interactive":
         twin_kind = draw(st.sampled_from(sorted(INTERACTIVE_TYPES)))
         present = [s for s in stickers if s["sticker_type"] == twin_kind]
-        stickers = stickers[:MAX_STICKERS - 1 - (not present)]  # stay within 10 once the twins are in
+        stickers = stickers[: MAX_STICKERS - 1 - (not present)]  # stay within 10 once the twins are in
         if not any(s["sticker_type"] == twin_kind for s in stickers):
             stickers.append(draw(valid_stickers(twin_kind)))
         stickers.append(draw(valid_stickers(twin_kind)))
         return stickers, f"stickers.{len(stickers) - 1}.sticker_type"
     if how == "position":
         name = draw(st.sampled_from(["x", "y", "width", "height"]))
-        target[name] = draw(st.one_of(
-            st.floats(max_value=0, exclude_max=True, allow_nan=False),
-            st.floats(min_value=1, exclude_min=True, allow_nan=False),
-            st.just(float("nan")),
-        ))
+        target[name] = draw(
+            st.one_of(
+                st.floats(max_value=0, exclude_max=True, allow_nan=False),
+                st.floats(min_value=1, exclude_min=True, allow_nan=False),
+                st.just(float("nan")),
+            )
+        )
         return stickers, f"stickers.{i}.{name}"
     if how == "rotation":
-        target["rotation"] = draw(st.one_of(
-            st.floats(max_value=-180, exclude_max=True, allow_nan=False),
-            st.floats(min_value=180, exclude_min=True, allow_nan=False),
-        ))
+        target["rotation"] = draw(
+            st.one_of(
+                st.floats(max_value=-180, exclude_max=True, allow_nan=False),
+                st.floats(min_value=180, exclude_min=True, allow_nan=False),
+            )
+        )
         return stickers, f"stickers.{i}.rotation"
     if how == "unknown_type":
         target["sticker_type"] = draw(st.sampled_from(["gif", "Poll", "", None, "emoji"]))
@@ -180,8 +209,13 @@ def broken_sticker_lists(draw):
     # type specific: break the payload in a way only its own rule catches
     payload = target[kind]
     if kind in ("poll", "quiz") and draw(st.booleans()):
-        payload["options"] = draw(st.one_of(st.just([]), st.lists(st.just({"text": "o"}), min_size=1, max_size=1),
-                                            st.lists(st.just({"text": "o"}), min_size=5, max_size=8)))
+        payload["options"] = draw(
+            st.one_of(
+                st.just([]),
+                st.lists(st.just({"text": "o"}), min_size=1, max_size=1),
+                st.lists(st.just({"text": "o"}), min_size=5, max_size=8),
+            )
+        )
         if kind == "quiz":
             payload["correct_answer_index"] = 0
         return stickers, f"stickers.{i}.{kind}.options"
@@ -200,18 +234,20 @@ def broken_sticker_lists(draw):
         payload["min_value"], payload["max_value"] = low, draw(st.floats(max_value=low, allow_nan=False))
         return stickers, f"stickers.{i}.slider.max_value"
     if kind == "countdown":
-        payload["end_time"] = draw(st.sampled_from(
-            ["", "tomorrow", "2026-13-01T00:00:00", "2026-02-30T10:00:00Z", "12:00", None, 1767225600]
-        ))
+        payload["end_time"] = draw(
+            st.sampled_from(["", "tomorrow", "2026-13-01T00:00:00", "2026-02-30T10:00:00Z", "12:00", None, 1767225600])
+        )
         if payload["end_time"] is None:
             del payload["end_time"]
         return stickers, f"stickers.{i}.countdown.end_time"
     if kind == "location":
         name, limit = draw(st.sampled_from([("lat", 90), ("lng", 180)]))
-        payload[name] = draw(st.one_of(
-            st.floats(min_value=limit, exclude_min=True, allow_nan=False),
-            st.floats(max_value=-limit, exclude_max=True, allow_nan=False),
-        ))
+        payload[name] = draw(
+            st.one_of(
+                st.floats(min_value=limit, exclude_min=True, allow_nan=False),
+                st.floats(max_value=-limit, exclude_max=True, allow_nan=False),
+            )
+        )
         return stickers, f"stickers.{i}.location.{name}"
     # question / mention / music / link have no payload rules here: drop the payload instead
     del target[kind]
@@ -258,7 +294,7 @@ def test_empty_list_is_fine():
 def test_ten_stickers_allowed_eleven_not():
     ten = [make_sticker(k) for k in sorted(INTERACTIVE_TYPES)] + [make_sticker("link") for _ in range(5)]
     assert problems(ten) == set()
-    assert problems(ten + [make_sticker("music")]) == {"stickers."}
+    assert problems([*ten, make_sticker("music")]) == {"stickers."}
 
 
 @pytest.mark.parametrize("kind", sorted(INTERACTIVE_TYPES))
@@ -361,8 +397,13 @@ def test_slider_min_below_max(low, high, ok):
 
 @pytest.mark.parametrize(
     "end_time",
-    ["2026-02-01T00:00:00Z", "2026-02-01T00:00:00+00:00", "2026-02-01T05:30:00+05:30", "2026-02-01T00:00:00",
-     "2026-02-01T00:00:00.123456Z"],
+    [
+        "2026-02-01T00:00:00Z",
+        "2026-02-01T00:00:00+00:00",
+        "2026-02-01T05:30:00+05:30",
+        "2026-02-01T00:00:00",
+        "2026-02-01T00:00:00.123456Z",
+    ],
 )
 def test_countdown_end_time_iso(end_time):
     assert problems([make_sticker("countdown", {"title": "t", "end_time": end_time})]) == set()
@@ -379,7 +420,7 @@ def test_countdown_without_end_time():
 
 
 def test_parse_timestamp_treats_naive_as_utc_and_z_as_utc():
-    utc = datetime(2026, 2, 1, tzinfo=timezone.utc)
+    utc = datetime(2026, 2, 1, tzinfo=UTC)
     assert parse_timestamp("2026-02-01T00:00:00") == utc
     assert parse_timestamp("2026-02-01T00:00:00Z") == utc
     assert parse_timestamp("2026-02-01T05:30:00+05:30") == utc
@@ -395,7 +436,9 @@ def test_location_in_range(lat, lng):
     [(90.1, 0, "lat"), (-91, 0, "lat"), (0, 180.5, "lng"), (0, -181, "lng"), (float("nan"), 0, "lat")],
 )
 def test_location_out_of_range(lat, lng, field):
-    assert problems([make_sticker("location", {"name": "p", "lat": lat, "lng": lng})]) == {f"stickers.0.location.{field}"}
+    assert problems([make_sticker("location", {"name": "p", "lat": lat, "lng": lng})]) == {
+        f"stickers.0.location.{field}"
+    }
 
 
 def test_interactive_sticker_checks_the_type():
@@ -408,19 +451,23 @@ def test_interactive_sticker_checks_the_type():
 
 
 @HYPOTHESIS
-@given(valid_stickers("quiz"), st.lists(st.integers(0, 50), min_size=4, max_size=4), st.integers(0, 50),
-       st.sampled_from(["owner", "answered", "other"]))
+@given(
+    valid_stickers("quiz"),
+    st.lists(st.integers(0, 50), min_size=4, max_size=4),
+    st.integers(0, 50),
+    st.sampled_from(["owner", "answered", "other"]),
+)
 def test_a_quiz_gives_nothing_away_before_an_attempt(quiz, counts, correct, who):
     """Counts such as [1, 2, 0] with 2 correct attempts would reveal the answer: only the owner and
     those who answered get them (contract, Query API)."""
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from read_api.presenter import sticker_with_results
 
-    now = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    now = datetime(2026, 1, 1, tzinfo=UTC)
     stickers = [{"x": 0.5, "y": 0.5, "width": 0.2, "height": 0.1, "rotation": 0.0, **quiz}]
     for i, sticker in enumerate(stickers):
-        options = {str(k): n for k, n in enumerate(counts[:len(sticker["quiz"]["options"])])}
+        options = {str(k): n for k, n in enumerate(counts[: len(sticker["quiz"]["options"])])}
         results = {str(i): {"total": sum(options.values()), "options": options, "correct": correct}}
         mine = {"option": 0} if who == "answered" else {}
         served = sticker_with_results(i, copy.deepcopy(sticker), results, mine, who == "owner", now, None)["quiz"]
@@ -434,8 +481,13 @@ def test_a_quiz_gives_nothing_away_before_an_attempt(quiz, counts, correct, who)
 
 
 @HYPOTHESIS
-@given(st.lists(st.floats(min_value=-1.7976931348623157e308, max_value=1.7976931348623157e308, allow_nan=False),
-                min_size=1, max_size=50))
+@given(
+    st.lists(
+        st.floats(min_value=-1.7976931348623157e308, max_value=1.7976931348623157e308, allow_nan=False),
+        min_size=1,
+        max_size=50,
+    )
+)
 def test_a_slider_average_is_right_for_any_finite_values(values):
     """Issue 11: answers near the ends of a huge range overflowed the sum, and the average was null."""
     import math

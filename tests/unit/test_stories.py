@@ -75,7 +75,9 @@ def test_create_default_privacy_is_friends_on_entativa(clock):
 @pytest.mark.parametrize("story_type", ["image", "video"])
 @pytest.mark.parametrize("media", [{"media_id": "m-1"}, {"media_url": "https://cdn.example/v.mp4"}])
 def test_media_story_needs_either_media_id_or_media_url(clock, story_type, media):
-    story = Story.create(uuid4(), OWNER, story_fields(**{"story_type": story_type, "media_url": DROP, **media}), VIGNETTE, clock())
+    story = Story.create(
+        uuid4(), OWNER, story_fields(**{"story_type": story_type, "media_url": DROP, **media}), VIGNETTE, clock()
+    )
     assert story.fields["story_type"] == story_type
 
 
@@ -85,7 +87,9 @@ def test_text_story_with_text_content(clock):
 
 
 def test_lists_are_deduplicated_and_sorted(clock):
-    story = make_story(clock, privacy="custom", allowed_viewer_ids=["zed", "bob", "zed"], hidden_from_ids=["y", "x", "y"])
+    story = make_story(
+        clock, privacy="custom", allowed_viewer_ids=["zed", "bob", "zed"], hidden_from_ids=["y", "x", "y"]
+    )
     assert story.fields["allowed_viewer_ids"] == ["bob", "zed"]
     assert story.allowed_viewer_ids == frozenset({"bob", "zed"})
     assert story.hidden_from_ids == frozenset({"x", "y"})
@@ -123,7 +127,12 @@ def test_text_content_limit_is_2200_characters(clock):
 
 def test_every_problem_is_listed_at_once(clock):
     fields = story_fields(duration=0, expires_in_hours=3, background_color="red", allow_replies="maybe")
-    assert problem_fields(create_error(clock, fields)) == {"duration", "expires_in_hours", "background_color", "allow_replies"}
+    assert problem_fields(create_error(clock, fields)) == {
+        "duration",
+        "expires_in_hours",
+        "background_color",
+        "allow_replies",
+    }
 
 
 # -- create: duration, colours, expiry -----------------------------------------------------------
@@ -419,6 +428,15 @@ def test_replayed_story_has_the_same_state(clock):
     story.expire(clock.advance(hours=24))
     events = story.collect_events()
     again = Story.replay(story.id, events)
-    for name in ("owner_id", "fields", "created_at", "expires_at", "deleted", "expired", "version",
-                 "allowed_viewer_ids", "hidden_from_ids"):
+    for name in (
+        "owner_id",
+        "fields",
+        "created_at",
+        "expires_at",
+        "deleted",
+        "expired",
+        "version",
+        "allowed_viewer_ids",
+        "hidden_from_ids",
+    ):
         assert getattr(again, name) == getattr(story, name), name

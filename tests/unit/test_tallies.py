@@ -75,15 +75,18 @@ def test_percentages_are_exact_when_the_share_is_a_whole_tenth(counts):
             assert tenths(p) == c * 1000 // total
 
 
-@pytest.mark.parametrize("counts, expected", [
-    ([], []),
-    ([0, 0], [0.0, 0.0]),
-    ([3, 1], [75.0, 25.0]),
-    ([1, 1, 1], [33.4, 33.3, 33.3]),  # the spare tenth goes to the earliest tie
-    ([2, 1], [66.7, 33.3]),
-    ([1, 0, 0, 0], [100.0, 0.0, 0.0, 0.0]),
-    ([1, 1, 1, 1, 1, 1, 1], [14.3, 14.3, 14.3, 14.3, 14.3, 14.3, 14.2]),
-])
+@pytest.mark.parametrize(
+    "counts, expected",
+    [
+        ([], []),
+        ([0, 0], [0.0, 0.0]),
+        ([3, 1], [75.0, 25.0]),
+        ([1, 1, 1], [33.4, 33.3, 33.3]),  # the spare tenth goes to the earliest tie
+        ([2, 1], [66.7, 33.3]),
+        ([1, 0, 0, 0], [100.0, 0.0, 0.0, 0.0]),
+        ([1, 1, 1, 1, 1, 1, 1], [14.3, 14.3, 14.3, 14.3, 14.3, 14.3, 14.2]),
+    ],
+)
 def test_percentages_examples(counts, expected):
     assert percentages(counts) == expected
 
@@ -108,15 +111,27 @@ def test_rate_is_the_rounded_share_in_percent(part, whole):
 
 
 @HYPOTHESIS
-@given(st.integers(min_value=0, max_value=1000), st.integers(min_value=0, max_value=1000),
-       st.integers(min_value=1, max_value=1000))
+@given(
+    st.integers(min_value=0, max_value=1000),
+    st.integers(min_value=0, max_value=1000),
+    st.integers(min_value=1, max_value=1000),
+)
 def test_rate_is_monotone_in_part(a, b, whole):
     low, high = sorted((a, b))
     assert rate(low, whole) <= rate(high, whole)
 
 
-@pytest.mark.parametrize("part, whole, expected", [
-    (0, 0, 0.0), (5, 0, 0.0), (1, 3, 33.3), (2, 3, 66.7), (1, 8, 12.5), (3, 2, 150.0), (7, 7, 100.0),
-])
+@pytest.mark.parametrize(
+    "part, whole, expected",
+    [
+        (0, 0, 0.0),
+        (5, 0, 0.0),
+        (1, 3, 33.3),
+        (2, 3, 66.7),
+        (1, 8, 12.5),
+        (3, 2, 150.0),
+        (7, 7, 100.0),
+    ],
+)
 def test_rate_examples(part, whole, expected):
     assert rate(part, whole) == expected

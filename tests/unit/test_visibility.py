@@ -34,8 +34,14 @@ def model_allows(owner, privacy, allowed, hidden, viewer, follows_owner, followe
 
 
 def allows(*, owner="alice", privacy="public", allowed=(), hidden=(), viewer="bob", relationship=Relationship()):
-    return audience_allows(owner_id=owner, privacy=privacy, allowed_viewer_ids=allowed, hidden_from_ids=hidden,
-                           viewer_id=viewer, relationship=relationship)
+    return audience_allows(
+        owner_id=owner,
+        privacy=privacy,
+        allowed_viewer_ids=allowed,
+        hidden_from_ids=hidden,
+        viewer_id=viewer,
+        relationship=relationship,
+    )
 
 
 relationships = st.builds(Relationship, st.booleans(), st.booleans(), st.booleans())
@@ -58,17 +64,33 @@ user_sets = st.frozensets(st.sampled_from(USERS))
 def test_audience_allows_matches_the_model(owner, privacy, allowed, hidden, viewer, relationship, as_list):
     if as_list:  # any collection will do
         allowed, hidden = sorted(allowed), sorted(hidden)
-    expected = model_allows(owner, privacy, allowed, hidden, viewer, relationship.follows_owner,
-                            relationship.followed_by_owner, relationship.close_friend)
-    assert allows(owner=owner, privacy=privacy, allowed=allowed, hidden=hidden, viewer=viewer,
-                  relationship=relationship) is expected
+    expected = model_allows(
+        owner,
+        privacy,
+        allowed,
+        hidden,
+        viewer,
+        relationship.follows_owner,
+        relationship.followed_by_owner,
+        relationship.close_friend,
+    )
+    assert (
+        allows(owner=owner, privacy=privacy, allowed=allowed, hidden=hidden, viewer=viewer, relationship=relationship)
+        is expected
+    )
 
 
 @HYPOTHESIS
 @given(privacy=st.sampled_from(PRIVACY), allowed=user_sets, hidden=user_sets, relationship=relationships)
 def test_owner_always_sees(privacy, allowed, hidden, relationship):
-    assert allows(owner="alice", viewer="alice", privacy=privacy, allowed=allowed | {"x"}, hidden=hidden | {"alice"},
-                  relationship=relationship)
+    assert allows(
+        owner="alice",
+        viewer="alice",
+        privacy=privacy,
+        allowed=allowed | {"x"},
+        hidden=hidden | {"alice"},
+        relationship=relationship,
+    )
 
 
 @HYPOTHESIS

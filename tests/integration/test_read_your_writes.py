@@ -1,11 +1,9 @@
-"""Read-your-writes over real processes: a query carrying X-Stories-Min-Position = a write's log
+"""Read-your-writes over HTTP, served in process: a query carrying X-Stories-Min-Position = a write's log
 position always reflects that write (50 sequential writes of mixed kinds, each read back at once)."""
 
 from __future__ import annotations
 
 import pytest
-
-from tests.e2e.read_side import read_side  # noqa: F401  (the module's stack)
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -19,7 +17,18 @@ def test_each_of_50_writes_is_visible_at_its_position(read_side, uid):
     owner, reader = uid("owner"), uid("reader")
     state = {"stories": [], "views": {}, "votes": 0, "replies": 0, "close": [], "followed": set(), "deleted": []}
     served_positions: list[int] = []
-    kinds = ["story", "view", "vote", "follow", "reply", "close_friend", "delete", "highlight", "view_again", "unfollow"]
+    kinds = [
+        "story",
+        "view",
+        "vote",
+        "follow",
+        "reply",
+        "close_friend",
+        "delete",
+        "highlight",
+        "view_again",
+        "unfollow",
+    ]
 
     def read(path: str, user: str, at: int) -> dict:
         resp = rs.read(path, user, at)  # asserts 200 and X-Stories-Position >= at

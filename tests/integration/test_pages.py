@@ -1,4 +1,4 @@
-"""The query API's pages and its one served story shape, over HTTP against real processes.
+"""The query API's pages and its one served story shape, over HTTP, served in process.
 
 Every list endpoint answers ``{"items", "next_cursor"}`` with ``?limit`` (default 20, 1..100) and
 ``?cursor`` (signed, bound to the list and the caller: anything else is a 422, never a 5xx);
@@ -18,15 +18,14 @@ import sys
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import pytest
 
 from stories.backends import connect_redis
-
-from tests.e2e.read_side import ReadSide, read_side  # noqa: F401  (the module's stack)
+from tests.e2e.read_side import ReadSide
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -38,8 +37,10 @@ STORIES_BIN = str(Path(sys.executable).parent / "stories")
 QUESTION = {"sticker_type": "question", "question": {"text": "Ask me"}}
 STICKERS = [
     {"sticker_type": "poll", "poll": {"question": "Best?", "options": [{"text": "a"}, {"text": "b"}, {"text": "c"}]}},
-    {"sticker_type": "quiz", "quiz": {"question": "2+2?", "options": [{"text": "3"}, {"text": "4"}],
-                                      "correct_answer_index": 1}},
+    {
+        "sticker_type": "quiz",
+        "quiz": {"question": "2+2?", "options": [{"text": "3"}, {"text": "4"}], "correct_answer_index": 1},
+    },
     QUESTION,
     {"sticker_type": "countdown", "countdown": {"title": "Launch", "end_time": "2099-01-01T00:00:00Z"}},
     {"sticker_type": "slider", "slider": {"question": "How much?", "min_value": 0, "max_value": 10}},
@@ -83,7 +84,7 @@ class World:
 
 
 @pytest.fixture(scope="module")
-def world(read_side) -> World:  # noqa: F811
+def world(read_side) -> World:
     rs = read_side
     tag = uuid.uuid4().hex[:8]
     w = World(a=f"pa-{tag}", b=f"pb-{tag}", people=[f"p{i:02d}-{tag}" for i in range(N)])
@@ -158,7 +159,7 @@ BY_NAME = {listing.name: listing for listing in LISTINGS}
 def expected_items(rs: ReadSide, w: World, name: str, items: list[dict]) -> None:
     """The whole list, as every page size must give it."""
     if name == "feed":
-        assert [e["user_id"] for e in items][0] == w.a
+        assert next(e["user_id"] for e in items) == w.a
         assert sorted(e["user_id"] for e in items) == sorted([w.a, *w.people])
     elif name == "user_stories":
         # oldest first; two stories created in one millisecond are ordered by id
@@ -190,7 +191,7 @@ def expected_items(rs: ReadSide, w: World, name: str, items: list[dict]) -> None
 
 
 @pytest.mark.parametrize("name", list(BY_NAME))
-def test_every_list_endpoint_pages(read_side, world, name):  # noqa: F811
+def test_every_list_endpoint_pages(read_side, world, name):
     rs, w, listing = read_side, world, BY_NAME[name]
     path = listing.path(w)
 
@@ -221,7 +222,7 @@ def test_every_list_endpoint_pages(read_side, world, name):  # noqa: F811
     real = page_of(rs.read(with_params(path, limit=1), w.a, w.at))["next_cursor"]
     assert real
     middle = len(real) // 2
-    tampered = real[:middle] + ("A" if real[middle] != "A" else "B") + real[middle + 1:]
+    tampered = real[:middle] + ("A" if real[middle] != "A" else "B") + real[middle + 1 :]
     other_list = BY_NAME["archive" if name != "archive" else "user_stories"]
     foreign_list = rs.read(with_params(other_list.path(w), limit=1), w.a, w.at).body["next_cursor"]
     other_page = rs.read(with_params(listing.other(w), limit=1), w.b, w.at).body
@@ -251,7 +252,7 @@ def test_every_list_endpoint_pages(read_side, world, name):  # noqa: F811
 # -- following cursors while things change --------------------------------------------------
 
 
-def test_viewers_pages_while_new_viewers_arrive(read_side, uid):  # noqa: F811
+def test_viewers_pages_while_new_viewers_arrive(read_side, uid):
     rs = read_side
     owner = uid("owner")
     story, _ = rs.story(owner, privacy="public")
@@ -277,7 +278,7 @@ def test_viewers_pages_while_new_viewers_arrive(read_side, uid):  # noqa: F811
     assert total == len(early) + min(n, len(late))
 
 
-def test_feed_pages_while_stories_are_posted_and_viewed(read_side, uid):  # noqa: F811
+def test_feed_pages_while_stories_are_posted_and_viewed(read_side, uid):
     rs = read_side
     me = uid("me")
     authors = [uid(f"author{i}") for i in range(7)]
@@ -285,7 +286,7 @@ def test_feed_pages_while_stories_are_posted_and_viewed(read_side, uid):  # noqa
     for author in authors:
         first_stories[author], _ = rs.story(author, privacy="public")
         at = rs.follow(me, author)
-    own, at = rs.story(me, privacy="public")
+    _own, at = rs.story(me, privacy="public")
     page = rs.read(f"{S}/feed?limit=2", me, at).body
     assert page["items"][0]["user_id"] == me and page["items"][0]["has_unseen"] is False
     listed = [e["user_id"] for e in page["items"]]
@@ -317,11 +318,11 @@ def test_feed_pages_while_stories_are_posted_and_viewed(read_side, uid):  # noqa
     assert sorted(fresh) == sorted([me, newcomer, *authors]) and fresh[0] == me
 
 
-def test_user_stories_and_close_friends_page_while_added(read_side, uid):  # noqa: F811
+def test_user_stories_and_close_friends_page_while_added(read_side, uid):
     rs = read_side
     owner = uid("owner")
     stories = []
-    for i in range(5):
+    for _ in range(5):
         story, at = rs.story(owner, privacy="public")
         stories.append(story)
     friends = [uid(f"friend{i}") for i in range(5)]
@@ -362,7 +363,7 @@ def test_user_stories_and_close_friends_page_while_added(read_side, uid):  # noq
 # -- question answers --------------------------------------------------------------------------
 
 
-def test_answers_page_filter_and_owner_only(read_side, uid):  # noqa: F811
+def test_answers_page_filter_and_owner_only(read_side, uid):
     rs = read_side
     owner, follower, stranger = uid("owner"), uid("follower"), uid("stranger")
     rs.follow(follower, owner)
@@ -375,12 +376,16 @@ def test_answers_page_filter_and_owner_only(read_side, uid):  # noqa: F811
     at = rs.interact(people[0], story, sticker_index=0, option_index=0).position  # not an answer to list
     answers = rs.items(f"{V}/{story}/answers", owner, at, limit=3)
     assert [(x["user_id"], x["sticker_index"], x["text"]) for x in answers] == [
-        (p, 1, f"q0 {i}") for i, p in reversed(list(enumerate(people)))]  # newest first
+        (p, 1, f"q0 {i}") for i, p in reversed(list(enumerate(people)))
+    ]  # newest first
     assert all(set(x) == {"user_id", "sticker_index", "text", "answered_at"} for x in answers)
     only1 = rs.items(f"{V}/{story}/answers?sticker_index=1", owner, at, limit=2)
     assert only1 == answers
     assert rs.read(f"{V}/{story}/answers?sticker_index=0", owner, at).body == {
-        "items": [], "next_cursor": None, "story_id": story}
+        "items": [],
+        "next_cursor": None,
+        "story_id": story,
+    }
     assert rs.read(f"{V}/{story}/answers?sticker_index=9", owner, at).body["items"] == []
     # a cursor of the filtered list is not one of the whole list
     cursor = rs.read(f"{V}/{story}/answers?sticker_index=1&limit=2", owner, at).body["next_cursor"]
@@ -421,7 +426,7 @@ def _quiz(story: dict) -> dict:
 QUIZ_COUNTS = ("total_attempts", "correct_attempts", "correct_answer_index")
 
 
-def test_feed_story_equals_the_story_endpoint_and_quiz_counts_follow_the_answer(read_side, uid):  # noqa: F811
+def test_feed_story_equals_the_story_endpoint_and_quiz_counts_follow_the_answer(read_side, uid):
     rs = read_side
     owner, voter, lurker = uid("owner"), uid("voter"), uid("lurker")
     rs.follow(voter, owner)
@@ -460,7 +465,9 @@ def test_feed_story_equals_the_story_endpoint_and_quiz_counts_follow_the_answer(
     assert theirs["stickers"][2]["question"]["response_count"] == 1
     assert "responses" not in theirs["stickers"][2]["question"]
     assert theirs["stickers"][3]["countdown"]["follower_count"] == 1
-    assert theirs["stickers"][4]["slider"]["average_value"] == 8 and theirs["stickers"][4]["slider"]["response_count"] == 1
+    assert (
+        theirs["stickers"][4]["slider"]["average_value"] == 8 and theirs["stickers"][4]["slider"]["response_count"] == 1
+    )
     assert theirs["viewed_by_me"] is True and theirs["view_count"] == 1
 
     # someone who has not answered the quiz gets the options' texts only, in the feed and alone
@@ -493,8 +500,9 @@ def _story_keys(rs: ReadSide, story: str) -> list[str]:
     stamps = Keys(rs.redis_prefix).stamps(story)
     client = connect_redis(rs.redis_url)
     try:
-        keys = sorted(k.decode() for k in client.scan_iter(match=rs.redis_prefix + "*", count=1000)
-                      if story in k.decode())
+        keys = sorted(
+            k.decode() for k in client.scan_iter(match=rs.redis_prefix + "*", count=1000) if story in k.decode()
+        )
         if stamps in keys:
             assert 0 < client.pttl(stamps) <= 50 * 3600 * 1000, "a story's stamps must expire"
         return [k for k in keys if k != stamps]
@@ -539,7 +547,7 @@ def _engaged_story(rs: ReadSide, uid, owner: str, **body) -> tuple[str, list[str
     return story, fans, at
 
 
-def test_expired_story_leaves_redis_and_is_served_from_mongodb(read_side, uid, tmp_path):  # noqa: F811
+def test_expired_story_leaves_redis_and_is_served_from_mongodb(read_side, uid, tmp_path):
     rs = read_side
     faketime = shutil.which("faketime")
     if faketime is None:
@@ -553,8 +561,14 @@ def test_expired_story_leaves_redis_and_is_served_from_mongodb(read_side, uid, t
     before = rs.read(f"{S}/{story}", owner, made.position).body
 
     # the expirer, 7 hours from now: the 6 h story is due (the 48 h one is not)
-    out = subprocess.run([faketime, "-f", "+7h", STORIES_BIN, "expirer", "--once"], env=rs.env, capture_output=True,
-                         timeout=60, cwd=rs.data_dir, stdin=subprocess.DEVNULL)
+    out = subprocess.run(
+        [faketime, "-f", "+7h", STORIES_BIN, "expirer", "--once"],
+        env=rs.env,
+        capture_output=True,
+        timeout=60,
+        cwd=rs.data_dir,
+        stdin=subprocess.DEVNULL,
+    )
     assert out.returncode == 0, (out.stdout.decode()[-2000:], out.stderr.decode()[-2000:])
     at = _log_head(rs)
     archive = rs.items(f"{S}/archive", owner, at)
@@ -592,7 +606,7 @@ def test_expired_story_leaves_redis_and_is_served_from_mongodb(read_side, uid, t
     assert ids(feed["stories"]) == [keeper]
 
 
-def test_deleted_story_leaves_redis(read_side, uid):  # noqa: F811
+def test_deleted_story_leaves_redis(read_side, uid):
     rs = read_side
     owner, follower = uid("owner"), uid("follower")
     rs.follow(follower, owner)
@@ -607,7 +621,6 @@ def test_deleted_story_leaves_redis(read_side, uid):  # noqa: F811
     assert all(e["user_id"] != owner for e in rs.items(f"{S}/feed", follower, at))
 
 
-
 # -- highlights: covers, removals and reorders between pages -----------------------------------
 
 
@@ -616,7 +629,7 @@ def _highlight(rs: ReadSide, owner: str, story_ids: list[str], **body) -> tuple[
     return resp.body["highlight_id"], resp.position
 
 
-def test_a_highlight_cover_never_names_a_story_the_caller_may_not_see(read_side, uid):  # noqa: F811
+def test_a_highlight_cover_never_names_a_story_the_caller_may_not_see(read_side, uid):
     rs = read_side
     owner, follower, friend = uid("owner"), uid("follower"), uid("friend")
     for user in (follower, friend):
@@ -625,8 +638,11 @@ def test_a_highlight_cover_never_names_a_story_the_caller_may_not_see(read_side,
     public, _ = rs.story(owner, privacy="public")
     secret, _ = rs.story(owner, privacy="close_friends")
     hid, at = _highlight(rs, owner, [public, secret], cover={"story_id": secret, "emoji": "*"})
-    for user, cover in ((owner, {"story_id": secret, "emoji": "*"}), (friend, {"story_id": secret, "emoji": "*"}),
-                        (follower, {"emoji": "*"})):
+    for user, cover in (
+        (owner, {"story_id": secret, "emoji": "*"}),
+        (friend, {"story_id": secret, "emoji": "*"}),
+        (follower, {"emoji": "*"}),
+    ):
         assert rs.read(f"{H}/{hid}", user, at).body["cover"] == cover, user
         assert [h["cover"] for h in rs.items(f"{H}/user/{owner}", user, at)] == [cover], user
     # removed from the highlight, then deleted: the cover stops naming it, for the owner too
@@ -637,7 +653,7 @@ def test_a_highlight_cover_never_names_a_story_the_caller_may_not_see(read_side,
     assert rs.read(f"{H}/{other}", owner, at).body["cover"] is None
 
 
-def test_a_highlights_stories_page_loses_nothing_when_a_story_is_removed_between_pages(read_side, uid):  # noqa: F811
+def test_a_highlights_stories_page_loses_nothing_when_a_story_is_removed_between_pages(read_side, uid):
     rs = read_side
     owner = uid("owner")
     stories = [rs.story(owner, privacy="public")[0] for _ in range(5)]
@@ -650,7 +666,7 @@ def test_a_highlights_stories_page_loses_nothing_when_a_story_is_removed_between
     assert ids(rest["items"]) == stories[2:]
 
 
-def test_a_users_highlights_page_loses_nothing_when_reordered_between_pages(read_side, uid):  # noqa: F811
+def test_a_users_highlights_page_loses_nothing_when_reordered_between_pages(read_side, uid):
     rs = read_side
     owner = uid("owner")
     story, _ = rs.story(owner, privacy="public")

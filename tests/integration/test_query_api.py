@@ -1,15 +1,13 @@
-"""The query API over HTTP, against real processes: every endpoint, fed through the command API and
+"""The query API over HTTP, served in process (``tests/integration/conftest.py``): every endpoint, fed through the command API and
 the projector, read with read-your-writes (X-Stories-Min-Position = the command's position)."""
 
 from __future__ import annotations
 
 import base64
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
-
-from tests.e2e.read_side import read_side  # noqa: F401  (the module's stack)
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -18,9 +16,17 @@ H = "/api/v1/highlights"
 NO_SUCH_STORY = "7f1c1e0e-0000-4000-8000-000000000000"
 
 ALL_QUERIES = [
-    f"{S}/feed", f"{S}/archive", f"{S}/user/someone", f"{S}/{NO_SUCH_STORY}", f"{H}/user/someone",
-    f"{H}/{NO_SUCH_STORY}", f"/api/v1/viewers/story/{NO_SUCH_STORY}", f"/api/v1/viewers/story/{NO_SUCH_STORY}/answers",
-    f"/api/v1/viewers/story/{NO_SUCH_STORY}/insights", "/api/v1/viewers/user/insights", "/api/v1/close-friends/",
+    f"{S}/feed",
+    f"{S}/archive",
+    f"{S}/user/someone",
+    f"{S}/{NO_SUCH_STORY}",
+    f"{H}/user/someone",
+    f"{H}/{NO_SUCH_STORY}",
+    f"/api/v1/viewers/story/{NO_SUCH_STORY}",
+    f"/api/v1/viewers/story/{NO_SUCH_STORY}/answers",
+    f"/api/v1/viewers/story/{NO_SUCH_STORY}/insights",
+    "/api/v1/viewers/user/insights",
+    "/api/v1/close-friends/",
     "/api/v1/close-friends",
 ]
 
@@ -59,17 +65,33 @@ def test_health_ready_metrics_and_openapi(read_side):
     spec = doc.body
     assert spec["openapi"].startswith("3.")
     paths = spec["paths"]
-    for path in ["/api/v1/stories/feed", "/api/v1/stories/{story_id}", "/api/v1/stories/user/{user_id}",
-                 "/api/v1/stories/archive", "/api/v1/highlights/user/{user_id}", "/api/v1/highlights/{highlight_id}",
-                 "/api/v1/viewers/story/{story_id}", "/api/v1/viewers/story/{story_id}/answers",
-                 "/api/v1/viewers/story/{story_id}/insights", "/api/v1/viewers/user/insights",
-                 "/api/v1/close-friends/", "/api/v1/close-friends"]:
+    for path in [
+        "/api/v1/stories/feed",
+        "/api/v1/stories/{story_id}",
+        "/api/v1/stories/user/{user_id}",
+        "/api/v1/stories/archive",
+        "/api/v1/highlights/user/{user_id}",
+        "/api/v1/highlights/{highlight_id}",
+        "/api/v1/viewers/story/{story_id}",
+        "/api/v1/viewers/story/{story_id}/answers",
+        "/api/v1/viewers/story/{story_id}/insights",
+        "/api/v1/viewers/user/insights",
+        "/api/v1/close-friends/",
+        "/api/v1/close-friends",
+    ]:
         assert "get" in paths[path], path
     params = {p["name"] for p in paths["/api/v1/viewers/story/{story_id}"]["get"]["parameters"]}
     assert {"story_id", "limit", "cursor", "min_position"} <= params
-    for paged in ("/api/v1/stories/feed", "/api/v1/stories/archive", "/api/v1/stories/user/{user_id}",
-                  "/api/v1/highlights/user/{user_id}", "/api/v1/highlights/{highlight_id}",
-                  "/api/v1/viewers/story/{story_id}/answers", "/api/v1/close-friends/", "/api/v1/close-friends"):
+    for paged in (
+        "/api/v1/stories/feed",
+        "/api/v1/stories/archive",
+        "/api/v1/stories/user/{user_id}",
+        "/api/v1/highlights/user/{user_id}",
+        "/api/v1/highlights/{highlight_id}",
+        "/api/v1/viewers/story/{story_id}/answers",
+        "/api/v1/close-friends/",
+        "/api/v1/close-friends",
+    ):
         assert {"limit", "cursor"} <= {p["name"] for p in paths[paged]["get"]["parameters"]}, paged
     answers = {p["name"] for p in paths["/api/v1/viewers/story/{story_id}/answers"]["get"]["parameters"]}
     assert "sticker_index" in answers
@@ -82,7 +104,12 @@ def test_health_ready_metrics_and_openapi(read_side):
 def test_401_without_or_with_a_bad_token(read_side, path):
     error_of(read_side.query(path), 401)
     error_of(read_side.query(path, token="not-a-jwt"), 401)
-    error_of(read_side.query(path, token=read_side.token("mallory", secret="another-secret-entirely-and-long-enough-for-hs256")), 401)
+    error_of(
+        read_side.query(
+            path, token=read_side.token("mallory", secret="another-secret-entirely-and-long-enough-for-hs256")
+        ),
+        401,
+    )
     error_of(read_side.query(path, token=read_side.token("mallory", ttl=-120)), 401)
 
 
@@ -133,10 +160,20 @@ def test_503_with_retry_after_when_min_position_is_far_ahead(read_side):
 def test_every_answer_carries_the_position_it_was_served_at(read_side, uid):
     owner = uid("owner")
     story, at = read_side.story(owner, privacy="public")
-    for path in [f"{S}/feed", f"{S}/archive", f"{S}/user/{owner}", f"{S}/{story}", f"{H}/user/{owner}",
-                 f"{S}/{story}", f"/api/v1/viewers/story/{story}", f"/api/v1/viewers/story/{story}/answers",
-                 f"/api/v1/viewers/story/{story}/insights", "/api/v1/viewers/user/insights",
-                 "/api/v1/close-friends/", "/api/v1/close-friends"]:
+    for path in [
+        f"{S}/feed",
+        f"{S}/archive",
+        f"{S}/user/{owner}",
+        f"{S}/{story}",
+        f"{H}/user/{owner}",
+        f"{S}/{story}",
+        f"/api/v1/viewers/story/{story}",
+        f"/api/v1/viewers/story/{story}/answers",
+        f"/api/v1/viewers/story/{story}/insights",
+        "/api/v1/viewers/user/insights",
+        "/api/v1/close-friends/",
+        "/api/v1/close-friends",
+    ]:
         resp = read_side.query(path, owner, at=at)
         assert resp.status == 200, (path, resp)
         assert int(resp.header("x-stories-position")) >= at
@@ -160,8 +197,10 @@ def test_not_found_and_forbidden_answers_carry_the_position(read_side, uid):
 
 STICKERS = [
     {"sticker_type": "poll", "poll": {"question": "Best?", "options": [{"text": "a"}, {"text": "b"}, {"text": "c"}]}},
-    {"sticker_type": "quiz", "quiz": {"question": "2+2?", "options": [{"text": "3"}, {"text": "4"}],
-                                      "correct_answer_index": 1}},
+    {
+        "sticker_type": "quiz",
+        "quiz": {"question": "2+2?", "options": [{"text": "3"}, {"text": "4"}], "correct_answer_index": 1},
+    },
     {"sticker_type": "question", "question": {"text": "Ask me"}},
     {"sticker_type": "countdown", "countdown": {"title": "Launch", "end_time": "2099-01-01T00:00:00Z"}},
     {"sticker_type": "slider", "slider": {"question": "How much?", "min_value": 0, "max_value": 10}},
@@ -189,7 +228,10 @@ def test_story_with_sticker_results(read_side, uid):
     poll, quiz, question, countdown, slider, link = (s[s["sticker_type"]] for s in seen_by_bob["stickers"])
     assert [s["sticker_type"] for s in seen_by_bob["stickers"]] == [s["sticker_type"] for s in STICKERS]
     assert [(o["text"], o["votes"], o["percentage"]) for o in poll["options"]] == [
-        ("a", 2, 66.7), ("b", 1, 33.3), ("c", 0, 0.0)]
+        ("a", 2, 66.7),
+        ("b", 1, 33.3),
+        ("c", 0, 0.0),
+    ]
     assert poll["total_votes"] == 3 and poll["my_vote"] == 0
     assert [o["selected_count"] for o in quiz["options"]] == [1, 1]
     assert sum(round(o["percentage"] * 10) for o in quiz["options"]) == 1000
@@ -208,21 +250,37 @@ def test_story_with_sticker_results(read_side, uid):
     o_question, o_link = mine["stickers"][2]["question"], mine["stickers"][5]["link"]
     assert o_question["response_count"] == 2
     assert [(r["user_id"], r["text"]) for r in o_question["responses"]] == [
-        (carol, "second question"), (bob, "first question")]  # newest first
+        (carol, "second question"),
+        (bob, "first question"),
+    ]  # newest first
     assert o_link["tap_count"] == 1
     assert mine["stickers"][1]["quiz"]["correct_answer_index"] == 1
     for served in (seen_by_bob, mine):
         assert served["story_id"] == story and served["user_id"] == owner and served["privacy"] == "public"
         assert served["is_expired"] is False and served["close_friends_only"] is False
-        for name in ("story_type", "media_url", "text_content", "view_count", "reply_count", "created_at",
-                     "expires_at", "viewed_by_me"):
+        for name in (
+            "story_type",
+            "media_url",
+            "text_content",
+            "view_count",
+            "reply_count",
+            "created_at",
+            "expires_at",
+            "viewed_by_me",
+        ):
             assert name in served, name
 
 
 def test_story_fields_views_and_replies(read_side, uid):
     owner, bob = uid("owner"), uid("bob")
-    story, at = read_side.story(owner, story_type="image", media_url="https://cdn.example.org/x.jpg",
-                                privacy="public", background_color="#112233", duration=7)
+    story, at = read_side.story(
+        owner,
+        story_type="image",
+        media_url="https://cdn.example.org/x.jpg",
+        privacy="public",
+        background_color="#112233",
+        duration=7,
+    )
     before = read_side.read(f"{S}/{story}", bob, at).body
     assert before["viewed_by_me"] is False and before["view_count"] == 0
     assert before["story_type"] == "image" and before["media_url"] == "https://cdn.example.org/x.jpg"
@@ -238,8 +296,9 @@ def test_story_fields_views_and_replies(read_side, uid):
 
 
 def test_404_for_stories_the_caller_may_not_see(read_side, uid):
-    owner, follower, stranger, hidden, listed, close = (uid(n) for n in
-                                                        ("owner", "follower", "stranger", "hidden", "listed", "close"))
+    owner, follower, stranger, hidden, listed, close = (
+        uid(n) for n in ("owner", "follower", "stranger", "hidden", "listed", "close")
+    )
     read_side.follow(follower, owner)
     read_side.follow(hidden, owner)
     read_side.write("POST", f"/api/v1/close-friends/{close}", owner, expect=201)
@@ -295,15 +354,15 @@ def test_feed_tray_order(read_side, uid):
     for author in (a, b, c, d, e, f, g):
         read_side.follow(me, author)
     read_side.write("POST", f"/api/v1/close-friends/{me}", e, expect=201)
-    a1, _ = read_side.story(a, privacy="followers")
+    _a1, _ = read_side.story(a, privacy="followers")
     b1, _ = read_side.story(b, privacy="public")
     c1, _ = read_side.story(c, privacy="public")
     own, _ = read_side.story(me, privacy="public")
     d1, _ = read_side.story(d, privacy="public")
-    e1, _ = read_side.story(e, privacy="close_friends")
-    f1, _ = read_side.story(f, privacy="close_friends")  # me is not on f's list: no entry for f
-    g1, _ = read_side.story(g, privacy="public", hidden_from_ids=[me])  # hidden from me: no entry for g
-    h1, _ = read_side.story(h, privacy="public")  # not followed: no entry for h
+    _e1, _ = read_side.story(e, privacy="close_friends")
+    _f1, _ = read_side.story(f, privacy="close_friends")  # me is not on f's list: no entry for f
+    _g1, _ = read_side.story(g, privacy="public", hidden_from_ids=[me])  # hidden from me: no entry for g
+    _h1, _ = read_side.story(h, privacy="public")  # not followed: no entry for h
     b2, _ = read_side.story(b, privacy="public")
     read_side.view(me, b1)
     read_side.view(me, b2)
@@ -417,7 +476,9 @@ def test_highlights_pinned_first_then_order_and_visibility(read_side, uid):
     assert {x["highlight_id"]: x for x in as_stranger}[h2]["story_count"] == 1
 
     one = read_side.read(f"{H}/{h2}", follower, at).body
-    assert one["title"] == "two" and ids(one["stories"]["items"]) == [followers_only, public] and one["order_index"] == 0
+    assert (
+        one["title"] == "two" and ids(one["stories"]["items"]) == [followers_only, public] and one["order_index"] == 0
+    )
     assert one["story_ids"] == [followers_only, public] and one["story_count"] == 2
     assert one["stories"]["next_cursor"] is None
     assert ids(read_side.items(f"{H}/{h2}", follower, at, limit=1, key="stories")) == [followers_only, public]
@@ -481,9 +542,9 @@ def test_story_and_user_insights(read_side, uid):
     hours = set()
     for viewer in (u1, u1, u2, u3):
         read_side.view(viewer, story)
-        hours.add(datetime.now(timezone.utc).hour)
+        hours.add(datetime.now(UTC).hour)
     read_side.view(u4, other)
-    hours.add(datetime.now(timezone.utc).hour)
+    hours.add(datetime.now(UTC).hour)
     read_side.write("POST", f"{S}/{story}/reply", u1, {"text": "hey"}, expect=201)
     read_side.interact(u1, story, sticker_index=0, option_index=2)
     read_side.interact(u2, story, sticker_index=0, option_index=0)
@@ -530,7 +591,10 @@ def test_close_friends_with_is_mutual(read_side, uid):
     at = read_side.follow(uid("someone"), owner)
     listed = read_side.items("/api/v1/close-friends/", owner, at)
     assert [(x["user_id"], x["is_mutual"]) for x in listed] == [
-        (follows_me, False), (one_way, False), (mutual, True)]  # newest first
+        (follows_me, False),
+        (one_way, False),
+        (mutual, True),
+    ]  # newest first
     assert read_side.items("/api/v1/close-friends", owner, at, limit=1) == listed  # without the slash, paged
     assert all(x["added_at"] for x in listed)
     read_side.write("DELETE", f"/api/v1/close-friends/{one_way}", owner, expect=204)
@@ -543,7 +607,7 @@ def test_close_friends_with_is_mutual(read_side, uid):
 def test_feed_never_gives_a_quiz_answer_away(read_side, uid):
     owner, follower = uid("owner"), uid("follower")
     read_side.follow(follower, owner)
-    story, at = read_side.story(owner, privacy="public", stickers=STICKERS)
+    _story, at = read_side.story(owner, privacy="public", stickers=STICKERS)
     theirs = read_side.items(f"{S}/feed", follower, at)
     quiz = next(s["quiz"] for s in theirs[0]["stories"][0]["stickers"] if s["sticker_type"] == "quiz")
     assert "correct_answer_index" not in quiz and [o["text"] for o in quiz["options"]] == ["3", "4"]
