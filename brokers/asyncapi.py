@@ -11,7 +11,7 @@ Each message is marked ``contentType: application/json``, its correlation id is 
 ``event_id`` and its description says where the JSON sits (FastStream's generator would otherwise
 point the correlation id at a ``correlation_id`` header, which Redis entries no longer carry).
 
-``asyncapi_document(prefix)`` returns it as a dict; ``python -m brokers asyncapi`` prints it as
+``asyncapi_document(prefix)`` returns it as a dict; ``stories asyncapi`` prints it as
 JSON; ``faststream docs serve brokers.asyncapi:app`` serves it as HTML.
 """
 

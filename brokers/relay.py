@@ -25,11 +25,11 @@ position, so a batch the broker stored just before its relay died is not publish
 Brokers keep events by age (``STORIES_BROKER_RETENTION``). Every ``maintain_every_s`` (5 s), also
 while the log is idle, the relay trims the broker by age (Redis; JetStream does it itself) and
 refreshes ``stories_broker_oldest_event_age_seconds`` on its registry (``RelayMetrics``), which
-``python -m brokers relay --metrics-port N`` serves at ``/metrics``. Every ``maintain_every_s`` too
-(a standby included, from the recorded position) it measures how far the broker is behind the log
-(``brokers/lag.py``): ``stories_relay_lag_events`` (log head − the broker's last position) and
-``stories_relay_lag_seconds`` (now − ``occurred_at`` of the oldest event not yet published; 0 when
-caught up).
+``stories relay --metrics-port N`` (or ``STORIES_RELAY_PORT``) serves at ``/metrics``. Every
+``maintain_every_s`` too (a standby included, from the recorded position) it measures how far the
+broker is behind the log (``brokers/lag.py``): ``stories_relay_lag_events`` (log head − the
+broker's last position) and ``stories_relay_lag_seconds`` (now − ``occurred_at`` of the oldest
+event not yet published; 0 when caught up).
 """
 
 from __future__ import annotations

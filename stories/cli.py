@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from datetime import UTC
+from datetime import UTC, timedelta
 
 import orjson
 import typer
@@ -73,29 +73,129 @@ def expirer(once: bool = typer.Option(False, "--once", help="run one sweep and e
         store.close()
 
 
-@cli.command("relay")
-def relay() -> None:
-    """Publish the event log to STORIES_BROKER_URL (Redis Streams or NATS JetStream), in order."""
-    from brokers.__main__ import main as brokers_main
+def _duration(text: str) -> timedelta:
+    """``604800``, ``7d`` / ``12h`` / ``30m`` / ``10s`` or ISO 8601 (``P7D``), as STORIES_BROKER_RETENTION."""
+    from pydantic import TypeAdapter, ValidationError
 
-    configure_logging()
-    process_clock(service_settings())
-    with_backends(Settings(), "redis", "broker")  # fail early with a clear message
-    raise typer.Exit(brokers_main(["relay"]))
+    value = text.strip().lower()
+    units = {"d": 86400, "h": 3600, "m": 60, "s": 1}
+    try:
+        if value[-1:] in units and value[:-1].replace(".", "", 1).isdigit():
+            return timedelta(seconds=float(value[:-1]) * units[value[-1]])
+        if value.replace(".", "", 1).isdigit():
+            return timedelta(seconds=float(value))
+        return TypeAdapter(timedelta).validate_python(text.strip().upper())
+    except ValidationError:
+        raise typer.BadParameter(f"not a duration: {text!r} (try 604800, 7d or P7D)") from None
+
+
+def _overridden(settings: Settings, **options: object) -> Settings:
+    """``settings`` with every option given (not None) in place of its setting."""
+    updates = {name: value for name, value in options.items() if value is not None}
+    return settings.model_copy(update=updates) if updates else settings
+
+
+_BROKER_URL_HELP = "redis://... (Redis Streams) or nats://... (JetStream); STORIES_BROKER_URL"
+_PREFIX_HELP = "stream / subject prefix (default: STORIES_BROKER_PREFIX, else stories)"
+
+
+@cli.command("relay")
+def relay(
+    event_store_url: str | None = typer.Option(None, "--event-store-url", help="the log (STORIES_EVENT_STORE_URL)"),
+    broker_url: str | None = typer.Option(None, "--broker-url", help=_BROKER_URL_HELP),
+    prefix: str | None = typer.Option(None, "--prefix", help=_PREFIX_HELP),
+    platform: str | None = typer.Option(None, "--platform", help="vignette or entativa (STORIES_PLATFORM)"),
+    position_redis_url: str | None = typer.Option(
+        None,
+        "--position-redis-url",
+        help="where the relay's position lives (default: STORIES_REDIS_URL, else the Redis broker)",
+    ),
+    position_key_prefix: str | None = typer.Option(
+        None,
+        "--position-key-prefix",
+        help="the position key is <this>relay:position:<redis|nats> (default: STORIES_REDIS_PREFIX, else stories:)",
+    ),
+    batch_size: int | None = typer.Option(None, "--batch-size", help="events per batch (STORIES_RELAY_BATCH)"),
+    retention: timedelta | None = typer.Option(
+        None,
+        "--retention",
+        parser=_duration,
+        metavar="DURATION",
+        help="keep events this long: seconds, 7d / 12h / 30m, or ISO 8601 (P7D); 0: no age limit "
+        "(Redis MINID ~ / JetStream max_age; STORIES_BROKER_RETENTION, default 7 days)",
+    ),
+    max_len: int | None = typer.Option(
+        None,
+        "--max-len",
+        help="optional count cap, Redis MAXLEN ~ / JetStream max_msgs (STORIES_BROKER_MAX_LEN; 0, the default: none)",
+    ),
+    port: int | None = typer.Option(
+        None,
+        "--port",
+        "--metrics-port",
+        help="serve the relay's /health, /ready and /metrics on this port (STORIES_RELAY_PORT; default: none)",
+    ),
+    host: str | None = typer.Option(None, "--host", "--metrics-host", help="address of that port (STORIES_HOST)"),
+    lease_ttl_s: float | None = typer.Option(
+        None,
+        "--lease-ttl-s",
+        help="one relay publishes at a time: its lease in Redis lapses this long after it died, "
+        "when a standby takes over (STORIES_RELAY_LEASE_TTL_S; 0: no lease)",
+    ),
+    batch_pause_s: float = typer.Option(0.0, "--batch-pause-s", help="sleep between batches (throttle)"),
+) -> None:
+    """Publish the event log to STORIES_BROKER_URL (Redis Streams or NATS JetStream), in order
+    (``python -m brokers``); every option overrides its setting."""
+    from brokers.__main__ import main as run_relay
+    from domain.platform import Platform
+    from stories.embedded import resolve_urls
+
+    settings = resolve_urls(service_settings())
+    if platform is not None:
+        try:
+            chosen: Platform | None = Platform(platform)
+        except ValueError:
+            raise typer.BadParameter(
+                f"not a platform: {platform!r} (one of {', '.join(p.value for p in Platform)})", param_hint="--platform"
+            ) from None
+    else:
+        chosen = None
+    settings = _overridden(
+        settings,
+        broker_url=broker_url or settings.broker_url or settings.redis_url,  # before --position-redis-url
+        event_store_url=event_store_url,
+        broker_prefix=prefix,
+        platform=chosen,
+        redis_url=position_redis_url,
+        redis_prefix=position_key_prefix,
+        relay_batch=batch_size,
+        broker_retention=retention,
+        broker_max_len=max_len,
+        relay_port=port,
+        host=host,
+        relay_lease_ttl_s=lease_ttl_s,
+    )
+    raise typer.Exit(run_relay(settings, batch_pause_s=batch_pause_s))
 
 
 @cli.command("tail")
 def tail_events(
-    from_start: bool = typer.Option(False, "--from-start", help="from the oldest kept event, not from now"),
-    limit: int | None = typer.Option(None, help="stop after this many events"),
+    broker_url: str | None = typer.Option(None, "--broker-url", help=_BROKER_URL_HELP),
+    prefix: str | None = typer.Option(None, "--prefix", help=_PREFIX_HELP),
+    from_start: bool = typer.Option(False, "--from-start", help="from the oldest retained event (default: new ones)"),
+    limit: int | None = typer.Option(None, "--limit", help="stop after this many events"),
+    idle_timeout_s: float | None = typer.Option(None, "--idle-timeout-s", help="stop after this long without an event"),
     lag: bool = typer.Option(
         False,
         "--lag",
-        help="instead: how far the broker is behind the log (head, the "
-        "broker's last position, the gap in events, the age of the oldest missing one)",
+        help="instead: print how far the broker is behind the log (head, the broker's last "
+        "position, the gap in events, the age of the oldest missing event)",
     ),
     follow: bool = typer.Option(False, "--follow", help="with --lag: print it again every --interval"),
     interval: float = typer.Option(5.0, "--interval", help="with --lag --follow: seconds between lines"),
+    event_store_url: str | None = typer.Option(
+        None, "--event-store-url", help="with --lag: the log (STORIES_EVENT_STORE_URL)"
+    ),
 ) -> None:
     """Print the broker's events as another service would consume them: position type stream.
     With --lag: head=<n> broker=<n> lag_events=<n> lag_seconds=<s> oldest_missing=<time>."""
@@ -103,9 +203,10 @@ def tail_events(
 
     from brokers.tail import tail
 
-    settings = with_backends(Settings(), "broker")
-    broker_url, store_url = settings.broker_url, settings.event_store_url
-    assert broker_url is not None and store_url is not None  # with_backends made sure
+    settings = _overridden(Settings(), broker_url=broker_url, broker_prefix=prefix, event_store_url=event_store_url)
+    settings = with_backends(settings, "broker")
+    broker, store_url = settings.broker_url, settings.event_store_url
+    assert broker is not None and store_url is not None  # with_backends made sure
     if lag:
         from brokers.lag import print_lag
 
@@ -113,7 +214,7 @@ def tail_events(
             asyncio.run(
                 print_lag(
                     store_url,
-                    broker_url,
+                    broker,
                     settings.broker_prefix,
                     sys.stdout,
                     follow,
@@ -122,15 +223,17 @@ def tail_events(
                 )
             )
         return
-    asyncio.run(tail(broker_url, settings.broker_prefix, from_start, limit, sys.stdout))
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(tail(broker, settings.broker_prefix, from_start, limit, sys.stdout, idle_timeout_s))
 
 
 @cli.command("asyncapi")
-def asyncapi() -> None:
+def asyncapi(prefix: str | None = typer.Option(None, "--prefix", help=_PREFIX_HELP)) -> None:
     """Print the AsyncAPI 3.0 document of every published event type."""
     from brokers.asyncapi import asyncapi_document
 
-    typer.echo(orjson.dumps(asyncapi_document(Settings().broker_prefix), option=orjson.OPT_INDENT_2).decode())
+    prefix = prefix if prefix is not None else Settings().broker_prefix
+    typer.echo(orjson.dumps(asyncapi_document(prefix), option=orjson.OPT_INDENT_2).decode())
 
 
 @cli.command("run")

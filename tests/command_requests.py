@@ -1,5 +1,5 @@
 """Requests and small helpers shared by the command API's tests (``tests/integration/test_command_api.py``
-in process, ``tests/e2e/test_command_api.py`` against a real process)."""
+in process, ``tests/e2e/test_command_api_process.py`` against a real process)."""
 
 from __future__ import annotations
 

@@ -284,3 +284,17 @@ async def drop_broker_stream(url: str, prefix: str) -> None:
         with contextlib.suppress(NotFoundError):
             await connection.jetstream().delete_stream(nats_stream_name(prefix))
         await connection.close()
+
+
+@pytest.fixture(scope="module")
+def read_side(tmp_path_factory, mongodb_url, redis_url):
+    """One vignette read side per test module: the real command API, projector and query API
+    processes (``tests/e2e/read_side.py``); ``tests/integration`` serves them in process instead."""
+    from tests.e2e.read_side import cleanup, launch
+
+    side = launch(tmp_path_factory.mktemp("read-side"), mongodb_url, redis_url)
+    try:
+        yield side
+    finally:
+        side.stop()
+        cleanup(side)

@@ -20,13 +20,10 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import jwt
 import pytest
-
-if TYPE_CHECKING:
-    from tests.e2e.read_side import ReadSide
 
 BIN = Path(sys.executable).parent
 STORIES = str(BIN / "stories")
@@ -354,17 +351,3 @@ def _check_rejections_stored_nothing() -> Iterator[None]:
             api.check_nothing_stored()
         else:
             api._pending.clear()
-
-
-@pytest.fixture(scope="module")
-def read_side(tmp_path_factory: pytest.TempPathFactory, mongodb_url: str, redis_url: str) -> Iterator[ReadSide]:
-    """One vignette read side (command API + projector + query API) per test module
-    (``tests/e2e/read_side.py``)."""
-    from tests.e2e.read_side import cleanup, launch
-
-    side = launch(tmp_path_factory.mktemp("read-side"), mongodb_url, redis_url)
-    try:
-        yield side
-    finally:
-        side.stop()
-        cleanup(side)

@@ -1,6 +1,6 @@
 """How far the broker is behind the log, against the machine's Redis and NATS: a relay that has
 published part of a log reports it on its gauges (``stories_relay_lag_events`` /
-``stories_relay_lag_seconds``), ``stories tail --lag`` (``python -m brokers tail --lag``) prints it
+``stories_relay_lag_seconds``), ``stories tail --lag`` prints it
 from the broker itself, and both drop to 0 once the relay caught up."""
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from tests.conftest import NATS_TEST_URL, RUN_ID, drop_broker_stream, one_redis_
 
 redis_url = one_redis_url
 ROOT = Path(__file__).resolve().parents[2]
+STORIES = str(Path(sys.executable).parent / "stories")  # the venv's `stories` command
 PLATFORM = Platform.VIGNETTE
 
 
@@ -93,9 +94,7 @@ async def test_a_relay_half_way_reports_its_lag_and_tail_lag_prints_it(broker, s
 
         process = subprocess.run(  # the command itself, once; exit code 0
             [
-                sys.executable,
-                "-m",
-                "brokers",
+                STORIES,
                 "tail",
                 "--lag",
                 "--event-store-url",

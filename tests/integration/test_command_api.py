@@ -1,7 +1,7 @@
 """The command API over HTTP, served in this process (``tests/in_process.py``: the app on its own
 event loop in a thread, the log in a SQLite file, read back in process), with the same client the
 end-to-end tests use. Every rejected request is checked to have stored nothing (``api.rejected``).
-What needs a real process is in ``tests/e2e/test_command_api.py``."""
+What needs a real process is in ``tests/e2e/test_command_api_process.py``."""
 
 from __future__ import annotations
 

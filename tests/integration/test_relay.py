@@ -39,6 +39,7 @@ from tests.conftest import NATS_TEST_URL, RUN_ID, drop_broker_stream, one_redis_
 redis_url = one_redis_url  # the broker (Redis Streams) and the relay's position: one server
 
 ROOT = Path(__file__).resolve().parents[2]
+STORIES = str(Path(sys.executable).parent / "stories")  # the venv's `stories` command
 PLATFORM = Platform.VIGNETTE
 
 
@@ -65,9 +66,7 @@ def _start_relay(
     one was killed takes over quickly."""
     return subprocess.Popen(
         [
-            sys.executable,
-            "-m",
-            "brokers",
+            STORIES,
             "relay",
             "--event-store-url",
             sqlite_url,
@@ -596,7 +595,7 @@ def _free_port() -> int:
 
 
 async def test_relay_process_serves_the_oldest_event_age(broker, sqlite_url, redis_url, redis_prefix, clock):
-    """``python -m brokers relay --retention 1h --metrics-port N`` serves the gauge at /metrics."""
+    """``stories relay --retention 1h --metrics-port N`` serves the gauge at /metrics."""
     import urllib.request
 
     url, prefix = broker
@@ -606,9 +605,7 @@ async def test_relay_process_serves_the_oldest_event_age(broker, sqlite_url, red
     port = _free_port()
     process = subprocess.Popen(
         [
-            sys.executable,
-            "-m",
-            "brokers",
+            STORIES,
             "relay",
             "--event-store-url",
             sqlite_url,

@@ -21,7 +21,7 @@ from typing import Any
 import jwt
 import pytest
 
-from tests.e2e.read_side import STORIES, ReadSide, read_side  # noqa: F401  (the module's stack)
+from tests.e2e.read_side import STORIES, ReadSide
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -153,7 +153,7 @@ class World:
 
 
 @pytest.fixture(scope="module")
-def world(read_side) -> World:  # noqa: F811
+def world(read_side) -> World:
     w = World(read_side)
     w.exported = w.export_count()
     return w
@@ -197,7 +197,7 @@ def check_refusal(resp, expected: set[int], what: str, secrets: tuple[str, ...],
 
 
 @pytest.mark.parametrize("api", ["command", "query"])
-def test_every_endpoint_refuses_every_bad_credential(read_side, world, api):  # noqa: F811
+def test_every_endpoint_refuses_every_bad_credential(read_side, world, api):
     rs, w = read_side, world
     routes = endpoints(rs, api)
     assert len(routes) == (21 if api == "command" else 15), routes
@@ -244,7 +244,7 @@ WRONG_USER = [
 @pytest.mark.parametrize(
     "api,method,template,story,expected", WRONG_USER, ids=[f"{m}-{t}-{s or ''}" for _a, m, t, s, _e in WRONG_USER]
 )
-def test_owner_only_endpoints_refuse_another_user(read_side, world, api, method, template, story, expected):  # noqa: F811
+def test_owner_only_endpoints_refuse_another_user(read_side, world, api, method, template, story, expected):
     rs, w = read_side, world
     assert (method, template) in endpoints(rs, api)
     story_id = {"public": w.public, "hidden": w.hidden, None: None}[story]
@@ -256,7 +256,7 @@ def test_owner_only_endpoints_refuse_another_user(read_side, world, api, method,
     assert w.head() == before, "a refused request appended to the log"
 
 
-def test_owner_still_sees_everything_unchanged(read_side, world):  # noqa: F811
+def test_owner_still_sees_everything_unchanged(read_side, world):
     """After the whole matrix alice's stories, highlight and lists are as she left them, the log
     holds exactly what it held (``stories export``), and the next write lands right after it."""
     rs, w = read_side, world
