@@ -12,11 +12,11 @@ import logging
 import sys
 from typing import TYPE_CHECKING, NoReturn
 
-from aiohttp import web
-
 from stories.settings import Settings, jwt_settings_problem
 
 if TYPE_CHECKING:
+    from aiohttp import web
+
     from stories.clock import Clock
 
 GC_YOUNG_THRESHOLD = 50_000
