@@ -136,11 +136,12 @@ def command(
             raw = payload.model_dump(mode="json") if isinstance(payload, BaseModel) else payload
         return await _execute(request, build(user, *args), user, status, raw)
 
-    handle.__name__ = build.__name__
+    handle.__name__ = CAMEL_HUMP.sub("_", build.__name__).lower()  # the OpenAPI operationId: create_story
     return Route(method, path, handle, summary, body, status, errors, body_required=body_required)
 
 
 PATH_PARAM = re.compile(r"{(\w+)}")
+CAMEL_HUMP = re.compile(r"(?<!^)(?=[A-Z])")
 S, H = "/api/v1/stories", "/api/v1/highlights"
 ROUTES = [
     command("POST", S, uc.CreateStory, "create a story", 201, (409,), models.CreateStory),
