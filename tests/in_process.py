@@ -83,13 +83,8 @@ class InProcessCommandApi(CommandApi):
     def export(self) -> list[dict]:
         store = open_event_store(self.settings)
         try:
-            events, position, head = [], 0, store.head()
-            while position < head:
-                batch, reached = store.read_batch(position, 5000, head)
-                events += [orjson.loads(orjson.dumps(e.envelope(self.settings.platform.value))) for e in batch]
-                if reached == position:
-                    break
-                position = reached
+            platform = self.settings.platform.value
+            events = [orjson.loads(orjson.dumps(e.envelope(platform))) for e in store.read(until=store.head())]
         finally:
             store.close()
         self._count = len(events)

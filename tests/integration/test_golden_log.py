@@ -77,11 +77,7 @@ BODIES = {
 def export(url: str) -> bytes:
     store = EventStore(url, encrypt=False)
     try:
-        lines, position, head = [], 0, store.head()
-        while position < head:
-            batch, reached = store.read_batch(position, 5000, head)
-            lines += [orjson.dumps(e.envelope("vignette")) for e in batch]
-            position = reached
+        lines = [orjson.dumps(e.envelope("vignette")) for e in store.read(until=store.head())]
     finally:
         store.close()
     return b"\n".join(lines) + b"\n"
