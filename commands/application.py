@@ -166,7 +166,7 @@ class StoriesApplication:
         owner = story.owner_id
         if viewer_id == owner or viewer_id in story.hidden_from_ids:
             return Relationship()
-        privacy = story.fields["privacy"]
+        privacy = story.privacy
         wants_follow = audience or privacy in (Privacy.FOLLOWERS, Privacy.FRIENDS)
         wants_reverse = (audience and self.platform is Platform.ENTATIVA) or privacy == Privacy.FRIENDS
 
@@ -293,7 +293,8 @@ class StoriesApplication:
                 self.limits.live_stories,
             )
             batch.add(live, reshare, StoryShare.record(original, reshare, now))
-            return uc.StoryReshared(reshare.id, reshare.fields["expires_at"], reshare.fields["reshared_from"])
+            assert reshare.reshared_from is not None  # a reshare names its original
+            return uc.StoryReshared(reshare.id, reshare.fields["expires_at"], reshare.reshared_from)
 
         return run
 
@@ -309,7 +310,7 @@ class StoriesApplication:
                 answered.note_edit(now)  # collides with a first answer racing this edit
                 batch.add(answered)
             batch.add(story)
-            return uc.StoryChanged(story.id, "edited_at" in story.fields, story.fields.get("edited_at"))
+            return uc.StoryChanged(story.id, story.edited_at is not None, story.edited_at)
 
         return run
 

@@ -6,14 +6,20 @@ Rules across fields and against stored state live in ``domain/``; the numbers co
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from enum import StrEnum
+from typing import Annotated, Literal, TypeVar
 
 from pydantic import AfterValidator, AnyHttpUrl, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from domain import engagement, highlights, stories
 from domain import stickers as st
 from domain.ids import USER_ID_PATTERN, canonical_id
+from domain.visibility import Privacy
 
+W = TypeVar("W", bound=StrEnum)
+# One of the domain's words (its enums), given as its JSON string: the bodies are checked in strict
+# mode, which would otherwise take only the enum object itself.
+Word = Annotated[W, Field(strict=False)]
 UserId = Annotated[str, StringConstraints(pattern=USER_ID_PATTERN)]
 Colour = Annotated[str, StringConstraints(pattern=stories.COLOUR_PATTERN)]
 Unit = Annotated[float, Field(ge=0, le=1)]
@@ -105,7 +111,7 @@ class StickerPayloads(Strict):
 
 
 class Sticker(StickerPayloads):
-    sticker_type: Literal["poll", "quiz", "question", "countdown", "slider", "mention", "location", "music", "link"]
+    sticker_type: Word[st.StickerType]
     x: Unit = 0.5
     y: Unit = 0.5
     width: Unit = 0.3
@@ -114,7 +120,7 @@ class Sticker(StickerPayloads):
 
 
 class CreateStory(Strict):
-    story_type: Literal["image", "video", "text"]
+    story_type: Word[stories.StoryType]
     media_id: str | None = Field(default=None, min_length=1, max_length=128)
     media_url: Url | None = None
     thumbnail_url: Url | None = None
@@ -123,12 +129,12 @@ class CreateStory(Strict):
     background_gradient: list[Colour] | None = Field(default=None, min_length=2, max_length=5)
     duration: float = Field(default=stories.DEFAULT_DURATION, ge=1, le=15)
     stickers: list[Sticker] = Field(default_factory=list, max_length=st.MAX_STICKERS)
-    privacy: Literal["public", "followers", "friends", "close_friends", "custom"] | None = Field(
+    privacy: Word[Privacy] | None = Field(
         default=None, description="followers (vignette) or friends (entativa) when left out"
     )
     allowed_viewer_ids: list[UserId] = Field(default_factory=list, max_length=stories.MAX_LISTED_USERS)
     hidden_from_ids: list[UserId] = Field(default_factory=list, max_length=stories.MAX_LISTED_USERS)
-    allow_replies: Literal["everyone", "audience", "off"] = "everyone"
+    allow_replies: Word[stories.ReplyPolicy] = stories.ReplyPolicy.EVERYONE
     expires_in_hours: Literal[6, 12, 24, 48] = 24
     allow_sharing: bool = Field(default=True, description="may viewers reshare the story (public stories)")
 
@@ -149,14 +155,14 @@ class Interact(Strict):
     text: str | None = Field(
         default=None, min_length=1, max_length=engagement.ANSWER_TEXT_LIMIT, description="question"
     )
-    action: Literal["follow", "unfollow", "tap"] | None = Field(default=None, description="countdown, link")
+    action: Word[engagement.CountdownAction] | Word[engagement.LinkAction] | None = Field(
+        default=None, description="countdown, link"
+    )
     value: float | None = Field(default=None, allow_inf_nan=False, description="slider")
 
 
 class Navigate(Strict):
-    action: Literal["tap_forward", "tap_back", "exit", "swipe_forward"] = Field(
-        description="how the viewer left the story"
-    )
+    action: Word[engagement.NavigationAction] = Field(description="how the viewer left the story")
 
 
 class StickerEdit(StickerPayloads):
@@ -203,12 +209,12 @@ class EditStory(Strict):
 class ShareStory(Strict):
     """A reshare's own settings; the content comes from the original."""
 
-    privacy: Literal["public", "followers", "friends", "close_friends", "custom"] | None = Field(
+    privacy: Word[Privacy] | None = Field(
         default=None, description="followers (vignette) or friends (entativa) when left out"
     )
     allowed_viewer_ids: list[UserId] = Field(default_factory=list, max_length=stories.MAX_LISTED_USERS)
     hidden_from_ids: list[UserId] = Field(default_factory=list, max_length=stories.MAX_LISTED_USERS)
-    allow_replies: Literal["everyone", "audience", "off"] = "everyone"
+    allow_replies: Word[stories.ReplyPolicy] = stories.ReplyPolicy.EVERYONE
     expires_in_hours: Literal[6, 12, 24, 48] = 24
     allow_sharing: bool = True
 

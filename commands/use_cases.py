@@ -205,7 +205,7 @@ class StoryPosted(Result):
 class StoryReshared(Result):
     story_id: UUID
     expires_at: str
-    reshared_from: str
+    reshared_from: dict[str, str]  # {"story_id", "user_id"} of the original
 
 
 @dataclass(frozen=True)

@@ -460,6 +460,12 @@ class Story(Aggregate):
         return ReplyPolicy(self.fields["allow_replies"])
 
     @property
+    def edited_at(self) -> str | None:
+        """When it was last edited (ISO 8601, as the event's time); None if never."""
+        edited: str | None = self.fields.get("edited_at")
+        return edited
+
+    @property
     def allow_sharing(self) -> bool:
         return bool(self.fields.get("allow_sharing", True))
 

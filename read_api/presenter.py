@@ -34,13 +34,18 @@ OWNER_ONLY_FIELDS = ("allowed_viewer_ids", "hidden_from_ids")
 MAX_LIFE_HOURS = int(LONGEST_LIFE.total_seconds() // 3600)
 
 
+def instant(value: datetime | str) -> datetime:
+    """A document's time: a datetime as the projector writes it, or its ISO 8601 string."""
+    return value if isinstance(value, datetime) else parse_timestamp(value)
+
+
 def _iso(value: Any) -> Any:
     return value.isoformat() if isinstance(value, datetime) else value
 
 
 def base_story(doc: dict, viewer: str, now: datetime, *, viewed_by_me: bool, view_count: int, reply_count: int) -> dict:
     """The fields every served story has; ``Queries._present`` adds the stickers with results."""
-    expires_at = doc["expires_at"] if isinstance(doc["expires_at"], datetime) else parse_timestamp(doc["expires_at"])
+    expires_at = instant(doc["expires_at"])
     story = {name: doc.get(name) for name in CONTENT_FIELDS}
     story.update(
         created_at=_iso(doc["created_at"]),
@@ -93,7 +98,7 @@ def sticker_with_results(
     elif kind == "countdown":
         payload.update(
             follower_count=r.get("followers", 0),
-            is_over=parse_timestamp(payload["end_time"]) <= now,
+            is_over=instant(payload["end_time"]) <= now,
             following=bool(mine.get("following")),
         )
     elif kind == "question":
@@ -128,8 +133,8 @@ def sticker_interactions(doc: dict) -> dict[str, int]:
 
 def life_hours(doc: dict) -> int:
     """How many hours the story lives (the length of its ``views_timeline``)."""
-    created = doc["created_at"] if isinstance(doc["created_at"], datetime) else parse_timestamp(doc["created_at"])
-    expires = doc["expires_at"] if isinstance(doc["expires_at"], datetime) else parse_timestamp(doc["expires_at"])
+    created = instant(doc["created_at"])
+    expires = instant(doc["expires_at"])
     hours = -(-int((expires - created).total_seconds()) // 3600)
     return min(max(hours, 1), MAX_LIFE_HOURS)  # a bounded answer whatever a stored expiry says
 

@@ -25,7 +25,6 @@ from domain.engagement import NavigationAction
 from domain.errors import Forbidden, NotFound
 from domain.ids import canonical_id
 from domain.platform import Platform
-from domain.stickers import parse_timestamp
 from domain.stories import is_live as story_is_live
 from domain.visibility import Privacy, Relationship, audience_allows
 from projections.mongo_schema import NOT_GONE
@@ -82,14 +81,12 @@ def _at(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, UTC)
 
 
-def _expires(doc: dict) -> datetime:
-    value = doc["expires_at"]
-    return value if isinstance(value, datetime) else parse_timestamp(value)
-
-
 def is_live(doc: dict, now: datetime) -> bool:
     return story_is_live(
-        deleted=bool(doc.get("deleted")), expired=bool(doc.get("expired")), expires_at=_expires(doc), now=now
+        deleted=bool(doc.get("deleted")),
+        expired=bool(doc.get("expired")),
+        expires_at=presenter.instant(doc["expires_at"]),
+        now=now,
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import get_args
 from uuid import uuid4
 
 import pytest
@@ -13,7 +14,8 @@ from pydantic import ValidationError
 from commands import models
 from commands.idempotency import request_fingerprint
 from domain.platform import Platform
-from domain.stories import Story
+from domain.stories import EXPIRY_HOURS, Story, StoryType
+from domain.visibility import Privacy
 from write_api.rate_limit import RateLimiter
 
 DROP = object()
@@ -508,3 +510,17 @@ def test_body_ids_are_canonicalised_at_the_edge(spelling):
 
 def test_body_ids_that_are_no_uuid_are_kept_for_the_domain_to_reject():
     assert models.HighlightStories.model_validate({"story_ids": ["a", "not-a-uuid"]}).story_ids == ["a", "not-a-uuid"]
+
+
+def test_the_bodies_offer_the_domains_expiry_choices():
+    """``expires_in_hours`` stays a Literal (an enum of numbers in the OpenAPI document); its
+    choices are the domain's."""
+    for model in (models.CreateStory, models.ShareStory):
+        assert get_args(model.model_fields["expires_in_hours"].annotation) == EXPIRY_HOURS
+
+
+def test_the_domains_words_are_given_as_strings_and_come_out_as_its_enums():
+    story = models.CreateStory.model_validate(story_body(privacy="close_friends"))
+    assert story.story_type is StoryType.IMAGE and story.privacy is Privacy.CLOSE_FRIENDS
+    with pytest.raises(ValidationError):
+        models.CreateStory.model_validate(story_body(privacy="everyone"))
