@@ -7,7 +7,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test test-fast test-cluster lint format bench clean
+.PHONY: install run test test-fast test-cluster coverage lint format bench clean
 
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "Python 3.11+ is needed"; exit 1; }
@@ -43,10 +43,17 @@ format: install
 
 # The fast tier: pure units, and the HTTP tests served in process (tests/in_process.py).
 FAST_TESTS := tests/unit tests/integration/test_command_api.py tests/integration/test_query_api.py \
-	tests/integration/test_pages.py tests/integration/test_read_your_writes.py
+	tests/integration/test_pages.py tests/integration/test_read_your_writes.py tests/integration/test_command_api_on_a_fake_clock.py
 
 test-fast: install
 	$(BIN)/pytest -q $(FAST_TESTS)
+
+# Statement coverage of the whole suite, child processes included ([tool.coverage] in pyproject.toml).
+coverage: install
+	rm -f .coverage .coverage.*
+	$(BIN)/coverage run -m pytest -q
+	$(BIN)/coverage combine -q
+	$(BIN)/coverage report
 
 # The whole suite with the read models on a 3-master Redis Cluster (started by the tests).
 test-cluster: install
@@ -59,4 +66,4 @@ bench: install
 	$(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) .data .pytest_cache .hypothesis
+	rm -rf $(VENV) .data .pytest_cache .hypothesis .coverage .coverage.*

@@ -18,7 +18,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 from urllib.parse import parse_qs, unquote, urlparse
-from uuid import UUID, uuid5
+from uuid import UUID, uuid4, uuid5
 
 from eventsourcing.persistence import (
     DatetimeAsISO,
@@ -152,8 +152,14 @@ class PersonalDataMapper(Mapper[UUID]):
 
 
 def persistence_env(url: str) -> dict[str, str]:
-    """eventsourcing's settings for ``sqlite:///path`` or ``postgresql://user:pw@host:port/db?schema=s``."""
+    """eventsourcing's settings for ``sqlite:///path``, ``sqlite:///:memory:`` (a log that lives as
+    long as its EventStore: tests, demos) or ``postgresql://user:pw@host:port/db?schema=s``."""
     parsed = urlparse(url)
+    if parsed.scheme == "sqlite" and parsed.path.lstrip("/") == ":memory:":
+        # One shared-cache database per store: the recorder's pool holds several connections
+        # (threads), and a plain ":memory:" would give each its own empty database.
+        name = f"file:stories-{uuid4().hex}?mode=memory&cache=shared"
+        return {"PERSISTENCE_MODULE": "eventsourcing.sqlite", "SQLITE_DBNAME": name}
     if parsed.scheme == "sqlite":
         path = unquote(parsed.path)
         if parsed.netloc:  # sqlite://relative/path
