@@ -8,7 +8,6 @@ place for every reader: command handlers, projectors, the relay and replay.
 from __future__ import annotations
 
 import os
-import random
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -25,7 +24,6 @@ from eventsourcing.persistence import (
     InfrastructureFactory,
     IntegrityError,
     InterfaceError,
-    InternalError,
     JSONTranscoder,
     Mapper,
     OperationalError,
@@ -37,6 +35,7 @@ from eventsourcing.persistence import (
 )
 from eventsourcing.utils import Environment, get_topic, resolve_topic
 
+from commands.catalogue_race import create_racing
 from commands.personal_data import KeyStore, PersonalData, parse_master_keys
 from domain.accounts import AccountErased
 from domain.aggregate import Aggregate, DomainEvent
@@ -49,7 +48,6 @@ if TYPE_CHECKING:
 A = TypeVar("A", bound=Aggregate)
 _DOMAIN_EVENTS = frozenset(EVENT_TYPES.values())
 PROBE_INTERVAL_S = 1.0
-CREATE_ATTEMPTS = 8
 
 
 class StreamConflict(Exception):
@@ -240,17 +238,8 @@ class EventStore:
         return self._connected
 
     def _create_recorder(self) -> Any:
-        # The recorder creates its tables, types and functions "if not exists"; processes that
-        # start together (compose, scale-out) race on PostgreSQL's catalogue and the loser gets
-        # "tuple concurrently updated" or a duplicate key. Once the winner commits, a retry finds
-        # everything in place.
-        for attempt in range(CREATE_ATTEMPTS):
-            try:
-                return self._factory.application_recorder()
-            except (InternalError, IntegrityError):
-                if attempt == CREATE_ATTEMPTS - 1:
-                    raise
-                time.sleep(random.uniform(0.05, 0.2) * (attempt + 1))
+        # The recorder creates its tables, types and functions "if not exists": see catalogue_race.
+        return create_racing(self._factory.application_recorder)
 
     @property
     def recorder(self) -> Any:

@@ -22,7 +22,6 @@ import base64
 import hashlib
 import hmac
 import os
-import random
 import threading
 import time
 from collections import OrderedDict
@@ -36,8 +35,9 @@ from uuid import UUID
 import orjson
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from eventsourcing.persistence import IntegrityError, InterfaceError, InternalError, OperationalError
+from eventsourcing.persistence import InterfaceError, OperationalError
 
+from commands.catalogue_race import create_racing
 from domain.aggregate import SELF
 
 KEYS_TABLE = "stories_person_keys"
@@ -45,7 +45,6 @@ META_TABLE = "stories_key_meta"
 MARK = "$pd"
 CACHED_KEYS = 200_000  # data keys kept unwrapped in memory per process (an LRU)
 OPENED_KEPT = 100_000  # opened values kept per process
-CREATE_ATTEMPTS = 8  # of the tables, while processes starting together race on them
 ENSURE_ATTEMPTS = 3  # of a batch's new keys, when a commit's answer is lost
 POLL_ERASURES_S = 1.0  # how often a process learns of erasures made by others (and forgets those keys)
 # Erasure times come from each process's own clock: look this far back each time, so that an
@@ -150,23 +149,13 @@ class KeyStore:
         self._read: OrderedDict[str, AESGCM | None] = OrderedDict()  # kid -> key (None: erased)
         self._polled = time.monotonic()
         self._seen_erasures = ""  # the newest erasure time seen (ISO)
-        self._create_tables()
+        create_racing(self._create_tables)
         self.meta = self._load_meta(list(master_keys), legacy_log)
 
     # -- set-up -------------------------------------------------------------------------
 
     def _create_tables(self) -> None:
-        # Processes starting together race on PostgreSQL's catalogue ("if not exists" is not
-        # atomic there); once the winner commits, a retry finds the tables (as EventStore does).
-        for attempt in range(CREATE_ATTEMPTS):
-            try:
-                return self._create_tables_once()
-            except (IntegrityError, InternalError):
-                if attempt == CREATE_ATTEMPTS - 1:
-                    raise
-                time.sleep(random.uniform(0.05, 0.2) * (attempt + 1))
-
-    def _create_tables_once(self) -> None:
+        # Processes that start together race on these (commands.catalogue_race).
         s = self.sql
         with s.transaction(commit=True) as cur:
             cur.execute(f"CREATE TABLE IF NOT EXISTS {s.meta} (name TEXT PRIMARY KEY, value TEXT NOT NULL)")
