@@ -110,7 +110,7 @@ def _payload_problems(kind: StickerType, p: dict[str, Any]) -> list[tuple[str, s
 # -- payloads ------------------------------------------------------------------------------
 # Typed, read-only views of a sticker's payload object. Events and read models keep the payload
 # as the plain dict the client sent (``{"sticker_type": "poll", "poll": {...}}``); these are
-# read from it (``sticker_payload``) where the domain needs its values. Fields the stored dict
+# read from it (``PollPayload.from_dict(...)`` and the rest) where the domain needs its values. Fields the stored dict
 # lacks take the API's defaults, so reading never fails on a payload ``check_stickers`` accepted.
 
 
@@ -211,12 +211,6 @@ PAYLOAD_TYPES: dict[StickerType, type[StickerPayload]] = {
     StickerType.MUSIC: MusicPayload,
     StickerType.LINK: LinkPayload,
 }
-
-
-def sticker_payload(sticker: Mapping[str, Any]) -> StickerPayload:
-    """The typed payload of a stored sticker (named after its ``sticker_type``)."""
-    kind = StickerType(sticker["sticker_type"])
-    return PAYLOAD_TYPES[kind].from_dict(sticker[kind])
 
 
 def interactive_sticker(stickers: list[dict[str, Any]], index: int, kind: str | None = None) -> dict[str, Any]:

@@ -685,6 +685,17 @@ def test_reshare_of_an_edited_story_copies_the_edited_content():
     assert "edited_at" not in reshare.fields
 
 
+def test_a_reshare_cannot_be_edited_not_even_by_its_sharer():
+    original = public_story()
+    reshare = Story.reshare(uuid4(), original, OTHER, STRANGER, {}, VIGNETTE, T0)
+    reshare.collect_events()
+    with pytest.raises(Forbidden) as info:  # its content is what the original's author wrote
+        reshare.edit(OTHER, {"text_content": "mine now"}, frozenset(), VIGNETTE, T0)
+    assert info.value.code == "reshare_not_editable"
+    assert reshare.collect_events() == []
+    assert reshare.story_type is original.story_type is sto.StoryType(original.fields["story_type"])
+
+
 def test_story_created_v2_upcasts_to_an_original():
     state = {"allow_sharing": True}
     sto.StoryCreated.upcast_v2_v3(state)

@@ -13,7 +13,9 @@ from domain.errors import InvalidInput
 from domain.stickers import (
     INTERACTIVE_TYPES,
     MAX_STICKERS,
+    PAYLOAD_TYPES,
     STICKER_TYPES,
+    StickerType,
     check_stickers,
     interactive_sticker,
     parse_timestamp,
@@ -261,6 +263,16 @@ def broken_sticker_lists(draw):
 @given(valid_sticker_lists())
 def test_valid_sticker_lists_pass(stickers):
     assert problems(stickers) == set()
+
+
+@HYPOTHESIS
+@given(valid_sticker_lists())
+def test_every_payload_the_rules_accept_reads_as_its_typed_payload(stickers):
+    for sticker in stickers:
+        kind = StickerType(sticker["sticker_type"])
+        payload = PAYLOAD_TYPES[kind].from_dict(sticker[kind])
+        assert payload == PAYLOAD_TYPES[kind].from_dict(copy.deepcopy(sticker[kind]))
+    assert set(PAYLOAD_TYPES) == set(StickerType)
 
 
 @HYPOTHESIS
