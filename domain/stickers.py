@@ -110,8 +110,9 @@ def _payload_problems(kind: StickerType, p: dict[str, Any]) -> list[tuple[str, s
 # -- payloads ------------------------------------------------------------------------------
 # Typed, read-only views of a sticker's payload object. Events and read models keep the payload
 # as the plain dict the client sent (``{"sticker_type": "poll", "poll": {...}}``); these are
-# read from it (``PollPayload.from_dict(...)`` and the rest) where the domain needs its values. Fields the stored dict
-# lacks take the API's defaults, so reading never fails on a payload ``check_stickers`` accepted.
+# read from it (``PollPayload.from_dict(...)`` and the rest) where the domain needs its values.
+# Fields the stored dict lacks take the API's defaults, so reading never fails on a payload
+# ``check_stickers`` accepted.
 
 
 @dataclass(frozen=True, kw_only=True)

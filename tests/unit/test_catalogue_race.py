@@ -19,6 +19,19 @@ TYPE_EXISTS = raised_from(ProgrammingError("exists"), psycopg.errors.DuplicateOb
 SYNTAX = raised_from(ProgrammingError("syntax"), psycopg.errors.SyntaxError("syntax error"))
 
 
+class Creator:
+    """A create that raises ``error`` on its first ``failures`` calls, then succeeds."""
+
+    def __init__(self, error: Exception, failures: int) -> None:
+        self.error, self.failures, self.calls = error, failures, 0
+
+    def __call__(self) -> str:
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise self.error
+        return "recorder"
+
+
 @pytest.fixture(autouse=True)
 def no_pause(monkeypatch):
     monkeypatch.setattr(catalogue_race.time, "sleep", lambda seconds: None)
@@ -28,40 +41,23 @@ def no_pause(monkeypatch):
     "error", [IntegrityError("pg_type key"), InternalError("tuple concurrently updated"), ALREADY_EXISTS, TYPE_EXISTS]
 )
 def test_a_lost_race_is_retried_until_the_tables_are_there(error):
-    calls = []
-
-    def create():
-        calls.append(1)
-        if len(calls) < 3:
-            raise error
-        return "recorder"
-
+    create = Creator(error, failures=2)
     assert lost_the_race(error)
     assert create_racing(create) == "recorder"
-    assert len(calls) == 3
+    assert create.calls == 3
 
 
 def test_any_other_programming_error_is_raised_at_once():
-    calls = []
-
-    def create():
-        calls.append(1)
-        raise SYNTAX
-
+    create = Creator(SYNTAX, failures=99)
     assert not lost_the_race(SYNTAX)
     assert not lost_the_race(ProgrammingError("no cause"))
     with pytest.raises(ProgrammingError, match="syntax"):
         create_racing(create)
-    assert len(calls) == 1
+    assert create.calls == 1
 
 
 def test_a_race_lost_every_time_gives_up_after_the_attempts():
-    calls = []
-
-    def create():
-        calls.append(1)
-        raise ALREADY_EXISTS
-
+    create = Creator(ALREADY_EXISTS, failures=99)
     with pytest.raises(ProgrammingError):
         create_racing(create, attempts=4)
-    assert len(calls) == 4
+    assert create.calls == 4
